@@ -1,0 +1,111 @@
+"""Identity's HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, EmailStr, Field
+
+from services.identity.application import Identity
+from services.identity.devtokens import DevSigner
+from services.identity.domain import Profile, User
+from shared.auth import CurrentPrincipal, user_id_for
+from shared.problems import Problem
+
+router = APIRouter()
+dev_router = APIRouter(tags=["dev"])
+
+
+def get_identity(request: Request) -> Identity:
+    return request.app.state.identity
+
+
+def get_signer(request: Request) -> DevSigner:
+    return request.app.state.signer
+
+
+class UserPublic(BaseModel):
+    id: str
+    clerk_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    avatar: str | None
+    is_active: bool
+    role: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserPublic:
+        return cls(**user.__dict__)
+
+
+class SyncResponse(BaseModel):
+    user: UserPublic
+    created: bool
+
+
+class SyncRequest(BaseModel):
+    """Profile fields the token may not carry (Clerk session tokens hold only what you configure)."""
+
+    email: EmailStr | None = None
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    avatar: str | None = Field(default=None, max_length=2000)
+
+
+@router.post("/api/user/sync", response_model=SyncResponse, tags=["user"])
+async def sync_user(
+    principal: CurrentPrincipal,
+    identity: Annotated[Identity, Depends(get_identity)],
+    request: Request,
+    body: Annotated[SyncRequest | None, Body()] = None,
+) -> SyncResponse:
+    claims = principal.claims
+    extra = body or SyncRequest()
+    email = claims.get("email") or extra.email
+    if not email:
+        raise Problem(422, "Unprocessable Content", "No email in the token claims or the request body.")
+    profile = Profile(
+        clerk_id=principal.clerk_id,
+        email=str(email),
+        first_name=claims.get("first_name") or extra.first_name,
+        last_name=claims.get("last_name") or extra.last_name,
+        avatar=claims.get("image_url") or claims.get("avatar") or extra.avatar,
+    )
+    result = await identity.sync_user(profile, correlation_id=request.headers.get("x-correlation-id"))
+    return SyncResponse(user=UserPublic.of(result.user), created=result.created)
+
+
+class DevTokenRequest(BaseModel):
+    clerk_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-]+$")
+    email: EmailStr
+    first_name: str | None = None
+    last_name: str | None = None
+    role: Literal["user", "admin"] = "user"
+
+
+class DevTokenResponse(BaseModel):
+    token: str
+    user_id: str
+
+
+@dev_router.post("/dev/token", response_model=DevTokenResponse)
+async def dev_token(body: DevTokenRequest, signer: Annotated[DevSigner, Depends(get_signer)]) -> DevTokenResponse:
+    claims: dict[str, Any] = {
+        "sub": body.clerk_id,
+        "email": str(body.email),
+        "first_name": body.first_name,
+        "last_name": body.last_name,
+    }
+    if body.role != "user":
+        claims["role"] = body.role
+    return DevTokenResponse(token=signer.sign(claims), user_id=user_id_for(body.clerk_id))
+
+
+@dev_router.get("/.well-known/jwks.json")
+async def jwks(signer: Annotated[DevSigner, Depends(get_signer)]) -> dict[str, Any]:
+    return signer.jwks()

@@ -1,0 +1,38 @@
+"""Composition root of the identity service: `uvicorn --factory services.identity.main:create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.identity import api, store
+from services.identity.application import Identity
+from services.identity.devtokens import DevSigner
+from shared import runtime, telemetry
+from shared.http import create_app as create_service_app
+from shared.settings import Settings
+
+SERVICE = "identity"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]  # read from the environment
+    telemetry.setup(SERVICE)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running(SERVICE, settings, store.DDL) as rt:
+            relay = rt.start_outbox_relay()
+            app.state.identity = Identity(rt.pool, relay)
+            app.state.runtime = rt
+            yield
+
+    routers = [api.router]
+    app = create_service_app(SERVICE, settings, lifespan, routers)
+    if settings.auth_mode == "dev":
+        # The dev signer and its endpoints exist only in dev mode: in production there is no route.
+        app.state.signer = DevSigner(settings.data_dir / "dev-jwt-key.pem")
+        app.include_router(api.dev_router)
+    return app

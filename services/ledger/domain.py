@@ -1,0 +1,380 @@
+"""The credit account: the single source of truth for one user's balance.
+
+Pure domain: stdlib and eventsourcing.domain only. Every command carries an idempotency key; the
+account remembers, in its own event history, which key produced which event, so a retried command
+(an HTTP retry or a redelivered NATS event) finds its first outcome instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+GRANT_TYPES = frozenset({"PURCHASE", "BONUS", "REFUND", "ADMIN_ADJUSTMENT"})
+DEBIT_TYPES = frozenset({"USAGE", "ADMIN_ADJUSTMENT", "REFUND"})
+
+
+class LedgerError(Exception):
+    pass
+
+
+class InvalidCommandError(LedgerError):
+    pass
+
+
+class InsufficientCreditsError(LedgerError):
+    def __init__(self, amount: int, balance: int, available: int) -> None:
+        super().__init__(f"{amount} credits asked, {available} available")
+        self.amount, self.balance, self.available = amount, balance, available
+
+
+class IdempotencyConflictError(LedgerError):
+    """The key was used before for a different request."""
+
+
+class AccountInactiveError(LedgerError):
+    pass
+
+
+class ReservationNotFoundError(LedgerError):
+    pass
+
+
+class CreditAccount(Aggregate):
+    @staticmethod
+    def create_id(user_id: str) -> uuid.UUID:
+        return uuid.UUID(user_id)
+
+    @event("Opened")
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.balance = 0
+        self.reserved = 0
+        self.active = True
+        # reservation id -> [amount, job_id, expires_at iso]
+        self.reservations: dict[str, list[Any]] = {}
+        # idempotency key -> [request fingerprint, version of the event it produced]
+        self.outcomes: dict[str, list[Any]] = {}
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+    def outcome(self, key: str, fingerprint: str) -> int | None:
+        """Version of the event `key` produced before, None if the key is new."""
+        seen = self.outcomes.get(key)
+        if seen is None:
+            return None
+        if seen[0] != fingerprint:
+            raise IdempotencyConflictError(f"idempotency key {key!r} was used for a different request")
+        return int(seen[1])
+
+    def _remember(self, key: str, fingerprint: str) -> None:
+        # Runs inside the event's apply, before the aggregate's version is advanced.
+        self.outcomes[key] = [fingerprint, self.version + 1]
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def grant(self, *, entry_type: str, amount: int, key: str, fingerprint: str, **details: Any) -> None:
+        if entry_type not in GRANT_TYPES:
+            raise InvalidCommandError(f"{entry_type} is not a grant type")
+        _positive(amount)
+        self._granted(
+            entry_type=entry_type,
+            amount=amount,
+            balance_after=self.balance + amount,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            **_details(details),
+        )
+
+    def debit(self, *, entry_type: str, amount: int, key: str, fingerprint: str, **details: Any) -> bool:
+        """Debit whole or not at all; a refusal is recorded too, so its retry answers the same."""
+        if entry_type not in DEBIT_TYPES:
+            raise InvalidCommandError(f"{entry_type} is not a debit type")
+        _positive(amount)
+        info = _details(details)
+        if not self.active:
+            raise AccountInactiveError("the account is deactivated")
+        if amount > self.available:
+            self._debit_rejected(
+                amount=amount,
+                available=self.available,
+                reason="insufficient credits",
+                idempotency_key=key,
+                fingerprint=fingerprint,
+                cause_id=info["cause_id"],
+                correlation_id=info["correlation_id"],
+            )
+            return False
+        self._debited(
+            entry_type=entry_type,
+            amount=amount,
+            balance_after=self.balance - amount,
+            shortfall=0,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            **info,
+        )
+        return True
+
+    def claw_back(self, *, amount: int, key: str, fingerprint: str, **details: Any) -> None:
+        """Take back refunded credits: as many as there are, recording what could not be taken."""
+        _positive(amount)
+        taken = min(amount, self.available)
+        self._debited(
+            entry_type="REFUND",
+            amount=taken,
+            balance_after=self.balance - taken,
+            shortfall=amount - taken,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            **_details(details),
+        )
+
+    def reserve(
+        self,
+        *,
+        reservation_id: str,
+        amount: int,
+        job_id: str | None,
+        expires_at: datetime,
+        key: str,
+        fingerprint: str,
+        cause_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> bool:
+        _positive(amount)
+        if not self.active:
+            raise AccountInactiveError("the account is deactivated")
+        if reservation_id in self.reservations:
+            raise InvalidCommandError(f"reservation {reservation_id} exists")
+        common = {
+            "reservation_id": reservation_id,
+            "amount": amount,
+            "job_id": job_id,
+            "idempotency_key": key,
+            "fingerprint": fingerprint,
+            "cause_id": cause_id,
+            "correlation_id": correlation_id,
+        }
+        if amount > self.available:
+            self._reservation_rejected(available=self.available, reason="insufficient credits", **common)
+            return False
+        self._reserved(
+            expires_at=expires_at.isoformat(),
+            balance_after=self.balance,
+            reserved_after=self.reserved + amount,
+            **common,
+        )
+        return True
+
+    def capture(
+        self,
+        *,
+        reservation_id: str,
+        amount: int | None,
+        description: str,
+        key: str,
+        fingerprint: str,
+        cause_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        held = self._held(reservation_id)
+        taken = held if amount is None else amount
+        if not 0 <= taken <= held:
+            raise InvalidCommandError(f"capture of {taken} from a hold of {held}")
+        self._captured(
+            reservation_id=reservation_id,
+            job_id=self.reservations[reservation_id][1],
+            amount=taken,
+            released=held - taken,
+            balance_after=self.balance - taken,
+            reserved_after=self.reserved - held,
+            description=description,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            cause_id=cause_id,
+            correlation_id=correlation_id,
+        )
+
+    def release(
+        self,
+        *,
+        reservation_id: str,
+        reason: str,
+        key: str,
+        fingerprint: str,
+        cause_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        held = self._held(reservation_id)
+        self._released(
+            reservation_id=reservation_id,
+            job_id=self.reservations[reservation_id][1],
+            amount=held,
+            reason=reason,
+            balance_after=self.balance,
+            reserved_after=self.reserved - held,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            cause_id=cause_id,
+            correlation_id=correlation_id,
+        )
+
+    def expired_reservations(self, now: datetime) -> list[str]:
+        return [rid for rid, (_, _, expires) in self.reservations.items() if datetime.fromisoformat(expires) <= now]
+
+    def _held(self, reservation_id: str) -> int:
+        held = self.reservations.get(reservation_id)
+        if held is None:
+            raise ReservationNotFoundError(f"no open reservation {reservation_id}")
+        return int(held[0])
+
+    # -- events -----------------------------------------------------------------------------------
+
+    @event("Granted")
+    def _granted(
+        self,
+        entry_type: str,
+        amount: int,
+        balance_after: int,
+        description: str,
+        metadata: dict[str, Any],
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self.balance = balance_after
+        self._remember(idempotency_key, fingerprint)
+
+    @event("Debited")
+    def _debited(
+        self,
+        entry_type: str,
+        amount: int,
+        balance_after: int,
+        shortfall: int,
+        description: str,
+        metadata: dict[str, Any],
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self.balance = balance_after
+        self._remember(idempotency_key, fingerprint)
+
+    @event("DebitRejected")
+    def _debit_rejected(
+        self,
+        amount: int,
+        available: int,
+        reason: str,
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self._remember(idempotency_key, fingerprint)
+
+    @event("Reserved")
+    def _reserved(
+        self,
+        reservation_id: str,
+        amount: int,
+        job_id: str | None,
+        expires_at: str,
+        balance_after: int,
+        reserved_after: int,
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self.reservations[reservation_id] = [amount, job_id, expires_at]
+        self.reserved += amount
+        self._remember(idempotency_key, fingerprint)
+
+    @event("ReservationRejected")
+    def _reservation_rejected(
+        self,
+        reservation_id: str,
+        amount: int,
+        job_id: str | None,
+        available: int,
+        reason: str,
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self._remember(idempotency_key, fingerprint)
+
+    @event("Captured")
+    def _captured(
+        self,
+        reservation_id: str,
+        job_id: str | None,
+        amount: int,
+        released: int,
+        balance_after: int,
+        reserved_after: int,
+        description: str,
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        held = self.reservations.pop(reservation_id)
+        self.reserved -= int(held[0])
+        self.balance = balance_after
+        self._remember(idempotency_key, fingerprint)
+
+    @event("Released")
+    def _released(
+        self,
+        reservation_id: str,
+        job_id: str | None,
+        amount: int,
+        reason: str,
+        balance_after: int,
+        reserved_after: int,
+        idempotency_key: str,
+        fingerprint: str,
+        cause_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        held = self.reservations.pop(reservation_id)
+        self.reserved -= int(held[0])
+        self._remember(idempotency_key, fingerprint)
+
+    @event("Deactivated")
+    def deactivate(self) -> None:
+        self.active = False
+
+    @event("Reactivated")
+    def reactivate(self) -> None:
+        self.active = True
+
+
+def _positive(amount: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise InvalidCommandError("amount must be a positive integer")
+
+
+def _details(details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": str(details.get("description", "")),
+        "metadata": dict(details.get("metadata") or {}),
+        "cause_id": details.get("cause_id"),
+        "correlation_id": details.get("correlation_id"),
+    }
+
+
+def reservation_expiry(now: datetime, ttl_seconds: int) -> datetime:
+    return now + timedelta(seconds=ttl_seconds)

@@ -1,0 +1,122 @@
+"""Event → read model. Each event's effect, its inbox record and the consumer's stream position are
+written in one transaction, so a redelivery changes nothing and a crash loses nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from services.projections import store
+from shared.bus import Subscription
+from shared.contracts import Envelope, EventData
+from shared.contracts import identity as idc
+from shared.contracts import ledger as lc
+from shared.inbox import first_delivery
+
+Apply = Callable[[AsyncConnection, Envelope, EventData, int], Awaitable[None]]
+
+
+async def user_registered(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, idc.UserRegistered)
+    await store.upsert_user(conn, {**body.model_dump(), "at": env.occurred_at})
+
+
+async def user_updated(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, idc.UserUpdated)
+    await store.upsert_user(conn, {**body.model_dump(), "at": env.occurred_at})
+
+
+async def user_deactivated(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, idc.UserDeactivated)
+    await store.set_user_active(conn, body.user_id, False)
+
+
+async def user_reactivated(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, idc.UserReactivated)
+    await store.set_user_active(conn, body.user_id, True)
+
+
+async def credits_changed(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.CreditsGranted | lc.CreditsDebited)
+    sign = 1 if isinstance(body, lc.CreditsGranted) else -1
+    await store.add_entry(
+        conn,
+        {
+            "seq": seq,
+            "event_id": env.id,
+            "user_id": body.user_id,
+            "entry_type": body.entry_type.value,
+            "amount": sign * body.amount,
+            "balance_after": body.balance_after,
+            "description": body.description,
+            "metadata": body.metadata,
+            "occurred_at": env.occurred_at,
+        },
+    )
+    await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after)
+
+
+async def credits_captured(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.CreditsCaptured)
+    if body.amount:
+        await store.add_entry(
+            conn,
+            {
+                "seq": seq,
+                "event_id": env.id,
+                "user_id": body.user_id,
+                "entry_type": lc.EntryType.USAGE.value,
+                "amount": -body.amount,
+                "balance_after": body.balance_after,
+                "description": body.description,
+                "metadata": {"reservation_id": body.reservation_id, "job_id": body.job_id},
+                "occurred_at": env.occurred_at,
+            },
+        )
+    await store.set_balance(
+        conn,
+        body.user_id,
+        seq=seq,
+        at=env.occurred_at,
+        balance=body.balance_after,
+        reserved=body.reserved_after,
+    )
+
+
+async def hold_changed(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.CreditsReserved | lc.CreditsReleased)
+    await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, reserved=body.reserved_after)
+
+
+HANDLERS: dict[str, Apply] = {
+    idc.UserRegistered.type: user_registered,
+    idc.UserUpdated.type: user_updated,
+    idc.UserDeactivated.type: user_deactivated,
+    idc.UserReactivated.type: user_reactivated,
+    lc.CreditsGranted.type: credits_changed,
+    lc.CreditsDebited.type: credits_changed,
+    lc.CreditsCaptured.type: credits_captured,
+    lc.CreditsReserved.type: hold_changed,
+    lc.CreditsReleased.type: hold_changed,
+}
+
+
+def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -> list[Subscription]:
+    def consumer(stream: str, durable: str, subjects: tuple[str, ...]) -> Subscription:
+        async def apply(envelope: Envelope, seq: int) -> None:
+            handler = HANDLERS.get(envelope.type)
+            async with pool.connection() as conn, conn.transaction():
+                if await first_delivery(conn, durable, envelope.id) and handler is not None:
+                    await handler(conn, envelope, envelope.body(), seq)
+                await store.record_position(conn, durable, stream, seq)
+            if handler is not None and envelope.user_id:
+                on_change(envelope.user_id)
+
+        return Subscription(stream, durable, subjects, apply)
+
+    return [
+        consumer("IDENTITY", "projections-identity", ("identity.>",)),
+        consumer("LEDGER", "projections-ledger", ("ledger.>",)),
+    ]

@@ -1,0 +1,128 @@
+"""Durable pull consumer loop: explicit ack, bounded redelivery, a dead-letter subject."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+from shared.bus.publisher import publish
+from shared.contracts import Envelope, UnknownEventError
+from shared.telemetry import consumer_span
+
+log = logging.getLogger(__name__)
+
+# Called with the event and its stream sequence (read models use it to keep only the newest state).
+Handler = Callable[[Envelope, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    stream: str
+    durable: str
+    subjects: tuple[str, ...]
+    handler: Handler
+
+
+def deadletter_subject(durable: str, subject: str) -> str:
+    return f"deadletter.{durable}.{subject}"
+
+
+class Consumer:
+    """Runs one durable consumer until cancelled.
+
+    Each message is handled, then acked. A handler error naks it with a growing delay; after
+    `max_deliver` deliveries (or at once, for a message that is not a valid contract) it is copied to
+    `deadletter.<durable>.<subject>` and terminated, so one poison message never blocks the stream.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subscription: Subscription,
+        *,
+        max_deliver: int = 5,
+        batch: int = 100,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self._js = js
+        self._sub = subscription
+        self._max_deliver = max_deliver
+        self._batch = batch
+        self._ack_wait = ack_wait
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
+        s = self._sub
+        config = ConsumerConfig(
+            name=s.durable,
+            durable_name=s.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            # The server never gives up on its own; we dead-letter at our own bound instead.
+            max_deliver=-1,
+            filter_subjects=list(s.subjects),
+            max_ack_pending=10_000,
+        )
+        # Consumer CREATE with a name creates or updates, so a changed filter takes effect.
+        await self._js.add_consumer(s.stream, config)
+        return await self._js.pull_subscribe_bind(durable=s.durable, stream=s.stream)
+
+    async def run(self) -> None:
+        psub = await self._bind()
+        while True:
+            try:
+                msgs = await psub.fetch(self._batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            envelope = Envelope.from_bytes(msg.data)
+            envelope.body()
+        except (ValidationError, UnknownEventError, ValueError) as exc:
+            await self._dead_letter(msg, f"invalid contract: {exc}")
+            return
+        with consumer_span(self._sub.durable, msg.subject, msg.headers or {}):
+            try:
+                await self._sub.handler(envelope, msg.metadata.sequence.stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delivered = msg.metadata.num_delivered
+                if delivered >= self._max_deliver:
+                    log.exception("%s: giving up on %s after %d deliveries", self._sub.durable, envelope.id, delivered)
+                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
+                else:
+                    log.warning("%s: %s failed (%s), redelivering", self._sub.durable, envelope.id, exc)
+                    await msg.nak(delay=min(0.2 * 2**delivered, 10.0))
+                return
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        headers = {
+            **(msg.headers or {}),
+            "Deadletter-Reason": reason[:500],
+            "Deadletter-Consumer": self._sub.durable,
+        }
+        msg_id = f"{self._sub.durable}:{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+        await publish(
+            self._js,
+            deadletter_subject(self._sub.durable, msg.subject),
+            msg.data,
+            msg_id=msg_id,
+            headers=headers,
+        )
+        await msg.term()

@@ -1,0 +1,47 @@
+"""The streams of SPEC.md, plus the dead-letter stream every consumer parks poison messages in."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+STREAMS: dict[str, list[str]] = {
+    "IDENTITY": ["identity.>"],
+    "LEDGER": ["ledger.>"],
+    "PAYMENTS": ["payments.>"],
+    "MEDIA": ["media.>"],
+    "DEADLETTER": ["deadletter.>"],
+}
+DUPLICATE_WINDOW_SECONDS = 300.0
+
+
+def stream_for(subject: str) -> str:
+    prefix = subject.split(".", 1)[0]
+    for name, subjects in STREAMS.items():
+        if any(s.split(".", 1)[0] == prefix for s in subjects):
+            return name
+    raise ValueError(f"no stream holds subject {subject!r}")
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    for name, subjects in STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            discard=DiscardPolicy.OLD,
+        )
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created stream %s", name)
+        else:
+            await js.update_stream(config)

@@ -1,0 +1,86 @@
+"""The event envelope: the one shape that crosses a service boundary."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Namespace for every id this system derives deterministically (user ids, ledger event ids, ...).
+NAMESPACE = uuid.UUID("6f1d7e0a-4c1b-5a8e-9d2c-3b7f0e5a1c42")
+
+
+def derive_id(*parts: object) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, ":".join(str(p) for p in parts))
+
+
+class EventData(BaseModel):
+    """Base of every typed event body; subclasses name their subject in `type`."""
+
+    # Unknown fields are ignored so an older consumer reads a newer producer; missing ones fail.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    registry: ClassVar[dict[str, type[EventData]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            EventData.registry[cls.type] = cls
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: uuid.UUID
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    user_id: str | None
+    correlation_id: str
+    causation_id: str | None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def wrap(
+        cls,
+        body: EventData,
+        *,
+        user_id: str | None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        event_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Self:
+        event_id = event_id or uuid.uuid4()
+        return cls(
+            id=event_id,
+            type=body.type,
+            schema_version=body.schema_version,
+            occurred_at=occurred_at or datetime.now(UTC),
+            user_id=user_id,
+            correlation_id=correlation_id or str(event_id),
+            causation_id=causation_id,
+            data=body.model_dump(mode="json"),
+        )
+
+    def body(self) -> EventData:
+        """The typed body; raises UnknownEventError or pydantic.ValidationError."""
+        model = EventData.registry.get(self.type)
+        if model is None:
+            raise UnknownEventError(self.type)
+        return model.model_validate(self.data)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Self:
+        return cls.model_validate_json(raw)
+
+
+class UnknownEventError(ValueError):
+    pass

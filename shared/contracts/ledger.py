@@ -1,0 +1,103 @@
+"""Events on the LEDGER stream: the append-only credit history every balance is audited from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from shared.contracts.envelope import EventData
+
+
+class EntryType(StrEnum):
+    PURCHASE = "PURCHASE"
+    USAGE = "USAGE"
+    REFUND = "REFUND"
+    BONUS = "BONUS"
+    ADMIN_ADJUSTMENT = "ADMIN_ADJUSTMENT"
+
+
+class _Entry(EventData):
+    user_id: str
+    entry_type: EntryType
+    # Zero only for a claw-back that found nothing left to take (its shortfall says how much).
+    amount: int = Field(ge=0)
+    balance_after: int = Field(ge=0)
+    description: str
+    metadata: dict[str, Any]
+    idempotency_key: str
+    cause_id: str | None
+
+
+class CreditsGranted(_Entry):
+    type = "ledger.credits.granted"
+
+
+class CreditsDebited(_Entry):
+    type = "ledger.credits.debited"
+    # A claw-back that found fewer credits than it wanted records what it could not take.
+    shortfall: int = 0
+
+
+class CreditsReserved(EventData):
+    type = "ledger.credits.reserved"
+    user_id: str
+    reservation_id: str
+    amount: int = Field(gt=0)
+    job_id: str | None
+    expires_at: datetime
+    balance: int
+    reserved_after: int
+    idempotency_key: str
+    cause_id: str | None
+
+
+class CreditsCaptured(EventData):
+    type = "ledger.credits.captured"
+    user_id: str
+    reservation_id: str
+    job_id: str | None
+    amount: int = Field(ge=0)
+    released: int = Field(ge=0)
+    balance_after: int = Field(ge=0)
+    reserved_after: int
+    description: str
+    idempotency_key: str
+    cause_id: str | None
+
+
+class CreditsReleased(EventData):
+    type = "ledger.credits.released"
+    user_id: str
+    reservation_id: str
+    job_id: str | None
+    amount: int = Field(ge=0)
+    reason: str
+    balance: int
+    reserved_after: int
+    idempotency_key: str
+    cause_id: str | None
+
+
+class ReservationRejected(EventData):
+    type = "ledger.credits.reservation_rejected"
+    user_id: str
+    reservation_id: str
+    job_id: str | None
+    amount: int
+    available: int
+    reason: str
+    idempotency_key: str
+    cause_id: str | None
+
+
+class DebitRejected(EventData):
+    type = "ledger.debit.rejected"
+    user_id: str
+    amount: int
+    available: int
+    reason: str
+    idempotency_key: str
+    cause_id: str | None

@@ -1,0 +1,40 @@
+"""PostgreSQL access: one schema per service inside the configured database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+
+def schema_conninfo(database_url: str, schema: str) -> str:
+    """Connection string whose sessions see only `schema` (and public for extensions)."""
+    return make_conninfo(database_url, options=f"-c search_path={schema},public")
+
+
+def conninfo_parts(database_url: str) -> dict[str, str]:
+    parts = {k: str(v) for k, v in conninfo_to_dict(database_url).items()}
+    parts.setdefault("host", "localhost")
+    parts.setdefault("port", "5432")
+    parts.setdefault("user", "postgres")
+    parts.setdefault("password", "")
+    parts.setdefault("dbname", parts["user"])
+    return parts
+
+
+async def migrate(database_url: str, schema: str, ddl: Sequence[str]) -> None:
+    """Create the schema and its tables; an advisory lock keeps parallel starts from racing."""
+    async with await AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"migrate:{schema}",))
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        for statement in ddl:
+            await conn.execute(statement)  # type: ignore[arg-type]  # DDL is static text
+
+
+async def open_pool(database_url: str, schema: str, max_size: int = 10) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(schema_conninfo(database_url, schema), min_size=1, max_size=max_size, open=False)
+    await pool.open(wait=True, timeout=15)
+    return pool

@@ -1,0 +1,57 @@
+"""The FastAPI app every service is built on: problem details, tracing, /healthz and /readyz."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from shared import problems
+from shared.auth import TokenVerifier
+from shared.settings import Settings
+from shared.telemetry import server_span
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Sequence[APIRouter]) -> FastAPI:
+    app = FastAPI(title=f"creditstream {service}", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.verifier = TokenVerifier(
+        settings.jwks_url,
+        issuer=settings.issuer,
+        authorized_parties=settings.authorized_parties,
+        admin_clerk_ids=settings.admin_clerk_ids,
+    )
+    problems.install(app)
+
+    @app.middleware("http")
+    async def trace_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        with server_span(request.method, request.url.path, dict(request.headers)):
+            return await call_next(request)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> Any:
+        runtime = getattr(request.app.state, "runtime", None)
+        try:
+            if runtime is None:
+                raise RuntimeError("starting")
+            await runtime.check_ready()
+        except Exception as exc:
+            return JSONResponse(
+                {"type": "about:blank", "title": "Not Ready", "status": 503, "detail": str(exc)},
+                status_code=503,
+                media_type=problems.MEDIA_TYPE,
+            )
+        return {"status": "ready", "service": service}
+
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,94 @@
+"""Transactional outbox: an event is stored in the same transaction as the state it describes,
+and a relay publishes pending rows to JetStream in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from nats.js import JetStreamContext
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from shared.bus import publish
+from shared.contracts import Envelope
+from shared.telemetry import inject_context
+
+log = logging.getLogger(__name__)
+
+OUTBOX_DDL = (
+    """CREATE TABLE IF NOT EXISTS outbox (
+        position BIGSERIAL PRIMARY KEY,
+        event_id UUID NOT NULL UNIQUE,
+        subject TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        headers JSONB NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        sent_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (position) WHERE sent_at IS NULL",
+)
+
+
+async def add(conn: AsyncConnection, envelope: Envelope) -> None:
+    """Queue `envelope` inside the caller's open transaction."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, subject, payload, headers) VALUES (%s, %s, %s, %s)",
+        (envelope.id, envelope.type, envelope.to_bytes(), json.dumps(inject_context({}))),
+    )
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows in position order, then marks them sent.
+
+    A crash between publish and mark re-publishes with the same message id, which JetStream drops
+    as a duplicate. A transaction-scoped advisory lock lets only one relay per schema work at a time,
+    so several copies of a service never interleave (and so never reorder) their publishes.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, js: JetStreamContext, batch: int = 200) -> None:
+        self._pool = pool
+        self._js = js
+        self._batch = batch
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            locked = await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema()))")
+            row = await locked.fetchone()
+            if not row or not row[0]:
+                return 0
+            cursor = await conn.execute(
+                "SELECT position, event_id, subject, payload, headers FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY position LIMIT %s",
+                (self._batch,),
+            )
+            rows = await cursor.fetchall()
+            for _, event_id, subject, payload, headers in rows:
+                await publish(self._js, subject, bytes(payload), msg_id=str(event_id), headers=headers)
+            if rows:
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now() WHERE position = ANY(%s)", ([r[0] for r in rows],)
+                )
+            return len(rows)
+
+    async def run(self, poll_interval: float = 0.5) -> None:
+        while True:
+            try:
+                sent = await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                sent = 0
+                await asyncio.sleep(1)
+            if sent:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll_interval)

@@ -1,0 +1,87 @@
+"""What every service holds while it runs: its database pool, its NATS connection, its background
+loops. Opened in the service's lifespan, closed in reverse on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
+
+from shared import bus, db
+from shared.bus import Consumer, Subscription
+from shared.inbox import INBOX_DDL
+from shared.outbox import OUTBOX_DDL, OutboxRelay
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    service: str
+    settings: Settings
+    pool: AsyncConnectionPool
+    nc: Client
+    js: JetStreamContext
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run `loop` in the background, restarting it with a delay if it ever fails."""
+
+        async def supervised() -> None:
+            while True:
+                try:
+                    await loop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s: background loop %s failed; restarting", self.service, name)
+                    await asyncio.sleep(1.0)
+
+        self.tasks.append(asyncio.create_task(supervised(), name=f"{self.service}:{name}"))
+
+    def consume(self, subscription: Subscription) -> None:
+        consumer = Consumer(self.js, subscription, max_deliver=self.settings.max_deliver)
+        self.spawn(subscription.durable, consumer.run)
+
+    def start_outbox_relay(self) -> OutboxRelay:
+        relay = OutboxRelay(self.pool, self.js)
+        self.spawn("outbox-relay", relay.run)
+        return relay
+
+    async def check_ready(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        if not self.nc.is_connected:
+            raise ConnectionError("NATS is not connected")
+        await self.js.account_info()
+
+
+@contextlib.asynccontextmanager
+async def running(service: str, settings: Settings, ddl: Sequence[str] = ()) -> AsyncIterator[Runtime]:
+    """Migrate the service schema (with outbox and inbox), connect to NATS, ensure streams."""
+    await db.migrate(settings.database_url, service, (*OUTBOX_DDL, *INBOX_DDL, *ddl))
+    pool = await db.open_pool(settings.database_url, service)
+    nc = await bus.connect(settings.nats_url, name=service)
+    js = nc.jetstream()
+    await bus.ensure_streams(js, replicas=settings.stream_replicas)
+    runtime = Runtime(service, settings, pool, nc, js)
+    try:
+        yield runtime
+    finally:
+        for task in runtime.tasks:
+            task.cancel()
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        for close in reversed(runtime.closers):
+            close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await pool.close()

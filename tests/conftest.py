@@ -1,0 +1,90 @@
+"""Session fixtures: real PostgreSQL and real nats-server in temp dirs, and the five services as
+subprocesses on free ports, so the suite never collides with a running `make up`."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.settings import SERVICES
+from shared.testing.servers import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    ServiceProcess,
+    free_port,
+    service_env,
+    started,
+)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("creditstream")
+
+
+@pytest.fixture(scope="session")
+def database_url(workdir: Path) -> Iterator[str]:
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    server = EmbeddedPostgres(workdir / "pg")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def system_nats(workdir: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(workdir / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A NATS server of the test's own, for tests that publish to the streams directly."""
+    server = EmbeddedNats(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def schema() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class System:
+    env: dict[str, str]
+    services: dict[str, ServiceProcess]
+
+    def url(self, service: str) -> str:
+        return self.services[service].url
+
+    def token(self, clerk_id: str, *, email: str | None = None, role: str = "user") -> str:
+        response = httpx.post(
+            f"{self.url('identity')}/dev/token",
+            json={"clerk_id": clerk_id, "email": email or f"{clerk_id}@example.com", "role": role},
+        )
+        response.raise_for_status()
+        return response.json()["token"]
+
+
+@pytest.fixture(scope="session")
+def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Iterator[System]:
+    base = {
+        "AUTH_MODE": "dev",
+        "DATABASE_URL": database_url,
+        "NATS_URL": system_nats.url,
+        "DATA_DIR": str(workdir / "data"),
+        **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
+    }
+    env = service_env(base)
+    processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
+    with started(*processes.values()):
+        yield System(env, processes)
