@@ -118,5 +118,5 @@ def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -
 
     return [
         consumer("IDENTITY", "projections-identity", ("identity.>",)),
-        consumer("LEDGER", "projections-ledger", ("ledger.>",)),
+        consumer("LEDGER", "projections-ledger", ("ledger.credits.>", "ledger.debit.>")),
     ]

@@ -7,7 +7,7 @@ from nats.aio.client import Client
 
 from shared.bus.consumer import Consumer, Handler, Subscription, deadletter_subject
 from shared.bus.publisher import publish
-from shared.bus.streams import STREAMS, ensure_streams, stream_for
+from shared.bus.streams import STREAMS, ensure_streams
 
 
 async def connect(url: str, name: str) -> Client:
@@ -24,5 +24,4 @@ __all__ = [
     "deadletter_subject",
     "ensure_streams",
     "publish",
-    "stream_for",
 ]

@@ -12,20 +12,13 @@ log = logging.getLogger(__name__)
 
 STREAMS: dict[str, list[str]] = {
     "IDENTITY": ["identity.>"],
-    "LEDGER": ["ledger.>"],
+    # Not `ledger.>`: the ledger's request/reply subjects (`ledger.rpc.*`) must not be captured.
+    "LEDGER": ["ledger.credits.>", "ledger.debit.>"],
     "PAYMENTS": ["payments.>"],
     "MEDIA": ["media.>"],
     "DEADLETTER": ["deadletter.>"],
 }
 DUPLICATE_WINDOW_SECONDS = 300.0
-
-
-def stream_for(subject: str) -> str:
-    prefix = subject.split(".", 1)[0]
-    for name, subjects in STREAMS.items():
-        if any(s.split(".", 1)[0] == prefix for s in subjects):
-            return name
-    raise ValueError(f"no stream holds subject {subject!r}")
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
