@@ -88,3 +88,14 @@ def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Itera
     processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
     with started(*processes.values()):
         yield System(env, processes)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """On a failing end-to-end test, attach the tail of every service's log to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    system = getattr(item, "funcargs", {}).get("system")
+    if report.failed and isinstance(system, System):
+        for name, process in system.services.items():
+            report.sections.append((f"{name} log (last 40 lines)", "\n".join(process.lines[-40:])))
