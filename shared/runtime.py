@@ -82,6 +82,7 @@ async def running(service: str, settings: Settings, ddl: Sequence[str] = ()) -> 
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
         for close in reversed(runtime.closers):
             close()
+        # Our loops are cancelled and every handled message is acked: nothing is left to drain.
         with contextlib.suppress(Exception):
-            await nc.drain()
+            await asyncio.wait_for(nc.close(), 5)
         await pool.close()

@@ -34,7 +34,7 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -72,7 +72,7 @@ class EmbeddedNats:
         )
         binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
         self.process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_until(lambda: _port_open(self.port) or self.process.poll() is not None, timeout=15, what="nats-server")
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, timeout=15, what="nats-server")
         if self.process.poll() is not None:
             raise RuntimeError(
                 f"nats-server exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
