@@ -4,6 +4,7 @@ test fixtures alike, so the suite runs exactly what a newcomer runs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -180,3 +181,13 @@ def started(*processes: ServiceProcess, timeout: float = 90):  # type: ignore[no
                 p.process.send_signal(signal.SIGTERM)
         for p in processes:
             p.stop()
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str = "") -> None:
+    """Async `wait_until`: poll a remote condition (a stream, a consumer, a table) up to a deadline."""
+    try:
+        async with asyncio.timeout(within):
+            while not await condition():  # noqa: ASYNC110  # the state is in another process: poll it
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise TimeoutError(f"timed out after {within}s waiting for {what or condition}") from None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
 
+from shared import bus
+from shared.contracts import Envelope
+from shared.contracts.identity import UserRegistered
 from shared.testing.servers import wait_until
 from tests.conftest import System
 
@@ -62,3 +66,60 @@ def test_every_service_is_healthy_and_ready(system: System) -> None:
     for name, process in system.services.items():
         assert httpx.get(f"{process.url}/healthz").json() == {"status": "ok", "service": name}
         assert httpx.get(f"{process.url}/readyz").json() == {"status": "ready", "service": name}
+
+
+def test_a_redelivered_registration_grants_nothing(system: System) -> None:
+    token = system.token(f"user_{uuid.uuid4().hex[:10]}")
+    auth = {"Authorization": f"Bearer {token}"}
+    user = httpx.post(f"{system.url('identity')}/api/user/sync", headers=auth).json()["user"]
+    wait_until(lambda: _credits(system, token)["balance"] == 10, timeout=10, what="welcome bonus")
+
+    # The same event again, under a new message id so JetStream's duplicate window cannot hide it:
+    # what a redelivery after a consumer crash, or a re-published outbox row, looks like.
+    registered = Envelope.wrap(
+        UserRegistered(
+            user_id=user["id"],
+            clerk_id=user["clerk_id"],
+            email=user["email"],
+            first_name=None,
+            last_name=None,
+            avatar=None,
+        ),
+        user_id=user["id"],
+    )
+    asyncio.run(_publish_twice(system.env["NATS_URL"], registered))
+    wait_until(
+        lambda: asyncio.run(_settled(system.env["NATS_URL"], ("ledger-identity", "projections-identity"))),
+        timeout=15,
+        what="both consumers to handle the redelivery",
+    )
+    wait_until(lambda: asyncio.run(_settled(system.env["NATS_URL"], ("projections-ledger",), "LEDGER")), timeout=15)
+
+    ledger = httpx.get(f"{system.url('ledger')}/api/accounts/{user['id']}", headers=auth).json()
+    assert ledger["balance"] == 10
+    credits = _credits(system, token)
+    assert credits["balance"] == 10
+    assert [e["type"] for e in credits["history"]] == ["BONUS"]
+
+
+async def _publish_twice(nats_url: str, envelope: Envelope) -> None:
+    nc = await bus.connect(nats_url, name="test")
+    try:
+        js = nc.jetstream()
+        for attempt in ("a", "b"):
+            await bus.publish(js, envelope.type, envelope.to_bytes(), msg_id=f"{envelope.id}-{attempt}")
+    finally:
+        await nc.close()
+
+
+async def _settled(nats_url: str, consumers: tuple[str, ...], stream: str = "IDENTITY") -> bool:
+    nc = await bus.connect(nats_url, name="test")
+    try:
+        js = nc.jetstream()
+        for name in consumers:
+            info = await js.consumer_info(stream, name)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+    finally:
+        await nc.close()

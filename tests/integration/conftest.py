@@ -1,0 +1,64 @@
+"""Integration fixtures: a fresh schema in the session's real PostgreSQL and a JetStream context on
+the test's own nats-server, with the streams created."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
+
+from shared import bus, db
+from shared.inbox import INBOX_DDL
+from shared.outbox import OUTBOX_DDL
+from shared.testing.servers import EmbeddedNats
+
+
+async def make_pool(database_url: str, schema: str, ddl: Sequence[str] = ()) -> AsyncConnectionPool:
+    await db.migrate(database_url, schema, (*OUTBOX_DDL, *INBOX_DDL, *ddl))
+    return await db.open_pool(database_url, schema)
+
+
+@pytest.fixture
+async def pool(database_url: str, schema: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = await make_pool(database_url, schema)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
+    nc = await bus.connect(nats_server.url, name="test")
+    context = nc.jetstream()
+    await bus.ensure_streams(context)
+    yield context
+    await nc.close()
+
+
+async def stream_messages(js: JetStreamContext, stream: str) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Every message on `stream`, in order: (subject, data, headers)."""
+    info = await js.stream_info(stream)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        msg = await js.get_msg(stream, seq=seq)
+        out.append((msg.subject, msg.data or b"", dict(msg.headers or {})))
+    return out
+
+
+class FailingAfter:
+    """Wraps the real JetStream context and fails publishes after `n` succeeded: a relay crash
+    in the middle of a batch, after some messages reached the stream and before it could record that."""
+
+    def __init__(self, js: JetStreamContext, n: int) -> None:
+        self._js = js
+        self._left = n
+
+    async def publish(self, *args: object, **kwargs: object) -> object:
+        if self._left == 0:
+            raise RuntimeError("relay process died here")
+        self._left -= 1
+        return await self._js.publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._js, name)
