@@ -1,23 +1,29 @@
 """Bearer-token verification shared by all five services.
 
-Tokens are RS256 JWTs checked against a JWKS: Clerk's in production, identity's dev key under
-AUTH_MODE=dev. The user id every service uses is derived from the token's `sub` (the Clerk id), so a
-service can act for a user without asking identity first.
+User tokens are RS256 JWTs checked against a JWKS: Clerk's in production, identity's dev key under
+AUTH_MODE=dev. Service tokens are RS256 JWTs signed with the service key (shared/service_tokens.py),
+recognised by its kid and checked against that key alone. The user id every service uses is derived
+from the token's `sub` (the Clerk id), so a service can act for a user without asking identity first.
+A user deactivated by identity is refused by every service (shared/access.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import jwt
 from fastapi import Depends, Request
 
 from shared.contracts import derive_id
 from shared.problems import Problem
+from shared.service_tokens import SERVICE_ISSUER, SERVICE_SUBJECT_PREFIX, ServiceKey
 
 Role = Literal["user", "admin", "service"]
 LEEWAY_SECONDS = 5
+ALGORITHM = "RS256"
 
 
 def user_id_for(clerk_id: str) -> str:
@@ -37,7 +43,11 @@ class Principal:
 
 
 class AuthError(Exception):
-    pass
+    """The token is not acceptable: 401."""
+
+
+class KeySetUnavailableError(Exception):
+    """The JWKS could not be fetched: we cannot tell good tokens from bad ones, so 503, not 401."""
 
 
 class TokenVerifier:
@@ -46,53 +56,118 @@ class TokenVerifier:
         jwks_url: str,
         *,
         issuer: str | None,
-        authorized_parties: list[str],
-        admin_clerk_ids: list[str] = (),  # type: ignore[assignment]
+        authorized_parties: Iterable[str],
+        admin_clerk_ids: Iterable[str] = (),
+        service_key: ServiceKey | None = None,
+        refresh_cooldown: float = 10.0,
     ) -> None:
-        # PyJWKClient caches the key set and refetches once when it meets an unknown kid.
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=300, timeout=5)
+        # The key set is cached for 5 minutes and refetched once on an unknown kid, at most once per
+        # cooldown, so a flood of made-up kids cannot turn into a flood of JWKS requests.
+        self._jwks = jwt.PyJWKClient(
+            jwks_url, cache_jwk_set=True, lifespan=300, timeout=5, cooldown_duration=refresh_cooldown
+        )
         self._issuer = issuer
-        self._parties = set(authorized_parties)
-        self._admins = set(admin_clerk_ids)
+        self._parties = frozenset(authorized_parties)
+        self._admins = frozenset(admin_clerk_ids)
+        self._service_key = service_key
 
     def verify(self, token: str) -> Principal:
+        """Blocking (it may fetch the JWKS): call it from a thread."""
+        kid = _checked_kid(token)
+        if self._service_key is not None and kid == self._service_key.kid:
+            return self._verify_service(token, self._service_key)
         try:
-            key = self._jwks.get_signing_key_from_jwt(token)
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=["RS256"],
-                issuer=self._issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "sub"], "verify_aud": False},
-            )
-        except (jwt.PyJWTError, jwt.PyJWKClientError) as exc:
-            raise AuthError(str(exc)) from exc
-        role = self._role(claims)
-        azp = claims.get("azp")
-        if role != "service" and self._parties and azp not in self._parties:
-            raise AuthError(f"authorized party {azp!r} is not allowed")
-        sub = str(claims["sub"])
-        return Principal(clerk_id=sub, user_id=user_id_for(sub), role=role, claims=claims)
+            key = self._jwks.get_signing_key(kid).key
+        except jwt.PyJWKClientConnectionError as exc:
+            raise KeySetUnavailableError(str(exc)) from exc
+        except jwt.PyJWKClientError as exc:
+            raise AuthError(f"unknown signing key {kid!r}") from exc
+        claims = _decode(token, key, issuer=self._issuer)
+        if self._parties and claims.get("azp") not in self._parties:
+            raise AuthError(f"authorized party {claims.get('azp')!r} is not allowed")
+        sub = _subject(claims)
+        if sub.startswith(SERVICE_SUBJECT_PREFIX):
+            raise AuthError("user tokens may not name a service subject")
+        return Principal(clerk_id=sub, user_id=user_id_for(sub), role=self._user_role(sub, claims), claims=claims)
 
-    def _role(self, claims: dict[str, Any]) -> Role:
-        metadata = claims.get("metadata") or claims.get("public_metadata") or {}
-        role = claims.get("role") or (metadata.get("role") if isinstance(metadata, dict) else None)
-        if claims.get("sub") in self._admins:
+    def _verify_service(self, token: str, key: ServiceKey) -> Principal:
+        claims = _decode(token, key.public, issuer=SERVICE_ISSUER)
+        sub = _subject(claims)
+        if not sub.startswith(SERVICE_SUBJECT_PREFIX):
+            raise AuthError("service tokens must name a service subject")
+        return Principal(clerk_id=sub, user_id=user_id_for(sub), role="service", claims=claims)
+
+    def _user_role(self, sub: str, claims: dict[str, Any]) -> Role:
+        """Admin from ADMIN_CLERK_IDS or a claim; never `service`, whatever a user token says."""
+        if sub in self._admins:
             return "admin"
-        return role if role in ("admin", "service") else "user"
+        for holder in (claims, claims.get("metadata"), claims.get("public_metadata")):
+            if isinstance(holder, dict) and holder.get("role") == "admin":
+                return "admin"
+        return "user"
 
 
-def current_principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Problem(401, "Unauthorized", "A bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+def _checked_kid(token: str) -> str:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"malformed token: {exc}") from exc
+    # Refused before any key is looked up: `none` and HS256-with-the-public-key never get that far.
+    if header.get("alg") != ALGORITHM:
+        raise AuthError(f"algorithm {header.get('alg')!r} is not allowed; only {ALGORITHM}")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise AuthError("the token names no signing key (kid)")
+    return kid
+
+
+def _decode(token: str, key: Any, *, issuer: str | None) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "sub"], "verify_aud": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(str(exc)) from exc
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise AuthError("the token has no subject")
+    return sub
+
+
+class AccessCheck(Protocol):
+    async def is_deactivated(self, user_id: str) -> bool: ...
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def current_principal(request: Request) -> Principal:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.verifier
     try:
-        return verifier.verify(token.strip())
+        principal = await asyncio.to_thread(verifier.verify, token.strip())
+    except KeySetUnavailableError as exc:
+        raise Problem(503, "Service Unavailable", "The token signing keys cannot be fetched now.") from exc
     except AuthError as exc:
-        raise Problem(401, "Unauthorized", f"Invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}) from exc
+        raise _unauthorized(f"Invalid token: {exc}") from exc
+    if principal.role != "service":
+        access: AccessCheck | None = getattr(request.app.state, "access", None)
+        if access is None:
+            raise Problem(503, "Service Unavailable", "The service is starting.")
+        if await access.is_deactivated(principal.user_id):
+            raise Problem(403, "Forbidden", "This account is deactivated.")
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -105,6 +180,16 @@ def require_privileged(principal: CurrentPrincipal) -> Principal:
 
 
 Privileged = Annotated[Principal, Depends(require_privileged)]
+
+
+def require_user(principal: CurrentPrincipal) -> Principal:
+    """For endpoints that act as a signed-in person (a service token has no user behind it)."""
+    if principal.role == "service":
+        raise Problem(403, "Forbidden", "This endpoint is for signed-in users.")
+    return principal
+
+
+SignedInUser = Annotated[Principal, Depends(require_user)]
 
 
 def ensure_may_act_for(principal: Principal, user_id: str) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from shared import problems
+from shared import db, problems
+from shared.access import ACCESS_DDL, AccessList
 from shared.auth import TokenVerifier
+from shared.service_tokens import load_service_key
 from shared.settings import Settings
 from shared.telemetry import server_span
 
@@ -18,13 +20,15 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Sequence[APIRouter]) -> FastAPI:
-    app = FastAPI(title=f"creditstream {service}", lifespan=lifespan)
+    app = FastAPI(title=f"creditstream {service}", lifespan=_with_access_list(service, lifespan))
     app.state.settings = settings
+    app.state.service_key = load_service_key(settings)
     app.state.verifier = TokenVerifier(
         settings.jwks_url,
         issuer=settings.issuer,
         authorized_parties=settings.authorized_parties,
         admin_clerk_ids=settings.admin_clerk_ids,
+        service_key=app.state.service_key,
     )
     problems.install(app)
 
@@ -55,3 +59,19 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
     for router in routers:
         app.include_router(router)
     return app
+
+
+def _with_access_list(service: str, lifespan: Lifespan) -> Lifespan:
+    """Every service gets the deactivated-users table and its consumer, whatever its own lifespan does."""
+
+    @asynccontextmanager
+    async def wrapped(app: FastAPI) -> Any:
+        async with lifespan(app):
+            runtime = app.state.runtime
+            await db.migrate(runtime.settings.database_url, service, ACCESS_DDL)
+            access = AccessList(runtime.pool)
+            runtime.consume(access.subscription(service))
+            app.state.access = access
+            yield
+
+    return wrapped

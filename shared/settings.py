@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("projections", "identity", "ledger", "payments", "media")
@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     clerk_issuer: str | None = None
     clerk_authorized_parties: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admin_clerk_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    clerk_webhook_secret: SecretStr | None = None
+    # PEM keys of service tokens (shared/service_tokens.py); dev mode generates one in data_dir.
+    service_jwt_private_key: SecretStr | None = None
+    service_jwt_public_key: str | None = None
 
     stream_replicas: int = 1
     max_deliver: int = 5
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     def _clerk_mode_needs_jwks(self) -> Settings:
         if self.auth_mode == "clerk" and not self.clerk_jwks_url:
             raise ValueError("AUTH_MODE=clerk needs CLERK_JWKS_URL")
+        # Without an allow-list any site holding a session token of the Clerk instance could call us.
+        if self.auth_mode == "clerk" and not self.clerk_authorized_parties:
+            raise ValueError("AUTH_MODE=clerk needs CLERK_AUTHORIZED_PARTIES (comma-separated origins)")
         return self
 
     def port(self, service: str) -> int:

@@ -1,0 +1,75 @@
+"""Deactivated users, as every service knows them.
+
+Each service keeps a small table of users whose account status changed, fed by
+identity.user.deactivated / .reactivated through a durable consumer of its own, and the auth
+dependency asks it on every user request through a cache of a couple of seconds. So a deactivated
+user's token is refused everywhere within a few seconds, without a call to identity per request,
+and with every copy of a service agreeing (they share the table, not the consumer's deliveries).
+"""
+
+from __future__ import annotations
+
+import time
+
+from psycopg_pool import AsyncConnectionPool
+
+from shared.bus import Subscription
+from shared.contracts import Envelope
+from shared.contracts.identity import UserDeactivated, UserReactivated
+
+ACCESS_DDL = (
+    """CREATE TABLE IF NOT EXISTS user_access (
+        user_id TEXT PRIMARY KEY,
+        active BOOLEAN NOT NULL,
+        stream_seq BIGINT NOT NULL,
+        changed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+)
+CACHE_SECONDS = 2.0
+CACHE_LIMIT = 50_000
+
+
+class AccessList:
+    def __init__(self, pool: AsyncConnectionPool, *, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._pool = pool
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[bool, float]] = {}
+
+    async def is_deactivated(self, user_id: str) -> bool:
+        now = time.monotonic()
+        cached = self._cache.get(user_id)
+        if cached is not None and now - cached[1] < self._ttl:
+            return cached[0]
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT active FROM user_access WHERE user_id = %s", (user_id,))
+            row = await cursor.fetchone()
+        deactivated = row is not None and not row[0]
+        self._remember(user_id, deactivated, now)
+        return deactivated
+
+    async def apply(self, envelope: Envelope, stream_seq: int) -> None:
+        """Record the newest status; the stream sequence guard makes redelivery and replay harmless."""
+        body = envelope.body()
+        if not isinstance(body, UserDeactivated | UserReactivated):
+            return
+        active = isinstance(body, UserReactivated)
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO user_access (user_id, active, stream_seq) VALUES (%s, %s, %s)"
+                " ON CONFLICT (user_id) DO UPDATE"
+                " SET active = EXCLUDED.active, stream_seq = EXCLUDED.stream_seq, changed_at = now()"
+                " WHERE user_access.stream_seq < EXCLUDED.stream_seq",
+                (body.user_id, active, stream_seq),
+            )
+        # Other copies of this service see it when their cache entry expires.
+        self._cache.pop(body.user_id, None)
+
+    def subscription(self, service: str) -> Subscription:
+        return Subscription(
+            "IDENTITY", f"{service}-access", (UserDeactivated.type, UserReactivated.type), self.apply
+        )
+
+    def _remember(self, user_id: str, deactivated: bool, now: float) -> None:
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()  # crude, but bounded: a cold cache only costs one query per user
+        self._cache[user_id] = (deactivated, now)

@@ -1,0 +1,108 @@
+"""The auth dependency over HTTP: 401 for a missing or bad bearer, 403 for a deactivated account."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from shared import problems
+from shared.auth import CurrentPrincipal, Privileged, TokenVerifier, user_id_for
+from shared.service_tokens import ServiceKey
+from tests.unit.auth_keys import ISSUER, PARTY, JwksServer, SigningKey
+
+
+class DeactivatedSet:
+    """A fake of shared.access.AccessList: the table is replaced by a set."""
+
+    def __init__(self) -> None:
+        self.user_ids: set[str] = set()
+
+    async def is_deactivated(self, user_id: str) -> bool:
+        return user_id in self.user_ids
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey("clerk")
+
+
+@pytest.fixture(scope="module")
+def service_key() -> ServiceKey:
+    return ServiceKey.of_private(SigningKey("svc").private)
+
+
+@pytest.fixture
+def app(key: SigningKey, service_key: ServiceKey) -> Iterator[FastAPI]:
+    app = FastAPI()
+    problems.install(app)
+    app.state.access = DeactivatedSet()
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, str]:
+        return {"user_id": principal.user_id, "role": principal.role}
+
+    @app.get("/admin")
+    async def admin(principal: Privileged) -> dict[str, str]:
+        return {"role": principal.role}
+
+    with JwksServer(key).running() as jwks:
+        app.state.verifier = TokenVerifier(
+            jwks.url, issuer=ISSUER, authorized_parties=[PARTY], service_key=service_key
+        )
+        yield app
+
+
+def get(app: FastAPI, path: str, headers: dict[str, str]) -> tuple[int, dict]:
+    response = TestClient(app).get(path, headers=headers)
+    return response.status_code, response.json()
+
+
+def test_a_request_without_a_bearer_token_is_unauthorized(app: FastAPI) -> None:
+    response = TestClient(app).get("/me")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["detail"] == "A bearer token is required."
+
+
+def test_a_basic_credential_is_not_a_bearer_token(app: FastAPI) -> None:
+    assert get(app, "/me", {"Authorization": "Basic dXNlcjpwYXNz"})[0] == 401
+    assert get(app, "/me", {"Authorization": "Bearer "})[0] == 401
+
+
+def test_a_bad_token_is_unauthorized_with_the_reason(app: FastAPI, key: SigningKey) -> None:
+    status, body = get(app, "/me", {"Authorization": f"Bearer {key.sign({}, iss='https://evil.example.test')}"})
+    assert status == 401
+    assert body["title"] == "Unauthorized" and "issuer" in body["detail"]
+
+
+def test_a_valid_token_acts_for_its_user(app: FastAPI, key: SigningKey) -> None:
+    status, body = get(app, "/me", {"Authorization": f"Bearer {key.sign({'sub': 'user_ada'})}"})
+    assert (status, body) == (200, {"user_id": user_id_for("user_ada"), "role": "user"})
+
+
+def test_a_deactivated_user_is_forbidden(app: FastAPI, key: SigningKey) -> None:
+    app.state.access.user_ids.add(user_id_for("user_ada"))
+    status, body = get(app, "/me", {"Authorization": f"Bearer {key.sign({'sub': 'user_ada'})}"})
+    assert (status, body["detail"]) == (403, "This account is deactivated.")
+
+
+def test_a_deactivated_admin_is_forbidden_too(app: FastAPI, key: SigningKey) -> None:
+    app.state.access.user_ids.add(user_id_for("user_boss"))
+    status, _ = get(app, "/admin", {"Authorization": f"Bearer {key.sign({'sub': 'user_boss', 'role': 'admin'})}"})
+    assert status == 403
+
+
+def test_admin_endpoints_refuse_users_and_admit_admins_and_services(
+    app: FastAPI, key: SigningKey, service_key: ServiceKey
+) -> None:
+    assert get(app, "/admin", {"Authorization": f"Bearer {key.sign({})}"})[0] == 403
+    assert get(app, "/admin", {"Authorization": f"Bearer {key.sign({'role': 'admin'})}"}) == (200, {"role": "admin"})
+    assert get(app, "/admin", {"Authorization": f"Bearer {service_key.sign('cli')}"}) == (200, {"role": "service"})
+
+
+def test_a_service_that_has_not_started_answers_503_not_200(app: FastAPI, key: SigningKey) -> None:
+    del app.state.access
+    assert get(app, "/me", {"Authorization": f"Bearer {key.sign({})}"})[0] == 503

@@ -1,0 +1,171 @@
+"""Token rules of shared/auth.py, one refusal per test, against a JWKS served on loopback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shared.auth import AuthError, KeySetUnavailableError, TokenVerifier, user_id_for
+from shared.service_tokens import ServiceKey
+from tests.unit.auth_keys import ISSUER, PARTY, JwksServer, SigningKey, hs256_with, session_claims, unsigned
+
+
+@pytest.fixture(scope="module")
+def clerk_key() -> SigningKey:
+    return SigningKey("clerk")
+
+
+@pytest.fixture(scope="module")
+def other_key() -> SigningKey:
+    return SigningKey("other")
+
+
+@pytest.fixture(scope="module")
+def service_key() -> ServiceKey:
+    return ServiceKey.of_private(SigningKey("svc").private)
+
+
+@pytest.fixture
+def jwks(clerk_key: SigningKey) -> Iterator[JwksServer]:
+    with JwksServer(clerk_key).running() as server:
+        yield server
+
+
+@pytest.fixture
+def verifier(jwks: JwksServer, service_key: ServiceKey) -> TokenVerifier:
+    return TokenVerifier(
+        jwks.url,
+        issuer=ISSUER,
+        authorized_parties=[PARTY],
+        admin_clerk_ids=["user_boss"],
+        service_key=service_key,
+        refresh_cooldown=0,
+    )
+
+
+def refused(verifier: TokenVerifier, token: str, reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        verifier.verify(token)
+
+
+def test_a_valid_session_token_names_its_clerk_user(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    principal = verifier.verify(clerk_key.sign({"sub": "user_ada"}))
+    assert (principal.clerk_id, principal.user_id, principal.role) == ("user_ada", user_id_for("user_ada"), "user")
+
+
+def test_an_expired_token_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    now = int(time.time())
+    refused(verifier, clerk_key.sign({}, iat=now - 120, nbf=now - 120, exp=now - 60), "expired")
+
+
+def test_a_token_expired_within_the_leeway_is_accepted(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    assert verifier.verify(clerk_key.sign({}, exp=int(time.time()) - 2)).clerk_id == "user_test"
+
+
+def test_a_token_not_yet_valid_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({}, nbf=int(time.time()) + 60, exp=int(time.time()) + 120), "not yet valid")
+
+
+def test_a_token_with_a_wrong_signature_is_refused(
+    verifier: TokenVerifier, clerk_key: SigningKey, other_key: SigningKey
+) -> None:
+    refused(verifier, other_key.sign({}, kid=clerk_key.kid), "Signature verification failed")
+
+
+def test_a_token_with_an_unknown_kid_is_refused(verifier: TokenVerifier, other_key: SigningKey) -> None:
+    refused(verifier, other_key.sign({}), "unknown signing key")
+
+
+def test_an_unsigned_alg_none_token_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, unsigned(session_claims(), {"alg": "none", "typ": "JWT", "kid": clerk_key.kid}), "'none'")
+
+
+def test_hs256_signed_with_the_public_key_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, hs256_with(clerk_key.public_pem(), session_claims(), clerk_key.kid), "'HS256'")
+
+
+def test_a_token_of_another_issuer_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({}, iss="https://evil.example.test"), "issuer")
+
+
+def test_a_token_for_another_authorized_party_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({}, azp="https://evil.example.test"), "authorized party")
+
+
+def test_a_token_without_an_authorized_party_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({}, azp=None), "authorized party")
+
+
+def test_a_token_without_expiry_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({}, exp=None), "exp")
+
+
+def test_a_token_without_subject_is_refused(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({}, sub=None), "sub")
+
+
+def test_garbage_is_refused(verifier: TokenVerifier) -> None:
+    refused(verifier, "not-a-jwt", "malformed")
+
+
+def test_admin_comes_from_the_role_claim_or_public_metadata_or_the_admin_list(
+    verifier: TokenVerifier, clerk_key: SigningKey
+) -> None:
+    assert verifier.verify(clerk_key.sign({"role": "admin"})).role == "admin"
+    assert verifier.verify(clerk_key.sign({"metadata": {"role": "admin"}})).role == "admin"
+    assert verifier.verify(clerk_key.sign({"public_metadata": {"role": "admin"}})).role == "admin"
+    assert verifier.verify(clerk_key.sign({"sub": "user_boss"})).role == "admin"
+    assert verifier.verify(clerk_key.sign({"metadata": {"role": "superuser"}})).role == "user"
+
+
+def test_a_user_token_can_never_claim_the_service_role(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    assert verifier.verify(clerk_key.sign({"role": "service"})).role == "user"
+    refused(verifier, clerk_key.sign({"sub": "service:ledger"}), "service subject")
+
+
+def test_a_service_token_signed_with_the_service_key_is_a_service(
+    verifier: TokenVerifier, service_key: ServiceKey
+) -> None:
+    principal = verifier.verify(service_key.sign("payments"))
+    assert (principal.role, principal.clerk_id) == ("service", "service:payments")
+
+
+def test_a_service_token_signed_with_another_key_is_refused(
+    verifier: TokenVerifier, service_key: ServiceKey, other_key: SigningKey
+) -> None:
+    forged = other_key.sign({"sub": "service:payments"}, kid=service_key.kid, iss="creditstream-service", azp=None)
+    refused(verifier, forged, "Signature verification failed")
+
+
+def test_a_clerk_key_cannot_mint_service_tokens(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    refused(verifier, clerk_key.sign({"sub": "service:payments"}, iss="creditstream-service"), "issuer")
+
+
+def test_a_rotated_key_is_fetched_once_on_its_first_unknown_kid(
+    verifier: TokenVerifier, jwks: JwksServer, clerk_key: SigningKey
+) -> None:
+    verifier.verify(clerk_key.sign({}))
+    verifier.verify(clerk_key.sign({}))
+    assert jwks.fetches == 1, "the key set is cached"
+    rotated = SigningKey("rotated")
+    jwks.keys.append(rotated)
+    assert verifier.verify(rotated.sign({"sub": "user_new"})).clerk_id == "user_new"
+    assert jwks.fetches == 2
+
+
+def test_unknown_kids_do_not_refetch_the_key_set_during_the_cooldown(
+    jwks: JwksServer, clerk_key: SigningKey, other_key: SigningKey
+) -> None:
+    verifier = TokenVerifier(jwks.url, issuer=ISSUER, authorized_parties=[PARTY], refresh_cooldown=60)
+    verifier.verify(clerk_key.sign({}))
+    for _ in range(5):
+        refused(verifier, other_key.sign({}), "unknown signing key")
+    assert jwks.fetches == 1
+
+
+def test_an_unreachable_key_set_is_not_blamed_on_the_token(clerk_key: SigningKey) -> None:
+    verifier = TokenVerifier("http://127.0.0.1:9/jwks.json", issuer=ISSUER, authorized_parties=[PARTY])
+    with pytest.raises(KeySetUnavailableError):
+        verifier.verify(clerk_key.sign({}))
