@@ -1,16 +1,21 @@
-"""Ledger's HTTP API: maps domain errors to problem details."""
+"""Ledger's HTTP reads: balances and the authoritative history. Commands live in api_commands.py."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from services.ledger.answers import Answer, entry
 from services.ledger.application import Ledger
+from services.ledger.dispatch import Dispatcher
 from shared.auth import CurrentPrincipal, ensure_may_act_for
-from shared.problems import Problem
+from shared.contracts.ledger import EntryType
+from shared.problems import MEDIA_TYPE, Problem
 
 router = APIRouter(tags=["accounts"])
 
@@ -19,7 +24,20 @@ def get_ledger(request: Request) -> Ledger:
     return request.app.state.ledger
 
 
+def get_dispatcher(request: Request) -> Dispatcher:
+    return request.app.state.dispatcher
+
+
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+def respond(request: Request, answer: Answer) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    if answer.status >= 400:
+        body = {**answer.body, "instance": request.url.path}
+        return JSONResponse(body, status_code=answer.status, headers=headers, media_type=MEDIA_TYPE)
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
 class AccountPublic(BaseModel):
@@ -30,9 +48,21 @@ class AccountPublic(BaseModel):
     active: bool
 
 
-@router.get("/api/accounts/{user_id}", response_model=AccountPublic)
-async def get_account(user_id: str, principal: CurrentPrincipal, ledger: LedgerDep) -> AccountPublic:
-    ensure_may_act_for(principal, user_id)
+class CanSpendPublic(BaseModel):
+    user_id: str
+    amount: int
+    balance: int
+    available: int
+    can_spend: bool
+
+
+class EntriesPage(BaseModel):
+    user_id: str
+    entries: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+async def _account(ledger: Ledger, user_id: str) -> AccountPublic:
     account = await asyncio.to_thread(ledger.account, user_id)
     if account is None:
         raise Problem(404, "Not Found", f"No credit account for user {user_id}.")
@@ -42,4 +72,63 @@ async def get_account(user_id: str, principal: CurrentPrincipal, ledger: LedgerD
         reserved=account.reserved,
         available=account.available,
         active=account.active,
+    )
+
+
+@router.get("/api/accounts/{user_id}", response_model=AccountPublic)
+async def get_account(user_id: uuid.UUID, principal: CurrentPrincipal, ledger: LedgerDep) -> AccountPublic:
+    ensure_may_act_for(principal, str(user_id))
+    return await _account(ledger, str(user_id))
+
+
+@router.get("/api/accounts/{user_id}/can-spend", response_model=CanSpendPublic)
+async def can_spend(
+    user_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    ledger: LedgerDep,
+    amount: Annotated[int, Query(gt=0, le=1_000_000)],
+) -> CanSpendPublic:
+    ensure_may_act_for(principal, str(user_id))
+    account = await _account(ledger, str(user_id))
+    return CanSpendPublic(
+        user_id=account.user_id,
+        amount=amount,
+        balance=account.balance,
+        available=account.available,
+        can_spend=account.active and amount <= account.available,
+    )
+
+
+def _is_entry(types: set[str]) -> Any:
+    def keep(event: Any) -> bool:
+        name = type(event).__name__
+        if name == "Captured":
+            return event.amount > 0 and (not types or "USAGE" in types)
+        return name in ("Granted", "Debited") and (not types or event.entry_type in types)
+
+    return keep
+
+
+@router.get("/api/accounts/{user_id}/entries", response_model=EntriesPage)
+async def list_entries(
+    user_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    ledger: LedgerDep,
+    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    entry_type: Annotated[list[EntryType] | None, Query(alias="type", description="only these types")] = None,
+) -> EntriesPage:
+    """The authoritative credit history, newest first, read from the ledger's event store."""
+    uid = str(user_id)
+    ensure_may_act_for(principal, uid)
+    types = {t.value for t in entry_type or ()}
+    events, next_cursor = await asyncio.to_thread(
+        ledger.history, uid, before=cursor, limit=limit, keep=_is_entry(types)
+    )
+    if cursor is None and not events and await asyncio.to_thread(ledger.account, uid) is None:
+        raise Problem(404, "Not Found", f"No credit account for user {uid}.")
+    return EntriesPage(
+        user_id=uid,
+        entries=[entry(e) for e in events],
+        next_cursor=None if next_cursor is None else str(next_cursor),
     )

@@ -1,9 +1,17 @@
-"""The ledger application: one verb per command, each load → act → save, retried on conflict."""
+"""The ledger application: commands are load → act → save, several at once, retried on conflict.
+
+Every write goes through `execute_batch`: it loads each account a batch touches once, applies the
+batch's commands in order, and saves all accounts in ONE `save()` (one transaction under the
+recorder's table lock). A command is plain data plus a pure `act`, so nothing per request stands
+between a caller and the batch.
+"""
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +19,25 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from services.ledger.domain import CreditAccount
+from services.ledger.domain import AccountNotFoundError, CreditAccount, LedgerError
 from shared.credits import WELCOME_BONUS
 
 MAX_ATTEMPTS = 20
+WELCOME_KEY = "bonus:welcome"
 
 
 class ConcurrencyError(Exception):
-    """The account kept changing under us for MAX_ATTEMPTS tries."""
+    """The accounts kept changing under us for MAX_ATTEMPTS tries."""
+
+
+@dataclass(frozen=True)
+class Command:
+    user_id: str
+    key: str
+    fingerprint: str
+    # Triggers exactly one event on the account, or raises a LedgerError having triggered none.
+    act: Callable[[CreditAccount], Any]
+    create: bool = True
 
 
 @dataclass(frozen=True)
@@ -28,15 +47,100 @@ class Outcome:
     replayed: bool
 
 
+Result = Outcome | LedgerError
+
+
 class Ledger(Application):
     name = "Ledger"
-    snapshotting_intervals = {CreditAccount: 500}
+    snapshotting_intervals = {CreditAccount: 200}
 
     def account(self, user_id: str) -> CreditAccount | None:
         try:
             return self.repository.get(uuid.UUID(user_id))  # type: ignore[return-value]
         except AggregateNotFoundError:
             return None
+
+    def history(
+        self, user_id: str, *, before: int | None, limit: int, keep: Callable[[Any], bool], scan: int = 5000
+    ) -> tuple[list[DomainEvent], int | None]:
+        """Newest-first events that `keep` accepts, below version `before`, read from the event store.
+
+        Returns the page and the cursor for the next one (None at the first event). A page stops
+        after scanning `scan` events, so a rare filter costs bounded work per request.
+        """
+        found: list[DomainEvent] = []
+        cursor = before
+        scanned = 0
+        while len(found) < limit and scanned < scan and (cursor is None or cursor > 1):
+            lte = None if cursor is None else cursor - 1
+            page = min(scan, 2 * limit + 50)
+            stored = self.recorder.select_events(uuid.UUID(user_id), lte=lte, desc=True, limit=page)
+            if not stored:
+                return found, None
+            for item in stored:
+                scanned += 1
+                cursor = item.originator_version
+                event = self.mapper.to_domain_event(item)
+                if keep(event):
+                    found.append(event)
+                    if len(found) == limit:
+                        break
+        return found, (cursor if cursor is not None and cursor > 1 else None)
+
+    def execute_batch(self, commands: Sequence[Command]) -> list[Result]:
+        """Apply each command once per idempotency key; a retried key gets its first outcome.
+
+        A save that lost a race with another ledger process raises IntegrityError: the whole batch is
+        reloaded and re-applied, so no command is applied twice or lost. Domain refusals come back as
+        LedgerError values in the command's place; infrastructure errors raise for the whole batch.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            accounts: dict[str, CreditAccount | None] = {}
+            marks: list[tuple[CreditAccount, int, bool] | LedgerError] = []
+            for command in commands:
+                marks.append(self._apply(accounts, command))
+            dirty = [a for a in accounts.values() if a is not None and a.pending_events]
+            try:
+                recordings = self.save(*dirty) if dirty else []
+            except IntegrityError:
+                # Jittered backoff: two processes retrying in lockstep would collide again.
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 7)))
+                continue
+            events = (r.domain_event for r in recordings)
+            saved = {(e.originator_id, e.originator_version): e for e in events}
+            return [self._result(mark, saved) for mark in marks]
+        raise ConcurrencyError(f"{len(commands)} commands kept conflicting for {MAX_ATTEMPTS} attempts")
+
+    def _apply(
+        self, accounts: dict[str, CreditAccount | None], command: Command
+    ) -> tuple[CreditAccount, int, bool] | LedgerError:
+        if command.user_id not in accounts:
+            accounts[command.user_id] = self.account(command.user_id)
+        account = accounts[command.user_id]
+        if account is None:
+            if not command.create:
+                return AccountNotFoundError(f"No credit account for user {command.user_id}.")
+            account = accounts[command.user_id] = CreditAccount(user_id=command.user_id)
+        try:
+            version = account.outcome(command.key, command.fingerprint)
+            if version is not None:
+                return account, version, True
+            before = account.version
+            command.act(account)
+        except LedgerError as error:
+            return error
+        if account.version != before + 1:
+            raise RuntimeError(f"command {command.key!r} triggered {account.version - before} events, not one")
+        return account, account.version, False
+
+    def _result(
+        self, mark: tuple[CreditAccount, int, bool] | LedgerError, saved: dict[tuple[uuid.UUID, int], DomainEvent]
+    ) -> Result:
+        if isinstance(mark, LedgerError):
+            return mark
+        account, version, replayed = mark
+        event = saved.get((account.id, version)) or self._event_at(account.id, version)
+        return Outcome(account, event, replayed)
 
     def execute(
         self,
@@ -47,34 +151,18 @@ class Ledger(Application):
         *,
         create: bool = True,
     ) -> Outcome:
-        """Apply `act` once per idempotency key; a retried key returns the first outcome.
-
-        Optimistic concurrency: a save that lost a race raises IntegrityError, and we reload and try
-        again, so two ledger processes never both apply one command, nor lose one.
-        """
-        for _ in range(MAX_ATTEMPTS):
-            account = self.account(user_id)
-            if account is None:
-                if not create:
-                    raise AggregateNotFoundError(user_id)
-                account = CreditAccount(user_id=user_id)
-            version = account.outcome(key, fingerprint)
-            if version is not None:
-                return Outcome(account, self._event_at(account.id, version), replayed=True)
-            act(account)
-            try:
-                recordings = self.save(account)
-            except IntegrityError:
-                continue
-            return Outcome(account, recordings[-1].domain_event, replayed=False)
-        raise ConcurrencyError(f"account {user_id} is too contended")
+        """One command on its own; raises its LedgerError."""
+        (result,) = self.execute_batch([Command(user_id, key, fingerprint, act, create)])
+        if isinstance(result, LedgerError):
+            raise result
+        return result
 
     def _event_at(self, account_id: uuid.UUID, version: int) -> DomainEvent:
         return next(iter(self.repository.event_store.get(account_id, gt=version - 1, lte=version)))
 
     def welcome(self, user_id: str, *, cause_id: str | None, correlation_id: str | None) -> Outcome:
         """The welcome bonus: one per account, whatever delivers the registration and how often."""
-        key = "bonus:welcome"
+        key = WELCOME_KEY
         return self.execute(
             user_id,
             key,

@@ -43,6 +43,10 @@ class ReservationNotFoundError(LedgerError):
     pass
 
 
+class AccountNotFoundError(LedgerError):
+    pass
+
+
 class CreditAccount(Aggregate):
     @staticmethod
     def create_id(user_id: str) -> uuid.UUID:
@@ -58,6 +62,8 @@ class CreditAccount(Aggregate):
         self.reservations: dict[str, list[Any]] = {}
         # idempotency key -> [request fingerprint, version of the event it produced]
         self.outcomes: dict[str, list[Any]] = {}
+        # When identity last changed the status: status events can arrive out of order.
+        self.status_at: str | None = None
 
     @property
     def available(self) -> int:
@@ -102,6 +108,7 @@ class CreditAccount(Aggregate):
         if amount > self.available:
             self._debit_rejected(
                 amount=amount,
+                balance_after=self.balance,
                 available=self.available,
                 reason="insufficient credits",
                 idempotency_key=key,
@@ -162,7 +169,9 @@ class CreditAccount(Aggregate):
             "correlation_id": correlation_id,
         }
         if amount > self.available:
-            self._reservation_rejected(available=self.available, reason="insufficient credits", **common)
+            self._reservation_rejected(
+                balance_after=self.balance, available=self.available, reason="insufficient credits", **common
+            )
             return False
         self._reserved(
             expires_at=expires_at.isoformat(),
@@ -225,6 +234,48 @@ class CreditAccount(Aggregate):
             correlation_id=correlation_id,
         )
 
+    def refuse_reservation(
+        self,
+        *,
+        reservation_id: str,
+        amount: int,
+        job_id: str | None,
+        reason: str,
+        key: str,
+        fingerprint: str,
+        cause_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Answer a hold request with a refusal that is not about credits (a deactivated account)."""
+        self._reservation_rejected(
+            reservation_id=reservation_id,
+            amount=amount,
+            job_id=job_id,
+            balance_after=self.balance,
+            available=self.available,
+            reason=reason,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            cause_id=cause_id,
+            correlation_id=correlation_id,
+        )
+
+    def note(self, *, reason: str, key: str, fingerprint: str, cause_id: str | None = None) -> None:
+        """Record that a command was seen and deliberately changed nothing, so its redelivery and
+        any later command that depends on it (a purchase after its own refund) can tell."""
+        self._noted(reason=reason, idempotency_key=key, fingerprint=fingerprint, cause_id=cause_id)
+
+    def set_active(self, *, active: bool, at: datetime, key: str, fingerprint: str, cause_id: str | None) -> None:
+        """Apply identity's status change unless a newer one was applied already."""
+        if self.status_at is not None and at <= datetime.fromisoformat(self.status_at):
+            self.note(reason="stale status change", key=key, fingerprint=fingerprint, cause_id=cause_id)
+            return
+        change = self._activated if active else self._deactivated
+        change(at=at.isoformat(), idempotency_key=key, fingerprint=fingerprint, cause_id=cause_id)
+
+    def reservation_for_job(self, job_id: str) -> str | None:
+        return next((rid for rid, (_, job, _) in self.reservations.items() if job == job_id), None)
+
     def expired_reservations(self, now: datetime) -> list[str]:
         return [rid for rid, (_, _, expires) in self.reservations.items() if datetime.fromisoformat(expires) <= now]
 
@@ -273,6 +324,7 @@ class CreditAccount(Aggregate):
     def _debit_rejected(
         self,
         amount: int,
+        balance_after: int,
         available: int,
         reason: str,
         idempotency_key: str,
@@ -306,6 +358,7 @@ class CreditAccount(Aggregate):
         reservation_id: str,
         amount: int,
         job_id: str | None,
+        balance_after: int,
         available: int,
         reason: str,
         idempotency_key: str,
@@ -353,13 +406,21 @@ class CreditAccount(Aggregate):
         self.reserved -= int(held[0])
         self._remember(idempotency_key, fingerprint)
 
+    @event("Noted")
+    def _noted(self, reason: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
+        self._remember(idempotency_key, fingerprint)
+
     @event("Deactivated")
-    def deactivate(self) -> None:
+    def _deactivated(self, at: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
         self.active = False
+        self.status_at = at
+        self._remember(idempotency_key, fingerprint)
 
     @event("Reactivated")
-    def reactivate(self) -> None:
+    def _activated(self, at: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
         self.active = True
+        self.status_at = at
+        self._remember(idempotency_key, fingerprint)
 
 
 def _positive(amount: int) -> None:

@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.ledger import api, handlers, store
+from services.ledger import api, api_commands, handlers, store
 from services.ledger.application import Ledger
+from services.ledger.dispatch import Dispatcher
 from services.ledger.relay import LedgerRelay
+from services.ledger.rpc import LedgerRpc
+from services.ledger.sweeper import Sweeper
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -28,11 +31,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rt.closers.append(ledger.close)
             relay = LedgerRelay(ledger, rt.pool, rt.js)
             rt.spawn("ledger-relay", relay.run)
-            for subscription in handlers.subscriptions(ledger, relay.wake):
+            dispatcher = Dispatcher(ledger, on_saved=relay.wake)
+            rt.spawn("ledger-dispatcher", dispatcher.run)
+            rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, dispatcher).run)
+            for subscription in handlers.subscriptions(dispatcher, settings.reservation_ttl_seconds):
                 rt.consume(subscription)
+            await LedgerRpc(ledger, dispatcher, settings.reservation_ttl_seconds).serve(rt.nc)
             app.state.ledger = ledger
+            app.state.dispatcher = dispatcher
             app.state.relay = relay
             app.state.runtime = rt
             yield
 
-    return create_service_app(SERVICE, settings, lifespan, [api.router])
+    return create_service_app(SERVICE, settings, lifespan, [api.router, api_commands.router])

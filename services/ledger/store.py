@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from psycopg import AsyncConnection
 
 from shared.db import conninfo_parts
@@ -13,6 +15,13 @@ DDL = (
         name TEXT PRIMARY KEY,
         position BIGINT NOT NULL
     )""",
+    # Where the sweeper looks for holds to expire; derived from the event store, which stays the truth.
+    """CREATE TABLE IF NOT EXISTS open_reservations (
+        reservation_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS open_reservations_expiry ON open_reservations (expires_at)",
 )
 
 
@@ -50,3 +59,23 @@ async def save_position(conn: AsyncConnection, name: str, position: int) -> None
         " ON CONFLICT (name) DO UPDATE SET position = GREATEST(relay_position.position, EXCLUDED.position)",
         (name, position),
     )
+
+
+async def hold_opened(conn: AsyncConnection, reservation_id: str, user_id: str, expires_at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO open_reservations (reservation_id, user_id, expires_at) VALUES (%s, %s, %s)"
+        " ON CONFLICT (reservation_id) DO NOTHING",
+        (reservation_id, user_id, expires_at),
+    )
+
+
+async def hold_closed(conn: AsyncConnection, reservation_id: str) -> None:
+    await conn.execute("DELETE FROM open_reservations WHERE reservation_id = %s", (reservation_id,))
+
+
+async def expired_holds(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    cursor = await conn.execute(
+        "SELECT user_id, reservation_id FROM open_reservations WHERE expires_at <= %s ORDER BY expires_at LIMIT %s",
+        (now, limit),
+    )
+    return [(str(u), str(r)) for u, r in await cursor.fetchall()]

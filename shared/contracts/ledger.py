@@ -88,6 +88,8 @@ class ReservationRejected(EventData):
     job_id: str | None
     amount: int
     available: int
+    # The balance when refused (added later, so older events lack it).
+    balance: int | None = None
     reason: str
     idempotency_key: str
     cause_id: str | None
@@ -98,6 +100,8 @@ class DebitRejected(EventData):
     user_id: str
     amount: int
     available: int
+    # The balance when refused (added later, so older events lack it).
+    balance: int | None = None
     reason: str
     idempotency_key: str
     cause_id: str | None

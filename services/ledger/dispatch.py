@@ -1,0 +1,59 @@
+"""One writer per ledger process: commands from HTTP, NATS and event handlers queue here and are
+saved in batches. While one batch is in the database the next one gathers, so the recorder's table
+lock is taken once per batch instead of once per command, and commands on one account never race
+each other inside a process (only across processes, where optimistic concurrency settles it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from services.ledger.application import Command, Ledger, Result
+
+Pending = tuple[Command, asyncio.Future[Result]]
+
+
+class Dispatcher:
+    def __init__(self, ledger: Ledger, on_saved: Callable[[], None] = lambda: None, max_batch: int = 256) -> None:
+        self._ledger = ledger
+        self._on_saved = on_saved
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+
+    async def submit(self, command: Command) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        await self._queue.put((command, future))
+        return await future
+
+    async def run(self) -> None:
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._execute(batch)
+        finally:
+            # Shutting down: nobody will answer what is still queued.
+            while not self._queue.empty():
+                _, future = self._queue.get_nowait()
+                future.cancel()
+
+    async def _execute(self, batch: list[Pending]) -> None:
+        live = [(c, f) for c, f in batch if not f.done()]
+        try:
+            results = await asyncio.to_thread(self._ledger.execute_batch, [c for c, _ in live])
+        except asyncio.CancelledError:
+            for _, future in live:
+                future.cancel()
+            raise
+        except Exception as error:
+            for _, future in live:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(live, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        with contextlib.suppress(Exception):
+            self._on_saved()
