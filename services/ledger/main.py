@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from services.ledger import api, api_commands, handlers, store
-from services.ledger.application import Ledger
 from services.ledger.dispatch import Dispatcher
 from services.ledger.relay import LedgerRelay
 from services.ledger.rpc import LedgerRpc
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            ledger = Ledger(env=store.eventsourcing_env(settings.database_url))
+            ledger = await asyncio.to_thread(store.open_ledger, settings.database_url)
             rt.closers.append(ledger.close)
             relay = LedgerRelay(ledger, rt.pool, rt.js)
             rt.spawn("ledger-relay", relay.run)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 
+from services.ledger.application import Ledger
 from shared.db import conninfo_parts
 
 SCHEMA = "ledger"
@@ -45,6 +46,17 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "CREATE_TABLE": "y",
     }
+
+
+def open_ledger(database_url: str) -> Ledger:
+    """The application, its tables created under a lock: eventsourcing's CREATE TABLE IF NOT EXISTS
+    is not safe when several ledger instances start at once (one fails on a duplicate type)."""
+    with Connection.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('ledger:create-tables'))")
+        try:
+            return Ledger(env=eventsourcing_env(database_url))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('ledger:create-tables'))")
 
 
 async def load_position(conn: AsyncConnection, name: str) -> int:
