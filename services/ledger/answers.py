@@ -98,6 +98,14 @@ def entry(event: Any) -> dict[str, Any]:
     }
 
 
+def is_entry(event: Any, types: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether the event changed the balance (so belongs in the credit log), of one of `types`."""
+    name = type(event).__name__
+    if name == "Captured":
+        return bool(event.amount > 0 and (not types or "USAGE" in types))
+    return name in ("Granted", "Debited") and (not types or event.entry_type in types)
+
+
 def hold(event: Any, **extra: Any) -> dict[str, Any]:
     return {
         "id": str(event_id(event)),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.ledger.answers import Answer, entry
+from services.ledger.answers import Answer, entry, is_entry
 from services.ledger.application import Ledger
 from services.ledger.dispatch import Dispatcher
 from shared.auth import CurrentPrincipal, ensure_may_act_for
@@ -99,16 +99,6 @@ async def can_spend(
     )
 
 
-def _is_entry(types: set[str]) -> Any:
-    def keep(event: Any) -> bool:
-        name = type(event).__name__
-        if name == "Captured":
-            return event.amount > 0 and (not types or "USAGE" in types)
-        return name in ("Granted", "Debited") and (not types or event.entry_type in types)
-
-    return keep
-
-
 @router.get("/api/accounts/{user_id}/entries", response_model=EntriesPage)
 async def list_entries(
     user_id: uuid.UUID,
@@ -123,7 +113,7 @@ async def list_entries(
     ensure_may_act_for(principal, uid)
     types = {t.value for t in entry_type or ()}
     events, next_cursor = await asyncio.to_thread(
-        ledger.history, uid, before=cursor, limit=limit, keep=_is_entry(types)
+        ledger.history, uid, before=cursor, limit=limit, keep=lambda e: is_entry(e, types)
     )
     if cursor is None and not events and await asyncio.to_thread(ledger.account, uid) is None:
         raise Problem(404, "Not Found", f"No credit account for user {uid}.")

@@ -1,0 +1,137 @@
+"""Domain and application rules of the ledger, in memory."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.ledger import commands
+from services.ledger.answers import answer
+from services.ledger.application import Ledger
+from services.ledger.domain import AccountInactiveError, CreditAccount, InvalidCommandError
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+def _funded(ledger: Ledger, amount: int) -> str:
+    user = str(uuid.uuid4())
+    cmd = commands.grant(
+        user, entry_type="PURCHASE", amount=amount, description="", metadata={}, key="seed", request_id=None
+    )
+    ledger.execute_batch([cmd])
+    return user
+
+
+def _debit(user: str, amount: int, key: str) -> commands.Command:
+    return commands.debit(user, amount=amount, description="", metadata={}, key=key, request_id=None)
+
+
+def test_a_debit_that_would_overdraw_is_refused_whole_and_its_retry_is_refused_the_same(ledger: Ledger) -> None:
+    user = _funded(ledger, 5)
+    first = answer(ledger.execute_batch([_debit(user, 6, "a")])[0])
+    assert first.status == 402
+    assert (first.body["balance"], first.body["available"], first.body["amount"]) == (5, 5, 6)
+    ledger.execute_batch([_debit(user, 5, "b")])
+    again = answer(ledger.execute_batch([_debit(user, 6, "a")])[0])
+    assert (again.status, again.body, again.replayed) == (402, first.body, True)
+    assert ledger.account(user).balance == 0  # type: ignore[union-attr]
+
+
+def test_one_batch_applies_its_commands_in_order_and_a_repeated_key_once(ledger: Ledger) -> None:
+    user = _funded(ledger, 3)
+    results = [
+        answer(r) for r in ledger.execute_batch([_debit(user, 2, "x"), _debit(user, 2, "x"), _debit(user, 2, "y")])
+    ]
+    assert [r.status for r in results] == [201, 201, 402]
+    assert results[0].body == results[1].body and results[1].replayed
+    assert ledger.account(user).balance == 1  # type: ignore[union-attr]
+
+
+def test_a_claw_back_never_goes_below_zero_and_records_the_shortfall(ledger: Ledger) -> None:
+    user = _funded(ledger, 50)
+    ledger.execute_batch([_debit(user, 45, "spend")])
+    account = ledger.account(user)
+    assert account is not None
+    account.claw_back(amount=50, key="refund:t1", fingerprint="f", description="refund")
+    ledger.save(account)
+    event = ledger.execute(user, "refund:t1", "f", lambda a: None).event
+    assert (event.amount, event.shortfall, event.balance_after) == (5, 45, 0)  # type: ignore[attr-defined]
+
+
+def test_a_partial_capture_releases_the_rest_of_the_hold(ledger: Ledger) -> None:
+    user = _funded(ledger, 10)
+    hold = answer(
+        ledger.execute_batch(
+            [commands.reserve(user, amount=4, job_id="j", ttl_seconds=60, now=T0, key="r", request_id=None)]
+        )[0]
+    )
+    assert (hold.status, hold.body["reserved"], hold.body["available"]) == (201, 4, 6)
+    rid = hold.body["reservation_id"]
+    done = answer(
+        ledger.execute_batch(
+            [commands.capture(user, reservation_id=rid, amount=3, description="", key="c", request_id=None)]
+        )[0]
+    )
+    assert (done.status, done.body["captured"], done.body["released"], done.body["balance"]) == (200, 3, 1, 7)
+    assert (done.body["reserved"], done.body["available"]) == (0, 7)
+    gone = answer(
+        ledger.execute_batch([commands.release(user, reservation_id=rid, reason="", key="z", request_id=None)])[0]
+    )
+    assert gone.status == 404
+
+
+def test_a_deactivated_account_refuses_spending_but_still_takes_grants(ledger: Ledger) -> None:
+    user = _funded(ledger, 10)
+    ledger.execute(
+        user, "s1", "s1", lambda a: a.set_active(active=False, at=T0, key="s1", fingerprint="s1", cause_id=None)
+    )
+    (refused,) = ledger.execute_batch([_debit(user, 1, "d")])
+    assert isinstance(refused, AccountInactiveError) and answer(refused).status == 403
+    hold = commands.reserve(user, amount=1, job_id=None, ttl_seconds=5, now=T0, key="r", request_id=None)
+    assert answer(ledger.execute_batch([hold])[0]).status == 403
+    grant = commands.grant(user, entry_type="BONUS", amount=1, description="", metadata={}, key="g", request_id=None)
+    assert answer(ledger.execute_batch([grant])[0]).status == 201
+    # The refusals left no trace, so the same keys work once the account is active again.
+    ledger.execute(
+        user,
+        "s2",
+        "s2",
+        lambda a: a.set_active(active=True, at=T0 + timedelta(1), key="s2", fingerprint="s2", cause_id=None),
+    )
+    assert answer(ledger.execute_batch([_debit(user, 1, "d")])[0]).status == 201
+
+
+def test_an_older_status_change_arriving_late_changes_nothing(ledger: Ledger) -> None:
+    user = _funded(ledger, 1)
+    later, earlier = T0 + timedelta(minutes=5), T0
+    ledger.execute(
+        user, "new", "new", lambda a: a.set_active(active=False, at=later, key="new", fingerprint="new", cause_id=None)
+    )
+    ledger.execute(
+        user, "old", "old", lambda a: a.set_active(active=True, at=earlier, key="old", fingerprint="old", cause_id=None)
+    )
+    assert ledger.account(user).active is False  # type: ignore[union-attr]
+
+
+def test_amounts_must_be_positive_integers() -> None:
+    account = CreditAccount(user_id=str(uuid.uuid4()))
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(InvalidCommandError):
+            account.grant(entry_type="BONUS", amount=bad, key="k", fingerprint="f")  # type: ignore[arg-type]
+
+
+def test_a_long_account_loads_from_its_snapshot(ledger: Ledger) -> None:
+    user = _funded(ledger, 10_000)
+    for start in range(0, 1000, 250):
+        ledger.execute_batch([_debit(user, 1, f"d{i}") for i in range(start, start + 250)])
+    assert ledger.snapshots is not None
+    snapshots = list(ledger.snapshots.get(uuid.UUID(user), desc=True, limit=1))
+    assert snapshots and snapshots[0].originator_version == 1000
+    assert ledger.account(user).balance == 9000  # type: ignore[union-attr]
