@@ -65,9 +65,7 @@ class AccessList:
         self._cache.pop(body.user_id, None)
 
     def subscription(self, service: str) -> Subscription:
-        return Subscription(
-            "IDENTITY", f"{service}-access", (UserDeactivated.type, UserReactivated.type), self.apply
-        )
+        return Subscription("IDENTITY", f"{service}-access", (UserDeactivated.type, UserReactivated.type), self.apply)
 
     def _remember(self, user_id: str, deactivated: bool, now: float) -> None:
         if len(self._cache) >= CACHE_LIMIT:

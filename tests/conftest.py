@@ -3,6 +3,7 @@ subprocesses on free ports, so the suite never collides with a running `make up`
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator
@@ -82,6 +83,8 @@ def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Itera
         "DATABASE_URL": database_url,
         "NATS_URL": system_nats.url,
         "DATA_DIR": str(workdir / "data"),
+        # Svix format (whsec_ + base64); the tests sign Clerk webhooks with it.
+        "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
         **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
     }
     env = service_env(base)

@@ -10,8 +10,8 @@ from pydantic import BaseModel, EmailStr, Field
 
 from services.identity.application import Identity
 from services.identity.devtokens import DevSigner
-from services.identity.domain import Profile, User
-from shared.auth import CurrentPrincipal, user_id_for
+from services.identity.domain import Profile, User, UserDeactivatedError
+from shared.auth import SignedInUser, user_id_for
 from shared.problems import Problem
 
 router = APIRouter()
@@ -59,25 +59,39 @@ class SyncRequest(BaseModel):
 
 @router.post("/api/user/sync", response_model=SyncResponse, tags=["user"])
 async def sync_user(
-    principal: CurrentPrincipal,
+    principal: SignedInUser,
     identity: Annotated[Identity, Depends(get_identity)],
     request: Request,
     body: Annotated[SyncRequest | None, Body()] = None,
 ) -> SyncResponse:
+    """createOrGetUser for the token's user: the token's claims win over the body's."""
     claims = principal.claims
     extra = body or SyncRequest()
-    email = claims.get("email") or extra.email
+    email = _claim(claims, "email") or extra.email
     if not email:
         raise Problem(422, "Unprocessable Content", "No email in the token claims or the request body.")
     profile = Profile(
         clerk_id=principal.clerk_id,
         email=str(email),
-        first_name=claims.get("first_name") or extra.first_name,
-        last_name=claims.get("last_name") or extra.last_name,
-        avatar=claims.get("image_url") or claims.get("avatar") or extra.avatar,
+        first_name=_claim(claims, "first_name") or extra.first_name,
+        last_name=_claim(claims, "last_name") or extra.last_name,
+        avatar=_claim(claims, "image_url", "avatar") or extra.avatar,
+        role="admin" if principal.role == "admin" else "user",
     )
-    result = await identity.sync_user(profile, correlation_id=request.headers.get("x-correlation-id"))
+    try:
+        result = await identity.sync_user(profile, correlation_id=request.headers.get("x-correlation-id"))
+    except UserDeactivatedError as exc:
+        raise Problem(403, "Forbidden", "This account is deactivated.") from exc
     return SyncResponse(user=UserPublic.of(result.user), created=result.created)
+
+
+def _claim(claims: dict[str, Any], *names: str) -> str | None:
+    """A profile claim, if it is a sensible string: custom session claims are whatever Clerk is told."""
+    for name in names:
+        value = claims.get(name)
+        if isinstance(value, str) and 0 < len(value) <= 2000:
+            return value
+    return None
 
 
 class DevTokenRequest(BaseModel):

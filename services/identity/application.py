@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.identity import store
-from services.identity.domain import Profile, User
+from services.identity.clerk import ClerkEvent
+from services.identity.domain import Profile, SelfDeactivationError, User, UserDeactivatedError, UserNotFoundError
 from shared import outbox
 from shared.auth import user_id_for
-from shared.contracts import Envelope
+from shared.contracts import Envelope, EventData
 from shared.outbox import OutboxRelay
 
 
@@ -20,27 +23,107 @@ class SyncResult:
     created: bool
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    user: User
+    changed: bool
+
+
 class Identity:
     def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay) -> None:
         self._pool = pool
         self._relay = relay
 
     async def sync_user(self, profile: Profile, *, correlation_id: str | None = None) -> SyncResult:
-        """createOrGetUser: the first sign-in stores the user and queues identity.user.registered.
+        """createOrGetUser: the first sign-in stores the user and queues identity.user.registered."""
+        async with self._pool.connection() as conn, conn.transaction():
+            result = await self._create_or_get(conn, profile, correlation_id)
+        if result.created:
+            self._relay.wake()
+        if not result.user.is_active:
+            raise UserDeactivatedError(result.user.id)
+        return result
 
-        Concurrent first sign-ins race on the unique clerk id; exactly one insert wins, and only the
-        winner writes the event.
+    async def apply_clerk_event(self, svix_id: str, event: ClerkEvent) -> bool:
+        """Apply one verified webhook delivery; False when this svix-id was applied before.
+
+        The delivery record and the effect share a transaction: a crash leaves neither, and Svix's
+        retry applies both.
         """
-        user_id = user_id_for(profile.clerk_id)
-        async with self._pool.connection() as conn:
-            async with conn.transaction():
-                user = await store.insert_if_absent(conn, user_id, profile)
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await store.claim_webhook(conn, svix_id, event.type):
+                return False
+            correlation_id = f"clerk:{svix_id}"
+            if event.type == "user.created" and event.profile:
+                await self._create_or_get(conn, event.profile, correlation_id)
+            elif event.type == "user.updated" and event.profile:
+                await self._update_or_create(conn, event.profile, correlation_id)
+            elif event.type == "user.deleted" and event.clerk_id:
+                user = await store.by_clerk_id(conn, event.clerk_id)
                 if user is not None:
-                    envelope = Envelope.wrap(user.registered(), user_id=user.id, correlation_id=correlation_id)
-                    await outbox.add(conn, envelope)
-            if user is None:
-                existing = await store.by_clerk_id(conn, profile.clerk_id)
-                assert existing is not None, "insert conflicted, so the row exists"
-                return SyncResult(existing, created=False)
+                    await self._set_active(conn, user.id, False, "deleted in Clerk", correlation_id)
         self._relay.wake()
-        return SyncResult(user, created=True)
+        return True
+
+    async def set_active(
+        self,
+        user_id: str,
+        active: bool,
+        *,
+        reason: str | None = None,
+        actor_user_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> StatusChange:
+        """Deactivate or reactivate; a repeat changes nothing and writes no event."""
+        if not active and actor_user_id == user_id:
+            raise SelfDeactivationError(user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            changed = await self._set_active(conn, user_id, active, reason, correlation_id)
+            user = changed or await store.by_id(conn, user_id)
+        if user is None:
+            raise UserNotFoundError(user_id)
+        if changed:
+            self._relay.wake()
+        return StatusChange(user, changed=changed is not None)
+
+    async def user(self, user_id: str) -> User:
+        async with self._pool.connection() as conn:
+            user = await store.by_id(conn, user_id)
+        if user is None:
+            raise UserNotFoundError(user_id)
+        return user
+
+    async def search(self, text: str | None, after: tuple[datetime, str] | None, limit: int) -> list[User]:
+        async with self._pool.connection() as conn:
+            return await store.search(conn, text, after, limit)
+
+    async def _create_or_get(self, conn: AsyncConnection, profile: Profile, correlation_id: str | None) -> SyncResult:
+        # Concurrent first sign-ins race on the unique clerk id: one insert wins, only it writes the event.
+        user = await store.insert_if_absent(conn, user_id_for(profile.clerk_id), profile)
+        if user is not None:
+            await _emit(conn, user, user.registered(), correlation_id)
+            return SyncResult(user, created=True)
+        existing = await store.by_clerk_id(conn, profile.clerk_id)
+        assert existing is not None, "insert conflicted, so the row exists"
+        return SyncResult(existing, created=False)
+
+    async def _update_or_create(self, conn: AsyncConnection, profile: Profile, correlation_id: str | None) -> None:
+        # An update whose user we never saw (its created event lost or still in flight) creates it.
+        created = await self._create_or_get(conn, profile, correlation_id)
+        if created.created:
+            return
+        user = await store.update_profile(conn, profile)
+        if user is not None:
+            await _emit(conn, user, user.updated(), correlation_id)
+
+    async def _set_active(
+        self, conn: AsyncConnection, user_id: str, active: bool, reason: str | None, correlation_id: str | None
+    ) -> User | None:
+        user = await store.set_active(conn, user_id, active)
+        if user is not None:
+            await _emit(conn, user, user.reactivated() if active else user.deactivated(reason), correlation_id)
+        return user
+
+
+async def _emit(conn: AsyncConnection, user: User, body: EventData, correlation_id: str | None) -> None:
+    await outbox.add(conn, Envelope.wrap(body, user_id=user.id, correlation_id=correlation_id))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.contracts.identity import UserRegistered
+from shared.contracts.identity import UserDeactivated, UserReactivated, UserRegistered, UserUpdated
+
+ROLES = ("user", "admin")
 
 
 @dataclass(frozen=True)
@@ -17,10 +19,13 @@ class Profile:
     first_name: str | None = None
     last_name: str | None = None
     avatar: str | None = None
+    role: str = "user"
 
 
 @dataclass(frozen=True)
 class User:
+    """The stored user. `role` records what Clerk said last; authorisation reads the token, not this."""
+
     id: str
     clerk_id: str
     email: str
@@ -41,3 +46,31 @@ class User:
             last_name=self.last_name,
             avatar=self.avatar,
         )
+
+    def updated(self) -> UserUpdated:
+        return UserUpdated(
+            user_id=self.id,
+            clerk_id=self.clerk_id,
+            email=self.email,
+            first_name=self.first_name,
+            last_name=self.last_name,
+            avatar=self.avatar,
+        )
+
+    def deactivated(self, reason: str | None) -> UserDeactivated:
+        return UserDeactivated(user_id=self.id, reason=reason)
+
+    def reactivated(self) -> UserReactivated:
+        return UserReactivated(user_id=self.id)
+
+
+class UserNotFoundError(LookupError):
+    pass
+
+
+class UserDeactivatedError(PermissionError):
+    pass
+
+
+class SelfDeactivationError(ValueError):
+    """An admin may not lock themselves out."""

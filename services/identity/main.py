@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from svix.webhooks import Webhook
 
-from services.identity import api, store
+from services.identity import admin, api, store, webhooks
 from services.identity.application import Identity
 from services.identity.devtokens import DevSigner
 from shared import runtime, telemetry
@@ -29,8 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
             yield
 
-    routers = [api.router]
+    routers = [api.router, admin.router, webhooks.router]
     app = create_service_app(SERVICE, settings, lifespan, routers)
+    secret = settings.clerk_webhook_secret
+    # Built at start-up so a malformed secret stops the service instead of failing every delivery.
+    app.state.clerk_webhook = Webhook(secret.get_secret_value()) if secret else None
     if settings.auth_mode == "dev":
         # The dev signer and its endpoints exist only in dev mode: in production there is no route.
         app.state.signer = DevSigner(settings.data_dir / "dev-jwt-key.pem")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -20,6 +22,13 @@ DDL = (
         created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
+    "CREATE INDEX IF NOT EXISTS users_newest ON users (created_at DESC, id DESC)",
+    # Clerk webhook deliveries already applied, by svix-id: a replay finds its row and does nothing.
+    """CREATE TABLE IF NOT EXISTS clerk_webhooks (
+        svix_id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
 )
 
 _COLUMNS = "id::text AS id, clerk_id, email, first_name, last_name, avatar, is_active, role, created_at, updated_at"
@@ -29,10 +38,18 @@ async def insert_if_absent(conn: AsyncConnection, user_id: str, profile: Profile
     """Insert the user unless the clerk id exists; None when it did (another sign-in won)."""
     async with conn.cursor(row_factory=class_row(User)) as cur:
         await cur.execute(
-            "INSERT INTO users (id, clerk_id, email, first_name, last_name, avatar)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (clerk_id) DO NOTHING"
+            "INSERT INTO users (id, clerk_id, email, first_name, last_name, avatar, role)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (clerk_id) DO NOTHING"
             f" RETURNING {_COLUMNS}",
-            (user_id, profile.clerk_id, profile.email, profile.first_name, profile.last_name, profile.avatar),
+            (
+                user_id,
+                profile.clerk_id,
+                profile.email,
+                profile.first_name,
+                profile.last_name,
+                profile.avatar,
+                profile.role,
+            ),
         )
         return await cur.fetchone()
 
@@ -41,3 +58,68 @@ async def by_clerk_id(conn: AsyncConnection, clerk_id: str) -> User | None:
     async with conn.cursor(row_factory=class_row(User)) as cur:
         await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE clerk_id = %s", (clerk_id,))
         return await cur.fetchone()
+
+
+async def by_id(conn: AsyncConnection, user_id: str) -> User | None:
+    async with conn.cursor(row_factory=class_row(User)) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id = %s", (user_id,))
+        return await cur.fetchone()
+
+
+async def update_profile(conn: AsyncConnection, profile: Profile) -> User | None:
+    """Write the profile; None when the user is missing or nothing differs (so no event is due)."""
+    async with conn.cursor(row_factory=class_row(User)) as cur:
+        await cur.execute(
+            "UPDATE users SET email = %s, first_name = %s, last_name = %s, avatar = %s, role = %s,"
+            " updated_at = now() WHERE clerk_id = %s"
+            " AND (email, first_name, last_name, avatar, role) IS DISTINCT FROM (%s, %s, %s, %s, %s)"
+            f" RETURNING {_COLUMNS}",
+            (
+                *(profile.email, profile.first_name, profile.last_name, profile.avatar, profile.role),
+                profile.clerk_id,
+                *(profile.email, profile.first_name, profile.last_name, profile.avatar, profile.role),
+            ),
+        )
+        return await cur.fetchone()
+
+
+async def set_active(conn: AsyncConnection, user_id: str, active: bool) -> User | None:
+    """Flip the status; None when it already was `active` (or the user is missing), so two
+    concurrent deactivations write one event between them."""
+    async with conn.cursor(row_factory=class_row(User)) as cur:
+        await cur.execute(
+            "UPDATE users SET is_active = %s, updated_at = now() WHERE id = %s AND is_active <> %s"
+            f" RETURNING {_COLUMNS}",
+            (active, user_id, active),
+        )
+        return await cur.fetchone()
+
+
+async def claim_webhook(conn: AsyncConnection, svix_id: str, kind: str) -> bool:
+    """Record a delivery inside the caller's transaction; False when it was already applied."""
+    cursor = await conn.execute(
+        "INSERT INTO clerk_webhooks (svix_id, type) VALUES (%s, %s) ON CONFLICT DO NOTHING", (svix_id, kind)
+    )
+    return cursor.rowcount == 1
+
+
+async def search(conn: AsyncConnection, text: str | None, after: tuple[datetime, str] | None, limit: int) -> list[User]:
+    """Newest first; `text` matches email, first, last or full name, case-insensitively."""
+    clauses, params = [], []
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append(
+            "(email ILIKE %s OR first_name ILIKE %s OR last_name ILIKE %s"
+            " OR concat_ws(' ', first_name, last_name) ILIKE %s)"
+        )
+        params += [pattern] * 4
+    if after is not None:
+        clauses.append("(created_at, id) < (%s, %s)")
+        params += [after[0], after[1]]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async with conn.cursor(row_factory=class_row(User)) as cur:
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM users {where} ORDER BY created_at DESC, id DESC LIMIT %s",  # type: ignore[arg-type]
+            (*params, limit),
+        )
+        return await cur.fetchall()

@@ -32,7 +32,11 @@ class SigningKey:
         return keys.public_jwk(self.private.public_key(), self.kid)
 
     def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(
+        return self.public_pem_of(self.private)
+
+    @staticmethod
+    def public_pem_of(private: rsa.RSAPrivateKey) -> bytes:
+        return private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 

@@ -49,9 +49,7 @@ def app(key: SigningKey, service_key: ServiceKey) -> Iterator[FastAPI]:
         return {"role": principal.role}
 
     with JwksServer(key).running() as jwks:
-        app.state.verifier = TokenVerifier(
-            jwks.url, issuer=ISSUER, authorized_parties=[PARTY], service_key=service_key
-        )
+        app.state.verifier = TokenVerifier(jwks.url, issuer=ISSUER, authorized_parties=[PARTY], service_key=service_key)
         yield app
 
 
