@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test bench audit lint
+.PHONY: install up test bench lint
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "creditstream needs Python >= 3.11")'
@@ -15,17 +15,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded system is a development system: it says so explicitly (the services have no default).
+AUTH_MODE ?= dev
+
 up: $(STAMP)
-	$(BIN)/creditstream up
+	AUTH_MODE=$(AUTH_MODE) $(BIN)/creditstream up
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
-
-audit: $(STAMP)
-	$(BIN)/creditstream audit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
