@@ -1,0 +1,113 @@
+"""Reservation expiry with two sweepers at once, and NATS request/reply, on real PostgreSQL and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+
+from services.ledger import commands, store
+from services.ledger.answers import answer
+from services.ledger.application import Ledger
+from services.ledger.dispatch import Dispatcher
+from services.ledger.rpc import LedgerRpc
+from services.ledger.sweeper import Sweeper
+from shared import db
+from shared.testing.servers import EmbeddedNats
+from tests.integration.test_ledger_support import fresh_database
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, Dispatcher, Sweeper]]]:
+    """Two ledger applications (as two processes would have) sharing one database."""
+    with fresh_database(database_url) as url:
+        await db.migrate(url, store.SCHEMA, store.DDL)
+        pool = await db.open_pool(url, store.SCHEMA)
+        instances, tasks = [], []
+        for _ in range(2):
+            app = await asyncio.to_thread(store.open_ledger, url)
+            dispatcher = Dispatcher(app)
+            tasks.append(asyncio.create_task(dispatcher.run()))
+            instances.append((app, dispatcher, Sweeper(app, pool, dispatcher)))
+        try:
+            yield instances
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for app, _, _ in instances:
+                app.close()
+            await pool.close()
+
+
+async def test_two_sweepers_release_each_expired_hold_exactly_once(
+    two_instances: list[tuple[Ledger, Dispatcher, Sweeper]],
+) -> None:
+    (app, dispatcher, sweeper), (_, _, other) = two_instances
+    user = str(uuid.uuid4())
+    await dispatcher.submit(
+        commands.grant(user, entry_type="BONUS", amount=20, description="", metadata={}, key="g", request_id=None)
+    )
+    for i, ttl in enumerate([60, 60, 60, 3600]):
+        cmd = commands.reserve(user, amount=2, job_id=f"j{i}", ttl_seconds=ttl, now=NOW, key=f"r{i}", request_id=None)
+        assert answer(await dispatcher.submit(cmd)).status == 201
+    later = NOW + timedelta(minutes=5)
+    counts = await asyncio.gather(sweeper.sweep_once(later), other.sweep_once(later), sweeper.sweep_once(later))
+    assert sum(counts) == 3
+    assert await other.sweep_once(later) == 0
+    account = app.account(user)
+    assert account is not None
+    assert (account.balance, account.reserved, account.available) == (20, 2, 18)
+    released = [e for e in app.repository.event_store.get(uuid.UUID(user)) if type(e).__name__ == "Released"]
+    assert sorted(e.job_id for e in released) == ["j0", "j1", "j2"]  # type: ignore[attr-defined]
+    assert all(e.reason == "expired" for e in released)  # type: ignore[attr-defined]
+
+
+async def test_request_reply_debits_with_the_same_idempotency_as_http(
+    two_instances: list[tuple[Ledger, Dispatcher, Sweeper]], tmp_path: Path
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats").start()
+    nc = await nats.connect(server.url)
+    try:
+        for app, dispatcher, _ in two_instances:  # both answer, in one queue group
+            await LedgerRpc(app, dispatcher, 900).serve(nc)
+        user = str(uuid.uuid4())
+
+        async def call(op: str, **body: object) -> dict:
+            reply = await nc.request(f"ledger.rpc.{op}", json.dumps(body).encode(), timeout=30)
+            return json.loads(reply.data)
+
+        dispatcher = two_instances[0][1]
+        await dispatcher.submit(
+            commands.grant(user, entry_type="BONUS", amount=5, description="", metadata={}, key="g", request_id=None)
+        )
+        answers = await asyncio.gather(*(call("debit", user_id=user, amount=2, key=f"k{i % 3}") for i in range(9)))
+        assert sorted(a["status"] for a in answers) == [201] * 6 + [402] * 3
+        by_key = {}
+        for i, a in enumerate(answers):
+            assert by_key.setdefault(i % 3, a) == a, "every retry of a key got its first answer"
+        assert (await call("debit", user_id=user, amount=3, key="k0"))["status"] == 409
+        hold = await call("reserve", user_id=user, amount=1, key="h", job_id="job-1")
+        assert hold["status"] == 201 and hold["body"]["job_id"] == "job-1"
+        rid = hold["body"]["reservation_id"]
+        captured = await call("capture", user_id=user, reservation_id=rid, key="c")
+        assert (captured["status"], captured["body"]["captured"], captured["body"]["balance"]) == (200, 1, 0)
+        assert (await call("release", user_id=user, reservation_id=rid, key="x"))["status"] == 404
+        balance = await call("balance", user_id=user)
+        assert balance == {
+            "status": 200,
+            "body": {"user_id": user, "balance": 0, "reserved": 0, "available": 0, "active": True},
+        }
+        assert (await call("debit", user_id=user, amount=-1, key="bad"))["status"] == 422
+        assert (await call("debit", user_id="nobody", amount=1, key="bad"))["status"] == 422
+    finally:
+        await nc.close()
+        server.stop()
