@@ -3,8 +3,6 @@ and a relay publishes pending rows to JetStream in order."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 
@@ -14,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shared.bus import publish
 from shared.contracts import Envelope
+from shared.relay import Relay
 from shared.telemetry import inject_context
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ async def add(conn: AsyncConnection, envelope: Envelope) -> None:
     )
 
 
-class OutboxRelay:
+class OutboxRelay(Relay):
     """Publishes pending outbox rows in position order, then marks them sent.
 
     A crash between publish and mark re-publishes with the same message id, which JetStream drops
@@ -49,13 +48,10 @@ class OutboxRelay:
     """
 
     def __init__(self, pool: AsyncConnectionPool, js: JetStreamContext, batch: int = 200) -> None:
+        super().__init__(poll_interval=0.5)
         self._pool = pool
         self._js = js
         self._batch = batch
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def relay_once(self) -> int:
         async with self._pool.connection() as conn, conn.transaction():
@@ -76,19 +72,3 @@ class OutboxRelay:
                     "UPDATE outbox SET sent_at = now() WHERE position = ANY(%s)", ([r[0] for r in rows],)
                 )
             return len(rows)
-
-    async def run(self, poll_interval: float = 0.5) -> None:
-        while True:
-            try:
-                sent = await self.relay_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox relay failed; retrying")
-                sent = 0
-                await asyncio.sleep(1)
-            if sent:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_interval)

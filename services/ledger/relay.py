@@ -9,7 +9,6 @@ already on the stream, so even a relay that was down longer than the window publ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -23,6 +22,7 @@ from services.ledger.application import Ledger
 from shared.bus import publish
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import ledger as contracts
+from shared.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,13 @@ def to_envelope(event: Any) -> Envelope | None:
     )
 
 
-class LedgerRelay:
+class LedgerRelay(Relay):
     def __init__(self, ledger: Ledger, pool: AsyncConnectionPool, js: JetStreamContext, batch: int = 500) -> None:
+        super().__init__(poll_interval=0.2)
         self._ledger = ledger
         self._pool = pool
         self._js = js
         self._batch = batch
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def relay_once(self) -> int:
         """Publish the next batch; returns how many notifications it moved past."""
@@ -125,19 +122,3 @@ class LedgerRelay:
         except NotFoundError:
             return 0
         return int((msg.headers or {}).get(NOTIFICATION_HEADER, 0))
-
-    async def run(self, poll_interval: float = 0.2) -> None:
-        while True:
-            try:
-                moved = await self.relay_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("ledger relay failed; retrying")
-                moved = 0
-                await asyncio.sleep(1)
-            if moved:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_interval)
