@@ -52,6 +52,19 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator(
+        "clerk_jwks_url",
+        "clerk_issuer",
+        "clerk_webhook_secret",
+        "service_jwt_private_key",
+        "service_jwt_public_key",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # Compose's `${VAR:-}` passes "": an empty issuer would refuse every token, an empty secret match none.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _clerk_mode_needs_jwks(self) -> Settings:
         if self.auth_mode == "clerk" and not self.clerk_jwks_url:
