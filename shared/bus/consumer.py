@@ -80,7 +80,7 @@ class Consumer:
         while True:
             try:
                 msgs = await psub.fetch(self._batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # an empty fetch: nats' own TimeoutError, or asyncio's from the request
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                 await asyncio.sleep(0.5)
