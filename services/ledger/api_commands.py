@@ -96,7 +96,12 @@ async def _run(request: Request, dispatcher: Dispatcher, command: Command) -> JS
 
 @router.post("/api/accounts/{user_id}/debits", status_code=201)
 async def debit(
-    user_id: uuid.UUID, body: DebitIn, principal: CurrentPrincipal, d: DispatcherDep, request: Request, key: KeyHeader
+    user_id: uuid.UUID,
+    body: DebitIn,
+    principal: CurrentPrincipal,
+    d: DispatcherDep,
+    request: Request,
+    key: KeyHeader = None,
 ) -> JSONResponse:
     ensure_may_act_for(principal, str(user_id))
     cmd = commands.debit(
@@ -107,7 +112,7 @@ async def debit(
 
 @router.post("/api/accounts/{user_id}/grants", status_code=201)
 async def grant(
-    user_id: uuid.UUID, body: GrantIn, _: Privileged, d: DispatcherDep, request: Request, key: KeyHeader
+    user_id: uuid.UUID, body: GrantIn, _: Privileged, d: DispatcherDep, request: Request, key: KeyHeader = None
 ) -> JSONResponse:
     fields = body.model_dump()
     cmd = commands.grant(
@@ -123,7 +128,7 @@ async def reserve(
     principal: CurrentPrincipal,
     d: DispatcherDep,
     request: Request,
-    key: KeyHeader,
+    key: KeyHeader = None,
 ) -> JSONResponse:
     ensure_may_act_for(principal, str(user_id))
     ttl = body.ttl_seconds or request.app.state.settings.reservation_ttl_seconds
@@ -146,7 +151,7 @@ async def capture(
     principal: CurrentPrincipal,
     d: DispatcherDep,
     request: Request,
-    key: KeyHeader,
+    key: KeyHeader = None,
     body: CaptureIn | None = None,
 ) -> JSONResponse:
     ensure_may_act_for(principal, str(user_id))
@@ -169,7 +174,7 @@ async def release(
     principal: CurrentPrincipal,
     d: DispatcherDep,
     request: Request,
-    key: KeyHeader,
+    key: KeyHeader = None,
     body: ReleaseIn | None = None,
 ) -> JSONResponse:
     ensure_may_act_for(principal, str(user_id))
@@ -186,7 +191,7 @@ async def release(
 
 @router.post("/api/admin/accounts/{user_id}/adjustments", status_code=201, tags=["admin"])
 async def adjust(
-    user_id: uuid.UUID, body: AdjustmentIn, admin: Privileged, d: DispatcherDep, request: Request, key: KeyHeader
+    user_id: uuid.UUID, body: AdjustmentIn, admin: Privileged, d: DispatcherDep, request: Request, key: KeyHeader = None
 ) -> JSONResponse:
     cmd = commands.adjust(
         str(user_id),
