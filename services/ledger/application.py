@@ -19,7 +19,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from services.ledger.domain import AccountNotFoundError, CreditAccount, LedgerError
+from services.ledger.domain import AccountNotFoundError, CreditAccount, IdempotencyRecord, LedgerError
 from shared.credits import WELCOME_BONUS
 
 MAX_ATTEMPTS = 20
@@ -30,13 +30,18 @@ class ConcurrencyError(Exception):
     """The accounts kept changing under us for MAX_ATTEMPTS tries."""
 
 
+# Whether the account has already seen an idempotency key: how an event that arrives out of order
+# learns what its siblings did (a refund asks whether the purchase was granted).
+Seen = Callable[[str], bool]
+
+
 @dataclass(frozen=True)
 class Command:
     user_id: str
     key: str
     fingerprint: str
     # Triggers exactly one event on the account, or raises a LedgerError having triggered none.
-    act: Callable[[CreditAccount], Any]
+    act: Callable[[CreditAccount, Seen], Any]
     create: bool = True
 
 
@@ -90,18 +95,17 @@ class Ledger(Application):
     def execute_batch(self, commands: Sequence[Command]) -> list[Result]:
         """Apply each command once per idempotency key; a retried key gets its first outcome.
 
-        A save that lost a race with another ledger process raises IntegrityError: the whole batch is
-        reloaded and re-applied, so no command is applied twice or lost. Domain refusals come back as
-        LedgerError values in the command's place; infrastructure errors raise for the whole batch.
+        Accounts and the commands' idempotency records are saved together in one `save()`. A save
+        that lost a race with another ledger process (same account version, or same key recorded)
+        raises IntegrityError: the whole batch is reloaded and re-applied, so no command is applied
+        twice or lost. Domain refusals come back as LedgerError values in the command's place;
+        infrastructure errors raise for the whole batch.
         """
         for attempt in range(MAX_ATTEMPTS):
-            accounts: dict[str, CreditAccount | None] = {}
-            marks: list[tuple[CreditAccount, int, bool] | LedgerError] = []
-            for command in commands:
-                marks.append(self._apply(accounts, command))
-            dirty = [a for a in accounts.values() if a is not None and a.pending_events]
+            batch = _Batch(self)
+            marks = [batch.apply(command) for command in commands]
             try:
-                recordings = self.save(*dirty) if dirty else []
+                recordings = self.save(*batch.dirty()) if batch.dirty() else []
             except IntegrityError:
                 # Jittered backoff: two processes retrying in lockstep would collide again.
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 7)))
@@ -111,27 +115,13 @@ class Ledger(Application):
             return [self._result(mark, saved) for mark in marks]
         raise ConcurrencyError(f"{len(commands)} commands kept conflicting for {MAX_ATTEMPTS} attempts")
 
-    def _apply(
-        self, accounts: dict[str, CreditAccount | None], command: Command
-    ) -> tuple[CreditAccount, int, bool] | LedgerError:
-        if command.user_id not in accounts:
-            accounts[command.user_id] = self.account(command.user_id)
-        account = accounts[command.user_id]
-        if account is None:
-            if not command.create:
-                return AccountNotFoundError(f"No credit account for user {command.user_id}.")
-            account = accounts[command.user_id] = CreditAccount(user_id=command.user_id)
-        try:
-            version = account.outcome(command.key, command.fingerprint)
-            if version is not None:
-                return account, version, True
-            before = account.version
-            command.act(account)
-        except LedgerError as error:
-            return error
-        if account.version != before + 1:
-            raise RuntimeError(f"command {command.key!r} triggered {account.version - before} events, not one")
-        return account, account.version, False
+    def record(self, account_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+        # One query, straight to the recorder: records are never snapshotted.
+        stored = self.recorder.select_events(IdempotencyRecord.create_id(account_id, key), limit=1)
+        if not stored:
+            return None
+        created = self.mapper.to_domain_event(stored[0])
+        return created.mutate(None)  # type: ignore[return-value,attr-defined]
 
     def _result(
         self, mark: tuple[CreditAccount, int, bool] | LedgerError, saved: dict[tuple[uuid.UUID, int], DomainEvent]
@@ -167,7 +157,7 @@ class Ledger(Application):
             user_id,
             key,
             key,
-            lambda account: account.grant(
+            lambda account, _seen: account.grant(
                 entry_type="BONUS",
                 amount=WELCOME_BONUS,
                 key=key,
@@ -178,3 +168,46 @@ class Ledger(Application):
                 correlation_id=correlation_id,
             ),
         )
+
+
+class _Batch:
+    """The accounts and idempotency records one batch reads and writes, each loaded once."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._accounts: dict[str, CreditAccount | None] = {}
+        self._records: dict[tuple[uuid.UUID, str], IdempotencyRecord | None] = {}
+        self._new: list[IdempotencyRecord] = []
+
+    def dirty(self) -> list[Any]:
+        return [*(a for a in self._accounts.values() if a is not None and a.pending_events), *self._new]
+
+    def record(self, account_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+        if (account_id, key) not in self._records:
+            self._records[(account_id, key)] = self._ledger.record(account_id, key)
+        return self._records[(account_id, key)]
+
+    def apply(self, command: Command) -> tuple[CreditAccount, int, bool] | LedgerError:
+        if command.user_id not in self._accounts:
+            self._accounts[command.user_id] = self._ledger.account(command.user_id)
+        account = self._accounts[command.user_id]
+        if account is None:
+            if not command.create:
+                return AccountNotFoundError(f"No credit account for user {command.user_id}.")
+            account = self._accounts[command.user_id] = CreditAccount(user_id=command.user_id)
+        try:
+            seen = self.record(account.id, command.key)
+            if seen is not None:
+                return account, seen.replay(command.fingerprint), True
+            before = account.version
+            command.act(account, lambda key: self.record(account.id, key) is not None)
+        except LedgerError as error:
+            return error
+        if account.version != before + 1:
+            raise RuntimeError(f"command {command.key!r} triggered {account.version - before} events, not one")
+        record = IdempotencyRecord(
+            account_id=account.id, key=command.key, fingerprint=command.fingerprint, event_version=account.version
+        )
+        self._records[(account.id, command.key)] = record
+        self._new.append(record)
+        return account, account.version, False

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from services.ledger.application import Command
+from services.ledger.application import Command, Seen
 from services.ledger.domain import CreditAccount, reservation_expiry
 from shared.contracts import derive_id
 
@@ -38,7 +38,7 @@ def debit(
     key = client_key(key)
     fp = fingerprint("debit", user_id=user_id, type=entry_type, amount=amount, d=description, m=metadata)
 
-    def act(account: CreditAccount) -> None:
+    def act(account: CreditAccount, _seen: Seen) -> None:
         account.debit(
             entry_type=entry_type,
             amount=amount,
@@ -66,7 +66,7 @@ def grant(
     key = client_key(key)
     fp = fingerprint("grant", user_id=user_id, type=entry_type, amount=amount, d=description, m=metadata)
 
-    def act(account: CreditAccount) -> None:
+    def act(account: CreditAccount, _seen: Seen) -> None:
         account.grant(
             entry_type=entry_type,
             amount=amount,
@@ -117,7 +117,7 @@ def reserve(
     fp = fingerprint("reserve", user_id=user_id, amount=amount, job_id=job_id, ttl=ttl_seconds)
     expires_at = reservation_expiry(now, ttl_seconds)
 
-    def act(account: CreditAccount) -> None:
+    def act(account: CreditAccount, _seen: Seen) -> None:
         account.reserve(
             reservation_id=rid,
             amount=amount,
@@ -138,7 +138,7 @@ def capture(
     key = client_key(key)
     fp = fingerprint("capture", user_id=user_id, rid=reservation_id, amount=amount, d=description)
 
-    def act(account: CreditAccount) -> None:
+    def act(account: CreditAccount, _seen: Seen) -> None:
         account.capture(
             reservation_id=reservation_id,
             amount=amount,
@@ -156,7 +156,7 @@ def release(user_id: str, *, reservation_id: str, reason: str, key: str, request
     key = client_key(key)
     fp = fingerprint("release", user_id=user_id, rid=reservation_id, reason=reason)
 
-    def act(account: CreditAccount) -> None:
+    def act(account: CreditAccount, _seen: Seen) -> None:
         account.release(
             reservation_id=reservation_id,
             reason=reason,

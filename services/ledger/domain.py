@@ -1,8 +1,9 @@
 """The credit account: the single source of truth for one user's balance.
 
-Pure domain: stdlib and eventsourcing.domain only. Every command carries an idempotency key; the
-account remembers, in its own event history, which key produced which event, so a retried command
-(an HTTP retry or a redelivered NATS event) finds its first outcome instead of acting twice.
+Pure domain: stdlib and eventsourcing.domain only. Every command carries an idempotency key, and
+every event it produces records that key. Which key produced which event is kept in a small
+`IdempotencyRecord` per key, saved in the same transaction as the account's event: the account's own
+state (and so its snapshots) stays the size of its open holds, however many commands it has seen.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ class AccountNotFoundError(LedgerError):
     pass
 
 
+class IdempotencyRecord(Aggregate):
+    """The event an idempotency key produced on an account, and the request it came with."""
+
+    @staticmethod
+    def create_id(account_id: uuid.UUID, key: str) -> uuid.UUID:
+        return uuid.uuid5(account_id, key)
+
+    @event("Recorded")
+    def __init__(self, account_id: uuid.UUID, key: str, fingerprint: str, event_version: int) -> None:
+        self.account_id = account_id
+        self.key = key
+        self.fingerprint = fingerprint
+        self.event_version = event_version
+
+    def replay(self, fingerprint: str) -> int:
+        """Version of the event to answer with again; the same key for another request is refused."""
+        if fingerprint != self.fingerprint:
+            raise IdempotencyConflictError(f"idempotency key {self.key!r} was used for a different request")
+        return self.event_version
+
+
 class CreditAccount(Aggregate):
     @staticmethod
     def create_id(user_id: str) -> uuid.UUID:
@@ -60,27 +82,12 @@ class CreditAccount(Aggregate):
         self.active = True
         # reservation id -> [amount, job_id, expires_at iso]
         self.reservations: dict[str, list[Any]] = {}
-        # idempotency key -> [request fingerprint, version of the event it produced]
-        self.outcomes: dict[str, list[Any]] = {}
         # When identity last changed the status: status events can arrive out of order.
         self.status_at: str | None = None
 
     @property
     def available(self) -> int:
         return self.balance - self.reserved
-
-    def outcome(self, key: str, fingerprint: str) -> int | None:
-        """Version of the event `key` produced before, None if the key is new."""
-        seen = self.outcomes.get(key)
-        if seen is None:
-            return None
-        if seen[0] != fingerprint:
-            raise IdempotencyConflictError(f"idempotency key {key!r} was used for a different request")
-        return int(seen[1])
-
-    def _remember(self, key: str, fingerprint: str) -> None:
-        # Runs inside the event's apply, before the aggregate's version is advanced.
-        self.outcomes[key] = [fingerprint, self.version + 1]
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -301,7 +308,6 @@ class CreditAccount(Aggregate):
         correlation_id: str | None,
     ) -> None:
         self.balance = balance_after
-        self._remember(idempotency_key, fingerprint)
 
     @event("Debited")
     def _debited(
@@ -318,7 +324,6 @@ class CreditAccount(Aggregate):
         correlation_id: str | None,
     ) -> None:
         self.balance = balance_after
-        self._remember(idempotency_key, fingerprint)
 
     @event("DebitRejected")
     def _debit_rejected(
@@ -332,7 +337,7 @@ class CreditAccount(Aggregate):
         cause_id: str | None,
         correlation_id: str | None,
     ) -> None:
-        self._remember(idempotency_key, fingerprint)
+        pass  # the event itself is the record
 
     @event("Reserved")
     def _reserved(
@@ -350,7 +355,6 @@ class CreditAccount(Aggregate):
     ) -> None:
         self.reservations[reservation_id] = [amount, job_id, expires_at]
         self.reserved += amount
-        self._remember(idempotency_key, fingerprint)
 
     @event("ReservationRejected")
     def _reservation_rejected(
@@ -366,7 +370,7 @@ class CreditAccount(Aggregate):
         cause_id: str | None,
         correlation_id: str | None,
     ) -> None:
-        self._remember(idempotency_key, fingerprint)
+        pass  # the event itself is the record
 
     @event("Captured")
     def _captured(
@@ -386,7 +390,6 @@ class CreditAccount(Aggregate):
         held = self.reservations.pop(reservation_id)
         self.reserved -= int(held[0])
         self.balance = balance_after
-        self._remember(idempotency_key, fingerprint)
 
     @event("Released")
     def _released(
@@ -404,23 +407,20 @@ class CreditAccount(Aggregate):
     ) -> None:
         held = self.reservations.pop(reservation_id)
         self.reserved -= int(held[0])
-        self._remember(idempotency_key, fingerprint)
 
     @event("Noted")
     def _noted(self, reason: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
-        self._remember(idempotency_key, fingerprint)
+        pass  # the event itself is the record
 
     @event("Deactivated")
     def _deactivated(self, at: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
         self.active = False
         self.status_at = at
-        self._remember(idempotency_key, fingerprint)
 
     @event("Reactivated")
     def _activated(self, at: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
         self.active = True
         self.status_at = at
-        self._remember(idempotency_key, fingerprint)
 
 
 def _positive(amount: int) -> None:

@@ -1,14 +1,14 @@
 """Inbound contract events → ledger commands. Each command's key is derived from the causing event
 (`payment:<transaction>`, `job:<job>:reserve`), so the account's own history is the inbox: a
 redelivered event finds its first outcome and does nothing. Events that arrive out of order are
-settled by looking at which keys the account has already seen."""
+settled by asking which of their siblings' keys the account has already seen."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from services.ledger.application import WELCOME_KEY, Command
+from services.ledger.application import WELCOME_KEY, Command, Seen
 from services.ledger.commands import fingerprint, reservation_id
 from services.ledger.dispatch import Dispatcher
 from services.ledger.domain import CreditAccount, LedgerError
@@ -30,7 +30,7 @@ def user_registered(envelope: Envelope, _ttl: int) -> Command:
     body = envelope.body()
     assert isinstance(body, idc.UserRegistered)
 
-    def act(a: CreditAccount) -> None:
+    def act(a: CreditAccount, seen: Seen) -> None:
         a.grant(
             entry_type="BONUS",
             amount=WELCOME_BONUS,
@@ -50,7 +50,7 @@ def user_status(envelope: Envelope, _ttl: int) -> Command:
     active = isinstance(body, idc.UserReactivated)
     key, fp = f"status:{envelope.id}", fingerprint("status", active=active, at=envelope.occurred_at)
 
-    def act(a: CreditAccount) -> None:
+    def act(a: CreditAccount, seen: Seen) -> None:
         a.set_active(active=active, at=envelope.occurred_at, key=key, fingerprint=fp, cause_id=str(envelope.id))
 
     return Command(body.user_id, key, fp, act)
@@ -62,8 +62,8 @@ def payment_succeeded(envelope: Envelope, _ttl: int) -> Command:
     key, fp = f"payment:{body.transaction_id}", fingerprint("purchase", credits=body.credits)
     metadata = {"transaction_id": body.transaction_id, "package_id": body.package_id, "amount_cents": body.amount_cents}
 
-    def act(a: CreditAccount) -> None:
-        if f"refund:{body.transaction_id}" in a.outcomes or body.credits == 0:
+    def act(a: CreditAccount, seen: Seen) -> None:
+        if seen(f"refund:{body.transaction_id}") or body.credits == 0:
             # Its refund came first and took nothing: granting now would give away refunded credits.
             a.note(reason="purchase refunded before it was granted", key=key, fingerprint=fp, cause_id=str(envelope.id))
             return
@@ -85,8 +85,8 @@ def payment_refunded(envelope: Envelope, _ttl: int) -> Command:
     assert isinstance(body, pc.PaymentRefunded)
     key, fp = f"refund:{body.transaction_id}", fingerprint("refund", credits=body.credits)
 
-    def act(a: CreditAccount) -> None:
-        if f"payment:{body.transaction_id}" not in a.outcomes or body.credits == 0:
+    def act(a: CreditAccount, seen: Seen) -> None:
+        if not seen(f"payment:{body.transaction_id}") or body.credits == 0:
             a.note(reason="refund before its purchase was granted", key=key, fingerprint=fp, cause_id=str(envelope.id))
             return
         a.claw_back(
@@ -107,7 +107,7 @@ def subscription_renewed(envelope: Envelope, _ttl: int) -> Command:
     key, fp = f"subscription:{body.subscription_id}:{body.invoice_id}", fingerprint("renewal", credits=body.credits)
     metadata = {"subscription_id": body.subscription_id, "invoice_id": body.invoice_id}
 
-    def act(a: CreditAccount) -> None:
+    def act(a: CreditAccount, seen: Seen) -> None:
         a.grant(
             entry_type="PURCHASE",
             amount=body.credits,
@@ -121,8 +121,8 @@ def subscription_renewed(envelope: Envelope, _ttl: int) -> Command:
     return Command(body.user_id, key, fp, act)
 
 
-def _settled(a: CreditAccount, job_id: str) -> bool:
-    return f"job:{job_id}:capture" in a.outcomes or f"job:{job_id}:release" in a.outcomes
+def _settled(seen: Seen, job_id: str) -> bool:
+    return seen(f"job:{job_id}:capture") or seen(f"job:{job_id}:release")
 
 
 def job_requested(envelope: Envelope, ttl: int) -> Command:
@@ -132,9 +132,9 @@ def job_requested(envelope: Envelope, ttl: int) -> Command:
     rid, ids = reservation_id(body.user_id, key), _ids(envelope)
     expires_at = datetime.fromtimestamp(datetime.now(UTC).timestamp() + ttl, UTC)
 
-    def act(a: CreditAccount) -> None:
+    def act(a: CreditAccount, seen: Seen) -> None:
         hold = {"reservation_id": rid, "amount": body.cost, "job_id": body.job_id, "key": key, "fingerprint": fp}
-        if _settled(a, body.job_id):
+        if _settled(seen, body.job_id):
             a.note(reason="job settled before its hold was asked", key=key, fingerprint=fp, cause_id=ids["cause_id"])
         elif not a.active:
             a.refuse_reservation(reason="account deactivated", **hold, **ids)
@@ -151,7 +151,7 @@ def job_completed(envelope: Envelope, _ttl: int) -> Command:
     ids = _ids(envelope)
     description = f"{body.operation} ({body.job_id})"
 
-    def act(a: CreditAccount) -> None:
+    def act(a: CreditAccount, seen: Seen) -> None:
         rid = a.reservation_for_job(body.job_id)
         if rid is not None:
             taken = min(body.cost, int(a.reservations[rid][0]))
@@ -183,7 +183,7 @@ def job_ended(envelope: Envelope, _ttl: int) -> Command:
     reason = body.reason if isinstance(body, mc.JobFailed) else "cancelled"
     ids = _ids(envelope)
 
-    def act(a: CreditAccount) -> None:
+    def act(a: CreditAccount, seen: Seen) -> None:
         rid = a.reservation_for_job(body.job_id)
         if rid is None:
             a.note(reason="nothing held", key=key, fingerprint=fp, cause_id=ids["cause_id"])

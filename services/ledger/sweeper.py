@@ -17,7 +17,7 @@ from eventsourcing.utils import get_topic
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
-from services.ledger.application import Command, Ledger
+from services.ledger.application import Command, Ledger, Seen
 from services.ledger.commands import fingerprint
 from services.ledger.dispatch import Dispatcher
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
@@ -31,7 +31,7 @@ TOPICS = tuple(get_topic(getattr(CreditAccount, n)) for n in ("Reserved", "Captu
 def expire(user_id: str, reservation_id: str, now: datetime) -> Command:
     key, fp = f"expire:{reservation_id}", fingerprint("expire", rid=reservation_id)
 
-    def act(account: CreditAccount) -> None:
+    def act(account: CreditAccount, _seen: Seen) -> None:
         held = account.reservations.get(reservation_id)
         if held is None:
             account.note(reason="hold settled before it expired", key=key, fingerprint=fp)

@@ -87,7 +87,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.holds)
     @rule(data=st.data(), whole=st.booleans())
     def capture(self, data: st.DataObject, whole: bool) -> None:
-        rid = data.draw(st.sampled_from(sorted(self.holds)))
+        rid = data.draw(st.sampled_from(list(self.holds)))  # insertion order: ids are random
         held = self.holds[rid][0]
         amount = None if whole else data.draw(st.integers(0, held))
         result = self.run(commands.capture, 200, reservation_id=rid, amount=amount, description="")
@@ -101,7 +101,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.holds)
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        rid = data.draw(st.sampled_from(sorted(self.holds)))
+        rid = data.draw(st.sampled_from(list(self.holds)))  # insertion order: ids are random
         self.run(commands.release, 200, reservation_id=rid, reason="job failed")
         del self.holds[rid]
 
