@@ -13,9 +13,14 @@ from services.ledger.application import Command, Ledger, Result
 
 Pending = tuple[Command, asyncio.Future[Result]]
 
+# A command saves two events (its account's and its idempotency record). eventsourcing 9.5.6 inserts a
+# save's events in one psycopg pipeline, which hung here at about 1,400 events in one save (1,200 was
+# fine): keep batches well below that.
+MAX_BATCH = 256
+
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, on_saved: Callable[[], None] = lambda: None, max_batch: int = 256) -> None:
+    def __init__(self, ledger: Ledger, on_saved: Callable[[], None] = lambda: None, max_batch: int = MAX_BATCH) -> None:
         self._ledger = ledger
         self._on_saved = on_saved
         self._max_batch = max_batch
