@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from eventsourcing.domain import Snapshot
 
 from services.ledger import commands
 from services.ledger.answers import answer
@@ -140,3 +141,19 @@ def test_a_long_account_loads_from_its_snapshot(ledger: Ledger) -> None:
     snapshots = list(ledger.snapshots.get(uuid.UUID(user), desc=True, limit=1))
     assert snapshots and snapshots[0].originator_version == 1000
     assert ledger.account(user).balance == 9000  # type: ignore[union-attr]
+
+
+def test_an_accounts_snapshot_does_not_grow_with_its_history(ledger: Ledger) -> None:
+    user = _funded(ledger, 10_000)
+    ledger.execute_batch([_debit(user, 1, f"a{i}") for i in range(10)])
+    small = len(ledger.mapper.to_stored_event(Snapshot.take(ledger.account(user))).state)  # type: ignore[arg-type]
+    for batch in range(10):
+        ledger.execute_batch([_debit(user, 1, f"b{batch}-{i}") for i in range(100)])
+    account = ledger.account(user)
+    assert account is not None and account.balance == 10_000 - 1_010
+    large = len(ledger.mapper.to_stored_event(Snapshot.take(account)).state)
+    # 1,000 more commands, yet the state to load is the same size: keys live in their own records.
+    assert large <= small + 8
+    # ...and every one of those keys still answers a retry with its first outcome.
+    again = answer(ledger.execute_batch([_debit(user, 1, "a3")])[0])
+    assert again.replayed and again.status == 201 and ledger.account(user).balance == 10_000 - 1_010  # type: ignore[union-attr]
