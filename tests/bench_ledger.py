@@ -16,6 +16,7 @@ from pathlib import Path
 
 from services.ledger import commands, store
 from services.ledger.answers import answer
+from services.ledger.application import Ledger
 from services.ledger.dispatch import Dispatcher
 from shared import db
 from shared.testing.servers import EmbeddedPostgres
@@ -54,7 +55,36 @@ async def bench(url: str, debits: int, accounts: int, concurrency: int) -> None:
     print(f"{debits} debits over {accounts} accounts, {concurrency} in flight: {debits / elapsed:,.0f} debits/s")
     print(f"one at a time (no batching possible): {one_by_one:,.0f} debits/s")
     runner.cancel()
+    await asyncio.to_thread(long_account, ledger)
     ledger.close()
+
+
+def long_account(ledger: Ledger, entries: int = 100_000, batch: int = 250) -> None:
+    """Loading an account with a long history: snapshots keep it to the last few events."""
+    user = str(uuid.uuid4())
+    seed = commands.grant(user, entry_type="BONUS", amount=entries + 100, description="", metadata={}, key="s",
+                          request_id=None)  # fmt: skip
+    ledger.execute_batch([seed])
+    started = time.perf_counter()
+    for b in range(entries // batch):
+        ledger.execute_batch(
+            [commands.debit(user, amount=1, description="", metadata={}, key=f"{b}.{i}", request_id=None)
+             for i in range(batch)]
+        )  # fmt: skip
+    built = time.perf_counter() - started
+    loads = []
+    for _ in range(5):
+        t = time.perf_counter()
+        ledger.account(user)
+        loads.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    for i in range(50):
+        ledger.execute_batch(
+            [commands.debit(user, amount=1, description="", metadata={}, key=f"x{i}", request_id=None)]
+        )
+    debit_ms = (time.perf_counter() - t) / 50 * 1000
+    print(f"account with {entries:,} entries: built in {built:.1f} s; load {min(loads):.1f}-{max(loads):.1f} ms;"
+          f" one debit on it {debit_ms:.1f} ms")  # fmt: skip
 
 
 def main() -> None:
