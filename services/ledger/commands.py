@@ -25,35 +25,8 @@ def client_key(key: str) -> str:
     return f"client:{key}"
 
 
-def debit(
-    user_id: str,
-    *,
-    amount: int,
-    description: str,
-    metadata: dict[str, Any],
-    key: str,
-    request_id: str | None,
-    entry_type: str = "USAGE",
-) -> Command:
-    key = client_key(key)
-    fp = fingerprint("debit", user_id=user_id, type=entry_type, amount=amount, d=description, m=metadata)
-
-    def act(account: CreditAccount, _seen: Seen) -> None:
-        account.debit(
-            entry_type=entry_type,
-            amount=amount,
-            key=key,
-            fingerprint=fp,
-            description=description,
-            metadata=metadata,
-            cause_id=request_id,
-            correlation_id=request_id,
-        )
-
-    return Command(user_id, key, fp, act, create=False)
-
-
-def grant(
+def _entry(
+    operation: str,
     user_id: str,
     *,
     entry_type: str,
@@ -63,11 +36,12 @@ def grant(
     key: str,
     request_id: str | None,
 ) -> Command:
+    """A grant or a debit: the same request shape, the account method of the same name."""
     key = client_key(key)
-    fp = fingerprint("grant", user_id=user_id, type=entry_type, amount=amount, d=description, m=metadata)
+    fp = fingerprint(operation, user_id=user_id, type=entry_type, amount=amount, d=description, m=metadata)
 
     def act(account: CreditAccount, _seen: Seen) -> None:
-        account.grant(
+        getattr(account, operation)(
             entry_type=entry_type,
             amount=amount,
             key=key,
@@ -78,7 +52,16 @@ def grant(
             correlation_id=request_id,
         )
 
-    return Command(user_id, key, fp, act, create=True)
+    # Only a grant opens an account: a debit on an account never opened is a 404, not an empty one.
+    return Command(user_id, key, fp, act, create=operation == "grant")
+
+
+def debit(user_id: str, *, entry_type: str = "USAGE", **request: Any) -> Command:
+    return _entry("debit", user_id, entry_type=entry_type, **request)
+
+
+def grant(user_id: str, *, entry_type: str, **request: Any) -> Command:
+    return _entry("grant", user_id, entry_type=entry_type, **request)
 
 
 def adjust(user_id: str, *, amount: int, reason: str, admin_id: str, key: str, request_id: str | None) -> Command:
