@@ -20,10 +20,8 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError
 
 from services.ledger.domain import AccountNotFoundError, CreditAccount, IdempotencyRecord, LedgerError
-from shared.credits import WELCOME_BONUS
 
 MAX_ATTEMPTS = 20
-WELCOME_KEY = "bonus:welcome"
 
 
 class ConcurrencyError(Exception):
@@ -149,25 +147,6 @@ class Ledger(Application):
 
     def _event_at(self, account_id: uuid.UUID, version: int) -> DomainEvent:
         return next(iter(self.repository.event_store.get(account_id, gt=version - 1, lte=version)))
-
-    def welcome(self, user_id: str, *, cause_id: str | None, correlation_id: str | None) -> Outcome:
-        """The welcome bonus: one per account, whatever delivers the registration and how often."""
-        key = WELCOME_KEY
-        return self.execute(
-            user_id,
-            key,
-            key,
-            lambda account, _seen: account.grant(
-                entry_type="BONUS",
-                amount=WELCOME_BONUS,
-                key=key,
-                fingerprint=key,
-                description="Welcome bonus",
-                metadata={},
-                cause_id=cause_id,
-                correlation_id=correlation_id,
-            ),
-        )
 
 
 class _Batch:

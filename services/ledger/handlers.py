@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from services.ledger.application import WELCOME_KEY, Command, Seen
+from services.ledger.application import Command, Seen
 from services.ledger.commands import fingerprint, reservation_id
 from services.ledger.dispatch import Dispatcher
 from services.ledger.domain import CreditAccount, LedgerError
@@ -20,6 +20,8 @@ from shared.contracts import payments as pc
 from shared.credits import WELCOME_BONUS
 
 Build = Callable[[Envelope, int], Command]
+# One welcome bonus per account, whichever registration event delivers it and however often.
+WELCOME_KEY = "bonus:welcome"
 
 
 def _ids(envelope: Envelope) -> dict[str, str]:

@@ -13,10 +13,11 @@ import pytest
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from services.ledger import store
+from services.ledger import handlers, store
 from services.ledger.application import Ledger
 from services.ledger.relay import LedgerRelay
 from shared.contracts import Envelope
+from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
 from tests.integration.conftest import FailingAfter, make_pool, stream_messages
 
@@ -38,7 +39,9 @@ def ledger(database_url: str, schema: str, ledger_pool: AsyncConnectionPool) -> 
 def welcome_users(ledger: Ledger, n: int) -> list[str]:
     users = [str(uuid.uuid4()) for _ in range(n)]
     for user in users:
-        ledger.welcome(user, cause_id=None, correlation_id=None)
+        body = UserRegistered(user_id=user, clerk_id=user, email="u@example.com", first_name=None, last_name=None,
+                              avatar=None)  # fmt: skip
+        ledger.execute_batch([handlers.user_registered(Envelope.wrap(body, user_id=user), 900)])
     return users
 
 
