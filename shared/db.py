@@ -34,6 +34,17 @@ async def migrate(database_url: str, schema: str, ddl: Sequence[str]) -> None:
             await conn.execute(statement)  # type: ignore[arg-type]  # DDL is static text
 
 
+async def try_lock(conn: AsyncConnection, name: str) -> bool:
+    """Take the transaction-scoped advisory lock `name` of the connection's schema, if it is free.
+
+    Advisory locks are database-wide; keying them by schema keeps a service in one schema from
+    holding up its namesake in another (two deployments, or tests beside a running system).
+    """
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':' || %s))", (name,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def open_pool(database_url: str, schema: str, max_size: int = 10) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(schema_conninfo(database_url, schema), min_size=1, max_size=max_size, open=False)
     await pool.open(wait=True, timeout=15)

@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from shared import db
 from shared.bus import publish
 from shared.contracts import Envelope
 from shared.relay import Relay
@@ -55,9 +56,7 @@ class OutboxRelay(Relay):
 
     async def relay_once(self) -> int:
         async with self._pool.connection() as conn, conn.transaction():
-            locked = await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema()))")
-            row = await locked.fetchone()
-            if not row or not row[0]:
+            if not await db.try_lock(conn, "outbox"):
                 return 0
             cursor = await conn.execute(
                 "SELECT position, event_id, subject, payload, headers FROM outbox"

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
 from services.ledger.application import Ledger
+from shared import db
 from shared.bus import publish
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import ledger as contracts
@@ -91,8 +92,7 @@ class LedgerRelay(Relay):
     async def relay_once(self) -> int:
         """Publish the next batch; returns how many notifications it moved past."""
         async with self._pool.connection() as conn, conn.transaction():
-            locked = await (await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (RELAY,))).fetchone()
-            if not locked or not locked[0]:
+            if not await db.try_lock(conn, RELAY):
                 return 0
             position = max(await store.load_position(conn, RELAY), await self._last_on_stream())
             notifications: list[Notification] = await asyncio.to_thread(

@@ -21,6 +21,7 @@ from services.ledger.application import Command, Ledger, Seen
 from services.ledger.commands import fingerprint
 from services.ledger.dispatch import Dispatcher
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
+from shared import db
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ class Sweeper:
 
     async def index_once(self, batch: int = 500) -> int:
         async with self._pool.connection() as conn, conn.transaction():
-            locked = await (await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (INDEX,))).fetchone()
-            if not locked or not locked[0]:
+            if not await db.try_lock(conn, INDEX):
                 return 0
             position = await store.load_position(conn, INDEX)
             notifications = await asyncio.to_thread(

@@ -15,7 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import handlers, store
 from services.ledger.application import Ledger
-from services.ledger.relay import LedgerRelay
+from services.ledger.relay import RELAY, LedgerRelay
+from shared import db
 from shared.contracts import Envelope
 from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
@@ -103,3 +104,24 @@ async def test_a_relay_that_lost_its_position_resumes_from_the_stream_not_from_t
     messages = await stream_messages(js, "LEDGER")
     assert len(messages) == 5
     assert [json.loads(data)["user_id"] for _, data, _ in messages[-2:]] == later
+
+
+async def test_only_one_relay_per_schema_works_at_a_time_and_other_schemas_do_not_hold_it_up(
+    ledger: Ledger, ledger_pool: AsyncConnectionPool, js: JetStreamContext, database_url: str
+) -> None:
+    users = welcome_users(ledger, 3)
+    other_deployment = await make_pool(database_url, f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        async with ledger_pool.connection() as mine, mine.transaction():
+            assert await db.try_lock(mine, RELAY)  # another relay of this ledger is mid-batch
+            assert await LedgerRelay(ledger, ledger_pool, js).relay_once() == 0
+        assert await stream_messages(js, "LEDGER") == []
+
+        async with other_deployment.connection() as theirs, theirs.transaction():
+            assert await db.try_lock(theirs, RELAY)  # the same relay of a ledger in another schema
+            await relay_all(LedgerRelay(ledger, ledger_pool, js))
+    finally:
+        await other_deployment.close()
+
+    messages = await stream_messages(js, "LEDGER")
+    assert [json.loads(data)["user_id"] for _, data, _ in messages] == users
