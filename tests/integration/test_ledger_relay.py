@@ -15,8 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import handlers, store
 from services.ledger.application import Ledger
-from services.ledger.relay import RELAY, LedgerRelay
-from shared import db
+from services.ledger.relay import LedgerRelay
 from shared.contracts import Envelope
 from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
@@ -106,22 +105,47 @@ async def test_a_relay_that_lost_its_position_resumes_from_the_stream_not_from_t
     assert [json.loads(data)["user_id"] for _, data, _ in messages[-2:]] == later
 
 
-async def test_only_one_relay_per_schema_works_at_a_time_and_other_schemas_do_not_hold_it_up(
+class Stalled:
+    """A JetStream context whose publishes wait until released: a relay caught in the middle of a batch."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self.publishing = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def publish(self, *args: object, **kwargs: object) -> object:
+        self.publishing.set()
+        await self.go_on.wait()
+        return await self._js.publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._js, name)
+
+
+async def test_a_relay_mid_batch_holds_up_its_own_schemas_relays_but_not_another_schemas(
     ledger: Ledger, ledger_pool: AsyncConnectionPool, js: JetStreamContext, database_url: str
 ) -> None:
     users = welcome_users(ledger, 3)
-    other_deployment = await make_pool(database_url, f"t_{uuid.uuid4().hex[:12]}")
+    other_schema = f"t_{uuid.uuid4().hex[:12]}"
+    other_pool = await make_pool(database_url, other_schema, store.DDL)
+    other_ledger = Ledger(env={**store.eventsourcing_env(database_url), "POSTGRES_SCHEMA": other_schema})
+    other_users = welcome_users(other_ledger, 2)
+    stalled = Stalled(js)
+    other_relay = asyncio.create_task(LedgerRelay(other_ledger, other_pool, stalled).relay_once())  # type: ignore[arg-type]
     try:
-        async with ledger_pool.connection() as mine, mine.transaction():
-            assert await db.try_lock(mine, RELAY)  # another relay of this ledger is mid-batch
-            assert await LedgerRelay(ledger, ledger_pool, js).relay_once() == 0
-        assert await stream_messages(js, "LEDGER") == []
+        await asyncio.wait_for(stalled.publishing.wait(), timeout=10)
 
-        async with other_deployment.connection() as theirs, theirs.transaction():
-            assert await db.try_lock(theirs, RELAY)  # the same relay of a ledger in another schema
-            await relay_all(LedgerRelay(ledger, ledger_pool, js))
+        await relay_all(LedgerRelay(ledger, ledger_pool, js))  # another deployment's relay is mid-batch
+        messages = await stream_messages(js, "LEDGER")
+        assert [json.loads(data)["user_id"] for _, data, _ in messages] == users
+
+        # A second relay of that same deployment waits its turn, so the two never interleave.
+        assert await LedgerRelay(other_ledger, other_pool, js).relay_once() == 0
     finally:
-        await other_deployment.close()
+        stalled.go_on.set()
+        await other_relay
+        other_ledger.close()
+        await other_pool.close()
 
     messages = await stream_messages(js, "LEDGER")
-    assert [json.loads(data)["user_id"] for _, data, _ in messages] == users
+    assert [json.loads(data)["user_id"] for _, data, _ in messages] == users + other_users
