@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from creditstream import deadletters
+
 app = typer.Typer(help="creditstream operator CLI", no_args_is_help=True)
+app.add_typer(deadletters.app, name="deadletters")
 console = Console(soft_wrap=True)
 
 
@@ -19,7 +22,7 @@ def up() -> None:
 
 @app.command()
 def streams() -> None:
-    """Show each stream's and consumer's state."""
+    """Show each stream's and consumer's state, dead letters, and each service's readiness."""
     from creditstream.streams import show
 
     raise typer.Exit(show(console))

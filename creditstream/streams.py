@@ -1,18 +1,30 @@
-"""`creditstream streams`: each stream's size and each durable consumer's progress."""
+"""`creditstream streams`: each stream's size, each durable consumer's progress and dead letters, and
+each service's readiness (a stuck relay or a parked message shows there with its reason)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+from collections import Counter
+from dataclasses import dataclass
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
+from creditstream.connect import nats_url, service_urls
 from shared import bus
+from shared.bus import deadletters
 
 
-async def _collect() -> tuple[list[tuple[str, int, int, int]], list[tuple[str, str, int, int, int]]]:
-    nc = await bus.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"), name="creditstream-cli")
+@dataclass(frozen=True)
+class Snapshot:
+    streams: list[tuple[str, int, int, int]]
+    consumers: list[tuple[str, str, int, int, int]]
+    parked: Counter[str]
+
+
+async def _collect() -> Snapshot:
+    nc = await bus.connect(nats_url(), name="creditstream-cli")
     try:
         js = nc.jetstream()
         streams, consumers = [], []
@@ -21,23 +33,45 @@ async def _collect() -> tuple[list[tuple[str, int, int, int]], list[tuple[str, s
             streams.append((name, info.state.messages, info.state.first_seq, info.state.last_seq))
             for c in await js.consumers_info(name):
                 consumers.append((name, c.name, c.delivered.stream_seq, c.num_pending or 0, c.num_ack_pending or 0))
-        return streams, consumers
+        return Snapshot(streams, consumers, await deadletters.counts(js))
     finally:
         await nc.drain()
 
 
+def readiness() -> dict[str, str]:
+    """Each service's /readyz: "ready", or why not."""
+    states = {}
+    for name, url in service_urls().items():
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=5)
+            states[name] = "ready" if response.status_code == 200 else response.json().get("detail", "not ready")
+        except httpx.HTTPError as exc:
+            states[name] = f"unreachable ({type(exc).__name__})"
+    return states
+
+
 def show(console: Console) -> int:
-    streams, consumers = asyncio.run(_collect())
+    snapshot = asyncio.run(_collect())
     table = Table(title="streams")
     for column in ("stream", "messages", "first seq", "last seq"):
         table.add_column(column)
-    for row in streams:
+    for row in snapshot.streams:
         table.add_row(*map(str, row))
     console.print(table)
     table = Table(title="consumers")
-    for column in ("stream", "consumer", "delivered seq", "pending", "awaiting ack"):
+    for column in ("stream", "consumer", "delivered seq", "pending", "awaiting ack", "dead letters"):
         table.add_column(column)
-    for row in consumers:
-        table.add_row(*map(str, row))
+    for stream, name, *progress in snapshot.consumers:
+        parked = snapshot.parked[name]
+        table.add_row(stream, name, *map(str, progress), f"[red]{parked}[/]" if parked else "0")
     console.print(table)
-    return 0
+    table = Table(title="services")
+    table.add_column("service")
+    table.add_column("readiness", overflow="fold")
+    states = readiness()
+    for name, state in states.items():
+        table.add_row(name, "[green]ready[/]" if state == "ready" else f"[red]{state}[/]")
+    console.print(table)
+    if snapshot.parked:
+        console.print("Dead letters wait: `creditstream deadletters` lists them; fix the cause, then `... redrive`.")
+    return 0 if all(state == "ready" for state in states.values()) and not snapshot.parked else 1

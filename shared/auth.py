@@ -16,13 +16,16 @@ from typing import Annotated, Any, Literal, Protocol
 
 import jwt
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.contracts import derive_id
+from shared.inputs import InputError, check_text
 from shared.problems import Problem
 from shared.service_tokens import SERVICE_ISSUER, SERVICE_SUBJECT_PREFIX, ServiceKey
 
 Role = Literal["user", "admin", "service"]
 LEEWAY_SECONDS = 5
+MAX_SUBJECT_LENGTH = 200
 ALGORITHM = "RS256"
 
 
@@ -137,9 +140,12 @@ def _decode(token: str, key: Any, *, issuer: str | None) -> dict[str, Any]:
 
 def _subject(claims: dict[str, Any]) -> str:
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub.strip():
-        raise AuthError("the token has no subject")
-    return sub
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_SUBJECT_LENGTH:
+        raise AuthError("the token has no usable subject")
+    try:
+        return check_text(sub)
+    except InputError as exc:
+        raise AuthError(f"the token's subject {exc}") from exc
 
 
 class AccessCheck(Protocol):
@@ -147,26 +153,37 @@ class AccessCheck(Protocol):
 
 
 def _unauthorized(detail: str) -> Problem:
-    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+    return Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_principal(request: Request) -> Principal:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Declares the scheme in OpenAPI (the Authorize button of /docs); the check itself is ours.
+bearer_scheme = HTTPBearer(auto_error=False, description="A Clerk session token, or a service token.")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def current_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> Principal:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
         raise _unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.verifier
     try:
-        principal = await asyncio.to_thread(verifier.verify, token.strip())
+        principal = await asyncio.to_thread(verifier.verify, token)
     except KeySetUnavailableError as exc:
-        raise Problem(503, "Service Unavailable", "The token signing keys cannot be fetched now.") from exc
+        raise Problem(503, "The token signing keys cannot be fetched now.") from exc
     except AuthError as exc:
         raise _unauthorized(f"Invalid token: {exc}") from exc
     if principal.role != "service":
         access: AccessCheck | None = getattr(request.app.state, "access", None)
         if access is None:
-            raise Problem(503, "Service Unavailable", "The service is starting.")
+            raise Problem(503, "The service is starting.")
         if await access.is_deactivated(principal.user_id):
-            raise Problem(403, "Forbidden", "This account is deactivated.")
+            raise Problem(403, "This account is deactivated.")
     return principal
 
 
@@ -175,7 +192,7 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 def require_privileged(principal: CurrentPrincipal) -> Principal:
     if not principal.is_privileged:
-        raise Problem(403, "Forbidden", "This endpoint is for admins and services only.")
+        raise Problem(403, "This endpoint is for admins and services only.")
     return principal
 
 
@@ -185,7 +202,7 @@ Privileged = Annotated[Principal, Depends(require_privileged)]
 def require_user(principal: CurrentPrincipal) -> Principal:
     """For endpoints that act as a signed-in person (a service token has no user behind it)."""
     if principal.role == "service":
-        raise Problem(403, "Forbidden", "This endpoint is for signed-in users.")
+        raise Problem(403, "This endpoint is for signed-in users.")
     return principal
 
 
@@ -194,4 +211,4 @@ SignedInUser = Annotated[Principal, Depends(require_user)]
 
 def ensure_may_act_for(principal: Principal, user_id: str) -> None:
     if principal.user_id != user_id and not principal.is_privileged:
-        raise Problem(403, "Forbidden", "You may only act on your own account.")
+        raise Problem(403, "You may only act on your own account.")

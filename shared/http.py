@@ -7,16 +7,24 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from shared import db, problems
 from shared.access import ACCESS_DDL, AccessList
 from shared.auth import TokenVerifier
+from shared.guard import GuardedRoute, assert_guarded
+from shared.openapi import documented
+from shared.runtime import NotReadyError
 from shared.service_tokens import load_service_key
 from shared.settings import Settings
 from shared.telemetry import server_span
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class Status(BaseModel):
+    status: str
+    service: str
 
 
 def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Sequence[APIRouter]) -> FastAPI:
@@ -30,6 +38,7 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
         admin_clerk_ids=settings.admin_clerk_ids,
         service_key=app.state.service_key,
     )
+    app.router.route_class = GuardedRoute
     problems.install(app)
 
     @app.middleware("http")
@@ -38,26 +47,26 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
             return await call_next(request)
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": service}
+    async def healthz() -> Status:
+        """The process is up (its start-up is done); says nothing of what it depends on."""
+        return Status(status="ok", service=service)
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], response_model=Status, responses=problems.responses(503))
     async def readyz(request: Request) -> Any:
+        """Ready for traffic: database and NATS reachable, no relay stuck, no dead-lettered message waiting."""
         runtime = getattr(request.app.state, "runtime", None)
         try:
             if runtime is None:
-                raise RuntimeError("starting")
+                raise NotReadyError("starting")
             await runtime.check_ready()
         except Exception as exc:
-            return JSONResponse(
-                {"type": "about:blank", "title": "Not Ready", "status": 503, "detail": str(exc)},
-                status_code=503,
-                media_type=problems.MEDIA_TYPE,
-            )
-        return {"status": "ready", "service": service}
+            return problems.Problem(503, str(exc) or type(exc).__name__).response(request.url.path)
+        return Status(status="ready", service=service)
 
     for router in routers:
         app.include_router(router)
+    assert_guarded(app)
+    app.openapi = documented(app)  # type: ignore[method-assign]
     return app
 
 

@@ -14,10 +14,19 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from shared import bus, db
-from shared.bus import Consumer, Subscription
+from shared.bus import Consumer, Subscription, deadletters
 from shared.inbox import INBOX_DDL
 from shared.outbox import OUTBOX_DDL, OutboxRelay
+from shared.relay import Relay
 from shared.settings import Settings
+
+# Why the service should not be given traffic (None: all is well); /readyz asks each of them.
+Alarm = Callable[[], Awaitable[str | None]]
+
+
+class NotReadyError(Exception):
+    pass
+
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,8 @@ class Runtime:
     js: JetStreamContext
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    alarms: list[Alarm] = field(default_factory=list)
+    durables: list[str] = field(default_factory=list)
 
     def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop` in the background, restarting it with a delay if it ever fails."""
@@ -49,20 +60,37 @@ class Runtime:
         self.tasks.append(asyncio.create_task(supervised(), name=f"{self.service}:{name}"))
 
     def consume(self, subscription: Subscription) -> None:
+        """Run a durable consumer, answer re-drives of what it parks, and alarm while it has any parked."""
         consumer = Consumer(self.js, subscription, max_deliver=self.settings.max_deliver)
         self.spawn(subscription.durable, consumer.run)
+        redriver = deadletters.Redriver(self.js, subscription)
+        self.spawn(f"{subscription.durable}-redrive", lambda: redriver.run(self.nc))
+        if not self.durables:
+            self.alarms.append(lambda: deadletters.parked_problem(self.js, self.durables))
+        self.durables.append(subscription.durable)
+
+    def start_relay(self, name: str, relay: Relay) -> None:
+        self.spawn(name, relay.run)
+
+        async def stuck() -> str | None:
+            return relay.problem()
+
+        self.alarms.append(stuck)
 
     def start_outbox_relay(self) -> OutboxRelay:
         relay = OutboxRelay(self.pool, self.js)
-        self.spawn("outbox-relay", relay.run)
+        self.start_relay("outbox-relay", relay)
         return relay
 
     async def check_ready(self) -> None:
         async with self.pool.connection() as conn:
             await conn.execute("SELECT 1")
         if not self.nc.is_connected:
-            raise ConnectionError("NATS is not connected")
+            raise NotReadyError("NATS is not connected")
         await self.js.account_info()
+        problems = [problem for alarm in self.alarms if (problem := await alarm())]
+        if problems:
+            raise NotReadyError("; ".join(problems))
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,7 @@ subprocesses on free ports, so the suite never collides with a running `make up`
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from psycopg import Connection, sql
+from psycopg.conninfo import make_conninfo
 
 from shared.settings import SERVICES
 from shared.testing.servers import (
@@ -76,21 +79,56 @@ class System:
         return response.json()["token"]
 
 
-@pytest.fixture(scope="session")
-def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Iterator[System]:
+@contextlib.contextmanager
+def running_system(data_dir: Path, database_url: str, nats_url: str, **settings: str) -> Iterator[System]:
+    """The five services as subprocesses on free ports, on the given database and NATS."""
     base = {
         "AUTH_MODE": "dev",
         "DATABASE_URL": database_url,
-        "NATS_URL": system_nats.url,
-        "DATA_DIR": str(workdir / "data"),
+        "NATS_URL": nats_url,
+        "DATA_DIR": str(data_dir),
         # Svix format (whsec_ + base64); the tests sign Clerk webhooks with it.
         "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
         **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
+        **settings,
     }
     env = service_env(base)
     processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
     with started(*processes.values()):
         yield System(env, processes)
+
+
+@pytest.fixture(scope="session")
+def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Iterator[System]:
+    with running_system(workdir / "data", database_url, system_nats.url) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def fresh_database(database_url: str) -> Iterator[str]:
+    """A database of the test's own inside the session's PostgreSQL (service schema names are fixed)."""
+    name = f"cs_{uuid.uuid4().hex[:10]}"
+    with Connection.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(database_url, dbname=name)
+    finally:
+        with Connection.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def isolated_system(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """A whole system of the module's own (database, NATS, services), for tests that break things on
+    purpose: whatever they leave behind never reaches the session's `system`."""
+    workdir = tmp_path_factory.mktemp("isolated")
+    with fresh_database(database_url) as url:
+        nats = EmbeddedNats(workdir / "nats").start()
+        try:
+            with running_system(workdir / "data", url, nats.url, MAX_DELIVER="2") as running:
+                yield running
+        finally:
+            nats.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

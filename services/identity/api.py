@@ -6,16 +6,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from services.identity.application import Identity
 from services.identity.devtokens import DevSigner
 from services.identity.domain import Profile, User, UserDeactivatedError
 from shared.auth import SignedInUser, user_id_for
+from shared.guard import GuardedRoute
+from shared.headers import CorrelationId
+from shared.inputs import Email, LongText, ShortText
 from shared.problems import Problem
 
-router = APIRouter()
-dev_router = APIRouter(tags=["dev"])
+router = APIRouter(route_class=GuardedRoute)
+dev_router = APIRouter(tags=["dev"], route_class=GuardedRoute)
 
 
 def get_identity(request: Request) -> Identity:
@@ -51,17 +54,30 @@ class SyncResponse(BaseModel):
 class SyncRequest(BaseModel):
     """Profile fields the token may not carry (Clerk session tokens hold only what you configure)."""
 
-    email: EmailStr | None = None
-    first_name: str | None = Field(default=None, max_length=200)
-    last_name: str | None = Field(default=None, max_length=200)
-    avatar: str | None = Field(default=None, max_length=2000)
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email | None = None
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    avatar: LongText | None = None
+
+
+# A claim is used only if it is what the body would have to be: custom session claims are whatever
+# Clerk is told to put there, so one that is not acceptable is ignored, never stored.
+CLAIM_RULES: dict[str, TypeAdapter[str]] = {
+    "email": TypeAdapter(Email),
+    "first_name": TypeAdapter(ShortText),
+    "last_name": TypeAdapter(ShortText),
+    "image_url": TypeAdapter(LongText),
+    "avatar": TypeAdapter(LongText),
+}
 
 
 @router.post("/api/user/sync", response_model=SyncResponse, tags=["user"])
 async def sync_user(
     principal: SignedInUser,
     identity: Annotated[Identity, Depends(get_identity)],
-    request: Request,
+    correlation_id: CorrelationId = None,
     body: Annotated[SyncRequest | None, Body()] = None,
 ) -> SyncResponse:
     """createOrGetUser for the token's user: the token's claims win over the body's."""
@@ -69,7 +85,7 @@ async def sync_user(
     extra = body or SyncRequest()
     email = _claim(claims, "email") or extra.email
     if not email:
-        raise Problem(422, "Unprocessable Content", "No email in the token claims or the request body.")
+        raise Problem(422, "No usable email in the token claims or the request body.")
     profile = Profile(
         clerk_id=principal.clerk_id,
         email=str(email),
@@ -79,26 +95,28 @@ async def sync_user(
         role="admin" if principal.role == "admin" else "user",
     )
     try:
-        result = await identity.sync_user(profile, correlation_id=request.headers.get("x-correlation-id"))
+        result = await identity.sync_user(profile, correlation_id=correlation_id)
     except UserDeactivatedError as exc:
-        raise Problem(403, "Forbidden", "This account is deactivated.") from exc
+        raise Problem(403, "This account is deactivated.") from exc
     return SyncResponse(user=UserPublic.of(result.user), created=result.created)
 
 
 def _claim(claims: dict[str, Any], *names: str) -> str | None:
-    """A profile claim, if it is a sensible string: custom session claims are whatever Clerk is told."""
     for name in names:
         value = claims.get(name)
-        if isinstance(value, str) and 0 < len(value) <= 2000:
-            return value
+        if isinstance(value, str) and value:
+            try:
+                return CLAIM_RULES[name].validate_python(value)
+            except ValidationError:
+                continue
     return None
 
 
 class DevTokenRequest(BaseModel):
     clerk_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-]+$")
-    email: EmailStr
-    first_name: str | None = None
-    last_name: str | None = None
+    email: Email
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
     role: Literal["user", "admin"] = "user"
 
 

@@ -1,13 +1,21 @@
-"""Clerk webhook payloads → identity commands. Parsing only: the signature is checked before this runs."""
+"""Clerk webhook payloads → identity commands. Parsing only: the signature is checked before this runs.
+
+A payload is held to the same rules as a sign-in (shared/inputs.py): what one door refuses, the other
+does not store.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 from services.identity.domain import ROLES, Profile
+from shared.inputs import Email, LongText, ShortText
 
 HANDLED = ("user.created", "user.updated", "user.deleted")
+EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
 class ClerkPayloadError(ValueError):
@@ -21,46 +29,61 @@ class ClerkEvent:
     profile: Profile | None = None  # for user.created / user.updated
 
 
+class _Address(BaseModel):
+    id: str | None = None
+    email_address: str | None = None
+
+
+class _User(BaseModel):
+    """The part of Clerk's user object we keep; unknown fields are Clerk's business."""
+
+    id: Annotated[ShortText, StringConstraints(min_length=1)]
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    image_url: LongText | None = None
+    email_addresses: list[_Address] = []
+    primary_email_address_id: str | None = None
+    public_metadata: dict[str, Any] | None = None
+
+
 def parse_event(payload: Any) -> ClerkEvent:
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise ClerkPayloadError("a Clerk event is an object with a type")
     kind = payload["type"]
     if kind not in HANDLED:
-        return ClerkEvent(type=kind)
+        return ClerkEvent(type=kind[:100])
     data = payload.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+    if not isinstance(data, dict) or not data.get("id"):
         raise ClerkPayloadError(f"{kind} carries no user id")
+    try:
+        user = _User.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ClerkPayloadError(f"data.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     if kind == "user.deleted":
-        return ClerkEvent(type=kind, clerk_id=data["id"])
-    return ClerkEvent(type=kind, clerk_id=data["id"], profile=_profile(data))
+        return ClerkEvent(type=kind, clerk_id=user.id)
+    return ClerkEvent(type=kind, clerk_id=user.id, profile=_profile(user))
 
 
-def _profile(data: dict[str, Any]) -> Profile:
-    email = _primary_email(data)
-    if not email:
-        raise ClerkPayloadError("the user has no email address")
-    metadata = data.get("public_metadata")
-    role = metadata.get("role") if isinstance(metadata, dict) else None
+def _profile(user: _User) -> Profile:
+    role = (user.public_metadata or {}).get("role")
     return Profile(
-        clerk_id=data["id"],
-        email=email,
-        first_name=_text(data.get("first_name")),
-        last_name=_text(data.get("last_name")),
-        avatar=_text(data.get("image_url")),
+        clerk_id=user.id,
+        email=_primary_email(user),
+        first_name=user.first_name or None,
+        last_name=user.last_name or None,
+        avatar=user.image_url or None,
         role=role if role in ROLES else "user",
     )
 
 
-def _primary_email(data: dict[str, Any]) -> str | None:
-    addresses = [a for a in data.get("email_addresses") or [] if isinstance(a, dict)]
-    primary = data.get("primary_email_address_id")
-    for address in addresses:
-        if address.get("id") == primary and isinstance(address.get("email_address"), str):
-            return address["email_address"]
+def _primary_email(user: _User) -> str:
+    addresses = [a.email_address for a in user.email_addresses if a.id == user.primary_email_address_id]
     # No primary marked: the first address is what Clerk shows the user first.
-    first = addresses[0].get("email_address") if addresses else None
-    return first if isinstance(first, str) else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    address = next(iter(addresses), None) or next((a.email_address for a in user.email_addresses), None)
+    if not address:
+        raise ClerkPayloadError("the user has no email address")
+    try:
+        return EMAIL.validate_python(address)
+    except ValidationError:
+        raise ClerkPayloadError(f"the user's email address {address[:100]!r} is not valid") from None

@@ -31,12 +31,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     routers = [api.router, admin.router, webhooks.router]
+    if settings.auth_mode == "dev":
+        # The dev signer and its endpoints exist only in dev mode: in production there is no route.
+        routers.append(api.dev_router)
     app = create_service_app(SERVICE, settings, lifespan, routers)
     secret = settings.clerk_webhook_secret
     # Built at start-up so a malformed secret stops the service instead of failing every delivery.
     app.state.clerk_webhook = Webhook(secret.get_secret_value()) if secret else None
     if settings.auth_mode == "dev":
-        # The dev signer and its endpoints exist only in dev mode: in production there is no route.
         app.state.signer = DevSigner(settings.data_dir / "dev-jwt-key.pem")
-        app.include_router(api.dev_router)
     return app

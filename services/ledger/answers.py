@@ -12,15 +12,8 @@ from typing import Any
 from services.ledger import domain
 from services.ledger.application import ConcurrencyError, Result
 from shared.contracts import derive_id
+from shared.problems import problem_body
 
-PROBLEM_TITLES = {
-    402: "Payment Required",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    422: "Unprocessable Content",
-    503: "Service Unavailable",
-}
 ERROR_STATUS: dict[type[Exception], int] = {
     domain.InvalidCommandError: 422,
     domain.IdempotencyConflictError: 409,
@@ -39,8 +32,7 @@ class Answer:
 
 
 def problem(status: int, detail: str, **extra: Any) -> Answer:
-    body = {"type": "about:blank", "title": PROBLEM_TITLES.get(status, "Error"), "status": status, "detail": detail}
-    return Answer(status, {**body, **extra})
+    return Answer(status, problem_body(status, detail, **extra))
 
 
 def answer(result: Result | Exception) -> Answer:

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ledger = await asyncio.to_thread(store.open_ledger, settings.database_url)
             rt.closers.append(ledger.close)
             relay = LedgerRelay(ledger, rt.pool, rt.js)
-            rt.spawn("ledger-relay", relay.run)
+            rt.start_relay("ledger-relay", relay)
             dispatcher = Dispatcher(ledger, on_saved=relay.wake)
             rt.spawn("ledger-dispatcher", dispatcher.run)
             rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, dispatcher).run)

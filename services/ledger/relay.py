@@ -23,7 +23,7 @@ from shared import db
 from shared.bus import publish
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import ledger as contracts
-from shared.relay import Relay
+from shared.relay import STUCK_AFTER_SECONDS, Relay
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,20 @@ def to_envelope(event: Any) -> Envelope | None:
     )
 
 
+class UnpublishableEventError(Exception):
+    pass
+
+
 class LedgerRelay(Relay):
-    def __init__(self, ledger: Ledger, pool: AsyncConnectionPool, js: JetStreamContext, batch: int = 500) -> None:
-        super().__init__(poll_interval=0.2)
+    def __init__(
+        self,
+        ledger: Ledger,
+        pool: AsyncConnectionPool,
+        js: JetStreamContext,
+        batch: int = 500,
+        stuck_after: float = STUCK_AFTER_SECONDS,
+    ) -> None:
+        super().__init__(poll_interval=0.2, stuck_after=stuck_after)
         self._ledger = ledger
         self._pool = pool
         self._js = js
@@ -105,8 +116,11 @@ class LedgerRelay(Relay):
             return len(notifications)
 
     async def _publish(self, notification: Notification) -> None:
-        event = self._ledger.mapper.to_domain_event(notification)
-        envelope = to_envelope(event)
+        try:
+            envelope = to_envelope(self._ledger.mapper.to_domain_event(notification))
+        except Exception as exc:
+            # Nothing after it can be published either: say which stored event holds the stream up.
+            raise UnpublishableEventError(f"notification {notification.id} ({notification.topic}): {exc}") from exc
         if envelope is None:
             return
         headers = {NOTIFICATION_HEADER: str(notification.id)}

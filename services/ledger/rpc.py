@@ -18,40 +18,40 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.ledger import commands
 from services.ledger.answers import Answer, answer, problem
 from services.ledger.api_commands import Body, CaptureIn, DebitIn, ReleaseIn, ReservationIn
 from services.ledger.application import Command, ConcurrencyError, Ledger
 from services.ledger.dispatch import Dispatcher
+from shared.inputs import Token
 
 log = logging.getLogger(__name__)
 
 QUEUE = "ledger"
-Key = Field(min_length=1, max_length=200)
 
 
 class DebitRequest(DebitIn):
     user_id: uuid.UUID
-    key: str = Key
+    key: Token
 
 
 class ReserveRequest(ReservationIn):
     user_id: uuid.UUID
-    key: str = Key
+    key: Token
 
 
 class CaptureRequest(CaptureIn):
     user_id: uuid.UUID
     reservation_id: uuid.UUID
-    key: str = Key
+    key: Token
 
 
 class ReleaseRequest(ReleaseIn):
     user_id: uuid.UUID
     reservation_id: uuid.UUID
-    key: str = Key
+    key: Token
 
 
 class BalanceRequest(Body):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from shared.credits import OPERATION_COSTS
+from shared.guard import GuardedRoute
 
-router = APIRouter(tags=["media"])
+router = APIRouter(tags=["media"], route_class=GuardedRoute)
 
 
 @router.get("/api/operations")

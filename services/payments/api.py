@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from shared.credits import PACKAGES
+from shared.guard import GuardedRoute
 
-router = APIRouter(tags=["payments"])
+router = APIRouter(tags=["payments"], route_class=GuardedRoute)
 
 
 class CreditPackagePublic(BaseModel):

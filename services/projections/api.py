@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.projections import store
 from shared.auth import CurrentPrincipal
-from shared.problems import Problem
+from shared.guard import GuardedRoute
+from shared.inputs import CursorCodec
+from shared.problems import responses
 
-router = APIRouter(tags=["user"])
+router = APIRouter(tags=["user"], route_class=GuardedRoute)
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
@@ -42,22 +44,18 @@ class CreditsResponse(BaseModel):
     next_cursor: str | None
 
 
-def _cursor(value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise Problem(400, "Bad Request", "The cursor is not one this API returned.")
-    return int(value)
+# The stream sequence below which the next page starts.
+HISTORY_CURSOR: CursorCodec[int] = CursorCodec(Annotated[int, Field(ge=1, le=2**62)])
 
 
-@router.get("/api/user/credits", response_model=CreditsResponse)
+@router.get("/api/user/credits", response_model=CreditsResponse, responses=responses(400))
 async def credits(
     principal: CurrentPrincipal,
     pool: PoolDep,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> CreditsResponse:
-    before = _cursor(cursor)
+    before = HISTORY_CURSOR.decode(cursor)
     async with pool.connection() as conn:
         row = await store.balance_of(conn, principal.user_id)
         entries = await store.entries_of(conn, principal.user_id, before=before, limit=limit + 1)
@@ -70,5 +68,5 @@ async def credits(
         reserved=reserved,
         available=balance - reserved,
         history=[CreditEntry(**{k: v for k, v in e.items() if k != "seq"}) for e in page],
-        next_cursor=str(page[-1]["seq"]) if more else None,
+        next_cursor=HISTORY_CURSOR.encode(page[-1]["seq"]) if more else None,
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import nats
 from nats.aio.client import Client
 
-from shared.bus.consumer import Consumer, Handler, Subscription, deadletter_subject
+from shared.bus.consumer import Consumer
+from shared.bus.deadletters import subject_for as deadletter_subject
 from shared.bus.publisher import publish
 from shared.bus.streams import STREAMS, ensure_streams
+from shared.bus.subscription import Handler, Subscription
 
 
 async def connect(url: str, name: str) -> Client:

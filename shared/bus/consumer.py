@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import ValidationError
 
-from shared.bus.publisher import publish
-from shared.contracts import Envelope, UnknownEventError
+from shared.bus import deadletters
+from shared.bus.subscription import InvalidMessageError, Subscription, validated
 from shared.telemetry import consumer_span
 
 log = logging.getLogger(__name__)
-
-# Called with the event and its stream sequence (read models use it to keep only the newest state).
-Handler = Callable[[Envelope, int], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Subscription:
-    stream: str
-    durable: str
-    subjects: tuple[str, ...]
-    handler: Handler
-
-
-def deadletter_subject(durable: str, subject: str) -> str:
-    return f"deadletter.{durable}.{subject}"
 
 
 class Consumer:
@@ -90,10 +72,9 @@ class Consumer:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            envelope = Envelope.from_bytes(msg.data)
-            envelope.body()
-        except (ValidationError, UnknownEventError, ValueError) as exc:
-            await self._dead_letter(msg, f"invalid contract: {exc}")
+            envelope = validated(msg.data)
+        except InvalidMessageError as exc:
+            await self._dead_letter(msg, str(exc))
             return
         with consumer_span(self._sub.durable, msg.subject, msg.headers or {}):
             try:
@@ -112,17 +93,5 @@ class Consumer:
         await msg.ack()
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
-        headers = {
-            **(msg.headers or {}),
-            "Deadletter-Reason": reason[:500],
-            "Deadletter-Consumer": self._sub.durable,
-        }
-        msg_id = f"{self._sub.durable}:{msg.metadata.stream}:{msg.metadata.sequence.stream}"
-        await publish(
-            self._js,
-            deadletter_subject(self._sub.durable, msg.subject),
-            msg.data,
-            msg_id=msg_id,
-            headers=headers,
-        )
+        await deadletters.park(self._js, msg, self._sub.durable, reason)
         await msg.term()

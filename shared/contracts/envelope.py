@@ -8,6 +8,8 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.inputs import ShortText
+
 # Namespace for every id this system derives deterministically (user ids, ledger event ids, ...).
 NAMESPACE = uuid.UUID("6f1d7e0a-4c1b-5a8e-9d2c-3b7f0e5a1c42")
 
@@ -39,9 +41,9 @@ class Envelope(BaseModel):
     type: str
     schema_version: int
     occurred_at: datetime
-    user_id: str | None
-    correlation_id: str
-    causation_id: str | None
+    user_id: ShortText | None
+    correlation_id: ShortText
+    causation_id: ShortText | None
     data: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import Field
 
 from shared.contracts.envelope import EventData
+from shared.inputs import JsonObject, MediumText, ShortText
 
 
 class EntryType(StrEnum):
@@ -20,15 +20,15 @@ class EntryType(StrEnum):
 
 
 class _Entry(EventData):
-    user_id: str
+    user_id: ShortText
     entry_type: EntryType
     # Zero only for a claw-back that found nothing left to take (its shortfall says how much).
     amount: int = Field(ge=0)
     balance_after: int = Field(ge=0)
-    description: str
-    metadata: dict[str, Any]
-    idempotency_key: str
-    cause_id: str | None
+    description: MediumText
+    metadata: JsonObject
+    idempotency_key: MediumText
+    cause_id: ShortText | None
 
 
 class CreditsGranted(_Entry):
@@ -43,65 +43,65 @@ class CreditsDebited(_Entry):
 
 class CreditsReserved(EventData):
     type = "ledger.credits.reserved"
-    user_id: str
-    reservation_id: str
+    user_id: ShortText
+    reservation_id: ShortText
     amount: int = Field(gt=0)
-    job_id: str | None
+    job_id: ShortText | None
     expires_at: datetime
     balance: int
     reserved_after: int
-    idempotency_key: str
-    cause_id: str | None
+    idempotency_key: MediumText
+    cause_id: ShortText | None
 
 
 class CreditsCaptured(EventData):
     type = "ledger.credits.captured"
-    user_id: str
-    reservation_id: str
-    job_id: str | None
+    user_id: ShortText
+    reservation_id: ShortText
+    job_id: ShortText | None
     amount: int = Field(ge=0)
     released: int = Field(ge=0)
     balance_after: int = Field(ge=0)
     reserved_after: int
-    description: str
-    idempotency_key: str
-    cause_id: str | None
+    description: MediumText
+    idempotency_key: MediumText
+    cause_id: ShortText | None
 
 
 class CreditsReleased(EventData):
     type = "ledger.credits.released"
-    user_id: str
-    reservation_id: str
-    job_id: str | None
+    user_id: ShortText
+    reservation_id: ShortText
+    job_id: ShortText | None
     amount: int = Field(ge=0)
-    reason: str
+    reason: MediumText
     balance: int
     reserved_after: int
-    idempotency_key: str
-    cause_id: str | None
+    idempotency_key: MediumText
+    cause_id: ShortText | None
 
 
 class ReservationRejected(EventData):
     type = "ledger.credits.reservation_rejected"
-    user_id: str
-    reservation_id: str
-    job_id: str | None
+    user_id: ShortText
+    reservation_id: ShortText
+    job_id: ShortText | None
     amount: int
     available: int
     # The balance when refused (added later, so older events lack it).
     balance: int | None = None
-    reason: str
-    idempotency_key: str
-    cause_id: str | None
+    reason: MediumText
+    idempotency_key: MediumText
+    cause_id: ShortText | None
 
 
 class DebitRejected(EventData):
     type = "ledger.debit.rejected"
-    user_id: str
+    user_id: ShortText
     amount: int
     available: int
     # The balance when refused (added later, so older events lack it).
     balance: int | None = None
-    reason: str
-    idempotency_key: str
-    cause_id: str | None
+    reason: MediumText
+    idempotency_key: MediumText
+    cause_id: ShortText | None

@@ -5,37 +5,38 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.contracts.envelope import EventData
+from shared.inputs import MediumText, ShortText
 
 
 class JobRequested(EventData):
     type = "media.job.requested"
-    job_id: str
-    user_id: str
-    operation: str
+    job_id: ShortText
+    user_id: ShortText
+    operation: ShortText
     cost: int = Field(gt=0)
-    resource_type: str
-    resource_id: str
+    resource_type: ShortText
+    resource_id: ShortText
 
 
 class JobCompleted(EventData):
     type = "media.job.completed"
-    job_id: str
-    user_id: str
-    operation: str
+    job_id: ShortText
+    user_id: ShortText
+    operation: ShortText
     cost: int = Field(ge=0)
-    resource_id: str
+    resource_id: ShortText
 
 
 class JobFailed(EventData):
     type = "media.job.failed"
-    job_id: str
-    user_id: str
-    operation: str
-    reason: str
+    job_id: ShortText
+    user_id: ShortText
+    operation: ShortText
+    reason: MediumText
 
 
 class JobCancelled(EventData):
     type = "media.job.cancelled"
-    job_id: str
-    user_id: str
-    operation: str
+    job_id: ShortText
+    user_id: ShortText
+    operation: ShortText

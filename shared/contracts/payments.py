@@ -7,25 +7,26 @@ from datetime import datetime
 from pydantic import Field
 
 from shared.contracts.envelope import EventData
+from shared.inputs import MediumText, ShortText
 
 
 class _Payment(EventData):
-    transaction_id: str
-    user_id: str
+    transaction_id: ShortText
+    user_id: ShortText
     credits: int = Field(ge=0)
     amount_cents: int = Field(ge=0)
-    currency: str
-    stripe_payment_intent_id: str | None
+    currency: ShortText
+    stripe_payment_intent_id: ShortText | None
 
 
 class PaymentSucceeded(_Payment):
     type = "payments.payment.succeeded"
-    package_id: str | None = None
+    package_id: ShortText | None = None
 
 
 class PaymentFailed(_Payment):
     type = "payments.payment.failed"
-    reason: str | None = None
+    reason: MediumText | None = None
 
 
 class PaymentCancelled(_Payment):
@@ -34,16 +35,16 @@ class PaymentCancelled(_Payment):
 
 class PaymentRefunded(_Payment):
     type = "payments.payment.refunded"
-    stripe_charge_id: str | None = None
+    stripe_charge_id: ShortText | None = None
 
 
 class SubscriptionRenewed(EventData):
     type = "payments.subscription.renewed"
-    user_id: str
-    subscription_id: str
-    invoice_id: str
+    user_id: ShortText
+    subscription_id: ShortText
+    invoice_id: ShortText
     credits: int = Field(gt=0)
     amount_cents: int = Field(ge=0)
-    currency: str
+    currency: ShortText
     period_start: datetime
     period_end: datetime

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,12 +29,17 @@ async def pool(database_url: str, schema: str) -> AsyncIterator[AsyncConnectionP
 
 
 @pytest.fixture
-async def js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
-    nc = await bus.connect(nats_server.url, name="test")
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    connection = await bus.connect(nats_server.url, name="test")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def js(nc: Client) -> JetStreamContext:
     context = nc.jetstream()
     await bus.ensure_streams(context)
-    yield context
-    await nc.close()
+    return context
 
 
 async def stream_messages(js: JetStreamContext, stream: str) -> list[tuple[str, bytes, dict[str, str]]]:

@@ -58,7 +58,8 @@ def test_bad_requests_get_clear_problems_and_change_nothing(system: System) -> N
     user, auth = _signed_in(system)
     other, _ = _signed_in(system)
     base = f"{system.url('ledger')}/api/accounts/{user}"
-    assert httpx.post(f"{base}/debits", json={"amount": 1}, headers=auth).status_code == 400  # no key
+    no_key = httpx.post(f"{base}/debits", json={"amount": 1}, headers=auth)
+    assert no_key.status_code == 422 and no_key.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
     for bad in ({"amount": 0}, {"amount": "lots"}, {"amount": 1.5}, {"amount": 1, "extra": 1}, {}):
         r = httpx.post(f"{base}/debits", json=bad, headers={**auth, "Idempotency-Key": "x"})
         assert r.status_code == 422, (bad, r.text)

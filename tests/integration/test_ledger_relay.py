@@ -14,11 +14,13 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import handlers, store
-from services.ledger.application import Ledger
+from services.ledger.application import Command, Ledger
+from services.ledger.domain import CreditAccount
 from services.ledger.relay import LedgerRelay
 from shared.contracts import Envelope
 from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
+from shared.testing.servers import eventually
 from tests.integration.conftest import FailingAfter, make_pool, stream_messages
 
 
@@ -149,3 +151,33 @@ async def test_a_relay_mid_batch_holds_up_its_own_schemas_relays_but_not_another
 
     messages = await stream_messages(js, "LEDGER")
     assert [json.loads(data)["user_id"] for _, data, _ in messages] == users + other_users
+
+
+async def test_a_relay_that_keeps_failing_on_one_event_raises_an_alarm_naming_it(
+    ledger: Ledger, ledger_pool: AsyncConnectionPool, js: JetStreamContext
+) -> None:
+    """An event stored before the doors checked text (a NUL in its description) cannot become a
+    contract: the relay publishes what comes before it, never skips it, and says which one it is."""
+    [user] = welcome_users(ledger, 1)
+    def act(account: CreditAccount, _seen: object) -> None:
+        account.debit(entry_type="USAGE", amount=1, key="old", fingerprint="old", description="stored \x00 long ago")
+
+    ledger.execute_batch([Command(user, "old", "old", act)])
+    relay = LedgerRelay(ledger, ledger_pool, js, stuck_after=0.3)
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def alarmed() -> bool:
+            return relay.problem() is not None
+
+        await eventually(alarmed, within=15, what="the relay's alarm")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    problem = relay.problem()
+    assert problem is not None and problem.startswith("LedgerRelay has failed for ")
+    assert "UnpublishableEventError: notification 4 (services.ledger.domain:CreditAccount.Debited)" in problem
+    assert "NUL" in problem
+    assert [Envelope.from_bytes(data).body().entry_type for _, data, _ in await stream_messages(js, "LEDGER")] == [
+        "BONUS"
+    ]

@@ -16,8 +16,6 @@ from typing import Any
 
 import httpx
 import nats
-from psycopg import Connection, sql
-from psycopg.conninfo import make_conninfo
 
 from services.ledger import store
 from services.ledger.application import Ledger
@@ -25,19 +23,7 @@ from shared import keys
 from shared.contracts import Envelope
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, service_env
-
-
-@contextlib.contextmanager
-def fresh_database(database_url: str) -> Iterator[str]:
-    """A database of the test's own inside the session's PostgreSQL (the ledger schema name is fixed)."""
-    name = f"ledger_{uuid.uuid4().hex[:10]}"
-    with Connection.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(database_url, dbname=name)
-    finally:
-        with Connection.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+from tests.conftest import fresh_database
 
 
 class LedgerCluster:

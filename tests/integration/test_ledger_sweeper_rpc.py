@@ -20,7 +20,7 @@ from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from shared import db
 from shared.testing.servers import EmbeddedNats
-from tests.integration.test_ledger_support import fresh_database
+from tests.conftest import fresh_database
 
 NOW = datetime.now(UTC)
 

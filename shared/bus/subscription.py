@@ -1,0 +1,34 @@
+"""What a consumer subscribes with, and what a message must be before any handler sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from shared.contracts import Envelope
+
+# Called with the event and its stream sequence (read models use it to keep only the newest state).
+Handler = Callable[[Envelope, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    stream: str
+    durable: str
+    subjects: tuple[str, ...]
+    handler: Handler
+
+
+class InvalidMessageError(ValueError):
+    """Not an event of a contract this code knows: no retry will change that."""
+
+
+def validated(data: bytes) -> Envelope:
+    try:
+        envelope = Envelope.from_bytes(data)
+        envelope.body()
+    except (ValidationError, ValueError) as exc:
+        raise InvalidMessageError(f"invalid contract: {exc}") from exc
+    return envelope

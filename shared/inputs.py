@@ -1,0 +1,137 @@
+"""The input policy: what any value must be before a door lets it in.
+
+Every door (JSON bodies, query parameters, headers, webhook payloads, token claims) and every event
+contract uses these types, so a value a producer stores is a value every consumer can apply: text
+that PostgreSQL's TEXT and JSONB can hold and any JSON parser can read, free-form JSON small and
+shallow enough for every serializer in the path (pydantic stops at depth ~200, Python's json at
+~1,000), numbers a JavaScript frontend reads exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, EmailStr, StringConstraints, TypeAdapter, ValidationError
+
+MAX_JSON_DEPTH = 16
+MAX_METADATA_BYTES = 4096
+# Integers beyond 2**53 lose precision in JavaScript (and so in every browser reading our JSON).
+MAX_SAFE_INTEGER = 2**53 - 1
+# A JSON command body; routes that take more (webhooks, uploads) say so themselves.
+JSON_BODY_LIMIT = 64 * 1024
+MAX_CURSOR_LENGTH = 512
+
+
+class InputError(ValueError):
+    """A value no door may let in: answered with a 4xx, never stored."""
+
+
+def check_text(value: str) -> str:
+    """Refuse NUL (PostgreSQL cannot store it in TEXT or JSONB) and lone surrogates (not UTF-8)."""
+    if "\x00" in value:
+        raise InputError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("must be valid UTF-8 text (no lone surrogates)") from None
+    return value
+
+
+_Clean = AfterValidator(check_text)
+# Text types: policy-checked, each with a length bound (in characters). Contracts use them too, so a
+# door can never accept what a consumer of the event would refuse.
+ShortText = Annotated[str, StringConstraints(max_length=200), _Clean]  # ids, names, keys, reasons
+MediumText = Annotated[str, StringConstraints(max_length=1000), _Clean]  # descriptions
+LongText = Annotated[str, StringConstraints(max_length=2000), _Clean]  # URLs
+# email-validator's rules (which bound the length at 254) and ours.
+Email = Annotated[EmailStr, _Clean]
+# Printable ASCII without spaces: what fits an HTTP header and an id column unchanged.
+Token = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+
+
+def check_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_METADATA_BYTES) -> Any:
+    """Free-form JSON every reader can handle: bounded depth and size, finite safe numbers, clean text."""
+    _check_node(value, max_depth, 1)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > max_bytes:
+        raise InputError(f"must be at most {max_bytes} bytes of JSON (it is {size})")
+    return value
+
+
+def _check_node(value: Any, max_depth: int, depth: int) -> None:
+    if isinstance(value, dict | list):
+        if depth > max_depth:
+            raise InputError(f"must nest at most {max_depth} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                check_text(key)
+            _check_node(item, max_depth, depth + 1)
+    elif isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise InputError(f"integers must be within ±{MAX_SAFE_INTEGER}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError("numbers must be finite (no NaN or Infinity)")
+    else:
+        raise InputError(f"{type(value).__name__} is not a JSON value")
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    return check_json(value)  # type: ignore[no-any-return]
+
+
+# Free-form metadata on commands and events.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+
+
+def load_json(raw: bytes, *, max_depth: int) -> Any:
+    """Parse a raw body (a webhook's): malformed, too deep or non-finite JSON is an InputError."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise InputError(f"JSON nests deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"not JSON: {exc}") from None
+    _check_node(value, max_depth, 1)
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise InputError(f"{name} is not a JSON number")
+
+
+T = TypeVar("T")
+
+
+class CursorCodec(Generic[T]):
+    """Opaque page cursors: the API hands out base64 of a typed value and takes back only that."""
+
+    def __init__(self, shape: Any) -> None:
+        self._adapter: TypeAdapter[T] = TypeAdapter(shape)
+
+    def encode(self, value: T) -> str:
+        return base64.urlsafe_b64encode(self._adapter.dump_json(value)).decode().rstrip("=")
+
+    def decode(self, cursor: str | None) -> T | None:
+        if cursor is None:
+            return None
+        try:
+            if len(cursor) > MAX_CURSOR_LENGTH:
+                raise ValueError("too long")
+            raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
+            return self._adapter.validate_json(raw)
+        except (ValueError, UnicodeError, binascii.Error, ValidationError):
+            raise BadCursorError("The cursor is not one this API returned.") from None
+
+
+class BadCursorError(InputError):
+    pass

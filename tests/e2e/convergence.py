@@ -1,0 +1,77 @@
+"""Checks every credit test ends with (this module holds no tests): the frontend's read model equals
+the ledger entry for entry, and the LEDGER stream still flows for a brand-new user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shared.testing.servers import wait_until
+from tests.conftest import System
+from tests.e2e.auth_support import bearer, signed_in
+
+# What an entry is, in both the ledger's history and the projection's: compared field by field.
+FIELDS = ("id", "type", "amount", "balance_after", "description", "metadata")
+
+
+def ledger_view(system: System, token: str, user_id: str) -> dict[str, Any]:
+    """The account and its whole history, newest first, from the ledger's event store."""
+    url = f"{system.url('ledger')}/api/accounts/{user_id}"
+    account = httpx.get(url, headers=bearer(token), timeout=30).json()
+    entries: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{url}/entries", params=params, headers=bearer(token), timeout=30).json()
+        entries += page["entries"]
+        if not (cursor := page["next_cursor"]):
+            break
+    return {
+        "balance": account["balance"],
+        "reserved": account["reserved"],
+        "entries": [{k: e[k] for k in FIELDS} for e in entries],
+    }
+
+
+def projected_view(system: System, token: str) -> dict[str, Any]:
+    url = f"{system.url('projections')}/api/user/credits"
+    history: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(url, params=params, headers=bearer(token), timeout=30).json()
+        history += page["history"]
+        if not (cursor := page["next_cursor"]):
+            break
+    return {
+        "balance": page["balance"],
+        "reserved": page["reserved"],
+        "entries": [{k: e[k] for k in FIELDS} for e in history],
+    }
+
+
+def assert_converged(system: System, token: str, user_id: str, *, within: float = 20) -> dict[str, Any]:
+    """Projections equal the ledger for this account; returns the ledger's view."""
+    expected = ledger_view(system, token, user_id)
+    try:
+        wait_until(lambda: projected_view(system, token) == expected, timeout=within, what="projections = ledger")
+    except TimeoutError:
+        assert projected_view(system, token) == expected  # shows the difference
+    assert expected["balance"] >= 0
+    assert sum(e["amount"] for e in expected["entries"]) == expected["balance"]
+    assert all(e["balance_after"] >= 0 for e in expected["entries"])
+    return expected
+
+
+def assert_new_user_gets_the_welcome_bonus(system: System) -> None:
+    """The LEDGER stream still reaches projections: a user who signs in now sees their 10 credits."""
+    token, user_id = signed_in(system)
+    url = f"{system.url('projections')}/api/user/credits"
+    wait_until(
+        lambda: httpx.get(url, headers=bearer(token), timeout=30).json()["balance"] == 10,
+        timeout=20,
+        what="a new user's welcome bonus in projections",
+    )
+    view = assert_converged(system, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [("BONUS", 10)]
