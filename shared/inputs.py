@@ -15,15 +15,18 @@ import json
 import math
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, EmailStr, StringConstraints, TypeAdapter, ValidationError
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
 
 MAX_JSON_DEPTH = 16
 MAX_METADATA_BYTES = 4096
+MAX_JSON_STRING = 1000
 # Integers beyond 2**53 lose precision in JavaScript (and so in every browser reading our JSON).
 MAX_SAFE_INTEGER = 2**53 - 1
 # A JSON command body; routes that take more (webhooks, uploads) say so themselves.
 JSON_BODY_LIMIT = 64 * 1024
 MAX_CURSOR_LENGTH = 512
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"  # unpadded base64url
 
 
 class InputError(ValueError):
@@ -41,28 +44,55 @@ def check_text(value: str) -> str:
     return value
 
 
-_Clean = AfterValidator(check_text)
-# Text types: policy-checked, each with a length bound (in characters). Contracts use them too, so a
-# door can never accept what a consumer of the event would refuse.
-ShortText = Annotated[str, StringConstraints(max_length=200), _Clean]  # ids, names, keys, reasons
-MediumText = Annotated[str, StringConstraints(max_length=1000), _Clean]  # descriptions
-LongText = Annotated[str, StringConstraints(max_length=2000), _Clean]  # URLs
-# email-validator's rules (which bound the length at 254) and ours.
-Email = Annotated[EmailStr, _Clean]
+# Any character but NUL, and OpenAPI says so. Matching a pattern makes pydantic decode the string,
+# so a lone surrogate is refused too (string_unicode).
+TEXT_PATTERN = r"^[^\x00]*$"
+# Text types, each with a length bound (in characters). Contracts use them too, so a door can never
+# accept what a consumer of the event would refuse.
+ShortText = Annotated[str, StringConstraints(max_length=200, pattern=TEXT_PATTERN)]  # ids, names, keys
+MediumText = Annotated[str, StringConstraints(max_length=500, pattern=TEXT_PATTERN)]  # descriptions, reasons
+LongText = Annotated[str, StringConstraints(max_length=2000, pattern=TEXT_PATTERN)]  # URLs
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Put last in an Annotated int with Field(strict=True, ...): an integer as JSON Schema means it
+# (16927.0 is one), never a string or a boolean.
+Whole = BeforeValidator(_whole)
+
+
+def _email(value: str) -> str:
+    try:
+        # Special-use domains (.test, .local) are addresses too: nothing here sends mail to them.
+        checked = validate_email(value, check_deliverability=False, globally_deliverable=False, test_environment=True)
+        return checked.normalized
+    except EmailNotValidError as exc:
+        raise InputError(f"is not an email address: {exc}") from None
+
+
+# email-validator's syntax rules (which bound the length at 254), normalized as pydantic's EmailStr is.
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254, pattern=TEXT_PATTERN),
+    AfterValidator(_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
 # Printable ASCII without spaces: what fits an HTTP header and an id column unchanged.
 Token = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
 
 def check_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_METADATA_BYTES) -> Any:
     """Free-form JSON every reader can handle: bounded depth and size, finite safe numbers, clean text."""
-    _check_node(value, max_depth, 1)
+    _check_node(value, max_depth, 1, MAX_JSON_STRING)
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
     if size > max_bytes:
         raise InputError(f"must be at most {max_bytes} bytes of JSON (it is {size})")
     return value
 
 
-def _check_node(value: Any, max_depth: int, depth: int) -> None:
+def _check_node(value: Any, max_depth: int, depth: int, max_string: int | None) -> None:
     if isinstance(value, dict | list):
         if depth > max_depth:
             raise InputError(f"must nest at most {max_depth} levels deep")
@@ -70,17 +100,19 @@ def _check_node(value: Any, max_depth: int, depth: int) -> None:
         for key, item in items:
             if isinstance(key, str):
                 check_text(key)
-            _check_node(item, max_depth, depth + 1)
+            _check_node(item, max_depth, depth + 1, max_string)
     elif isinstance(value, str):
+        if max_string is not None and len(value) > max_string:
+            raise InputError(f"strings must be at most {max_string} characters")
         check_text(value)
     elif isinstance(value, bool) or value is None:
         pass
-    elif isinstance(value, int):
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InputError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, int | float):
+        # Beyond it, JavaScript loses digits, and PostgreSQL's JSONB writes 1e308 out as a 309-digit integer.
         if abs(value) > MAX_SAFE_INTEGER:
-            raise InputError(f"integers must be within ±{MAX_SAFE_INTEGER}")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InputError("numbers must be finite (no NaN or Infinity)")
+            raise InputError(f"numbers must be within ±{MAX_SAFE_INTEGER}")
     else:
         raise InputError(f"{type(value).__name__} is not a JSON value")
 
@@ -89,8 +121,33 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
     return check_json(value)  # type: ignore[no-any-return]
 
 
+# The policy in JSON Schema, as far as JSON Schema can say it (depth and total size it cannot):
+# shared/openapi.py puts it in every service's components.
+JSON_VALUE = "JsonValue"
+_ANY_JSON = {"$ref": f"#/components/schemas/{JSON_VALUE}"}
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number", "minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER},
+        {"type": "string", "pattern": TEXT_PATTERN, "maxLength": MAX_JSON_STRING},
+        {"type": "array", "items": _ANY_JSON},
+        {"type": "object", "additionalProperties": _ANY_JSON, "propertyNames": {"pattern": TEXT_PATTERN}},
+    ]
+}
 # Free-form metadata on commands and events.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_json_object),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": _ANY_JSON,
+            "propertyNames": {"pattern": TEXT_PATTERN},
+            "description": f"Free-form JSON, at most {MAX_JSON_DEPTH} levels deep and {MAX_METADATA_BYTES} bytes",
+        }
+    ),
+]
 
 
 def load_json(raw: bytes, *, max_depth: int) -> Any:
@@ -101,7 +158,8 @@ def load_json(raw: bytes, *, max_depth: int) -> Any:
         raise InputError(f"JSON nests deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"not JSON: {exc}") from None
-    _check_node(value, max_depth, 1)
+    # No bound on a string here: the body's limit bounds them all, the reader bounds the fields it keeps.
+    _check_node(value, max_depth, 1, None)
     return value
 
 
@@ -122,7 +180,7 @@ class CursorCodec(Generic[T]):
         return base64.urlsafe_b64encode(self._adapter.dump_json(value)).decode().rstrip("=")
 
     def decode(self, cursor: str | None) -> T | None:
-        if cursor is None:
+        if not cursor:  # `?cursor=` as a form sends it: the first page
             return None
         try:
             if len(cursor) > MAX_CURSOR_LENGTH:

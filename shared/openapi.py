@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from shared.guard import LIMIT_KEY, limit_of, needs_token
+from shared.inputs import JSON_VALUE, JSON_VALUE_SCHEMA
 from shared.problems import MEDIA_TYPE, ProblemDetails, title_of
 
 REF = "#/components/schemas/{model}"
@@ -28,7 +29,7 @@ def problems_of(route: APIRoute, path: str) -> Iterator[int]:
     if get_flat_params(route.dependant) or route.body_field:
         yield 422
     if route.body_field:
-        yield 413
+        yield from (400, 413)  # a body that is not UTF-8 JSON; a body over the limit
 
 
 def documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -40,6 +41,7 @@ def documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
         problem = ProblemDetails.model_json_schema(ref_template=REF)
         components.update(problem.pop("$defs", {}))
         components["Problem"] = problem
+        components[JSON_VALUE] = JSON_VALUE_SCHEMA
         for name in UNUSED:
             components.pop(name, None)
         for context in iter_route_contexts(app.routes):

@@ -26,6 +26,9 @@ from shared.testing.servers import (
     started,
 )
 
+# Support modules assert too: show their differences the way a test's own asserts do.
+pytest.register_assert_rewrite("tests.e2e.convergence", "tests.e2e.auth_support")
+
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -6,15 +6,15 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from services.identity.api import UserPublic, get_identity
 from services.identity.application import Identity
 from services.identity.domain import SelfDeactivationError, UserNotFoundError
 from shared.auth import Privileged
 from shared.guard import GuardedRoute
-from shared.headers import CorrelationId
 from shared.inputs import CursorCodec, MediumText, ShortText
+from shared.params import CorrelationId, PageCursor
 from shared.problems import Problem, responses
 
 router = APIRouter(prefix="/api/admin/users", tags=["admin"], route_class=GuardedRoute)
@@ -29,7 +29,7 @@ class UserPage(BaseModel):
 class DeactivateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: MediumText | None = Field(default=None, max_length=500)
+    reason: MediumText | None = None
 
 
 class StatusResponse(BaseModel):
@@ -46,7 +46,7 @@ async def list_users(
     _: Privileged,
     identity: IdentityDep,
     q: Annotated[ShortText | None, Query(description="part of an email or name")] = None,
-    cursor: str | None = None,
+    cursor: PageCursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> UserPage:
     after = USERS_CURSOR.decode(cursor)

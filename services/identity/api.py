@@ -13,8 +13,8 @@ from services.identity.devtokens import DevSigner
 from services.identity.domain import Profile, User, UserDeactivatedError
 from shared.auth import SignedInUser, user_id_for
 from shared.guard import GuardedRoute
-from shared.headers import CorrelationId
 from shared.inputs import Email, LongText, ShortText
+from shared.params import CorrelationId
 from shared.problems import Problem
 
 router = APIRouter(route_class=GuardedRoute)

@@ -18,6 +18,7 @@ from shared.auth import CurrentPrincipal, ensure_may_act_for
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec
+from shared.params import PageCursor
 from shared.problems import MEDIA_TYPE, Problem, responses
 
 router = APIRouter(tags=["accounts"], route_class=GuardedRoute)
@@ -145,7 +146,7 @@ async def list_entries(
     user_id: uuid.UUID,
     principal: CurrentPrincipal,
     ledger: LedgerDep,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: PageCursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     entry_type: Annotated[list[EntryType] | None, Query(alias="type", description="only these types")] = None,
 ) -> EntriesPage:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.ledger import commands
 from services.ledger.answers import answer
@@ -18,13 +18,14 @@ from services.ledger.application import Command, ConcurrencyError, Result
 from services.ledger.dispatch import Dispatcher
 from shared.auth import CurrentPrincipal, Privileged, ensure_may_act_for
 from shared.guard import GuardedRoute
-from shared.headers import IdempotencyKey, RequestId
-from shared.inputs import JsonObject, MediumText, ShortText
+from shared.inputs import TEXT_PATTERN, JsonObject, MediumText, ShortText, Whole
+from shared.params import IdempotencyKey, RequestId
 from shared.problems import responses
 
 router = APIRouter(tags=["accounts"], route_class=GuardedRoute)
 
-Amount = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
+Amount = Annotated[int, Field(strict=True, gt=0, le=1_000_000), Whole]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
 # Every command may be refused for want of credits (402) or for a key reused with another request (409).
 ENTRY = {"response_model": EntryPublic, "responses": responses(402, 409)}
 HOLD = {"response_model": HoldPublic, "responses": responses(402, 409)}
@@ -36,7 +37,7 @@ class Body(BaseModel):
 
 class DebitIn(Body):
     amount: Amount
-    description: MediumText = Field("", max_length=500)
+    description: MediumText = ""
     metadata: JsonObject = Field(default_factory=dict, description="free-form JSON: at most 16 levels and 4 KB")
 
 
@@ -47,12 +48,14 @@ class GrantIn(DebitIn):
 class ReservationIn(Body):
     amount: Amount
     job_id: ShortText | None = None
-    ttl_seconds: int | None = Field(None, ge=1, le=86_400)
+    ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=86_400), Whole] | None = None
 
 
 class CaptureIn(Body):
-    amount: int | None = Field(None, strict=True, ge=0, le=1_000_000, description="omit to capture the whole hold")
-    description: MediumText = Field("", max_length=500)
+    amount: Annotated[int, Field(strict=True, ge=0, le=1_000_000), Whole] | None = Field(
+        None, description="omit to capture the whole hold"
+    )
+    description: MediumText = ""
 
 
 class ReleaseIn(Body):
@@ -60,8 +63,10 @@ class ReleaseIn(Body):
 
 
 class AdjustmentIn(Body):
-    amount: Annotated[int, Field(strict=True, ge=-1_000_000, le=1_000_000)]
-    reason: MediumText = Field(min_length=1, max_length=500)
+    amount: Annotated[
+        int, Field(strict=True, ge=-1_000_000, le=1_000_000, json_schema_extra={"not": {"const": 0}}), Whole
+    ]
+    reason: Reason
 
     @field_validator("amount")
     @classmethod

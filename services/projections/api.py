@@ -13,6 +13,7 @@ from services.projections import store
 from shared.auth import CurrentPrincipal
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec
+from shared.params import PageCursor
 from shared.problems import responses
 
 router = APIRouter(tags=["user"], route_class=GuardedRoute)
@@ -52,7 +53,7 @@ HISTORY_CURSOR: CursorCodec[int] = CursorCodec(Annotated[int, Field(ge=1, le=2**
 async def credits(
     principal: CurrentPrincipal,
     pool: PoolDep,
-    cursor: str | None = None,
+    cursor: PageCursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> CreditsResponse:
     before = HISTORY_CURSOR.decode(cursor)

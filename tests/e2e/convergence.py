@@ -18,7 +18,9 @@ FIELDS = ("id", "type", "amount", "balance_after", "description", "metadata")
 def ledger_view(system: System, token: str, user_id: str) -> dict[str, Any]:
     """The account and its whole history, newest first, from the ledger's event store."""
     url = f"{system.url('ledger')}/api/accounts/{user_id}"
-    account = httpx.get(url, headers=bearer(token), timeout=30).json()
+    response = httpx.get(url, headers=bearer(token), timeout=30)
+    assert response.status_code == 200, response.text
+    account = response.json()
     entries: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -57,15 +59,20 @@ def assert_converged(system: System, token: str, user_id: str, *, within: float 
     try:
         wait_until(lambda: projected_view(system, token) == expected, timeout=within, what="projections = ledger")
     except TimeoutError:
-        assert projected_view(system, token) == expected  # shows the difference
+        projected = projected_view(system, token)
+        for field in ("balance", "reserved"):
+            assert projected[field] == expected[field]
+        for got, want in zip(projected["entries"], expected["entries"], strict=False):
+            assert got == want
+        assert len(projected["entries"]) == len(expected["entries"])
     assert expected["balance"] >= 0
     assert sum(e["amount"] for e in expected["entries"]) == expected["balance"]
     assert all(e["balance_after"] >= 0 for e in expected["entries"])
     return expected
 
 
-def assert_new_user_gets_the_welcome_bonus(system: System) -> None:
-    """The LEDGER stream still reaches projections: a user who signs in now sees their 10 credits."""
+def welcomed(system: System) -> tuple[str, str]:
+    """A user who just signed in, once their 10 welcome credits show in projections: (token, user id)."""
     token, user_id = signed_in(system)
     url = f"{system.url('projections')}/api/user/credits"
     wait_until(
@@ -73,5 +80,11 @@ def assert_new_user_gets_the_welcome_bonus(system: System) -> None:
         timeout=20,
         what="a new user's welcome bonus in projections",
     )
+    return token, user_id
+
+
+def assert_new_user_gets_the_welcome_bonus(system: System) -> None:
+    """The LEDGER stream still reaches projections: a user who signs in now sees their 10 credits."""
+    token, user_id = welcomed(system)
     view = assert_converged(system, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [("BONUS", 10)]

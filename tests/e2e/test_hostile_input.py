@@ -32,7 +32,7 @@ from tests.e2e.auth_support import (
     outbox_events,
     signed_in,
 )
-from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus
+from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus, welcomed
 
 
 @dataclass
@@ -48,8 +48,7 @@ class Victim:
 @pytest.fixture
 def victim(system: System) -> Iterator[Victim]:
     """A signed-in user with their 10 credits; afterwards, the stream must still flow and converge."""
-    token, user_id = signed_in(system)
-    assert_converged(system, token, user_id)
+    token, user_id = welcomed(system)
     yield Victim(token, user_id)
     assert_converged(system, token, user_id)
     assert_new_user_gets_the_welcome_bonus(system)

@@ -159,6 +159,7 @@ async def test_a_relay_that_keeps_failing_on_one_event_raises_an_alarm_naming_it
     """An event stored before the doors checked text (a NUL in its description) cannot become a
     contract: the relay publishes what comes before it, never skips it, and says which one it is."""
     [user] = welcome_users(ledger, 1)
+
     def act(account: CreditAccount, _seen: object) -> None:
         account.debit(entry_type="USAGE", amount=1, key="old", fingerprint="old", description="stored \x00 long ago")
 
@@ -177,7 +178,7 @@ async def test_a_relay_that_keeps_failing_on_one_event_raises_an_alarm_naming_it
     problem = relay.problem()
     assert problem is not None and problem.startswith("LedgerRelay has failed for ")
     assert "UnpublishableEventError: notification 4 (services.ledger.domain:CreditAccount.Debited)" in problem
-    assert "NUL" in problem
+    assert "should match pattern" in problem  # the contract refuses the NUL
     assert [Envelope.from_bytes(data).body().entry_type for _, data, _ in await stream_messages(js, "LEDGER")] == [
         "BONUS"
     ]

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from shared.inputs import (
     MAX_JSON_DEPTH,
+    MAX_JSON_STRING,
     MAX_METADATA_BYTES,
     MAX_SAFE_INTEGER,
     BadCursorError,
@@ -57,7 +58,9 @@ def nested(depth: int) -> dict[str, Any]:
         {"name": "ok", "metadata": {"n": -float("inf")}},
         {"name": "ok", "metadata": {"n": MAX_SAFE_INTEGER + 1}},
         {"name": "ok", "metadata": {"n": -(10**400)}},
-        {"name": "ok", "metadata": {"s": "x" * MAX_METADATA_BYTES}},
+        {"name": "ok", "metadata": {"n": 1.7976931348623157e308}},
+        {"name": "ok", "metadata": {"s": "x" * (MAX_JSON_STRING + 1)}},
+        {"name": "ok", "metadata": {f"s{i}": "x" * MAX_JSON_STRING for i in range(5)}},
     ],
 )
 def test_the_policy_refuses_what_a_reader_downstream_could_not_apply(fields: dict[str, Any]) -> None:
@@ -70,9 +73,14 @@ def test_the_policy_lets_through_the_nastiest_values_every_reader_can_apply() ->
     metadata = {
         "deep": nested(MAX_JSON_DEPTH - 1),
         "edge": edge,
-        edge: [MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER, 1e308, -0.0, 5e-324, True, None],
+        edge: [MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER, 9.007199254740991e15, -0.0, 5e-324, True, None],
     }
-    metadata["pad"] = "é" * ((MAX_METADATA_BYTES - len(json.dumps(metadata, ensure_ascii=False).encode()) - 12) // 2)
+    used = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
+    # Strings of at most MAX_JSON_STRING characters (2 bytes each) up to the size limit.
+    pads = (MAX_METADATA_BYTES - used) // (2 * MAX_JSON_STRING + 8)
+    metadata["pad"] = ["é" * MAX_JSON_STRING] * pads
+    used = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
+    metadata["end"] = "é" * ((MAX_METADATA_BYTES - used - 9) // 2)
     command = Command(name=edge[:200], description=edge * 10, metadata=metadata)
     assert len(json.dumps(command.metadata, ensure_ascii=False, separators=(",", ":")).encode()) <= MAX_METADATA_BYTES
     assert Command.model_validate_json(command.model_dump_json()) == command
@@ -98,11 +106,12 @@ def test_a_cursor_round_trips_and_is_opaque() -> None:
     assert SEQUENCE.decode(cursor) == 1234
     assert not cursor.isdigit()
     assert SEQUENCE.decode(None) is None
+    assert SEQUENCE.decode("") is None  # `?cursor=`: the first page
 
 
 @pytest.mark.parametrize(
     "cursor",
-    ["²", "9" * 5000, "'; drop table", "", "%%%", "bnVsbA", "WzEsMl0", "MA", "LTE", SEQUENCE.encode(1) + "x" * 600],
+    ["²", "9" * 5000, "'; drop table", "%%%", "bnVsbA", "WzEsMl0", "MA", "LTE", SEQUENCE.encode(1) + "x" * 600],
 )
 def test_a_cursor_the_api_did_not_hand_out_is_a_bad_cursor(cursor: str) -> None:
     with pytest.raises(BadCursorError):

@@ -1,0 +1,103 @@
+"""A reader that cannot apply an event is an alarm, not a silent loss. Projections is broken on
+purpose (a trigger refuses one user's entries, as a bug would): the event is dead-lettered, projections
+turns not ready with the reason, the operator CLI shows and lists it, and after the fix a re-drive
+applies it once and projections equal the ledger again. A stored event the relay cannot publish turns
+the ledger not ready, naming it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from services.ledger import store
+from services.ledger.application import Command, Ledger
+from services.ledger.domain import CreditAccount
+from shared.testing.servers import wait_until
+from tests.conftest import System
+from tests.e2e.auth_support import bearer
+from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus, welcomed
+from tests.integration.test_ledger_support import grant, ledger_cluster
+
+CLI = str(Path(sys.executable).parent / "creditstream")
+
+
+def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**system.env, "COLUMNS": "250"}
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def readiness(url: str) -> tuple[int, str]:
+    response = httpx.get(f"{url}/readyz", timeout=10)
+    return response.status_code, response.json().get("detail", "")
+
+
+def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolated_system: System) -> None:
+    system = isolated_system
+    token, user_id = welcomed(system)
+    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION projections.refuse_entry() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER broken BEFORE INSERT ON projections.credit_entries FOR EACH ROW"
+            f" WHEN (NEW.user_id = '{user_id}') EXECUTE FUNCTION projections.refuse_entry()"
+        )
+    spent = httpx.post(
+        f"{system.url('ledger')}/api/accounts/{user_id}/debits",
+        json={"amount": 3, "description": "resize"},
+        headers={**bearer(token), "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert spent.status_code == 201, spent.text
+
+    projections = system.url("projections")
+    wait_until(lambda: readiness(projections)[0] == 503, timeout=30, what="projections to say it is not ready")
+    assert "projections-ledger: 1" in readiness(projections)[1]
+    assert readiness(system.url("ledger")) == (200, "")
+    assert_new_user_gets_the_welcome_bonus(system)  # one poison event holds up nothing else
+
+    streams = cli(system, "streams")
+    assert streams.returncode == 1, streams.stdout + streams.stderr
+    assert "projections-ledger" in streams.stdout and "dead-lettered messages wait" in streams.stdout
+    listed = cli(system, "deadletters")
+    assert listed.returncode == 0, listed.stderr
+    assert "ledger.credits.debited" in listed.stdout and "the disk is full" in listed.stdout
+
+    refused = cli(system, "deadletters", "redrive")
+    assert refused.returncode == 1 and "failed" in refused.stdout and "0 of 1" in refused.stdout
+
+    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("DROP TRIGGER broken ON projections.credit_entries")  # the fix
+    redriven = cli(system, "deadletters", "redrive")
+    assert redriven.returncode == 0, redriven.stdout + redriven.stderr
+    assert "1 of 1 re-driven and applied" in redriven.stdout
+    assert readiness(projections) == (200, "")
+    view = assert_converged(system, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -3), ("BONUS", 10)]
+    again = cli(system, "deadletters", "redrive")
+    assert again.returncode == 0 and "0 of 0" in again.stdout
+    assert cli(system, "streams").returncode == 0
+
+
+def test_a_stored_event_the_relay_cannot_publish_turns_the_ledger_not_ready(database_url: str, tmp_path: Path) -> None:
+    with ledger_cluster(database_url, tmp_path) as cluster:
+        user = str(uuid.uuid4())
+        grant(cluster, user, 5)
+
+        def stored_long_ago(account: CreditAccount, _seen: object) -> None:
+            account.debit(entry_type="USAGE", amount=1, key="old", fingerprint="old", description="a \x00 b")
+
+        ledger = Ledger(env=store.eventsourcing_env(cluster.database_url))
+        try:
+            ledger.execute_batch([Command(user, "old", "old", stored_long_ago)])
+        finally:
+            ledger.close()
+        wait_until(lambda: readiness(cluster.url())[0] == 503, timeout=30, what="the ledger to say it is not ready")
+        detail = readiness(cluster.url())[1]
+        assert "LedgerRelay has failed for" in detail and "UnpublishableEventError: notification" in detail
+        assert "CreditAccount.Debited" in detail
