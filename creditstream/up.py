@@ -1,21 +1,29 @@
-"""`creditstream up`: the whole system on this machine, one command, clean Ctrl-C."""
+"""`creditstream up`: the whole system on this machine in one command. A service that dies is restarted
+with backoff while the rest keeps running; Ctrl-C stops everything, services first.
+
+Every child runs in a session of its own, so a terminal's Ctrl-C reaches this process only and it stops
+them in order: services, localstripe, NATS, PostgreSQL. When the Ctrl-C reached them all at once,
+nats-server died first and every service printed NATS reconnect tracebacks while it shut down (or, in
+start-up, a failed-lifespan traceback), and localstripe a KeyboardInterrupt one (dropped unseen)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-import signal
+import shlex
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from creditstream import clerk_webhook
+from creditstream.supervisor import Output, StopRequest, StopRequested, Supervisor, wait_or_stop
 from shared import bus, db
 from shared.settings import DEFAULT_PORTS, SERVICES
 from shared.testing.servers import (
@@ -25,29 +33,19 @@ from shared.testing.servers import (
     free_port,
     port_open,
     service_env,
-    wait_until,
 )
-
-COLOURS = {"projections": "cyan", "identity": "magenta", "ledger": "green", "payments": "yellow", "media": "blue"}
-
-
-class Shutdown(Exception):
-    pass
-
-
-def _raise_shutdown(signum: int, _frame: object) -> None:
-    raise Shutdown(signal.Signals(signum).name)
 
 
 @contextmanager
-def _localstripe(port: int, console: Console) -> Iterator[str]:
+def _localstripe(port: int, stop: StopRequest) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.testing.localstripe_server", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
-        wait_until(lambda: port_open(port), timeout=20, what="localstripe")
+        wait_or_stop(lambda: port_open(port), stop, timeout=20, what="localstripe")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -55,6 +53,7 @@ def _localstripe(port: int, console: Console) -> Iterator[str]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
 
 async def _prepare(database_url: str, nats_url: str) -> None:
@@ -68,93 +67,113 @@ async def _prepare(database_url: str, nats_url: str) -> None:
         await nc.drain()
 
 
+def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> dict[str, str]:
+    """PostgreSQL, NATS and localstripe unless the environment names them; the services' overrides."""
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        pg = EmbeddedPostgres(data_dir / "postgres")  # pg_ctl puts the server in a session of its own
+        stack.callback(pg.stop)
+        database_url = pg.url
+    nats_url = os.environ.get("NATS_URL")
+    if not nats_url:
+        nats = EmbeddedNats(data_dir / "nats", port=int(os.environ.get("NATS_PORT", "4222")), new_session=True)
+        stack.callback(nats.stop)
+        nats_url = nats.start().url
+    stop.checkpoint()
+    asyncio.run(_prepare(database_url, nats_url))
+    overrides = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "DATA_DIR": str(data_dir)}
+    if not os.environ.get("STRIPE_API_BASE"):
+        port = int(os.environ.get("LOCALSTRIPE_PORT", "8420") or free_port())
+        overrides["STRIPE_API_BASE"] = stack.enter_context(_localstripe(port, stop))
+        overrides["STRIPE_SECRET_KEY"] = os.environ.get("STRIPE_SECRET_KEY", "sk_test_localstripe")
+        overrides["STRIPE_WEBHOOK_SECRET"] = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
+    if os.environ.get("AUTH_MODE") == "dev" and not os.environ.get("CLERK_WEBHOOK_SECRET", "").strip():
+        # Without one identity answers 503 on /webhooks/clerk; kept in DATA_DIR so a restart keeps it.
+        overrides["CLERK_WEBHOOK_SECRET"] = clerk_webhook.dev_secret(data_dir)
+    return overrides
+
+
+def _services(env: dict[str, str], out: Output) -> list[ServiceProcess]:
+    return [
+        ServiceProcess(name, int(env.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])), env, out.echo, new_session=True)
+        for name in SERVICES
+    ]
+
+
 def run(console: Console) -> int:
     if os.environ.get("AUTH_MODE") not in ("dev", "clerk"):
         console.print("[red]Set AUTH_MODE (dev or clerk).[/] `make up` runs with AUTH_MODE=dev.")
         return 2
     data_dir = Path(os.environ.get("DATA_DIR", ".data")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
-    lock = threading.Lock()
+    out = Output(console)
+    with StopRequest().installed() as stop:
+        code = _run(data_dir, stop, out)
+        out.say("All stopped.", "bold")
+    return code
 
-    def echo(name: str, line: str) -> None:
-        with lock:
-            console.print(f"[{COLOURS.get(name, 'white')}]{name:>11} |[/] {line}", markup=True, highlight=False)
 
+def _run(data_dir: Path, stop: StopRequest, out: Output) -> int:
     with ExitStack() as stack:
         try:
-            database_url = os.environ.get("DATABASE_URL")
-            if not database_url:
-                pg = EmbeddedPostgres(data_dir / "postgres")
-                stack.callback(pg.stop)
-                database_url = pg.url
-            nats_url = os.environ.get("NATS_URL")
-            if not nats_url:
-                nats = EmbeddedNats(data_dir / "nats", port=int(os.environ.get("NATS_PORT", "4222"))).start()
-                stack.callback(nats.stop)
-                nats_url = nats.url
-            asyncio.run(_prepare(database_url, nats_url))
-            overrides = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "DATA_DIR": str(data_dir)}
-            if not os.environ.get("STRIPE_API_BASE"):
-                port = int(os.environ.get("LOCALSTRIPE_PORT", "8420") or free_port())
-                overrides["STRIPE_API_BASE"] = stack.enter_context(_localstripe(port, console))
-                overrides.setdefault("STRIPE_SECRET_KEY", os.environ.get("STRIPE_SECRET_KEY", "sk_test_localstripe"))
-                overrides.setdefault(
-                    "STRIPE_WEBHOOK_SECRET", os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
-                )
-            env = service_env(overrides)
-            processes = [
-                ServiceProcess(name, int(env.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])), env, echo)
-                for name in SERVICES
-            ]
-            for process in processes:
-                process.start()
-                stack.callback(process.stop)
-            for process in processes:
-                process.wait_ready(timeout=120)
-            _announce(console, processes, database_url, nats_url, overrides.get("STRIPE_API_BASE"))
-            while True:
-                for process in processes:
-                    if process.process and process.process.poll() is not None:
-                        console.print(f"[red]{process.name} exited with {process.process.returncode}; stopping.[/]")
-                        return 1
-                threading.Event().wait(0.5)
-        except Shutdown as stop:
-            console.print(f"\n[bold]{stop} received: stopping everything…[/]")
-            return 0
+            overrides = _infrastructure(stack, data_dir, stop)
+            supervisor = Supervisor(_services(service_env(overrides), out), out)
+            stack.callback(supervisor.stop_all)
+            supervisor.start_all(stop)
+            _announce(out, supervisor.processes, overrides)
+            supervisor.warn_unready()
+            out.say("Ctrl-C stops everything.")
+            supervisor.watch(stop)
+        except StopRequested:
+            pass
+        except (RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
+            # A child that got the terminal's Ctrl-C too (initdb, pg_ctl) fails its step: that is the stop.
+            if not stop.requested:
+                out.say(f"{exc}\nStopping everything.", "bold red")
+                return 1
         finally:
-            # Ignore further Ctrl-C while children and servers are stopped, so none is left behind.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stack.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            console.print("[bold]All stopped.[/]")
+            if stop.requested:
+                out.say(f"\n{stop.signal} received: stopping everything…", "bold")
     return 0
 
 
-def _announce(
-    console: Console, processes: list[ServiceProcess], db_url: str, nats_url: str, stripe: str | None
-) -> None:
-    table = Table(title="creditstream is up")
-    table.add_column("service")
-    table.add_column("URL")
-    for process in processes:
-        table.add_row(process.name, f"{process.url}  (docs: {process.url}/docs)")
-    table.add_row("postgres", db_url)
-    table.add_row("nats", nats_url)
-    if stripe:
-        table.add_row("localstripe", stripe)
-    console.print(table)
-    identity = next(p.url for p in processes if p.name == "identity")
-    projections = next(p.url for p in processes if p.name == "projections")
-    console.print(
+def _announce(out: Output, processes: list[ServiceProcess], overrides: dict[str, str]) -> None:
+    rows = [(p.name, str(p.pid), p.url) for p in processes]
+    rows += [("postgres", "", overrides["DATABASE_URL"]), ("nats", "", overrides["NATS_URL"])]
+    if stripe := overrides.get("STRIPE_API_BASE"):
+        rows.append(("localstripe", "", stripe))
+    table = Table("service", "pid", "URL", title="creditstream is up")
+    table.columns[2].overflow = "fold"  # a URL is copied whole, not cut with an ellipsis
+    for row in rows:
+        table.add_row(*map(Text, row))  # Text: a URL is not markup
+    out.console.print(table)
+    out.say("Each service's API docs are at its URL + /docs.")
+    out.say(_recipes({p.name: p.url for p in processes}, webhooks=os.environ.get("AUTH_MODE") == "dev"))
+
+
+def _recipes(urls: dict[str, str], *, webhooks: bool) -> str:
+    identity, projections = urls["identity"], urls["projections"]
+    text = (
         "Dev token recipe:\n"
         f"  TOKEN=$(curl -s -X POST {identity}/dev/token -H 'content-type: application/json' \\\n"
         '      -d \'{"clerk_id":"user_demo","email":"demo@example.com"}\' | python3 -c \'import json,sys;'
         ' print(json.load(sys.stdin)["token"])\')\n'
         f'  curl -s -X POST {identity}/api/user/sync -H "Authorization: Bearer $TOKEN"\n'
         f'  curl -s {projections}/api/user/credits -H "Authorization: Bearer $TOKEN"\n'
-        "Ctrl-C stops everything.",
-        highlight=False,
     )
+    if webhooks:
+        text += (
+            "A Clerk webhook, signed with CLERK_WEBHOOK_SECRET or else the dev secret in DATA_DIR/"
+            f"{clerk_webhook.SECRET_FILE} (--type user.updated or user.deleted too):\n"
+            f"  {_cli_command()} clerk-webhook --clerk-id user_demo --email demo@example.com --first-name Demo\n"
+        )
+    return text.rstrip("\n")
+
+
+def _cli_command() -> str:
+    """This CLI as the user can type it here, with the settings it needs from this run's environment."""
+    script = Path(sys.executable).parent / "creditstream"
+    path = os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+    names = ("DATA_DIR", "HOST", "IDENTITY_PORT")
+    settings = [f"{name}={shlex.quote(value)}" for name in names if (value := os.environ.get(name))]
+    return " ".join([*settings, shlex.quote(path)])

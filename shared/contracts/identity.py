@@ -6,24 +6,21 @@ from shared.contracts.envelope import EventData
 from shared.inputs import LongText, MediumText, ShortText
 
 
-class UserRegistered(EventData):
+class _Profile(EventData):
+    user_id: ShortText
+    clerk_id: ShortText
+    email: MediumText
+    first_name: ShortText | None
+    last_name: ShortText | None
+    avatar: LongText | None
+
+
+class UserRegistered(_Profile):
     type = "identity.user.registered"
-    user_id: ShortText
-    clerk_id: ShortText
-    email: MediumText
-    first_name: ShortText | None
-    last_name: ShortText | None
-    avatar: LongText | None
 
 
-class UserUpdated(EventData):
+class UserUpdated(_Profile):
     type = "identity.user.updated"
-    user_id: ShortText
-    clerk_id: ShortText
-    email: MediumText
-    first_name: ShortText | None
-    last_name: ShortText | None
-    avatar: LongText | None
 
 
 class UserDeactivated(EventData):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -58,11 +59,14 @@ class EmbeddedPostgres:
 class EmbeddedNats:
     """nats-server with JetStream on 127.0.0.1; fsync on every write (see LIBRARY-NOTES.md, Jepsen)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, new_session: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        # True: a terminal's Ctrl-C does not reach it, so its owner can stop it after what depends on it.
+        self.new_session = new_session
+        self.log: deque[str] = deque(maxlen=40)
 
     def start(self) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,13 +76,25 @@ class EmbeddedNats:
             f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n  sync_interval: always\n}}\n'
         )
         binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [binary, "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=self.new_session,
+        )
+        # Read its log as it comes: an unread pipe fills up over a long run and then blocks nats-server.
+        drain = threading.Thread(target=self._drain, args=(self.process,), daemon=True, name="log-nats")
+        drain.start()
         wait_until(lambda: port_open(self.port) or self.process.poll() is not None, timeout=15, what="nats-server")
         if self.process.poll() is not None:
-            raise RuntimeError(
-                f"nats-server exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
-            )
+            drain.join(5)
+            raise RuntimeError("nats-server exited: " + "\n".join(self.log))
         return self
+
+    def _drain(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr
+        for line in process.stderr:
+            self.log.append(line.decode(errors="replace").rstrip("\n"))
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
@@ -93,14 +109,25 @@ class EmbeddedNats:
 class ServiceProcess:
     """One service as `uvicorn --factory services.<name>.main:create_app`, its log lines prefixed."""
 
-    def __init__(self, name: str, port: int, env: Mapping[str, str], echo: Callable[[str, str], None] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        env: Mapping[str, str],
+        echo: Callable[[str, str], None] | None,
+        *,
+        new_session: bool = False,
+    ) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._env = dict(env)
         self._echo = echo
+        # True: a terminal's Ctrl-C does not reach it; its owner stops it (see EmbeddedNats).
+        self._new_session = new_session
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
+        self._pump_thread: threading.Thread | None = None
 
     def start(self) -> ServiceProcess:
         self.process = subprocess.Popen(
@@ -123,28 +150,64 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            start_new_session=self._new_session,
         )
-        threading.Thread(target=self._pump, daemon=True, name=f"log-{self.name}").start()
+        self._pump_thread = threading.Thread(
+            target=self._pump, args=(self.process,), daemon=True, name=f"log-{self.name}"
+        )
+        self._pump_thread.start()
         return self
 
-    def _pump(self) -> None:
-        assert self.process and self.process.stdout
-        for line in self.process.stdout:
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def exit_code(self) -> int | None:
+        """None while it runs (or was never started); its return code once it has exited."""
+        return self.process.poll() if self.process else None
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
+        # Given its own process: a restart replaces self.process while this thread drains the old one.
+        assert process.stdout
+        for line in process.stdout:
             line = line.rstrip("\n")
             self.lines.append(line)
             if self._echo:
                 self._echo(self.name, line)
 
     def ready(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited:\n" + "\n".join(self.lines[-40:]))
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self._answers_200("/readyz")
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_until(self.ready, timeout=timeout, interval=0.1, what=f"{self.name} /readyz")
+
+    def started(self) -> bool:
+        """Its start-up is done: /healthz answers (uvicorn serves only once the lifespan has started).
+        Unlike /readyz it stays 200 while an alarm (a parked message, a stuck relay) is raised."""
+        return self._answers_200("/healthz")
+
+    def wait_started(self, timeout: float = 60) -> None:
+        wait_until(self.started, timeout=timeout, interval=0.1, what=f"{self.name} /healthz")
+
+    def _answers_200(self, path: str) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited:\n" + "\n".join(self.lines[-40:]))
+        try:
+            return httpx.get(f"{self.url}{path}", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def restart(self) -> ServiceProcess:
+        """Stop it if it still runs, then start it again: same port, environment and log."""
+        self.stop()
+        self.join_output()
+        return self.start()
+
+    def join_output(self, timeout: float = 5) -> None:
+        """Wait until the log of a process that has exited is echoed to its end, so its last lines come
+        before what its owner prints next (and no daemon thread writes to stdout at interpreter exit)."""
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.process is None:

@@ -3,10 +3,13 @@ the ledger entry for entry, and the LEDGER stream still flows for a brand-new us
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import nats
 
+from shared.bus import deadletters
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer, signed_in
@@ -15,20 +18,25 @@ from tests.e2e.auth_support import bearer, signed_in
 FIELDS = ("id", "type", "amount", "balance_after", "description", "metadata")
 
 
+def all_pages(url: str, token: str, items: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every page of a paged list, following next_cursor: (the last page, all its `items`)."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(url, params=params, headers=bearer(token), timeout=30).json()
+        found += page[items]
+        if not (cursor := page["next_cursor"]):
+            return page, found
+
+
 def ledger_view(system: System, token: str, user_id: str) -> dict[str, Any]:
     """The account and its whole history, newest first, from the ledger's event store."""
     url = f"{system.url('ledger')}/api/accounts/{user_id}"
     response = httpx.get(url, headers=bearer(token), timeout=30)
     assert response.status_code == 200, response.text
     account = response.json()
-    entries: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(f"{url}/entries", params=params, headers=bearer(token), timeout=30).json()
-        entries += page["entries"]
-        if not (cursor := page["next_cursor"]):
-            break
+    _, entries = all_pages(f"{url}/entries", token, "entries")
     return {
         "balance": account["balance"],
         "reserved": account["reserved"],
@@ -37,15 +45,7 @@ def ledger_view(system: System, token: str, user_id: str) -> dict[str, Any]:
 
 
 def projected_view(system: System, token: str) -> dict[str, Any]:
-    url = f"{system.url('projections')}/api/user/credits"
-    history: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(url, params=params, headers=bearer(token), timeout=30).json()
-        history += page["history"]
-        if not (cursor := page["next_cursor"]):
-            break
+    page, history = all_pages(f"{system.url('projections')}/api/user/credits", token, "history")
     return {
         "balance": page["balance"],
         "reserved": page["reserved"],
@@ -88,3 +88,16 @@ def assert_new_user_gets_the_welcome_bonus(system: System) -> None:
     token, user_id = welcomed(system)
     view = assert_converged(system, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [("BONUS", 10)]
+
+
+def parked_messages(system: System) -> dict[str, int]:
+    """Dead-lettered messages per consumer: none, when every reader applied everything."""
+
+    async def count() -> dict[str, int]:
+        nc = await nats.connect(system.env["NATS_URL"])
+        try:
+            return dict(await deadletters.counts(nc.jetstream()))
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())

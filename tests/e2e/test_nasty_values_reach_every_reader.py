@@ -3,22 +3,19 @@ store → relay → stream → every consumer and read model, and arrive unchang
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Any
 
 import httpx
-import nats
 import psycopg
 
-from shared.bus import deadletters
 from shared.contracts import Envelope
 from shared.inputs import MAX_JSON_DEPTH, MAX_JSON_STRING, MAX_METADATA_BYTES, MAX_SAFE_INTEGER
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer, clerk_delivery, clerk_user, new_clerk_id, stream_events
-from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus
+from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus, parked_messages
 
 # Every kind of character a reader might trip on, except the two the policy refuses (NUL, lone surrogates).
 EDGE = "ZWJ\u200d👩‍👩‍👧 RTL\u202e e\u0301 \u2028\u2029 \t\r\n\x01\x7f\\\"'%s{}$1 `--; \U0010ffff ﷽"
@@ -107,7 +104,7 @@ def test_the_nastiest_accepted_values_reach_every_reader_unchanged(system: Syste
     assert httpx.post(f"{system.url('identity')}/webhooks/clerk", content=body, headers=headers).status_code == 200
     assert_projected_profile(system, user_id, {"first_name": text(199), "last_name": EDGE, "avatar": text(2000)})
 
-    assert asyncio.run(parked(system)) == {}
+    assert parked_messages(system) == {}
     for name, process in system.services.items():
         assert httpx.get(f"{process.url}/readyz").status_code == 200, name
     assert_new_user_gets_the_welcome_bonus(system)
@@ -122,11 +119,3 @@ def assert_projected_profile(system: System, user_id: str, profile: dict[str, st
         return dict(zip(("first_name", "last_name", "avatar"), found, strict=True)) if found else None
 
     wait_until(lambda: row() == profile, timeout=20, what="the profile in projections")
-
-
-async def parked(system: System) -> dict[str, int]:
-    nc = await nats.connect(system.env["NATS_URL"])
-    try:
-        return dict(await deadletters.counts(nc.jetstream()))
-    finally:
-        await nc.close()

@@ -7,21 +7,18 @@ tests' users."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 
-from shared.bus import deadletters
 from shared.settings import SERVICES
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, signed_in
-from tests.e2e.convergence import assert_new_user_gets_the_welcome_bonus
+from tests.e2e.convergence import assert_new_user_gets_the_welcome_bonus, parked_messages
 
 ST = str(Path(sys.executable).parent / "st")
 CONFIG = str(Path(__file__).with_name("schemathesis.toml"))
@@ -48,15 +45,7 @@ def test_every_documented_operation_holds_to_its_documentation_under_fuzzing(
         summary = re.search(r"(\d+) generated, (.*)", run.stdout)
         assert run.returncode == 0 and summary, f"{service} as {who}:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
         print(f"{service} as {who}: {summary.group(0)}")  # shown with -s: the figures for a note
-    assert asyncio.run(parked(system)) == {}
+    assert parked_messages(system) == {}
     for name, process in system.services.items():
         assert httpx.get(f"{process.url}/readyz").status_code == 200, name
     assert_new_user_gets_the_welcome_bonus(system)
-
-
-async def parked(system: System) -> dict[str, int]:
-    nc = await nats.connect(system.env["NATS_URL"])
-    try:
-        return dict(await deadletters.counts(nc.jetstream()))
-    finally:
-        await nc.close()
