@@ -17,7 +17,7 @@ from pathlib import Path
 from services.ledger import commands, store
 from services.ledger.answers import answer
 from services.ledger.application import Ledger
-from services.ledger.dispatch import Dispatcher
+from services.ledger.unit_of_work import UnitOfWork
 from shared import db
 from shared.testing.servers import EmbeddedPostgres
 
@@ -25,7 +25,7 @@ from shared.testing.servers import EmbeddedPostgres
 async def bench(url: str, debits: int, accounts: int, concurrency: int) -> None:
     await db.migrate(url, store.SCHEMA, store.DDL)
     ledger = await asyncio.to_thread(store.open_ledger, url)
-    dispatcher = Dispatcher(ledger)
+    dispatcher = UnitOfWork(ledger)
     runner = asyncio.create_task(dispatcher.run())
     users = [str(uuid.uuid4()) for _ in range(accounts)]
     for user in users:

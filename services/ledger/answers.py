@@ -1,7 +1,8 @@
-"""Outcome → answer (status and JSON body), shared by HTTP and NATS request/reply.
+"""A stored account event, as the world outside the ledger sees it: the answer to the command that
+caused it (HTTP and NATS request/reply alike), a credit-log entry, and its contract on the LEDGER stream.
 
-An answer is built from the stored event alone, never from the account's current state, so a
-retried command gets byte-for-byte the answer its first attempt got.
+An answer is built from the stored event alone, never from the account's current state, so a retried
+command gets byte-for-byte the answer its first attempt got.
 """
 
 from __future__ import annotations
@@ -9,19 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.ledger import domain
+from eventsourcing.domain import DomainEvent
+
 from services.ledger.application import ConcurrencyError, Result
-from shared.contracts import derive_id
+from services.ledger.domain import (
+    AccountInactiveError,
+    AccountNotFoundError,
+    CreditAccount,
+    IdempotencyConflictError,
+    InvalidCommandError,
+    ReservationNotFoundError,
+)
+from shared.contracts import Envelope, EventData, derive_id
+from shared.contracts import ledger as contracts
 from shared.problems import problem_body
 
 ERROR_STATUS: dict[type[Exception], int] = {
-    domain.InvalidCommandError: 422,
-    domain.IdempotencyConflictError: 409,
-    domain.AccountInactiveError: 403,
-    domain.ReservationNotFoundError: 404,
-    domain.AccountNotFoundError: 404,
+    InvalidCommandError: 422,
+    IdempotencyConflictError: 409,
+    AccountInactiveError: 403,
+    ReservationNotFoundError: 404,
+    AccountNotFoundError: 404,
     ConcurrencyError: 503,
 }
+Entry = CreditAccount.Granted | CreditAccount.Debited | CreditAccount.Captured
+HoldEvent = CreditAccount.Reserved | CreditAccount.Captured | CreditAccount.Released
 
 
 @dataclass(frozen=True)
@@ -41,64 +54,71 @@ def answer(result: Result | Exception) -> Answer:
         if status is None:
             raise result
         return problem(status, str(result))
-    event, replayed = result.event, result.replayed
-    name = type(event).__name__
-    if name in ("Granted", "Debited"):
-        return Answer(201, entry(event), replayed)
-    if name in ("DebitRejected", "ReservationRejected"):
-        body = problem(
-            402,
-            f"{event.amount} credits asked, {event.available} available.",
-            balance=event.balance_after,
-            available=event.available,
-            amount=event.amount,
-        ).body
-        return Answer(402, body, replayed)
-    if name == "Reserved":
-        return Answer(201, hold(event, expires_at=event.expires_at), replayed)
-    if name == "Captured":
-        return Answer(200, hold(event, captured=event.amount, released=event.released), replayed)
-    if name == "Released":
-        return Answer(200, hold(event, captured=0, released=event.amount, reason=event.reason), replayed)
-    return Answer(200, {"id": str(event_id(event)), "noted": getattr(event, "reason", name)}, replayed)
+    replayed = result.replayed
+    match result.event:
+        case CreditAccount.Granted() | CreditAccount.Debited() as event:
+            return Answer(201, entry(event), replayed)
+        case CreditAccount.DebitRejected() | CreditAccount.ReservationRejected() as refused:
+            detail = f"{refused.amount} credits asked, {refused.available} available."
+            body = problem_body(
+                402, detail, balance=refused.balance_after, available=refused.available, amount=refused.amount
+            )
+            return Answer(402, body, replayed)
+        case CreditAccount.Reserved() as reserved:
+            return Answer(201, hold(reserved, expires_at=reserved.expires_at), replayed)
+        case CreditAccount.Captured() as captured:
+            return Answer(200, hold(captured, captured=captured.amount, released=captured.released), replayed)
+        case CreditAccount.Released() as released:
+            return Answer(200, hold(released, captured=0, released=released.amount, reason=released.reason), replayed)
+        case CreditAccount.Noted() as noted:
+            return Answer(200, {"id": str(event_id(noted)), "noted": noted.reason}, replayed)
+        case other:
+            return Answer(200, {"id": str(event_id(other)), "noted": type(other).__name__}, replayed)
 
 
-def event_id(event: Any) -> Any:
-    """The id the event also carries on the LEDGER stream (see relay.to_envelope)."""
+def event_id(event: DomainEvent) -> Any:
+    """The id the event also carries on the LEDGER stream."""
     return derive_id("ledger", event.originator_id, event.originator_version)
 
 
-SIGN = {"Granted": 1, "Debited": -1, "Captured": -1}
-
-
-def entry(event: Any) -> dict[str, Any]:
+def entry(event: Entry) -> dict[str, Any]:
     """A credit-log entry: positive amounts added credits, negative ones used them."""
-    name = type(event).__name__
-    captured = name == "Captured"
+    match event:
+        case CreditAccount.Captured():
+            kind, amount = "USAGE", -event.amount
+            metadata: dict[str, Any] = {"reservation_id": event.reservation_id, "job_id": event.job_id}
+            shortfall = 0
+        case CreditAccount.Granted():
+            kind, amount, metadata, shortfall = event.entry_type, event.amount, event.metadata, 0
+        case CreditAccount.Debited():
+            kind, amount, metadata, shortfall = event.entry_type, -event.amount, event.metadata, event.shortfall
     return {
         "id": str(event_id(event)),
         "user_id": str(event.originator_id),
         "version": event.originator_version,
-        "type": "USAGE" if captured else event.entry_type,
-        "amount": SIGN[name] * event.amount,
+        "type": kind,
+        "amount": amount,
         "balance_after": event.balance_after,
-        "shortfall": getattr(event, "shortfall", 0),
+        "shortfall": shortfall,
         "description": event.description,
-        "metadata": {"reservation_id": event.reservation_id, "job_id": event.job_id} if captured else event.metadata,
+        "metadata": metadata,
         "idempotency_key": event.idempotency_key.removeprefix("client:"),
         "created_at": event.timestamp.isoformat(),
     }
 
 
-def is_entry(event: Any, types: set[str] | frozenset[str] = frozenset()) -> bool:
+def is_entry(event: DomainEvent, types: set[str] | frozenset[str] = frozenset()) -> bool:
     """Whether the event changed the balance (so belongs in the credit log), of one of `types`."""
-    name = type(event).__name__
-    if name == "Captured":
-        return bool(event.amount > 0 and (not types or "USAGE" in types))
-    return name in ("Granted", "Debited") and (not types or event.entry_type in types)
+    match event:
+        case CreditAccount.Captured():
+            return event.amount > 0 and (not types or "USAGE" in types)
+        case CreditAccount.Granted() | CreditAccount.Debited():
+            return not types or event.entry_type in types
+        case _:
+            return False
 
 
-def hold(event: Any, **extra: Any) -> dict[str, Any]:
+def hold(event: HoldEvent, **extra: Any) -> dict[str, Any]:
     return {
         "id": str(event_id(event)),
         "reservation_id": event.reservation_id,
@@ -111,3 +131,74 @@ def hold(event: Any, **extra: Any) -> dict[str, Any]:
         "created_at": event.timestamp.isoformat(),
         **extra,
     }
+
+
+def to_contract(event: DomainEvent) -> EventData | None:
+    """The public contract of a stored account event, or None for one that stays inside the ledger."""
+    match event:
+        case CreditAccount.Granted():
+            return contracts.CreditsGranted(**_entry_fields(event))
+        case CreditAccount.Debited():
+            return contracts.CreditsDebited(**_entry_fields(event), shortfall=event.shortfall)
+        case CreditAccount.DebitRejected():
+            return contracts.DebitRejected(
+                **_stamp(event), amount=event.amount, available=event.available, balance=event.balance_after,
+                reason=event.reason,
+            )  # fmt: skip
+        case CreditAccount.Reserved():
+            return contracts.CreditsReserved(
+                **_hold_fields(event), expires_at=event.expires_at, balance=event.balance_after,
+                reserved_after=event.reserved_after,
+            )  # fmt: skip
+        case CreditAccount.ReservationRejected():
+            return contracts.ReservationRejected(
+                **_hold_fields(event), available=event.available, balance=event.balance_after, reason=event.reason
+            )
+        case CreditAccount.Captured():
+            return contracts.CreditsCaptured(
+                **_hold_fields(event), released=event.released, balance_after=event.balance_after,
+                reserved_after=event.reserved_after, description=event.description,
+            )  # fmt: skip
+        case CreditAccount.Released():
+            return contracts.CreditsReleased(
+                **_hold_fields(event), reason=event.reason, balance=event.balance_after,
+                reserved_after=event.reserved_after,
+            )  # fmt: skip
+        case _:  # Opened, Noted, Deactivated, Reactivated, idempotency records
+            return None
+
+
+def to_envelope(event: DomainEvent) -> Envelope | None:
+    body = to_contract(event)
+    if body is None:
+        return None
+    stream_id = event_id(event)
+    correlation_id = getattr(event, "correlation_id", None) or str(stream_id)
+    cause_id = getattr(event, "cause_id", None)
+    return Envelope.wrap(
+        body,
+        user_id=str(event.originator_id),
+        event_id=stream_id,
+        occurred_at=event.timestamp,
+        correlation_id=correlation_id,
+        causation_id=cause_id,
+    )
+
+
+def _stamp(event: CreditAccount.Stamped) -> dict[str, Any]:
+    return {"user_id": str(event.originator_id), "idempotency_key": event.idempotency_key, "cause_id": event.cause_id}
+
+
+def _entry_fields(event: CreditAccount.Granted | CreditAccount.Debited) -> dict[str, Any]:
+    return {
+        **_stamp(event),
+        "entry_type": event.entry_type,
+        "amount": event.amount,
+        "balance_after": event.balance_after,
+        "description": event.description,
+        "metadata": event.metadata,
+    }
+
+
+def _hold_fields(event: HoldEvent | CreditAccount.ReservationRejected) -> dict[str, Any]:
+    return {**_stamp(event), "reservation_id": event.reservation_id, "job_id": event.job_id, "amount": event.amount}

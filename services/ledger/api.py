@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from services.ledger.answers import Answer, entry, is_entry
 from services.ledger.application import Ledger
-from services.ledger.dispatch import Dispatcher
+from services.ledger.unit_of_work import UnitOfWork
 from shared.auth import CurrentPrincipal, ensure_may_act_for
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
@@ -28,12 +28,12 @@ def get_ledger(request: Request) -> Ledger:
     return request.app.state.ledger
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
-    return request.app.state.dispatcher
+def get_unit_of_work(request: Request) -> UnitOfWork:
+    return request.app.state.unit
 
 
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
-DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
 def respond(request: Request, answer: Answer) -> JSONResponse:

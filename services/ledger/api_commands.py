@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from services.ledger import commands
 from services.ledger.answers import answer
-from services.ledger.api import DispatcherDep, EntryPublic, HoldPublic, respond
+from services.ledger.api import EntryPublic, HoldPublic, UnitOfWorkDep, respond
 from services.ledger.application import Command, ConcurrencyError, Result
-from services.ledger.dispatch import Dispatcher
+from services.ledger.unit_of_work import UnitOfWork
 from shared.auth import CurrentPrincipal, Privileged, ensure_may_act_for
 from shared.guard import GuardedRoute
 from shared.inputs import TEXT_PATTERN, JsonObject, MediumText, ShortText, Whole
@@ -76,9 +76,9 @@ class AdjustmentIn(Body):
         return value
 
 
-async def _run(request: Request, dispatcher: Dispatcher, command: Command) -> JSONResponse:
+async def _run(request: Request, unit: UnitOfWork, command: Command) -> JSONResponse:
     try:
-        result: Result | Exception = await dispatcher.submit(command)
+        result: Result | Exception = await unit.submit(command)
     except ConcurrencyError as error:
         result = error
     return respond(request, answer(result))
@@ -89,7 +89,7 @@ async def debit(
     user_id: uuid.UUID,
     body: DebitIn,
     principal: CurrentPrincipal,
-    d: DispatcherDep,
+    d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -104,7 +104,7 @@ async def grant(
     user_id: uuid.UUID,
     body: GrantIn,
     _: Privileged,
-    d: DispatcherDep,
+    d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -119,7 +119,7 @@ async def reserve(
     user_id: uuid.UUID,
     body: ReservationIn,
     principal: CurrentPrincipal,
-    d: DispatcherDep,
+    d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -143,7 +143,7 @@ async def capture(
     user_id: uuid.UUID,
     reservation_id: uuid.UUID,
     principal: CurrentPrincipal,
-    d: DispatcherDep,
+    d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -167,7 +167,7 @@ async def release(
     user_id: uuid.UUID,
     reservation_id: uuid.UUID,
     principal: CurrentPrincipal,
-    d: DispatcherDep,
+    d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -190,7 +190,7 @@ async def adjust(
     user_id: uuid.UUID,
     body: AdjustmentIn,
     admin: Privileged,
-    d: DispatcherDep,
+    d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,

@@ -1,9 +1,9 @@
 """The ledger application: commands are load → act → save, several at once, retried on conflict.
 
 Every write goes through `execute_batch`: it loads each account a batch touches once, applies the
-batch's commands in order, and saves all accounts in ONE `save()` (one transaction under the
-recorder's table lock). A command is plain data plus a pure `act`, so nothing per request stands
-between a caller and the batch.
+batch's commands in order (each through its handler in COMMAND_HANDLERS), and saves all accounts in
+ONE `save()` (one transaction under the recorder's table lock). A command is plain data, so a batch
+can apply it again after a conflict.
 """
 
 from __future__ import annotations
@@ -17,30 +17,18 @@ from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
-from services.ledger.domain import AccountNotFoundError, CreditAccount, IdempotencyRecord, LedgerError
+from services.ledger.commands import COMMAND_HANDLERS, Command
+from services.ledger.domain import AccountNotFoundError, CreditAccount, Hold, IdempotencyRecord, LedgerError
 
 MAX_ATTEMPTS = 20
+
+__all__ = ["Command", "ConcurrencyError", "Ledger", "Outcome", "Result"]
 
 
 class ConcurrencyError(Exception):
     """The accounts kept changing under us for MAX_ATTEMPTS tries."""
-
-
-# Whether the account has already seen an idempotency key: how an event that arrives out of order
-# learns what its siblings did (a refund asks whether the purchase was granted).
-Seen = Callable[[str], bool]
-
-
-@dataclass(frozen=True)
-class Command:
-    user_id: str
-    key: str
-    fingerprint: str
-    # Triggers exactly one event on the account, or raises a LedgerError having triggered none.
-    act: Callable[[CreditAccount, Seen], Any]
-    create: bool = True
 
 
 @dataclass(frozen=True)
@@ -53,9 +41,26 @@ class Outcome:
 Result = Outcome | LedgerError
 
 
+class HoldAsDict(Transcoding):
+    """How a hold is kept in an account's snapshot."""
+
+    type = Hold
+    name = "ledger_hold"
+
+    def encode(self, obj: Hold) -> dict[str, Any]:
+        return {"amount": obj.amount, "job_id": obj.job_id, "expires_at": obj.expires_at}
+
+    def decode(self, data: dict[str, Any]) -> Hold:
+        return Hold(**data)
+
+
 class Ledger(Application):
     name = "Ledger"
     snapshotting_intervals = {CreditAccount: 200}
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(HoldAsDict())
 
     def account(self, user_id: str) -> CreditAccount | None:
         try:
@@ -130,21 +135,6 @@ class Ledger(Application):
         event = saved.get((account.id, version)) or self._event_at(account.id, version)
         return Outcome(account, event, replayed)
 
-    def execute(
-        self,
-        user_id: str,
-        key: str,
-        fingerprint: str,
-        act: Callable[[CreditAccount], Any],
-        *,
-        create: bool = True,
-    ) -> Outcome:
-        """One command on its own; raises its LedgerError."""
-        (result,) = self.execute_batch([Command(user_id, key, fingerprint, act, create)])
-        if isinstance(result, LedgerError):
-            raise result
-        return result
-
     def _event_at(self, account_id: uuid.UUID, version: int) -> DomainEvent:
         return next(iter(self.repository.event_store.get(account_id, gt=version - 1, lte=version)))
 
@@ -171,7 +161,7 @@ class _Batch:
             self._accounts[command.user_id] = self._ledger.account(command.user_id)
         account = self._accounts[command.user_id]
         if account is None:
-            if not command.create:
+            if not command.opens_account:
                 return AccountNotFoundError(f"No credit account for user {command.user_id}.")
             account = self._accounts[command.user_id] = CreditAccount(user_id=command.user_id)
         try:
@@ -179,7 +169,7 @@ class _Batch:
             if seen is not None:
                 return account, seen.replay(command.fingerprint), True
             before = account.version
-            command.act(account, lambda key: self.record(account.id, key) is not None)
+            COMMAND_HANDLERS[type(command)](account, command, lambda key: self.record(account.id, key) is not None)
         except LedgerError as error:
             return error
         if account.version != before + 1:

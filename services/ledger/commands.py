@@ -1,22 +1,188 @@
-"""Client commands (HTTP and NATS request/reply share them): request → `Command` with its key and
-fingerprint. The act closes over plain values only, so a batch can re-run it after a conflict."""
+"""Commands: typed data, and which account method each one runs (COMMAND_HANDLERS).
+
+HTTP, NATS request/reply and inbound events only build commands; the application applies them in
+batches. A command's idempotency key is chosen by its caller (prefixed `client:`) or derived from the
+event that caused it (`payment:<tx>`, `job:<id>:reserve`, ...); its fingerprint is a hash of what it
+means (its fields, without when it was asked or who caused it), so the same key sent with another
+meaning is a conflict.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
-from services.ledger.application import Command, Seen
-from services.ledger.domain import CreditAccount, reservation_expiry
+from services.ledger.domain import CreditAccount, Stamp, reservation_expiry
 from shared.contracts import derive_id
+from shared.credits import WELCOME_BONUS
+
+# Whether the account has already seen an idempotency key: how an event that arrives out of order
+# learns what its siblings did (a refund asks whether its purchase was granted).
+Seen = Callable[[str], bool]
+NOT_MEANING = frozenset({"key", "cause_id", "correlation_id"})
 
 
-def fingerprint(operation: str, **fields: Any) -> str:
-    """Hash of a request's meaning: the same key sent with a different meaning is a conflict."""
-    canonical = json.dumps([operation, fields], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    user_id: str
+    key: str
+    cause_id: str | None = None
+    correlation_id: str | None = None
+
+    # Whether it may open an account that does not exist yet (else: 404).
+    opens_account: ClassVar[bool] = True
+    # Fields that say when or how it was asked, not what: a retry may differ in them.
+    circumstances: ClassVar[frozenset[str]] = frozenset()
+
+    @cached_property  # a frozen dataclass still has a __dict__ to cache in
+    def fingerprint(self) -> str:
+        meaning = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in NOT_MEANING | self.circumstances
+        }
+        canonical = json.dumps([type(self).__name__, meaning], sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.key, self.fingerprint, self.cause_id, self.correlation_id)
+
+
+# -- what callers ask directly ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Entry(Command):
+    entry_type: str
+    amount: int
+    description: str = ""
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant(_Entry):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Debit(_Entry):
+    opens_account = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adjust(Command):
+    """An operator's correction: credits in or out, whole or refused, with who and why."""
+
+    opens_account = False
+    amount: int  # positive adds, negative takes
+    reason: str
+    admin_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reserve(Command):
+    opens_account = False
+    circumstances = frozenset({"expires_at"})  # a retry a second later is the same request
+    reservation_id: str
+    amount: int
+    job_id: str | None
+    ttl_seconds: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capture(Command):
+    opens_account = False
+    reservation_id: str
+    amount: int | None  # None: the whole hold
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release(Command):
+    opens_account = False
+    reservation_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expire(Command):
+    opens_account = False
+    circumstances = frozenset({"now"})
+    reservation_id: str
+    now: datetime
+
+
+# -- what other services' events ask for -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome(Command):
+    """One welcome bonus per account, whichever registration event delivers it and however often."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetStatus(Command):
+    active: bool
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Purchase(Command):
+    transaction_id: str
+    credits: int
+    package_id: str | None
+    amount_cents: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refund(Command):
+    transaction_id: str
+    credits: int
+    stripe_charge_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Renewal(Command):
+    subscription_id: str
+    invoice_id: str
+    credits: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldForJob(Command):
+    circumstances = frozenset({"expires_at"})
+    reservation_id: str
+    job_id: str
+    cost: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeJob(Command):
+    job_id: str
+    cost: int
+    operation: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndJob(Command):
+    """A job failed or was cancelled: the two share a key, whichever comes first releases."""
+
+    job_id: str
+    reason: str
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+WELCOME_KEY = "bonus:welcome"
 
 
 def client_key(key: str) -> str:
@@ -25,8 +191,133 @@ def client_key(key: str) -> str:
     return f"client:{key}"
 
 
-def _entry(
-    operation: str,
+def payment_key(transaction_id: str) -> str:
+    return f"payment:{transaction_id}"
+
+
+def refund_key(transaction_id: str) -> str:
+    return f"refund:{transaction_id}"
+
+
+def job_key(job_id: str, step: str) -> str:
+    return f"job:{job_id}:{step}"
+
+
+def reservation_id(user_id: str, key: str) -> str:
+    """Derived from the key, so a retried reservation names the same hold."""
+    return str(derive_id("reservation", user_id, key))
+
+
+# -- the registry: which account method each command runs -----------------------------------------
+
+
+def _grant(a: CreditAccount, c: Grant, _seen: Seen) -> None:
+    a.grant(c.stamp, entry_type=c.entry_type, amount=c.amount, description=c.description, metadata=c.metadata)
+
+
+def _debit(a: CreditAccount, c: Debit, _seen: Seen) -> None:
+    a.debit(c.stamp, entry_type=c.entry_type, amount=c.amount, description=c.description, metadata=c.metadata)
+
+
+def _adjust(a: CreditAccount, c: Adjust, _seen: Seen) -> None:
+    change = a.grant if c.amount > 0 else a.debit
+    metadata = {"admin_id": c.admin_id, "reason": c.reason}
+    change(c.stamp, entry_type="ADMIN_ADJUSTMENT", amount=abs(c.amount), description=c.reason, metadata=metadata)
+
+
+def _reserve(a: CreditAccount, c: Reserve, _seen: Seen) -> None:
+    a.reserve(c.stamp, reservation_id=c.reservation_id, amount=c.amount, job_id=c.job_id, expires_at=c.expires_at)
+
+
+def _capture(a: CreditAccount, c: Capture, _seen: Seen) -> None:
+    a.capture(c.stamp, reservation_id=c.reservation_id, amount=c.amount, description=c.description)
+
+
+def _release(a: CreditAccount, c: Release, _seen: Seen) -> None:
+    a.release(c.stamp, reservation_id=c.reservation_id, reason=c.reason)
+
+
+def _expire(a: CreditAccount, c: Expire, _seen: Seen) -> None:
+    a.expire(c.stamp, reservation_id=c.reservation_id, now=c.now)
+
+
+def _welcome(a: CreditAccount, c: Welcome, _seen: Seen) -> None:
+    a.grant(c.stamp, entry_type="BONUS", amount=WELCOME_BONUS, description="Welcome bonus")
+
+
+def _set_status(a: CreditAccount, c: SetStatus, _seen: Seen) -> None:
+    a.set_active(c.stamp, active=c.active, at=c.at)
+
+
+def _purchase(a: CreditAccount, c: Purchase, seen: Seen) -> None:
+    metadata = {"transaction_id": c.transaction_id, "package_id": c.package_id, "amount_cents": c.amount_cents}
+    description = f"Purchase of {c.credits} credits"
+    refunded = seen(refund_key(c.transaction_id))
+    a.purchase(c.stamp, credits=c.credits, refunded_first=refunded, description=description, metadata=metadata)
+
+
+def _refund(a: CreditAccount, c: Refund, seen: Seen) -> None:
+    metadata = {"transaction_id": c.transaction_id, "stripe_charge_id": c.stripe_charge_id}
+    description = f"Refund of {c.credits} purchased credits"
+    granted = seen(payment_key(c.transaction_id))
+    a.refund(c.stamp, credits=c.credits, purchase_granted=granted, description=description, metadata=metadata)
+
+
+def _renewal(a: CreditAccount, c: Renewal, _seen: Seen) -> None:
+    metadata = {"subscription_id": c.subscription_id, "invoice_id": c.invoice_id}
+    description = f"Subscription: {c.credits} credits"
+    a.grant(c.stamp, entry_type="PURCHASE", amount=c.credits, description=description, metadata=metadata)
+
+
+def _hold_for_job(a: CreditAccount, c: HoldForJob, seen: Seen) -> None:
+    settled = seen(job_key(c.job_id, "capture")) or seen(job_key(c.job_id, "release"))
+    a.hold_for_job(
+        c.stamp,
+        reservation_id=c.reservation_id,
+        job_id=c.job_id,
+        cost=c.cost,
+        expires_at=c.expires_at,
+        job_settled=settled,
+    )
+
+
+def _charge_job(a: CreditAccount, c: ChargeJob, _seen: Seen) -> None:
+    a.charge_job(c.stamp, job_id=c.job_id, cost=c.cost, operation=c.operation)
+
+
+def _end_job(a: CreditAccount, c: EndJob, _seen: Seen) -> None:
+    a.end_job(c.stamp, job_id=c.job_id, reason=c.reason)
+
+
+# Every command type and the one account method it runs (which triggers exactly one event or raises).
+COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]] = {
+    Grant: _grant,
+    Debit: _debit,
+    Adjust: _adjust,
+    Reserve: _reserve,
+    Capture: _capture,
+    Release: _release,
+    Expire: _expire,
+    Welcome: _welcome,
+    SetStatus: _set_status,
+    Purchase: _purchase,
+    Refund: _refund,
+    Renewal: _renewal,
+    HoldForJob: _hold_for_job,
+    ChargeJob: _charge_job,
+    EndJob: _end_job,
+}
+
+
+# -- what HTTP and NATS request/reply build ---------------------------------------------------------
+
+
+def _asked(user_id: str, key: str, request_id: str | None) -> dict[str, Any]:
+    """What every client command carries: its account, its prefixed key, and the request behind it."""
+    return {"user_id": user_id, "key": client_key(key), "cause_id": request_id, "correlation_id": request_id}
+
+
+def grant(
     user_id: str,
     *,
     entry_type: str,
@@ -35,53 +326,27 @@ def _entry(
     metadata: dict[str, Any],
     key: str,
     request_id: str | None,
-) -> Command:
-    """A grant or a debit: the same request shape, the account method of the same name."""
-    key = client_key(key)
-    fp = fingerprint(operation, user_id=user_id, type=entry_type, amount=amount, d=description, m=metadata)
-
-    def act(account: CreditAccount, _seen: Seen) -> None:
-        getattr(account, operation)(
-            entry_type=entry_type,
-            amount=amount,
-            key=key,
-            fingerprint=fp,
-            description=description,
-            metadata=metadata,
-            cause_id=request_id,
-            correlation_id=request_id,
-        )
-
-    # Only a grant opens an account: a debit on an account never opened is a 404, not an empty one.
-    return Command(user_id, key, fp, act, create=operation == "grant")
+) -> Grant:
+    asked = _asked(user_id, key, request_id)
+    return Grant(**asked, entry_type=entry_type, amount=amount, description=description, metadata=metadata)
 
 
-def debit(user_id: str, *, entry_type: str = "USAGE", **request: Any) -> Command:
-    return _entry("debit", user_id, entry_type=entry_type, **request)
+def debit(
+    user_id: str,
+    *,
+    amount: int,
+    description: str,
+    metadata: dict[str, Any],
+    key: str,
+    request_id: str | None,
+    entry_type: str = "USAGE",
+) -> Debit:
+    asked = _asked(user_id, key, request_id)
+    return Debit(**asked, entry_type=entry_type, amount=amount, description=description, metadata=metadata)
 
 
-def grant(user_id: str, *, entry_type: str, **request: Any) -> Command:
-    return _entry("grant", user_id, entry_type=entry_type, **request)
-
-
-def adjust(user_id: str, *, amount: int, reason: str, admin_id: str, key: str, request_id: str | None) -> Command:
-    """An operator's correction: credits in or out, whole or refused, with who and why."""
-    metadata = {"admin_id": admin_id, "reason": reason}
-    build = grant if amount > 0 else debit
-    return build(
-        user_id,
-        entry_type="ADMIN_ADJUSTMENT",
-        amount=abs(amount),
-        description=reason,
-        metadata=metadata,
-        key=key,
-        request_id=request_id,
-    )
-
-
-def reservation_id(user_id: str, key: str) -> str:
-    """Derived from the key, so a retried reservation names the same hold."""
-    return str(derive_id("reservation", user_id, key))
+def adjust(user_id: str, *, amount: int, reason: str, admin_id: str, key: str, request_id: str | None) -> Adjust:
+    return Adjust(**_asked(user_id, key, request_id), amount=amount, reason=reason, admin_id=admin_id)
 
 
 def reserve(
@@ -93,60 +358,29 @@ def reserve(
     now: datetime,
     key: str,
     request_id: str | None,
-) -> Command:
-    key = client_key(key)
-    rid = reservation_id(user_id, key)
-    # `now` is left out on purpose: a retry a second later is the same request.
-    fp = fingerprint("reserve", user_id=user_id, amount=amount, job_id=job_id, ttl=ttl_seconds)
-    expires_at = reservation_expiry(now, ttl_seconds)
-
-    def act(account: CreditAccount, _seen: Seen) -> None:
-        account.reserve(
-            reservation_id=rid,
-            amount=amount,
-            job_id=job_id,
-            expires_at=expires_at,
-            key=key,
-            fingerprint=fp,
-            cause_id=request_id,
-            correlation_id=request_id,
-        )
-
-    return Command(user_id, key, fp, act, create=False)
+) -> Reserve:
+    asked = _asked(user_id, key, request_id)
+    return Reserve(
+        **asked,
+        reservation_id=reservation_id(user_id, asked["key"]),
+        amount=amount,
+        job_id=job_id,
+        ttl_seconds=ttl_seconds,
+        expires_at=reservation_expiry(now, ttl_seconds),
+    )
 
 
 def capture(
     user_id: str, *, reservation_id: str, amount: int | None, description: str, key: str, request_id: str | None
-) -> Command:
-    key = client_key(key)
-    fp = fingerprint("capture", user_id=user_id, rid=reservation_id, amount=amount, d=description)
-
-    def act(account: CreditAccount, _seen: Seen) -> None:
-        account.capture(
-            reservation_id=reservation_id,
-            amount=amount,
-            description=description,
-            key=key,
-            fingerprint=fp,
-            cause_id=request_id,
-            correlation_id=request_id,
-        )
-
-    return Command(user_id, key, fp, act, create=False)
+) -> Capture:
+    asked = _asked(user_id, key, request_id)
+    return Capture(**asked, reservation_id=reservation_id, amount=amount, description=description)
 
 
-def release(user_id: str, *, reservation_id: str, reason: str, key: str, request_id: str | None) -> Command:
-    key = client_key(key)
-    fp = fingerprint("release", user_id=user_id, rid=reservation_id, reason=reason)
+def release(user_id: str, *, reservation_id: str, reason: str, key: str, request_id: str | None) -> Release:
+    return Release(**_asked(user_id, key, request_id), reservation_id=reservation_id, reason=reason)
 
-    def act(account: CreditAccount, _seen: Seen) -> None:
-        account.release(
-            reservation_id=reservation_id,
-            reason=reason,
-            key=key,
-            fingerprint=fp,
-            cause_id=request_id,
-            correlation_id=request_id,
-        )
 
-    return Command(user_id, key, fp, act, create=False)
+def expire(user_id: str, reservation_id: str, now: datetime) -> Expire:
+    """What a sweeper asks of a hold whose time is up; any number of sweepers ask under one key."""
+    return Expire(user_id=user_id, key=f"expire:{reservation_id}", reservation_id=reservation_id, now=now)

@@ -1,16 +1,20 @@
 """The credit account: the single source of truth for one user's balance.
 
-Pure domain: stdlib and eventsourcing.domain only. Every command carries an idempotency key, and
-every event it produces records that key. Which key produced which event is kept in a small
-`IdempotencyRecord` per key, saved in the same transaction as the account's event: the account's own
-state (and so its snapshots) stays the size of its open holds, however many commands it has seen.
+Pure domain: stdlib and eventsourcing only. Every change is an event; every command carries a
+`Stamp` (its idempotency key and fingerprint, and what caused it), and the event it produces records
+it. Which key produced which event is kept in a small `IdempotencyRecord` per key, saved in the same
+transaction as the account's event: the account's own state (and so its snapshots) stays the size of
+its open holds, however many commands it has seen. The rules for events that arrive out of order (a
+refund before its purchase, a job's end before its hold) live here too: the caller only says which of
+the sibling keys the account has already seen.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -24,12 +28,6 @@ class LedgerError(Exception):
 
 class InvalidCommandError(LedgerError):
     pass
-
-
-class InsufficientCreditsError(LedgerError):
-    def __init__(self, amount: int, balance: int, available: int) -> None:
-        super().__init__(f"{amount} credits asked, {available} available")
-        self.amount, self.balance, self.available = amount, balance, available
 
 
 class IdempotencyConflictError(LedgerError):
@@ -46,6 +44,34 @@ class ReservationNotFoundError(LedgerError):
 
 class AccountNotFoundError(LedgerError):
     pass
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Under which idempotency key a command runs, what it meant, and what caused it."""
+
+    key: str
+    fingerprint: str
+    cause_id: str | None = None
+    correlation_id: str | None = None
+
+    def recorded(self) -> dict[str, Any]:
+        """The stamp as every account event records it."""
+        return {
+            "idempotency_key": self.key,
+            "fingerprint": self.fingerprint,
+            "cause_id": self.cause_id,
+            "correlation_id": self.correlation_id,
+        }
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Credits set aside for a job until it is captured, released or expires."""
+
+    amount: int
+    job_id: str | None
+    expires_at: datetime
 
 
 class IdempotencyRecord(Aggregate):
@@ -70,6 +96,104 @@ class IdempotencyRecord(Aggregate):
 
 
 class CreditAccount(Aggregate):
+    # -- events (their names are their stored topics: never rename one) --------------------------
+
+    class Stamped(Aggregate.Event):
+        idempotency_key: str
+        fingerprint: str
+        cause_id: str | None
+        correlation_id: str | None
+
+    class BalanceChanged(Stamped):
+        entry_type: str
+        amount: int
+        balance_after: int
+        description: str
+        metadata: dict[str, Any]
+
+        def apply(self, aggregate: Aggregate) -> None:
+            _account(aggregate).balance = self.balance_after
+
+    class Granted(BalanceChanged):
+        pass
+
+    class Debited(BalanceChanged):
+        shortfall: int  # what a claw-back could not take
+
+    class DebitRejected(Stamped):
+        amount: int
+        balance_after: int
+        available: int
+        reason: str
+
+    class Reserved(Stamped):
+        reservation_id: str
+        amount: int
+        job_id: str | None
+        expires_at: str
+        balance_after: int
+        reserved_after: int
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            hold = Hold(self.amount, self.job_id, datetime.fromisoformat(self.expires_at))
+            account.reservations[self.reservation_id] = hold
+            account.reserved += self.amount
+
+    class ReservationRejected(Stamped):
+        reservation_id: str
+        amount: int
+        job_id: str | None
+        balance_after: int
+        available: int
+        reason: str
+
+    class HoldClosed(Stamped):
+        reservation_id: str
+        job_id: str | None
+        amount: int  # captured, or released
+        balance_after: int
+        reserved_after: int
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            account.reserved -= account.reservations.pop(self.reservation_id).amount
+            account.balance = self.balance_after
+
+    class Captured(HoldClosed):
+        released: int  # the rest of the hold, given back
+        description: str
+
+    class Released(HoldClosed):
+        reason: str
+
+    class Noted(Aggregate.Event):
+        """A command seen that deliberately changed nothing: its retry, and siblings asking, can tell."""
+
+        reason: str
+        idempotency_key: str
+        fingerprint: str
+        cause_id: str | None
+
+    class StatusChanged(Aggregate.Event):
+        active: ClassVar[bool]
+        at: str
+        idempotency_key: str
+        fingerprint: str
+        cause_id: str | None
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            account.active, account.status_at = self.active, self.at
+
+    class Deactivated(StatusChanged):
+        active = False
+
+    class Reactivated(StatusChanged):
+        active = True
+
+    # -- state ----------------------------------------------------------------------------------
+
     @staticmethod
     def create_id(user_id: str) -> uuid.UUID:
         return uuid.UUID(user_id)
@@ -80,8 +204,7 @@ class CreditAccount(Aggregate):
         self.balance = 0
         self.reserved = 0
         self.active = True
-        # reservation id -> [amount, job_id, expires_at iso]
-        self.reservations: dict[str, list[Any]] = {}
+        self.reservations: dict[str, Hold] = {}
         # When identity last changed the status: status events can arrive out of order.
         self.status_at: str | None = None
 
@@ -89,352 +212,242 @@ class CreditAccount(Aggregate):
     def available(self) -> int:
         return self.balance - self.reserved
 
-    # -- commands ---------------------------------------------------------------------------------
+    def reservation_for_job(self, job_id: str) -> str | None:
+        return next((rid for rid, hold in self.reservations.items() if hold.job_id == job_id), None)
 
-    def grant(self, *, entry_type: str, amount: int, key: str, fingerprint: str, **details: Any) -> None:
+    # -- credits in and out ---------------------------------------------------------------------
+
+    def grant(
+        self,
+        stamp: Stamp,
+        *,
+        entry_type: str,
+        amount: int,
+        description: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         if entry_type not in GRANT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a grant type")
         _positive(amount)
-        self._granted(
+        self.trigger_event(
+            self.Granted,
             entry_type=entry_type,
             amount=amount,
             balance_after=self.balance + amount,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-            **_details(details),
+            description=description,
+            metadata=dict(metadata or {}),
+            **stamp.recorded(),
         )
 
-    def debit(self, *, entry_type: str, amount: int, key: str, fingerprint: str, **details: Any) -> bool:
+    def debit(
+        self,
+        stamp: Stamp,
+        *,
+        entry_type: str,
+        amount: int,
+        description: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Debit whole or not at all; a refusal is recorded too, so its retry answers the same."""
         if entry_type not in DEBIT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a debit type")
         _positive(amount)
-        info = _details(details)
-        if not self.active:
-            raise AccountInactiveError("the account is deactivated")
+        self._must_be_active()
         if amount > self.available:
-            self._debit_rejected(
+            self.trigger_event(
+                self.DebitRejected,
                 amount=amount,
                 balance_after=self.balance,
                 available=self.available,
                 reason="insufficient credits",
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                cause_id=info["cause_id"],
-                correlation_id=info["correlation_id"],
+                **stamp.recorded(),
             )
-            return False
-        self._debited(
-            entry_type=entry_type,
-            amount=amount,
-            balance_after=self.balance - amount,
-            shortfall=0,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-            **info,
-        )
-        return True
+            return
+        self._debited(stamp, entry_type, amount, 0, description, dict(metadata or {}))
 
-    def claw_back(self, *, amount: int, key: str, fingerprint: str, **details: Any) -> None:
+    def claw_back(self, stamp: Stamp, *, amount: int, description: str, metadata: dict[str, Any]) -> None:
         """Take back refunded credits: as many as there are, recording what could not be taken."""
         _positive(amount)
         taken = min(amount, self.available)
-        self._debited(
-            entry_type="REFUND",
-            amount=taken,
-            balance_after=self.balance - taken,
-            shortfall=amount - taken,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-            **_details(details),
+        self._debited(stamp, "REFUND", taken, amount - taken, description, metadata)
+
+    def _debited(
+        self, stamp: Stamp, entry_type: str, amount: int, shortfall: int, description: str, metadata: dict[str, Any]
+    ) -> None:
+        self.trigger_event(
+            self.Debited,
+            entry_type=entry_type,
+            amount=amount,
+            balance_after=self.balance - amount,
+            shortfall=shortfall,
+            description=description,
+            metadata=metadata,
+            **stamp.recorded(),
         )
 
+    # -- holds ----------------------------------------------------------------------------------
+
     def reserve(
-        self,
-        *,
-        reservation_id: str,
-        amount: int,
-        job_id: str | None,
-        expires_at: datetime,
-        key: str,
-        fingerprint: str,
-        cause_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> bool:
+        self, stamp: Stamp, *, reservation_id: str, amount: int, job_id: str | None, expires_at: datetime
+    ) -> None:
         _positive(amount)
-        if not self.active:
-            raise AccountInactiveError("the account is deactivated")
+        self._must_be_active()
         if reservation_id in self.reservations:
             raise InvalidCommandError(f"reservation {reservation_id} exists")
-        common = {
-            "reservation_id": reservation_id,
-            "amount": amount,
-            "job_id": job_id,
-            "idempotency_key": key,
-            "fingerprint": fingerprint,
-            "cause_id": cause_id,
-            "correlation_id": correlation_id,
-        }
         if amount > self.available:
-            self._reservation_rejected(
-                balance_after=self.balance, available=self.available, reason="insufficient credits", **common
-            )
-            return False
-        self._reserved(
+            self._refuse_hold(stamp, reservation_id, amount, job_id, "insufficient credits")
+            return
+        self.trigger_event(
+            self.Reserved,
+            reservation_id=reservation_id,
+            amount=amount,
+            job_id=job_id,
             expires_at=expires_at.isoformat(),
             balance_after=self.balance,
             reserved_after=self.reserved + amount,
-            **common,
+            **stamp.recorded(),
         )
-        return True
 
-    def capture(
-        self,
-        *,
-        reservation_id: str,
-        amount: int | None,
-        description: str,
-        key: str,
-        fingerprint: str,
-        cause_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        held = self._held(reservation_id)
-        taken = held if amount is None else amount
-        if not 0 <= taken <= held:
-            raise InvalidCommandError(f"capture of {taken} from a hold of {held}")
-        self._captured(
+    def capture(self, stamp: Stamp, *, reservation_id: str, amount: int | None, description: str) -> None:
+        hold = self._hold(reservation_id)
+        taken = hold.amount if amount is None else amount
+        if not 0 <= taken <= hold.amount:
+            raise InvalidCommandError(f"capture of {taken} from a hold of {hold.amount}")
+        self.trigger_event(
+            self.Captured,
             reservation_id=reservation_id,
-            job_id=self.reservations[reservation_id][1],
+            job_id=hold.job_id,
             amount=taken,
-            released=held - taken,
+            released=hold.amount - taken,
             balance_after=self.balance - taken,
-            reserved_after=self.reserved - held,
+            reserved_after=self.reserved - hold.amount,
             description=description,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-            cause_id=cause_id,
-            correlation_id=correlation_id,
+            **stamp.recorded(),
         )
 
-    def release(
-        self,
-        *,
-        reservation_id: str,
-        reason: str,
-        key: str,
-        fingerprint: str,
-        cause_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        held = self._held(reservation_id)
-        self._released(
+    def release(self, stamp: Stamp, *, reservation_id: str, reason: str) -> None:
+        hold = self._hold(reservation_id)
+        self.trigger_event(
+            self.Released,
             reservation_id=reservation_id,
-            job_id=self.reservations[reservation_id][1],
-            amount=held,
+            job_id=hold.job_id,
+            amount=hold.amount,
             reason=reason,
             balance_after=self.balance,
-            reserved_after=self.reserved - held,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-            cause_id=cause_id,
-            correlation_id=correlation_id,
+            reserved_after=self.reserved - hold.amount,
+            **stamp.recorded(),
         )
 
-    def refuse_reservation(
-        self,
-        *,
-        reservation_id: str,
-        amount: int,
-        job_id: str | None,
-        reason: str,
-        key: str,
-        fingerprint: str,
-        cause_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        """Answer a hold request with a refusal that is not about credits (a deactivated account)."""
-        self._reservation_rejected(
+    def expire(self, stamp: Stamp, *, reservation_id: str, now: datetime) -> None:
+        """Release a hold whose time is up; one settled meanwhile is noted, one not yet due refused."""
+        hold = self.reservations.get(reservation_id)
+        if hold is None:
+            self.note(stamp, reason="hold settled before it expired")
+        elif hold.expires_at > now:
+            # Refused without an event, so the key stays free for when it does expire.
+            raise InvalidCommandError(f"reservation {reservation_id} has not expired")
+        else:
+            self.release(stamp, reservation_id=reservation_id, reason="expired")
+
+    def _refuse_hold(self, stamp: Stamp, reservation_id: str, amount: int, job_id: str | None, reason: str) -> None:
+        self.trigger_event(
+            self.ReservationRejected,
             reservation_id=reservation_id,
             amount=amount,
             job_id=job_id,
             balance_after=self.balance,
             available=self.available,
             reason=reason,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-            cause_id=cause_id,
-            correlation_id=correlation_id,
+            **stamp.recorded(),
         )
 
-    def note(self, *, reason: str, key: str, fingerprint: str, cause_id: str | None = None) -> None:
-        """Record that a command was seen and deliberately changed nothing, so its redelivery and
-        any later command that depends on it (a purchase after its own refund) can tell."""
-        self._noted(reason=reason, idempotency_key=key, fingerprint=fingerprint, cause_id=cause_id)
+    def _hold(self, reservation_id: str) -> Hold:
+        hold = self.reservations.get(reservation_id)
+        if hold is None:
+            raise ReservationNotFoundError(f"no open reservation {reservation_id}")
+        return hold
 
-    def set_active(self, *, active: bool, at: datetime, key: str, fingerprint: str, cause_id: str | None) -> None:
+    # -- what other services' events ask for, in whatever order they arrive ----------------------
+
+    def purchase(
+        self, stamp: Stamp, *, credits: int, refunded_first: bool, description: str, metadata: dict[str, Any]
+    ) -> None:
+        if refunded_first or credits == 0:
+            # Its refund came first and took nothing: granting now would give away refunded credits.
+            self.note(stamp, reason="purchase refunded before it was granted")
+        else:
+            self.grant(stamp, entry_type="PURCHASE", amount=credits, description=description, metadata=metadata)
+
+    def refund(
+        self, stamp: Stamp, *, credits: int, purchase_granted: bool, description: str, metadata: dict[str, Any]
+    ) -> None:
+        if not purchase_granted or credits == 0:
+            self.note(stamp, reason="refund before its purchase was granted")
+        else:
+            self.claw_back(stamp, amount=credits, description=description, metadata=metadata)
+
+    def hold_for_job(
+        self, stamp: Stamp, *, reservation_id: str, job_id: str, cost: int, expires_at: datetime, job_settled: bool
+    ) -> None:
+        if job_settled:
+            self.note(stamp, reason="job settled before its hold was asked")
+        elif not self.active:
+            self._refuse_hold(stamp, reservation_id, cost, job_id, "account deactivated")
+        else:
+            self.reserve(stamp, reservation_id=reservation_id, amount=cost, job_id=job_id, expires_at=expires_at)
+
+    def charge_job(self, stamp: Stamp, *, job_id: str, cost: int, operation: str) -> None:
+        description = f"{operation} ({job_id})"
+        rid = self.reservation_for_job(job_id)
+        if rid is not None:
+            taken = min(cost, self.reservations[rid].amount)
+            self.capture(stamp, reservation_id=rid, amount=taken, description=description)
+        elif cost > 0 and self.active:
+            # No hold (it expired, or the completion overtook the request): charge the work now, whole
+            # or refused; a refusal goes on the stream as ledger.debit.rejected for operators to see.
+            metadata = {"job_id": job_id, "operation": operation}
+            self.debit(stamp, entry_type="USAGE", amount=cost, description=description, metadata=metadata)
+        else:
+            self.note(stamp, reason="nothing to capture")
+
+    def end_job(self, stamp: Stamp, *, job_id: str, reason: str) -> None:
+        rid = self.reservation_for_job(job_id)
+        if rid is None:
+            self.note(stamp, reason="nothing held")
+        else:
+            self.release(stamp, reservation_id=rid, reason=reason)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def set_active(self, stamp: Stamp, *, active: bool, at: datetime) -> None:
         """Apply identity's status change unless a newer one was applied already."""
         if self.status_at is not None and at <= datetime.fromisoformat(self.status_at):
-            self.note(reason="stale status change", key=key, fingerprint=fingerprint, cause_id=cause_id)
+            self.note(stamp, reason="stale status change")
             return
-        change = self._activated if active else self._deactivated
-        change(at=at.isoformat(), idempotency_key=key, fingerprint=fingerprint, cause_id=cause_id)
+        change = self.Reactivated if active else self.Deactivated
+        self.trigger_event(
+            change, at=at.isoformat(), idempotency_key=stamp.key, fingerprint=stamp.fingerprint, cause_id=stamp.cause_id
+        )
 
-    def reservation_for_job(self, job_id: str) -> str | None:
-        return next((rid for rid, (_, job, _) in self.reservations.items() if job == job_id), None)
+    def note(self, stamp: Stamp, *, reason: str) -> None:
+        """Record that a command was seen and deliberately changed nothing."""
+        self.trigger_event(
+            self.Noted, reason=reason, idempotency_key=stamp.key, fingerprint=stamp.fingerprint, cause_id=stamp.cause_id
+        )
 
-    def expired_reservations(self, now: datetime) -> list[str]:
-        return [rid for rid, (_, _, expires) in self.reservations.items() if datetime.fromisoformat(expires) <= now]
+    def _must_be_active(self) -> None:
+        if not self.active:
+            raise AccountInactiveError("the account is deactivated")
 
-    def _held(self, reservation_id: str) -> int:
-        held = self.reservations.get(reservation_id)
-        if held is None:
-            raise ReservationNotFoundError(f"no open reservation {reservation_id}")
-        return int(held[0])
 
-    # -- events -----------------------------------------------------------------------------------
-
-    @event("Granted")
-    def _granted(
-        self,
-        entry_type: str,
-        amount: int,
-        balance_after: int,
-        description: str,
-        metadata: dict[str, Any],
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        self.balance = balance_after
-
-    @event("Debited")
-    def _debited(
-        self,
-        entry_type: str,
-        amount: int,
-        balance_after: int,
-        shortfall: int,
-        description: str,
-        metadata: dict[str, Any],
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        self.balance = balance_after
-
-    @event("DebitRejected")
-    def _debit_rejected(
-        self,
-        amount: int,
-        balance_after: int,
-        available: int,
-        reason: str,
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        pass  # the event itself is the record
-
-    @event("Reserved")
-    def _reserved(
-        self,
-        reservation_id: str,
-        amount: int,
-        job_id: str | None,
-        expires_at: str,
-        balance_after: int,
-        reserved_after: int,
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        self.reservations[reservation_id] = [amount, job_id, expires_at]
-        self.reserved += amount
-
-    @event("ReservationRejected")
-    def _reservation_rejected(
-        self,
-        reservation_id: str,
-        amount: int,
-        job_id: str | None,
-        balance_after: int,
-        available: int,
-        reason: str,
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        pass  # the event itself is the record
-
-    @event("Captured")
-    def _captured(
-        self,
-        reservation_id: str,
-        job_id: str | None,
-        amount: int,
-        released: int,
-        balance_after: int,
-        reserved_after: int,
-        description: str,
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        held = self.reservations.pop(reservation_id)
-        self.reserved -= int(held[0])
-        self.balance = balance_after
-
-    @event("Released")
-    def _released(
-        self,
-        reservation_id: str,
-        job_id: str | None,
-        amount: int,
-        reason: str,
-        balance_after: int,
-        reserved_after: int,
-        idempotency_key: str,
-        fingerprint: str,
-        cause_id: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        held = self.reservations.pop(reservation_id)
-        self.reserved -= int(held[0])
-
-    @event("Noted")
-    def _noted(self, reason: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
-        pass  # the event itself is the record
-
-    @event("Deactivated")
-    def _deactivated(self, at: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
-        self.active = False
-        self.status_at = at
-
-    @event("Reactivated")
-    def _activated(self, at: str, idempotency_key: str, fingerprint: str, cause_id: str | None) -> None:
-        self.active = True
-        self.status_at = at
+def _account(aggregate: Aggregate) -> CreditAccount:
+    assert isinstance(aggregate, CreditAccount)
+    return aggregate
 
 
 def _positive(amount: int) -> None:
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise InvalidCommandError("amount must be a positive integer")
-
-
-def _details(details: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "description": str(details.get("description", "")),
-        "metadata": dict(details.get("metadata") or {}),
-        "cause_id": details.get("cause_id"),
-        "correlation_id": details.get("correlation_id"),
-    }
 
 
 def reservation_expiry(now: datetime, ttl_seconds: int) -> datetime:

@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ledger import api, api_commands, handlers, store
-from services.ledger.dispatch import Dispatcher
-from services.ledger.relay import LedgerRelay
 from services.ledger.rpc import LedgerRpc
+from services.ledger.stream_relay import LedgerRelay
 from services.ledger.sweeper import Sweeper
+from services.ledger.unit_of_work import UnitOfWork
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -31,14 +31,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rt.closers.append(ledger.close)
             relay = LedgerRelay(ledger, rt.pool, rt.js)
             rt.start_relay("ledger-relay", relay)
-            dispatcher = Dispatcher(ledger, on_saved=relay.wake)
-            rt.spawn("ledger-dispatcher", dispatcher.run)
-            rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, dispatcher).run)
-            for subscription in handlers.subscriptions(dispatcher, settings.reservation_ttl_seconds):
+            unit = UnitOfWork(ledger, on_saved=relay.wake)
+            rt.spawn("ledger-unit", unit.run)
+            rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, unit).run)
+            for subscription in handlers.subscriptions(unit, settings.reservation_ttl_seconds):
                 rt.consume(subscription)
-            await LedgerRpc(ledger, dispatcher, settings.reservation_ttl_seconds).serve(rt.nc)
+            await LedgerRpc(ledger, unit, settings.reservation_ttl_seconds).serve(rt.nc)
             app.state.ledger = ledger
-            app.state.dispatcher = dispatcher
+            app.state.unit = unit
             app.state.relay = relay
             app.state.runtime = rt
             yield

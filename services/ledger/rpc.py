@@ -24,7 +24,7 @@ from services.ledger import commands
 from services.ledger.answers import Answer, answer, problem
 from services.ledger.api_commands import Body, CaptureIn, DebitIn, ReleaseIn, ReservationIn
 from services.ledger.application import Command, ConcurrencyError, Ledger
-from services.ledger.dispatch import Dispatcher
+from services.ledger.unit_of_work import UnitOfWork
 from shared.inputs import Token
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ class BalanceRequest(Body):
 
 
 class LedgerRpc:
-    def __init__(self, ledger: Ledger, dispatcher: Dispatcher, ttl_seconds: int) -> None:
+    def __init__(self, ledger: Ledger, unit: UnitOfWork, ttl_seconds: int) -> None:
         self._ledger = ledger
-        self._dispatcher = dispatcher
+        self._unit = unit
         self._ttl = ttl_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         self.operations: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[Answer]]]] = {
@@ -105,7 +105,7 @@ class LedgerRpc:
             return problem(500, "An unexpected error occurred.")
 
     async def _submit(self, command: Command) -> Answer:
-        return answer(await self._dispatcher.submit(command))
+        return answer(await self._unit.submit(command))
 
     async def debit(self, r: DebitRequest) -> Answer:
         return await self._submit(

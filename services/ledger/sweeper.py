@@ -1,9 +1,9 @@
 """Releases reservations whose TTL has passed.
 
 `open_reservations` is an index the sweeper keeps by following the event store's notification log
-(its position and its rows change in one transaction). Expiring a hold is an ordinary ledger command
-keyed `expire:<reservation>`, so when several ledger instances sweep at once, optimistic concurrency
-on the account lets exactly one release happen and the others find it already done.
+(its rows and its position change in one transaction). Expiring a hold is an ordinary ledger command
+(`Expire`, keyed `expire:<reservation>`), so when several ledger instances sweep at once, optimistic
+concurrency on the account lets exactly one release happen and the others find it already done.
 """
 
 from __future__ import annotations
@@ -13,65 +13,44 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
-from services.ledger.application import Command, Ledger, Seen
-from services.ledger.commands import fingerprint
-from services.ledger.dispatch import Dispatcher
+from services.ledger.application import Ledger
+from services.ledger.commands import expire
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
-from shared import db
+from services.ledger.log_follower import LogFollower
+from services.ledger.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-INDEX = "open-reservations"
-TOPICS = tuple(get_topic(getattr(CreditAccount, n)) for n in ("Reserved", "Captured", "Released"))
+__all__ = ["Sweeper", "expire"]
 
-
-def expire(user_id: str, reservation_id: str, now: datetime) -> Command:
-    key, fp = f"expire:{reservation_id}", fingerprint("expire", rid=reservation_id)
-
-    def act(account: CreditAccount, _seen: Seen) -> None:
-        held = account.reservations.get(reservation_id)
-        if held is None:
-            account.note(reason="hold settled before it expired", key=key, fingerprint=fp)
-        elif datetime.fromisoformat(held[2]) > now:
-            # Refused without an event, so the key stays free for when it does expire.
-            raise InvalidCommandError(f"reservation {reservation_id} has not expired")
-        else:
-            account.release(reservation_id=reservation_id, reason="expired", key=key, fingerprint=fp)
-
-    return Command(user_id, key, fp, act, create=False)
+TOPICS = tuple(get_topic(e) for e in (CreditAccount.Reserved, CreditAccount.Captured, CreditAccount.Released))
 
 
 class Sweeper:
-    def __init__(
-        self, ledger: Ledger, pool: AsyncConnectionPool, dispatcher: Dispatcher, interval: float = 2.0
-    ) -> None:
-        self._ledger = ledger
+    def __init__(self, ledger: Ledger, pool: AsyncConnectionPool, unit: UnitOfWork, interval: float = 2.0) -> None:
+        self._index = LogFollower(ledger, pool, "open-reservations", topics=TOPICS)
         self._pool = pool
-        self._dispatcher = dispatcher
+        self._unit = unit
         self._interval = interval
 
-    async def index_once(self, batch: int = 500) -> int:
-        async with self._pool.connection() as conn, conn.transaction():
-            if not await db.try_lock(conn, INDEX):
-                return 0
-            position = await store.load_position(conn, INDEX)
-            notifications = await asyncio.to_thread(
-                self._ledger.recorder.select_notifications, position + 1, batch, topics=TOPICS
-            )
-            for notification in notifications:
-                event = self._ledger.mapper.to_domain_event(notification)
-                if type(event).__name__ == "Reserved":
-                    expires_at = datetime.fromisoformat(event.expires_at)  # type: ignore[attr-defined]
-                    await store.hold_opened(conn, event.reservation_id, str(event.originator_id), expires_at)  # type: ignore[attr-defined]
-                else:
-                    await store.hold_closed(conn, event.reservation_id)  # type: ignore[attr-defined]
-            if notifications:
-                await store.save_position(conn, INDEX, notifications[-1].id)
-            return len(notifications)
+    async def index_once(self) -> int:
+        return await self._index.follow_once(self._indexed)
+
+    @staticmethod
+    async def _indexed(conn: AsyncConnection, _notification: Notification, event: DomainEvent) -> None:
+        match event:
+            case CreditAccount.Reserved():
+                expires_at = datetime.fromisoformat(event.expires_at)
+                await store.hold_opened(conn, event.reservation_id, str(event.originator_id), expires_at)
+            case CreditAccount.Captured() | CreditAccount.Released():
+                await store.hold_closed(conn, event.reservation_id)
 
     async def sweep_once(self, now: datetime | None = None, batch: int = 500) -> int:
         """Release what has expired by `now`; returns how many holds it released."""
@@ -80,7 +59,7 @@ class Sweeper:
         now = now or datetime.now(UTC)
         async with self._pool.connection() as conn:
             due = await store.expired_holds(conn, now, batch)
-        results = await asyncio.gather(*(self._dispatcher.submit(expire(u, r, now)) for u, r in due))
+        results = await asyncio.gather(*(self._unit.submit(expire(u, r, now)) for u, r in due))
         released = 0
         async with self._pool.connection() as conn:
             for (user_id, rid), result in zip(due, results, strict=True):
@@ -89,7 +68,7 @@ class Sweeper:
                     if not isinstance(result, InvalidCommandError):
                         await store.hold_closed(conn, rid)
                     continue
-                released += int(type(result.event).__name__ == "Released" and not result.replayed)
+                released += int(isinstance(result.event, CreditAccount.Released) and not result.replayed)
                 await store.hold_closed(conn, rid)
         return released
 

@@ -15,8 +15,8 @@ import httpx
 import psycopg
 
 from services.ledger import store
-from services.ledger.application import Command, Ledger
-from services.ledger.domain import CreditAccount
+from services.ledger.application import Ledger
+from services.ledger.commands import Debit
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
@@ -89,15 +89,12 @@ def test_a_stored_event_the_relay_cannot_publish_turns_the_ledger_not_ready(data
         user = str(uuid.uuid4())
         grant(cluster, user, 5)
 
-        def stored_long_ago(account: CreditAccount, _seen: object) -> None:
-            account.debit(entry_type="USAGE", amount=1, key="old", fingerprint="old", description="a \x00 b")
-
         ledger = Ledger(env=store.eventsourcing_env(cluster.database_url))
         try:
-            ledger.execute_batch([Command(user, "old", "old", stored_long_ago)])
+            ledger.execute_batch([Debit(user_id=user, key="old", entry_type="USAGE", amount=1, description="a \x00 b")])
         finally:
             ledger.close()
         wait_until(lambda: readiness(cluster.url())[0] == 503, timeout=30, what="the ledger to say it is not ready")
         detail = readiness(cluster.url())[1]
-        assert "LedgerRelay has failed for" in detail and "UnpublishableEventError: notification" in detail
+        assert "LedgerRelay has failed for" in detail and "NotificationError: notification" in detail
         assert "CreditAccount.Debited" in detail

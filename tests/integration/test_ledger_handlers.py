@@ -14,8 +14,8 @@ import pytest
 
 from services.ledger import store
 from services.ledger.application import Ledger
-from services.ledger.dispatch import Dispatcher
 from services.ledger.handlers import handle
+from services.ledger.unit_of_work import UnitOfWork
 from shared import db
 from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc
@@ -27,11 +27,11 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[tuple[Ledger, Dispatcher]]:
+async def ledger(database_url: str) -> AsyncIterator[tuple[Ledger, UnitOfWork]]:
     with fresh_database(database_url) as url:
         await db.migrate(url, store.SCHEMA, store.DDL)
         app = await asyncio.to_thread(store.open_ledger, url)
-        dispatcher = Dispatcher(app)
+        dispatcher = UnitOfWork(app)
         task = asyncio.create_task(dispatcher.run())
         try:
             yield app, dispatcher
@@ -81,7 +81,7 @@ def _events(user: str) -> dict[str, Envelope]:
     }
 
 
-async def _feed(dispatcher: Dispatcher, *envelopes: Envelope) -> None:
+async def _feed(dispatcher: UnitOfWork, *envelopes: Envelope) -> None:
     for envelope in envelopes:
         await handle(dispatcher, envelope, 900)
         await handle(dispatcher, envelope, 900)  # every event is delivered twice
@@ -94,7 +94,7 @@ def _effects(app: Ledger, user: str) -> list[tuple[str, Any, Any]]:
     return [(type(e).__name__, getattr(e, "amount", None), getattr(e, "idempotency_key", None)) for e in events]
 
 
-async def test_each_event_twice_and_out_of_order_applies_each_effect_once(ledger: tuple[Ledger, Dispatcher]) -> None:
+async def test_each_event_twice_and_out_of_order_applies_each_effect_once(ledger: tuple[Ledger, UnitOfWork]) -> None:
     app, dispatcher = ledger
     user = str(uuid.uuid4())
     e = _events(user)
@@ -127,7 +127,7 @@ async def test_each_event_twice_and_out_of_order_applies_each_effect_once(ledger
 
 
 async def test_a_refund_of_spent_credits_takes_what_is_left_and_records_the_shortfall(
-    ledger: tuple[Ledger, Dispatcher],
+    ledger: tuple[Ledger, UnitOfWork],
 ) -> None:
     app, dispatcher = ledger
     user = str(uuid.uuid4())
@@ -138,7 +138,7 @@ async def test_a_refund_of_spent_credits_takes_what_is_left_and_records_the_shor
 
 
 @pytest.mark.parametrize("seed", range(4))
-async def test_any_delivery_order_keeps_the_invariants(ledger: tuple[Ledger, Dispatcher], seed: int) -> None:
+async def test_any_delivery_order_keeps_the_invariants(ledger: tuple[Ledger, UnitOfWork], seed: int) -> None:
     app, dispatcher = ledger
     user = str(uuid.uuid4())
     deliveries = [*_events(user).values()] * 2

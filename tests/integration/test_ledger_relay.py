@@ -14,9 +14,10 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import handlers, store
-from services.ledger.application import Command, Ledger
-from services.ledger.domain import CreditAccount
-from services.ledger.relay import LedgerRelay
+from services.ledger.application import Ledger
+from services.ledger.commands import Debit
+from services.ledger.log_follower import NotificationError
+from services.ledger.stream_relay import LedgerRelay
 from shared.contracts import Envelope
 from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
@@ -43,7 +44,7 @@ def welcome_users(ledger: Ledger, n: int) -> list[str]:
     for user in users:
         body = UserRegistered(user_id=user, clerk_id=user, email="u@example.com", first_name=None, last_name=None,
                               avatar=None)  # fmt: skip
-        ledger.execute_batch([handlers.user_registered(Envelope.wrap(body, user_id=user), 900)])
+        ledger.execute_batch([handlers.to_command(Envelope.wrap(body, user_id=user), 900)])
     return users
 
 
@@ -76,7 +77,7 @@ async def test_a_relay_killed_mid_batch_and_restarted_publishes_each_event_exact
     users = welcome_users(ledger, 12)
 
     crashed = LedgerRelay(ledger, ledger_pool, FailingAfter(js, 5))  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError, match="relay process died"):
+    with pytest.raises(NotificationError, match="relay process died"):
         await crashed.relay_once()
     assert len(await stream_messages(js, "LEDGER")) == 5
 
@@ -160,10 +161,9 @@ async def test_a_relay_that_keeps_failing_on_one_event_raises_an_alarm_naming_it
     contract: the relay publishes what comes before it, never skips it, and says which one it is."""
     [user] = welcome_users(ledger, 1)
 
-    def act(account: CreditAccount, _seen: object) -> None:
-        account.debit(entry_type="USAGE", amount=1, key="old", fingerprint="old", description="stored \x00 long ago")
-
-    ledger.execute_batch([Command(user, "old", "old", act)])
+    ledger.execute_batch(
+        [Debit(user_id=user, key="old", entry_type="USAGE", amount=1, description="stored \x00 long ago")]
+    )
     relay = LedgerRelay(ledger, ledger_pool, js, stuck_after=0.3)
     task = asyncio.create_task(relay.run())
     try:
@@ -177,7 +177,7 @@ async def test_a_relay_that_keeps_failing_on_one_event_raises_an_alarm_naming_it
         await asyncio.gather(task, return_exceptions=True)
     problem = relay.problem()
     assert problem is not None and problem.startswith("LedgerRelay has failed for ")
-    assert "UnpublishableEventError: notification 4 (services.ledger.domain:CreditAccount.Debited)" in problem
+    assert "NotificationError: notification 4 (services.ledger.domain:CreditAccount.Debited)" in problem
     assert "should match pattern" in problem  # the contract refuses the NUL
     assert [Envelope.from_bytes(data).body().entry_type for _, data, _ in await stream_messages(js, "LEDGER")] == [
         "BONUS"

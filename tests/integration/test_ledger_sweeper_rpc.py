@@ -15,9 +15,9 @@ import pytest
 from services.ledger import commands, store
 from services.ledger.answers import answer
 from services.ledger.application import Ledger
-from services.ledger.dispatch import Dispatcher
 from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
+from services.ledger.unit_of_work import UnitOfWork
 from shared import db
 from shared.testing.servers import EmbeddedNats
 from tests.conftest import fresh_database
@@ -26,7 +26,7 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, Dispatcher, Sweeper]]]:
+async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, UnitOfWork, Sweeper]]]:
     """Two ledger applications (as two processes would have) sharing one database."""
     with fresh_database(database_url) as url:
         await db.migrate(url, store.SCHEMA, store.DDL)
@@ -34,7 +34,7 @@ async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, D
         instances, tasks = [], []
         for _ in range(2):
             app = await asyncio.to_thread(store.open_ledger, url)
-            dispatcher = Dispatcher(app)
+            dispatcher = UnitOfWork(app)
             tasks.append(asyncio.create_task(dispatcher.run()))
             instances.append((app, dispatcher, Sweeper(app, pool, dispatcher)))
         try:
@@ -49,7 +49,7 @@ async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, D
 
 
 async def test_two_sweepers_release_each_expired_hold_exactly_once(
-    two_instances: list[tuple[Ledger, Dispatcher, Sweeper]],
+    two_instances: list[tuple[Ledger, UnitOfWork, Sweeper]],
 ) -> None:
     (app, dispatcher, sweeper), (_, _, other) = two_instances
     user = str(uuid.uuid4())
@@ -72,7 +72,7 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
 
 
 async def test_request_reply_debits_with_the_same_idempotency_as_http(
-    two_instances: list[tuple[Ledger, Dispatcher, Sweeper]], tmp_path: Path
+    two_instances: list[tuple[Ledger, UnitOfWork, Sweeper]], tmp_path: Path
 ) -> None:
     server = EmbeddedNats(tmp_path / "nats").start()
     nc = await nats.connect(server.url)

@@ -10,8 +10,8 @@ from eventsourcing.domain import Snapshot
 
 from services.ledger import commands
 from services.ledger.answers import answer
-from services.ledger.application import Ledger
-from services.ledger.domain import AccountInactiveError, CreditAccount, InvalidCommandError
+from services.ledger.application import Ledger, Outcome
+from services.ledger.domain import AccountInactiveError, CreditAccount, Hold, InvalidCommandError, Stamp
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,13 +55,33 @@ def test_one_batch_applies_its_commands_in_order_and_a_repeated_key_once(ledger:
     assert ledger.account(user).balance == 1  # type: ignore[union-attr]
 
 
+def _run(ledger: Ledger, command: commands.Command) -> Outcome:
+    (result,) = ledger.execute_batch([command])
+    assert isinstance(result, Outcome), result
+    return result
+
+
+def _status(user: str, key: str, *, active: bool, at: datetime) -> commands.SetStatus:
+    return commands.SetStatus(user_id=user, key=key, active=active, at=at)
+
+
 def test_a_claw_back_never_goes_below_zero_and_records_the_shortfall(ledger: Ledger) -> None:
-    user = _funded(ledger, 50)
+    user = str(uuid.uuid4())
+    paid = {"user_id": user, "transaction_id": "t1", "credits": 50}
+    _run(ledger, commands.Purchase(key="payment:t1", package_id="basic", amount_cents=999, **paid))
     ledger.execute_batch([_debit(user, 45, "spend")])
-    event = ledger.execute(
-        user, "refund:t1", "f", lambda a, _: a.claw_back(amount=50, key="refund:t1", fingerprint="f", description="r")
-    ).event
-    assert (event.amount, event.shortfall, event.balance_after) == (5, 45, 0)  # type: ignore[attr-defined]
+    event = _run(ledger, commands.Refund(key="refund:t1", stripe_charge_id=None, **paid)).event
+    assert isinstance(event, CreditAccount.Debited)
+    assert (event.entry_type, event.amount, event.shortfall, event.balance_after) == ("REFUND", 5, 45, 0)
+    assert ledger.account(user).balance == 0  # type: ignore[union-attr]
+
+
+def test_a_refund_that_overtakes_its_purchase_leaves_the_purchase_ungranted(ledger: Ledger) -> None:
+    user = str(uuid.uuid4())
+    paid = {"user_id": user, "transaction_id": "t2", "credits": 50}
+    noted = _run(ledger, commands.Refund(key="refund:t2", stripe_charge_id=None, **paid)).event
+    late = _run(ledger, commands.Purchase(key="payment:t2", package_id=None, amount_cents=999, **paid)).event
+    assert isinstance(noted, CreditAccount.Noted) and isinstance(late, CreditAccount.Noted)
     assert ledger.account(user).balance == 0  # type: ignore[union-attr]
 
 
@@ -89,9 +109,7 @@ def test_a_partial_capture_releases_the_rest_of_the_hold(ledger: Ledger) -> None
 
 def test_a_deactivated_account_refuses_spending_but_still_takes_grants(ledger: Ledger) -> None:
     user = _funded(ledger, 10)
-    ledger.execute(
-        user, "s1", "s1", lambda a, _seen: a.set_active(active=False, at=T0, key="s1", fingerprint="s1", cause_id=None)
-    )
+    _run(ledger, _status(user, "s1", active=False, at=T0))
     (refused,) = ledger.execute_batch([_debit(user, 1, "d")])
     assert isinstance(refused, AccountInactiveError) and answer(refused).status == 403
     hold = commands.reserve(user, amount=1, job_id=None, ttl_seconds=5, now=T0, key="r", request_id=None)
@@ -99,30 +117,15 @@ def test_a_deactivated_account_refuses_spending_but_still_takes_grants(ledger: L
     grant = commands.grant(user, entry_type="BONUS", amount=1, description="", metadata={}, key="g", request_id=None)
     assert answer(ledger.execute_batch([grant])[0]).status == 201
     # The refusals left no trace, so the same keys work once the account is active again.
-    ledger.execute(
-        user,
-        "s2",
-        "s2",
-        lambda a, _seen: a.set_active(active=True, at=T0 + timedelta(1), key="s2", fingerprint="s2", cause_id=None),
-    )
+    _run(ledger, _status(user, "s2", active=True, at=T0 + timedelta(1)))
     assert answer(ledger.execute_batch([_debit(user, 1, "d")])[0]).status == 201
 
 
 def test_an_older_status_change_arriving_late_changes_nothing(ledger: Ledger) -> None:
     user = _funded(ledger, 1)
     later, earlier = T0 + timedelta(minutes=5), T0
-    ledger.execute(
-        user,
-        "new",
-        "new",
-        lambda a, _: a.set_active(active=False, at=later, key="new", fingerprint="new", cause_id=None),
-    )
-    ledger.execute(
-        user,
-        "old",
-        "old",
-        lambda a, _: a.set_active(active=True, at=earlier, key="old", fingerprint="old", cause_id=None),
-    )
+    _run(ledger, _status(user, "new", active=False, at=later))
+    _run(ledger, _status(user, "old", active=True, at=earlier))
     assert ledger.account(user).active is False  # type: ignore[union-attr]
 
 
@@ -130,7 +133,7 @@ def test_amounts_must_be_positive_integers() -> None:
     account = CreditAccount(user_id=str(uuid.uuid4()))
     for bad in (0, -1, True, 1.5):
         with pytest.raises(InvalidCommandError):
-            account.grant(entry_type="BONUS", amount=bad, key="k", fingerprint="f")  # type: ignore[arg-type]
+            account.grant(Stamp("k", "f"), entry_type="BONUS", amount=bad)  # type: ignore[arg-type]
 
 
 def test_a_long_account_loads_from_its_snapshot(ledger: Ledger) -> None:
@@ -157,3 +160,15 @@ def test_an_accounts_snapshot_does_not_grow_with_its_history(ledger: Ledger) -> 
     # ...and every one of those keys still answers a retry with its first outcome.
     again = answer(ledger.execute_batch([_debit(user, 1, "a3")])[0])
     assert again.replayed and again.status == 201 and ledger.account(user).balance == 10_000 - 1_010  # type: ignore[union-attr]
+
+
+def test_an_open_hold_survives_a_snapshot_as_a_hold(ledger: Ledger) -> None:
+    user = _funded(ledger, 10)
+    hold = commands.reserve(user, amount=4, job_id="j", ttl_seconds=60, now=T0, key="r", request_id=None)
+    rid = answer(ledger.execute_batch([hold])[0]).body["reservation_id"]
+    ledger.take_snapshot(uuid.UUID(user))
+    assert ledger.snapshots is not None
+    assert [s.originator_version for s in ledger.snapshots.get(uuid.UUID(user))] == [3]
+    account = ledger.account(user)
+    assert account is not None and account.reservations == {rid: Hold(4, "j", T0 + timedelta(seconds=60))}
+    assert (account.reserved, account.available) == (4, 6)

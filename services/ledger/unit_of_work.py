@@ -1,5 +1,5 @@
-"""One writer per ledger process: commands from HTTP, NATS and event handlers queue here and are
-saved in batches. While one batch is in the database the next one gathers, so the recorder's table
+"""The ledger's unit of work, one per process: commands from HTTP, NATS and event handlers queue here
+and are saved in batches. While one batch is in the database the next one gathers, so the recorder's table
 lock is taken once per batch instead of once per command, and commands on one account never race
 each other inside a process (only across processes, where optimistic concurrency settles it)."""
 
@@ -19,7 +19,7 @@ Pending = tuple[Command, asyncio.Future[Result]]
 MAX_BATCH = 256
 
 
-class Dispatcher:
+class UnitOfWork:
     def __init__(self, ledger: Ledger, on_saved: Callable[[], None] = lambda: None, max_batch: int = MAX_BATCH) -> None:
         self._ledger = ledger
         self._on_saved = on_saved
