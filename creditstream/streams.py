@@ -32,7 +32,8 @@ async def _collect() -> Snapshot:
             info = await js.stream_info(name)
             streams.append((name, info.state.messages, info.state.first_seq, info.state.last_seq))
             for c in await js.consumers_info(name):
-                consumers.append((name, c.name, c.delivered.stream_seq, c.num_pending or 0, c.num_ack_pending or 0))
+                delivered = c.delivered.stream_seq if c.delivered else 0
+                consumers.append((name, c.name, delivered, c.num_pending or 0, c.num_ack_pending or 0))
         return Snapshot(streams, consumers, await deadletters.counts(js))
     finally:
         await nc.drain()

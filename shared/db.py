@@ -31,7 +31,7 @@ async def migrate(database_url: str, schema: str, ddl: Sequence[str]) -> None:
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         for statement in ddl:
-            await conn.execute(statement)  # type: ignore[arg-type]  # DDL is static text
+            await conn.execute(statement)  # DDL is static text
 
 
 async def try_lock(conn: AsyncConnection, name: str) -> bool:

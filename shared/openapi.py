@@ -48,7 +48,7 @@ def documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
             route, path = context.original_route, str(context.path_format)
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = schema["paths"][path][method.lower()]
                 if route.body_field:
                     operation[LIMIT_KEY] = limit_of(route)

@@ -89,7 +89,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return Problem(exc.status_code, str(exc.detail), headers=exc.headers).response(request.url.path)
+        headers = dict(exc.headers) if exc.headers else None
+        return Problem(exc.status_code, str(exc.detail), headers=headers).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -49,8 +49,8 @@ async def bench(url: str, debits: int, accounts: int, concurrency: int) -> None:
     sequential = 300
     t = time.perf_counter()
     for i in range(sequential):
-        cmd = commands.debit(users[0], amount=1, description="", metadata={}, key=f"s{i}", request_id=None)
-        await dispatcher.submit(cmd)
+        spend = commands.debit(users[0], amount=1, description="", metadata={}, key=f"s{i}", request_id=None)
+        await dispatcher.submit(spend)
     one_by_one = sequential / (time.perf_counter() - t)
     print(f"{debits} debits over {accounts} accounts, {concurrency} in flight: {debits / elapsed:,.0f} debits/s")
     print(f"one at a time (no batching possible): {one_by_one:,.0f} debits/s")

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,9 +136,9 @@ def isolated_system(database_url: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On a failing end-to-end test, attach the tail of every service's log to the report."""
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     system = getattr(item, "funcargs", {}).get("system")
     if report.failed and isinstance(system, System):

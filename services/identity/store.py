@@ -105,7 +105,8 @@ async def claim_webhook(conn: AsyncConnection, svix_id: str, kind: str) -> bool:
 
 async def search(conn: AsyncConnection, text: str | None, after: tuple[datetime, str] | None, limit: int) -> list[User]:
     """Newest first; `text` matches email, first, last or full name, case-insensitively."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[object] = []
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         clauses.append(
@@ -119,7 +120,7 @@ async def search(conn: AsyncConnection, text: str | None, after: tuple[datetime,
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     async with conn.cursor(row_factory=class_row(User)) as cur:
         await cur.execute(
-            f"SELECT {_COLUMNS} FROM users {where} ORDER BY created_at DESC, id DESC LIMIT %s",  # type: ignore[arg-type]
+            f"SELECT {_COLUMNS} FROM users {where} ORDER BY created_at DESC, id DESC LIMIT %s",
             (*params, limit),
         )
         return await cur.fetchall()

@@ -8,11 +8,10 @@ command gets byte-for-byte the answer its first attempt got.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from eventsourcing.domain import DomainEvent
-
-from services.ledger.application import ConcurrencyError, Result
+from services.ledger.application import AnyEvent, ConcurrencyError, Result
 from services.ledger.domain import (
     AccountInactiveError,
     AccountNotFoundError,
@@ -33,7 +32,6 @@ ERROR_STATUS: dict[type[Exception], int] = {
     AccountNotFoundError: 404,
     ConcurrencyError: 503,
 }
-Entry = CreditAccount.Granted | CreditAccount.Debited | CreditAccount.Captured
 HoldEvent = CreditAccount.Reserved | CreditAccount.Captured | CreditAccount.Released
 
 
@@ -76,12 +74,12 @@ def answer(result: Result | Exception) -> Answer:
             return Answer(200, {"id": str(event_id(other)), "noted": type(other).__name__}, replayed)
 
 
-def event_id(event: DomainEvent) -> Any:
+def event_id(event: AnyEvent) -> Any:
     """The id the event also carries on the LEDGER stream."""
     return derive_id("ledger", event.originator_id, event.originator_version)
 
 
-def entry(event: Entry) -> dict[str, Any]:
+def entry(event: AnyEvent) -> dict[str, Any]:
     """A credit-log entry: positive amounts added credits, negative ones used them."""
     match event:
         case CreditAccount.Captured():
@@ -92,6 +90,8 @@ def entry(event: Entry) -> dict[str, Any]:
             kind, amount, metadata, shortfall = event.entry_type, event.amount, event.metadata, 0
         case CreditAccount.Debited():
             kind, amount, metadata, shortfall = event.entry_type, -event.amount, event.metadata, event.shortfall
+        case _:
+            raise TypeError(f"{type(event).__name__} is not a credit-log entry")
     return {
         "id": str(event_id(event)),
         "user_id": str(event.originator_id),
@@ -107,7 +107,7 @@ def entry(event: Entry) -> dict[str, Any]:
     }
 
 
-def is_entry(event: DomainEvent, types: set[str] | frozenset[str] = frozenset()) -> bool:
+def is_entry(event: AnyEvent, types: set[str] | frozenset[str] = frozenset()) -> bool:
     """Whether the event changed the balance (so belongs in the credit log), of one of `types`."""
     match event:
         case CreditAccount.Captured():
@@ -133,7 +133,7 @@ def hold(event: HoldEvent, **extra: Any) -> dict[str, Any]:
     }
 
 
-def to_contract(event: DomainEvent) -> EventData | None:
+def to_contract(event: AnyEvent) -> EventData | None:
     """The public contract of a stored account event, or None for one that stays inside the ledger."""
     match event:
         case CreditAccount.Granted():
@@ -147,7 +147,7 @@ def to_contract(event: DomainEvent) -> EventData | None:
             )  # fmt: skip
         case CreditAccount.Reserved():
             return contracts.CreditsReserved(
-                **_hold_fields(event), expires_at=event.expires_at, balance=event.balance_after,
+                **_hold_fields(event), expires_at=datetime.fromisoformat(event.expires_at), balance=event.balance_after,
                 reserved_after=event.reserved_after,
             )  # fmt: skip
         case CreditAccount.ReservationRejected():
@@ -168,9 +168,9 @@ def to_contract(event: DomainEvent) -> EventData | None:
             return None
 
 
-def to_envelope(event: DomainEvent) -> Envelope | None:
+def to_envelope(event: AnyEvent) -> Envelope | None:
     body = to_contract(event)
-    if body is None:
+    if body is None or not isinstance(event, CreditAccount.Stamped):
         return None
     stream_id = event_id(event)
     correlation_id = getattr(event, "correlation_id", None) or str(stream_id)

@@ -1,24 +1,41 @@
-"""Ledger's HTTP reads: balances and the authoritative history. Commands live in api_commands.py."""
+"""The ledger's HTTP API: balances and the authoritative history; the credit commands.
+
+Every command takes an Idempotency-Key: a retry gets the first answer (status and body, a 402
+included), the same key with a different request gets 409."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from services.ledger.answers import Answer, entry, is_entry
-from services.ledger.application import Ledger
+from services.ledger import commands
+from services.ledger.answers import Answer, answer, entry, is_entry
+from services.ledger.application import Command, ConcurrencyError, Ledger, Result
+from services.ledger.schemas import (
+    AccountPublic,
+    AdjustmentIn,
+    CanSpendPublic,
+    CaptureIn,
+    DebitIn,
+    EntriesPage,
+    EntryPublic,
+    GrantIn,
+    HoldPublic,
+    ReleaseIn,
+    ReservationIn,
+)
 from services.ledger.unit_of_work import UnitOfWork
-from shared.auth import CurrentPrincipal, ensure_may_act_for
+from shared.auth import CurrentPrincipal, Privileged, ensure_may_act_for
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec
-from shared.params import PageCursor
+from shared.params import IdempotencyKey, PageCursor, RequestId
 from shared.problems import MEDIA_TYPE, Problem, responses
 
 router = APIRouter(tags=["accounts"], route_class=GuardedRoute)
@@ -44,62 +61,8 @@ def respond(request: Request, answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
-class AccountPublic(BaseModel):
-    user_id: str
-    balance: int
-    reserved: int
-    available: int
-    active: bool
-
-
-class CanSpendPublic(BaseModel):
-    user_id: str
-    amount: int
-    balance: int
-    available: int
-    can_spend: bool
-
-
-class EntryPublic(BaseModel):
-    """One line of the credit log: a positive amount added credits, a negative one used them."""
-
-    id: str
-    user_id: str
-    version: int
-    type: EntryType
-    amount: int
-    balance_after: int
-    shortfall: int
-    description: str
-    metadata: dict[str, Any]
-    idempotency_key: str
-    created_at: datetime
-
-
-class HoldPublic(BaseModel):
-    """A hold on credits for a job, and what became of it."""
-
-    id: str
-    reservation_id: str
-    user_id: str
-    job_id: str | None
-    amount: int
-    balance: int
-    reserved: int
-    available: int
-    created_at: datetime
-    expires_at: datetime | None = None
-    captured: int | None = None
-    released: int | None = None
-    reason: str | None = None
-
-
-class EntriesPage(BaseModel):
-    user_id: str
-    entries: list[EntryPublic]
-    next_cursor: str | None
-
-
+# Any command may be refused for want of credits (402) or for a key reused with another request (409).
+REFUSALS = responses(402, 409)
 # The version below which the next page starts (the first event is version 1).
 ENTRIES_CURSOR: CursorCodec[int] = CursorCodec(Annotated[int, Field(ge=2, le=2**62)])
 
@@ -165,3 +128,143 @@ async def list_entries(
         entries=[EntryPublic.model_validate(entry(e)) for e in events],
         next_cursor=None if next_cursor is None else ENTRIES_CURSOR.encode(next_cursor),
     )
+
+
+async def _run(request: Request, unit: UnitOfWork, command: Command) -> JSONResponse:
+    try:
+        result: Result | Exception = await unit.submit(command)
+    except ConcurrencyError as error:
+        result = error
+    return respond(request, answer(result))
+
+
+@router.post("/api/accounts/{user_id}/debits", status_code=201, response_model=EntryPublic, responses=REFUSALS)
+async def debit(
+    user_id: uuid.UUID,
+    body: DebitIn,
+    principal: CurrentPrincipal,
+    d: UnitOfWorkDep,
+    request: Request,
+    key: IdempotencyKey,
+    request_id: RequestId,
+) -> JSONResponse:
+    ensure_may_act_for(principal, str(user_id))
+    cmd = commands.debit(str(user_id), **body.model_dump(), key=key, request_id=request_id, entry_type="USAGE")
+    return await _run(request, d, cmd)
+
+
+@router.post("/api/accounts/{user_id}/grants", status_code=201, response_model=EntryPublic, responses=REFUSALS)
+async def grant(
+    user_id: uuid.UUID,
+    body: GrantIn,
+    _: Privileged,
+    d: UnitOfWorkDep,
+    request: Request,
+    key: IdempotencyKey,
+    request_id: RequestId,
+) -> JSONResponse:
+    fields = body.model_dump()
+    cmd = commands.grant(str(user_id), entry_type=fields.pop("type"), **fields, key=key, request_id=request_id)
+    return await _run(request, d, cmd)
+
+
+@router.post("/api/accounts/{user_id}/reservations", status_code=201, response_model=HoldPublic, responses=REFUSALS)
+async def reserve(
+    user_id: uuid.UUID,
+    body: ReservationIn,
+    principal: CurrentPrincipal,
+    d: UnitOfWorkDep,
+    request: Request,
+    key: IdempotencyKey,
+    request_id: RequestId,
+) -> JSONResponse:
+    ensure_may_act_for(principal, str(user_id))
+    ttl = body.ttl_seconds or request.app.state.settings.reservation_ttl_seconds
+    cmd = commands.reserve(
+        str(user_id),
+        amount=body.amount,
+        job_id=body.job_id,
+        ttl_seconds=ttl,
+        now=datetime.now(UTC),
+        key=key,
+        request_id=request_id,
+    )
+    return await _run(request, d, cmd)
+
+
+@router.post(
+    "/api/accounts/{user_id}/reservations/{reservation_id}/capture", response_model=HoldPublic, responses=REFUSALS
+)
+async def capture(
+    user_id: uuid.UUID,
+    reservation_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    d: UnitOfWorkDep,
+    request: Request,
+    key: IdempotencyKey,
+    request_id: RequestId,
+    body: CaptureIn | None = None,
+) -> JSONResponse:
+    ensure_may_act_for(principal, str(user_id))
+    body = body or CaptureIn()
+    cmd = commands.capture(
+        str(user_id),
+        reservation_id=str(reservation_id),
+        amount=body.amount,
+        description=body.description,
+        key=key,
+        request_id=request_id,
+    )
+    return await _run(request, d, cmd)
+
+
+@router.post(
+    "/api/accounts/{user_id}/reservations/{reservation_id}/release", response_model=HoldPublic, responses=REFUSALS
+)
+async def release(
+    user_id: uuid.UUID,
+    reservation_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    d: UnitOfWorkDep,
+    request: Request,
+    key: IdempotencyKey,
+    request_id: RequestId,
+    body: ReleaseIn | None = None,
+) -> JSONResponse:
+    ensure_may_act_for(principal, str(user_id))
+    body = body or ReleaseIn()
+    cmd = commands.release(
+        str(user_id),
+        reservation_id=str(reservation_id),
+        reason=body.reason,
+        key=key,
+        request_id=request_id,
+    )
+    return await _run(request, d, cmd)
+
+
+@router.post(
+    "/api/admin/accounts/{user_id}/adjustments",
+    status_code=201,
+    tags=["admin"],
+    response_model=EntryPublic,
+    responses=REFUSALS,
+)
+async def adjust(
+    user_id: uuid.UUID,
+    body: AdjustmentIn,
+    admin: Privileged,
+    d: UnitOfWorkDep,
+    request: Request,
+    key: IdempotencyKey,
+    request_id: RequestId,
+) -> JSONResponse:
+    cmd = commands.adjust(
+        str(user_id),
+        amount=body.amount,
+        reason=body.reason,
+        admin_id=admin.user_id,
+        key=key,
+        request_id=request_id,
+    )
+    return await _run(request, d, cmd)

@@ -16,15 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEvent
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
 from services.ledger.commands import COMMAND_HANDLERS, Command
 from services.ledger.domain import AccountNotFoundError, CreditAccount, Hold, IdempotencyRecord, LedgerError
 
 MAX_ATTEMPTS = 20
+# Any stored event of the ledger's, as eventsourcing gives it back.
+AnyEvent = DomainEventProtocol[uuid.UUID]
 
-__all__ = ["Command", "ConcurrencyError", "Ledger", "Outcome", "Result"]
+__all__ = ["AnyEvent", "Command", "ConcurrencyError", "Ledger", "Outcome", "Result"]
 
 
 class ConcurrencyError(Exception):
@@ -34,7 +36,7 @@ class ConcurrencyError(Exception):
 @dataclass(frozen=True)
 class Outcome:
     account: CreditAccount
-    event: DomainEvent
+    event: AnyEvent
     replayed: bool
 
 
@@ -64,19 +66,19 @@ class Ledger(Application):
 
     def account(self, user_id: str) -> CreditAccount | None:
         try:
-            return self.repository.get(uuid.UUID(user_id))  # type: ignore[return-value]
+            return self.repository.get(uuid.UUID(user_id))
         except AggregateNotFoundError:
             return None
 
     def history(
         self, user_id: str, *, before: int | None, limit: int, keep: Callable[[Any], bool], scan: int = 5000
-    ) -> tuple[list[DomainEvent], int | None]:
+    ) -> tuple[list[AnyEvent], int | None]:
         """Newest-first events that `keep` accepts, below version `before`, read from the event store.
 
         Returns the page and the cursor for the next one (None at the first event). A page stops
         after scanning `scan` events, so a rare filter costs bounded work per request.
         """
-        found: list[DomainEvent] = []
+        found: list[AnyEvent] = []
         cursor = before
         scanned = 0
         while len(found) < limit and scanned < scan and (cursor is None or cursor > 1):
@@ -124,10 +126,10 @@ class Ledger(Application):
         if not stored:
             return None
         created = self.mapper.to_domain_event(stored[0])
-        return created.mutate(None)  # type: ignore[return-value,attr-defined]
+        return created.mutate(None)  # type: ignore[attr-defined]  # a record's created event
 
     def _result(
-        self, mark: tuple[CreditAccount, int, bool] | LedgerError, saved: dict[tuple[uuid.UUID, int], DomainEvent]
+        self, mark: tuple[CreditAccount, int, bool] | LedgerError, saved: dict[tuple[uuid.UUID, int], AnyEvent]
     ) -> Result:
         if isinstance(mark, LedgerError):
             return mark
@@ -135,7 +137,7 @@ class Ledger(Application):
         event = saved.get((account.id, version)) or self._event_at(account.id, version)
         return Outcome(account, event, replayed)
 
-    def _event_at(self, account_id: uuid.UUID, version: int) -> DomainEvent:
+    def _event_at(self, account_id: uuid.UUID, version: int) -> AnyEvent:
         return next(iter(self.repository.event_store.get(account_id, gt=version - 1, lte=version)))
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Notification
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
-from services.ledger.application import Ledger
+from services.ledger.application import AnyEvent, Ledger
 from shared import db
 
-Apply = Callable[[AsyncConnection, Notification, DomainEvent], Awaitable[None]]
+Apply = Callable[[AsyncConnection, Notification, AnyEvent], Awaitable[None]]
 Floor = Callable[[], Awaitable[int]]
 
 
@@ -48,7 +47,7 @@ class LogFollower:
             position = await store.load_position(conn, self.name)
             if floor is not None:
                 position = max(position, await floor())
-            notifications: list[Notification] = await asyncio.to_thread(
+            notifications: Sequence[Notification] = await asyncio.to_thread(
                 self._ledger.recorder.select_notifications, position + 1, self._batch, topics=self._topics
             )
             for notification in notifications:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.ledger import api, api_commands, handlers, store
+from services.ledger import api, handlers, store
 from services.ledger.rpc import LedgerRpc
 from services.ledger.stream_relay import LedgerRelay
 from services.ledger.sweeper import Sweeper
@@ -21,7 +21,7 @@ SERVICE = store.SCHEMA
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]  # read from the environment
+    settings = settings or Settings()  # read from the environment
     telemetry.setup(SERVICE)
 
     @asynccontextmanager
@@ -43,4 +43,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
             yield
 
-    return create_service_app(SERVICE, settings, lifespan, [api.router, api_commands.router])
+    return create_service_app(SERVICE, settings, lifespan, [api.router])

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from services.ledger import commands
 from services.ledger.answers import Answer, answer, problem
-from services.ledger.api_commands import Body, CaptureIn, DebitIn, ReleaseIn, ReservationIn
 from services.ledger.application import Command, ConcurrencyError, Ledger
+from services.ledger.schemas import Body, CaptureIn, DebitIn, ReleaseIn, ReservationIn
 from services.ledger.unit_of_work import UnitOfWork
 from shared.inputs import Token
 

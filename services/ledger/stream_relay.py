@@ -8,7 +8,6 @@ already on the stream, so even a relay that was down longer than the window publ
 
 from __future__ import annotations
 
-from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Notification
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -16,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger.answers import to_envelope
-from services.ledger.application import Ledger
+from services.ledger.application import AnyEvent, Ledger
 from services.ledger.log_follower import LogFollower
 from shared.bus import publish
 from shared.relay import STUCK_AFTER_SECONDS, Relay
@@ -41,7 +40,7 @@ class LedgerRelay(Relay):
         """Publish the next batch; returns how many notifications it moved past."""
         return await self._follower.follow_once(self._publish, floor=self._last_on_stream)
 
-    async def _publish(self, _conn: AsyncConnection, notification: Notification, event: DomainEvent) -> None:
+    async def _publish(self, _conn: AsyncConnection, notification: Notification, event: AnyEvent) -> None:
         envelope = to_envelope(event)
         if envelope is None:
             return

@@ -13,14 +13,13 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
-from services.ledger.application import Ledger
+from services.ledger.application import AnyEvent, Ledger
 from services.ledger.commands import expire
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
 from services.ledger.log_follower import LogFollower
@@ -44,7 +43,7 @@ class Sweeper:
         return await self._index.follow_once(self._indexed)
 
     @staticmethod
-    async def _indexed(conn: AsyncConnection, _notification: Notification, event: DomainEvent) -> None:
+    async def _indexed(conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:
         match event:
             case CreditAccount.Reserved():
                 expires_at = datetime.fromisoformat(event.expires_at)

@@ -16,7 +16,7 @@ SERVICE = "payments"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]  # read from the environment
+    settings = settings or Settings()  # read from the environment
     telemetry.setup(SERVICE)
 
     @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -26,7 +27,7 @@ class EventData(BaseModel):
 
     type: ClassVar[str]
     schema_version: ClassVar[int] = 1
-    registry: ClassVar[dict[str, type[EventData]]] = {}
+    registry: ClassVar[dict[str, builtins.type[EventData]]] = {}  # builtins: `type` is a field here
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -76,17 +76,17 @@ class EmbeddedNats:
             f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n  sync_interval: always\n}}\n'
         )
         binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [binary, "-c", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=self.new_session,
         )
         # Read its log as it comes: an unread pipe fills up over a long run and then blocks nats-server.
-        drain = threading.Thread(target=self._drain, args=(self.process,), daemon=True, name="log-nats")
+        drain = threading.Thread(target=self._drain, args=(process,), daemon=True, name="log-nats")
         drain.start()
-        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, timeout=15, what="nats-server")
-        if self.process.poll() is not None:
+        wait_until(lambda: port_open(self.port) or process.poll() is not None, timeout=15, what="nats-server")
+        if process.poll() is not None:
             drain.join(5)
             raise RuntimeError("nats-server exited: " + "\n".join(self.log))
         return self
@@ -231,7 +231,7 @@ def service_env(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def started(*processes: ServiceProcess, timeout: float = 90):  # type: ignore[no-untyped-def]
+def started(*processes: ServiceProcess, timeout: float = 90) -> Iterator[tuple[ServiceProcess, ...]]:
     try:
         for p in processes:
             p.start()

@@ -4,6 +4,7 @@ refuses them within seconds (debits included); reactivate and they are let back 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 
@@ -14,10 +15,10 @@ from tests.e2e.auth_support import admin_token, bearer, outbox_events, signed_in
 REFUSAL_DEADLINE = 20  # seconds; the promise is "a few", the machine is shared
 
 
-def admin(system: System, method: str, path: str, token: str, **kwargs: object) -> httpx.Response:
+def admin(system: System, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
     return httpx.request(
         method, f"{system.url('identity')}/api/admin/users{path}", headers=bearer(token), timeout=30, **kwargs
-    )  # type: ignore[arg-type]
+    )
 
 
 def debit(system: System, token: str, user_id: str) -> httpx.Response:

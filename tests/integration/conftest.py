@@ -45,10 +45,10 @@ async def js(nc: Client) -> JetStreamContext:
 async def stream_messages(js: JetStreamContext, stream: str) -> list[tuple[str, bytes, dict[str, str]]]:
     """Every message on `stream`, in order: (subject, data, headers)."""
     info = await js.stream_info(stream)
-    out = []
+    out: list[tuple[str, bytes, dict[str, str]]] = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
         msg = await js.get_msg(stream, seq=seq)
-        out.append((msg.subject, msg.data or b"", dict(msg.headers or {})))
+        out.append((msg.subject or "", msg.data or b"", dict(msg.headers or {})))
     return out
 
 

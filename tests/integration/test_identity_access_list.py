@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 
 from shared import bus, db
 from shared.access import ACCESS_DDL, AccessList
 from shared.bus import Consumer
 from shared.contracts import Envelope
 from shared.contracts.identity import UserDeactivated, UserReactivated
-from shared.testing.servers import EmbeddedNats
-
-
-async def eventually(condition, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+from shared.testing.servers import EmbeddedNats, eventually
 
 
 async def test_the_list_follows_deactivation_and_reactivation_and_ignores_stale_redelivery(
@@ -35,11 +29,11 @@ async def test_the_list_follows_deactivation_and_reactivation_and_ignores_stale_
         assert not await access.is_deactivated(user)
         off = Envelope.wrap(UserDeactivated(user_id=user, reason="test"), user_id=user)
         ack = await bus.publish(js, off.type, off.to_bytes(), msg_id=str(off.id))
-        await eventually(lambda: access.is_deactivated(user))
+        await eventually(lambda: access.is_deactivated(user), within=20, what="refused")
 
         on = Envelope.wrap(UserReactivated(user_id=user), user_id=user)
         await bus.publish(js, on.type, on.to_bytes(), msg_id=str(on.id))
-        await eventually(lambda: _negated(access.is_deactivated(user)))
+        await eventually(lambda: _negated(access.is_deactivated(user)), within=20, what="let back in")
 
         # The old deactivation delivered again (a replay, a redelivery) must not lock the user out.
         await access.apply(off, ack.seq)
@@ -51,5 +45,5 @@ async def test_the_list_follows_deactivation_and_reactivation_and_ignores_stale_
         await pool.close()
 
 
-async def _negated(check) -> bool:  # type: ignore[no-untyped-def]
+async def _negated(check: Awaitable[bool]) -> bool:
     return not await check

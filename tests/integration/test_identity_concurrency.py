@@ -15,9 +15,11 @@ from services.identity.domain import Profile
 from shared import db
 from shared.outbox import OUTBOX_DDL, OutboxRelay
 
+IdentityAndPool = tuple[Identity, AsyncConnectionPool]
+
 
 @pytest.fixture
-async def identity(database_url: str, schema: str) -> AsyncIterator[tuple[Identity, AsyncConnectionPool]]:
+async def identity(database_url: str, schema: str) -> AsyncIterator[IdentityAndPool]:
     await db.migrate(database_url, schema, (*OUTBOX_DDL, *store.DDL))
     pool = await db.open_pool(database_url, schema, max_size=20)
     # The relay is only woken here, never run: these tests read the outbox itself.
@@ -31,7 +33,7 @@ async def outbox_subjects(pool: AsyncConnectionPool) -> list[str]:
         return [row[0] for row in await cursor.fetchall()]
 
 
-async def test_twenty_concurrent_first_syncs_create_one_user_and_one_event(identity) -> None:  # type: ignore[no-untyped-def]
+async def test_twenty_concurrent_first_syncs_create_one_user_and_one_event(identity: IdentityAndPool) -> None:
     app, pool = identity
     profile = Profile(clerk_id="user_race", email="race@example.com")
     results = await asyncio.gather(*(app.sync_user(profile) for _ in range(20)))
@@ -40,7 +42,7 @@ async def test_twenty_concurrent_first_syncs_create_one_user_and_one_event(ident
     assert await outbox_subjects(pool) == ["identity.user.registered"]
 
 
-async def test_concurrent_deactivations_write_one_event(identity) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_deactivations_write_one_event(identity: IdentityAndPool) -> None:
     app, pool = identity
     user = (await app.sync_user(Profile(clerk_id="user_off", email="off@example.com"))).user
     changes = await asyncio.gather(*(app.set_active(user.id, False, reason="test") for _ in range(10)))
@@ -49,7 +51,7 @@ async def test_concurrent_deactivations_write_one_event(identity) -> None:  # ty
     assert await outbox_subjects(pool) == ["identity.user.registered", "identity.user.deactivated"]
 
 
-async def test_a_webhook_delivered_concurrently_is_applied_once(identity) -> None:  # type: ignore[no-untyped-def]
+async def test_a_webhook_delivered_concurrently_is_applied_once(identity: IdentityAndPool) -> None:
     app, pool = identity
     event = ClerkEvent("user.created", "user_hook", Profile(clerk_id="user_hook", email="hook@example.com"))
     applied = await asyncio.gather(*(app.apply_clerk_event("msg_same", event) for _ in range(8)))
@@ -57,7 +59,9 @@ async def test_a_webhook_delivered_concurrently_is_applied_once(identity) -> Non
     assert await outbox_subjects(pool) == ["identity.user.registered"]
 
 
-async def test_an_update_for_an_unknown_user_creates_it_and_a_no_op_update_publishes_nothing(identity) -> None:  # type: ignore[no-untyped-def]
+async def test_an_update_for_an_unknown_user_creates_it_and_a_no_op_update_publishes_nothing(
+    identity: IdentityAndPool,
+) -> None:
     app, pool = identity
     profile = Profile(clerk_id="user_late", email="late@example.com", first_name="Late")
     assert await app.apply_clerk_event("msg_1", ClerkEvent("user.updated", "user_late", profile))

@@ -118,7 +118,7 @@ def stream_messages(nats_url: str, stream: str = "LEDGER") -> list[tuple[Envelop
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 with contextlib.suppress(nats.js.errors.NotFoundError):
                     msg = await js.get_msg(stream, seq=seq)
-                    found.append((Envelope.from_bytes(msg.data), dict(msg.headers or {})))
+                    found.append((Envelope.from_bytes(msg.data or b""), dict(msg.headers or {})))
             return found
         finally:
             await nc.close()

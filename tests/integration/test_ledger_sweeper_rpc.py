@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from services.ledger import commands, store
 from services.ledger.answers import answer
 from services.ledger.application import Ledger
+from services.ledger.domain import CreditAccount
 from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
@@ -66,9 +68,10 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
     account = app.account(user)
     assert account is not None
     assert (account.balance, account.reserved, account.available) == (20, 2, 18)
-    released = [e for e in app.repository.event_store.get(uuid.UUID(user)) if type(e).__name__ == "Released"]
-    assert sorted(e.job_id for e in released) == ["j0", "j1", "j2"]  # type: ignore[attr-defined]
-    assert all(e.reason == "expired" for e in released)  # type: ignore[attr-defined]
+    events = app.repository.event_store.get(uuid.UUID(user))
+    released = [e for e in events if isinstance(e, CreditAccount.Released)]
+    assert sorted(e.job_id or "" for e in released) == ["j0", "j1", "j2"]
+    assert all(e.reason == "expired" for e in released)
 
 
 async def test_request_reply_debits_with_the_same_idempotency_as_http(
@@ -91,7 +94,7 @@ async def test_request_reply_debits_with_the_same_idempotency_as_http(
         )
         answers = await asyncio.gather(*(call("debit", user_id=user, amount=2, key=f"k{i % 3}") for i in range(9)))
         assert sorted(a["status"] for a in answers) == [201] * 6 + [402] * 3
-        by_key = {}
+        by_key: dict[int, dict[str, Any]] = {}
         for i, a in enumerate(answers):
             assert by_key.setdefault(i % 3, a) == a, "every retry of a key got its first answer"
         assert (await call("debit", user_id=user, amount=3, key="k0"))["status"] == 409

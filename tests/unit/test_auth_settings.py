@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
 from shared.settings import Settings
 
-BASE = {"database_url": "postgresql:///x", "nats_url": "nats://127.0.0.1:4222"}
+BASE: dict[str, Any] = {"database_url": "postgresql:///x", "nats_url": "nats://127.0.0.1:4222"}
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +21,7 @@ def _no_auth_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auth_mode_has_no_default() -> None:
     with pytest.raises(ValidationError, match="auth_mode"):
-        Settings(**BASE)  # type: ignore[call-arg]
+        Settings(**BASE)
 
 
 def test_clerk_mode_needs_a_jwks_url_and_authorized_parties() -> None:

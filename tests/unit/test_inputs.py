@@ -38,7 +38,7 @@ def nested(depth: int) -> dict[str, Any]:
     value: Any = 1
     for _ in range(depth):
         value = {"a": value}
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from eventsourcing.domain import Snapshot
@@ -19,6 +20,12 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def ledger() -> Ledger:
     return Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+def state(ledger: Ledger, user: str) -> CreditAccount:
+    account = ledger.account(user)
+    assert account is not None
+    return account
 
 
 def _funded(ledger: Ledger, amount: int) -> str:
@@ -42,7 +49,7 @@ def test_a_debit_that_would_overdraw_is_refused_whole_and_its_retry_is_refused_t
     ledger.execute_batch([_debit(user, 5, "b")])
     again = answer(ledger.execute_batch([_debit(user, 6, "a")])[0])
     assert (again.status, again.body, again.replayed) == (402, first.body, True)
-    assert ledger.account(user).balance == 0  # type: ignore[union-attr]
+    assert state(ledger, user).balance == 0
 
 
 def test_one_batch_applies_its_commands_in_order_and_a_repeated_key_once(ledger: Ledger) -> None:
@@ -52,7 +59,7 @@ def test_one_batch_applies_its_commands_in_order_and_a_repeated_key_once(ledger:
     ]
     assert [r.status for r in results] == [201, 201, 402]
     assert results[0].body == results[1].body and results[1].replayed
-    assert ledger.account(user).balance == 1  # type: ignore[union-attr]
+    assert state(ledger, user).balance == 1
 
 
 def _run(ledger: Ledger, command: commands.Command) -> Outcome:
@@ -67,22 +74,22 @@ def _status(user: str, key: str, *, active: bool, at: datetime) -> commands.SetS
 
 def test_a_claw_back_never_goes_below_zero_and_records_the_shortfall(ledger: Ledger) -> None:
     user = str(uuid.uuid4())
-    paid = {"user_id": user, "transaction_id": "t1", "credits": 50}
+    paid: dict[str, Any] = {"user_id": user, "transaction_id": "t1", "credits": 50}
     _run(ledger, commands.Purchase(key="payment:t1", package_id="basic", amount_cents=999, **paid))
     ledger.execute_batch([_debit(user, 45, "spend")])
     event = _run(ledger, commands.Refund(key="refund:t1", stripe_charge_id=None, **paid)).event
     assert isinstance(event, CreditAccount.Debited)
     assert (event.entry_type, event.amount, event.shortfall, event.balance_after) == ("REFUND", 5, 45, 0)
-    assert ledger.account(user).balance == 0  # type: ignore[union-attr]
+    assert state(ledger, user).balance == 0
 
 
 def test_a_refund_that_overtakes_its_purchase_leaves_the_purchase_ungranted(ledger: Ledger) -> None:
     user = str(uuid.uuid4())
-    paid = {"user_id": user, "transaction_id": "t2", "credits": 50}
+    paid: dict[str, Any] = {"user_id": user, "transaction_id": "t2", "credits": 50}
     noted = _run(ledger, commands.Refund(key="refund:t2", stripe_charge_id=None, **paid)).event
     late = _run(ledger, commands.Purchase(key="payment:t2", package_id=None, amount_cents=999, **paid)).event
     assert isinstance(noted, CreditAccount.Noted) and isinstance(late, CreditAccount.Noted)
-    assert ledger.account(user).balance == 0  # type: ignore[union-attr]
+    assert state(ledger, user).balance == 0
 
 
 def test_a_partial_capture_releases_the_rest_of_the_hold(ledger: Ledger) -> None:
@@ -126,7 +133,7 @@ def test_an_older_status_change_arriving_late_changes_nothing(ledger: Ledger) ->
     later, earlier = T0 + timedelta(minutes=5), T0
     _run(ledger, _status(user, "new", active=False, at=later))
     _run(ledger, _status(user, "old", active=True, at=earlier))
-    assert ledger.account(user).active is False  # type: ignore[union-attr]
+    assert state(ledger, user).active is False
 
 
 def test_amounts_must_be_positive_integers() -> None:
@@ -143,13 +150,13 @@ def test_a_long_account_loads_from_its_snapshot(ledger: Ledger) -> None:
     assert ledger.snapshots is not None
     snapshots = list(ledger.snapshots.get(uuid.UUID(user), desc=True, limit=1))
     assert snapshots and snapshots[0].originator_version == 1000
-    assert ledger.account(user).balance == 9000  # type: ignore[union-attr]
+    assert state(ledger, user).balance == 9000
 
 
 def test_an_accounts_snapshot_does_not_grow_with_its_history(ledger: Ledger) -> None:
     user = _funded(ledger, 10_000)
     ledger.execute_batch([_debit(user, 1, f"a{i}") for i in range(10)])
-    small = len(ledger.mapper.to_stored_event(Snapshot.take(ledger.account(user))).state)  # type: ignore[arg-type]
+    small = len(ledger.mapper.to_stored_event(Snapshot.take(state(ledger, user))).state)
     for batch in range(10):
         ledger.execute_batch([_debit(user, 1, f"b{batch}-{i}") for i in range(100)])
     account = ledger.account(user)
@@ -159,7 +166,7 @@ def test_an_accounts_snapshot_does_not_grow_with_its_history(ledger: Ledger) -> 
     assert large <= small + 8
     # ...and every one of those keys still answers a retry with its first outcome.
     again = answer(ledger.execute_batch([_debit(user, 1, "a3")])[0])
-    assert again.replayed and again.status == 201 and ledger.account(user).balance == 10_000 - 1_010  # type: ignore[union-attr]
+    assert again.replayed and again.status == 201 and state(ledger, user).balance == 10_000 - 1_010
 
 
 def test_an_open_hold_survives_a_snapshot_as_a_hold(ledger: Ledger) -> None:

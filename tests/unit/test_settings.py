@@ -15,7 +15,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
         monkeypatch.delenv(key, raising=False)
     for key, value in {**BASE, **env}.items():
         monkeypatch.setenv(key, value)
-    return Settings()  # type: ignore[call-arg]
+    return Settings()
 
 
 def test_a_config_without_auth_mode_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
