@@ -60,6 +60,11 @@ def inject_context(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span, for work that is stored now and published later."""
+    return inject_context({}).get("traceparent")
+
+
 @contextmanager
 def consumer_span(consumer: str, subject: str, headers: dict[str, str]) -> Iterator[trace.Span]:
     ctx = propagate.extract(headers)

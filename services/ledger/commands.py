@@ -21,11 +21,12 @@ from typing import Any, ClassVar
 from services.ledger.domain import CreditAccount, Stamp, reservation_expiry
 from shared.contracts import derive_id
 from shared.credits import WELCOME_BONUS
+from shared.telemetry import current_traceparent
 
 # Whether the account has already seen an idempotency key: how an event that arrives out of order
 # learns what its siblings did (a refund asks whether its purchase was granted).
 Seen = Callable[[str], bool]
-NOT_MEANING = frozenset({"key", "cause_id", "correlation_id"})
+NOT_MEANING = frozenset({"key", "cause_id", "correlation_id", "traceparent"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +35,8 @@ class Command:
     key: str
     cause_id: str | None = None
     correlation_id: str | None = None
+    # The trace the command was asked in (an HTTP request's, a consumed event's): built where it is asked.
+    traceparent: str | None = dataclasses.field(default_factory=current_traceparent)
 
     # Whether it may open an account that does not exist yet (else: 404).
     opens_account: ClassVar[bool] = True
@@ -52,7 +55,7 @@ class Command:
 
     @property
     def stamp(self) -> Stamp:
-        return Stamp(self.key, self.fingerprint, self.cause_id, self.correlation_id)
+        return Stamp(self.key, self.fingerprint, self.cause_id, self.correlation_id, self.traceparent)
 
 
 # -- what callers ask directly ---------------------------------------------------------------------

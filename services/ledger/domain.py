@@ -48,12 +48,14 @@ class AccountNotFoundError(LedgerError):
 
 @dataclass(frozen=True)
 class Stamp:
-    """Under which idempotency key a command runs, what it meant, and what caused it."""
+    """Under which idempotency key a command runs, what it meant, and what caused it (the request or
+    event, and the trace it was part of, so the stream can carry that trace on)."""
 
     key: str
     fingerprint: str
     cause_id: str | None = None
     correlation_id: str | None = None
+    traceparent: str | None = None
 
     def recorded(self) -> dict[str, Any]:
         """The stamp as every account event records it."""
@@ -62,6 +64,7 @@ class Stamp:
             "fingerprint": self.fingerprint,
             "cause_id": self.cause_id,
             "correlation_id": self.correlation_id,
+            "traceparent": self.traceparent,
         }
 
 
@@ -103,6 +106,7 @@ class CreditAccount(Aggregate):
         fingerprint: str
         cause_id: str | None
         correlation_id: str | None
+        traceparent: str | None  # events stored before it was recorded read back without it
 
     class BalanceChanged(Stamped):
         entry_type: str

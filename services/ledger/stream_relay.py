@@ -45,6 +45,8 @@ class LedgerRelay(Relay):
         if envelope is None:
             return
         headers = {NOTIFICATION_HEADER: str(notification.id)}
+        if traceparent := getattr(event, "traceparent", None):
+            headers["traceparent"] = traceparent  # the trace of the request that caused it goes on
         await publish(self._js, envelope.type, envelope.to_bytes(), msg_id=str(envelope.id), headers=headers)
 
     async def _last_on_stream(self) -> int:

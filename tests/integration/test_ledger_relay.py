@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
-from services.ledger import handlers, store
+from services.ledger import commands, handlers, store
 from services.ledger.application import Ledger
 from services.ledger.commands import Debit
 from services.ledger.log_follower import NotificationError
@@ -183,3 +185,19 @@ async def test_a_relay_that_keeps_failing_on_one_event_raises_an_alarm_naming_it
     assert "should match pattern" in problem  # the contract refuses the NUL
     [bonus] = [Envelope.from_bytes(data).body() for _, data, _ in await stream_messages(js, "LEDGER")]
     assert isinstance(bonus, CreditsGranted) and bonus.entry_type == "BONUS"
+
+
+async def test_a_credit_event_carries_on_the_trace_of_the_request_that_caused_it(
+    ledger: Ledger, ledger_pool: AsyncConnectionPool, js: JetStreamContext
+) -> None:
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    [user] = welcome_users(ledger, 1)
+    with trace.get_tracer("test").start_as_current_span("POST /api/accounts/{user_id}/debits") as request:
+        spend = commands.debit(user, amount=1, description="", metadata={}, key="traced", request_id=None)
+    ledger.execute_batch([spend])
+    await relay_all(LedgerRelay(ledger, ledger_pool, js))
+
+    bonus, debit = [headers.get("traceparent") for _, _, headers in await stream_messages(js, "LEDGER")]
+    assert bonus is None  # registered outside any trace
+    assert debit is not None and debit.split("-")[1] == format(request.get_span_context().trace_id, "032x")

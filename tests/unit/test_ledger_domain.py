@@ -1,4 +1,5 @@
-"""Domain and application rules of the ledger, in memory."""
+"""Domain and application rules of the ledger, in memory. tests/integration/test_ledger_domain_postgres.py
+runs the same suite on PostgreSQL, as eventsourcing's own examples run theirs on every backend."""
 
 from __future__ import annotations
 
