@@ -15,17 +15,18 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-LEGEND = (
-    "naive FastAPI service: bench/naive.py, 1 uvicorn worker; per debit the services' RS256 check"
-    " (shared.auth.TokenVerifier, dev JWKS), then UPDATE credits ... AND balance >= $1 + INSERT a log row, one"
-    " transaction",
-    "pgbench: the same UPDATE + INSERT in one transaction from the wheel's pgbench (-M prepared, 2 threads):"
+LEGEND = {
+    "naive FastAPI service": "bench/naive.py, 1 uvicorn worker: per debit the services' own RS256 check"
+    " (shared.auth.TokenVerifier against identity's dev JWKS), then UPDATE credits ... AND balance >= $1"
+    " and INSERT a log row in one transaction",
+    "pgbench": "the same UPDATE and INSERT in one transaction from the wheel's pgbench (-M prepared, 2 threads):"
     " no HTTP, no token, no Python",
-    "ledger over NATS: ledger.rpc.debit request/reply on one shared connection; carries no token (NATS permissions"
-    " guard it), so it skips the RS256 check the HTTP paths pay",
-    "client µs/req: the load generator's own CPU per request (its fixed costs weigh more at low rates);"
-    " CPU by process: cores used in the window; others = whatever else ran on the machine meanwhile",
-)
+    "ledger over HTTP": "POST /api/accounts/{id}/debits with the user's token and an Idempotency-Key each",
+    "ledger over NATS": "ledger.rpc.debit request/reply, one shared connection; no token (NATS permissions guard"
+    " the subject), so no RS256 check",
+    "client µs/req": "the load generator's own CPU per request (its fixed costs weigh more at low rates)",
+    "CPU by process": "cores used in the window; others: whatever else ran on the machine meanwhile",
+}
 SHORT = {"projections": "proj", "postgres": "pg", "nats-server": "nats", "identity": "ident"}
 
 
@@ -38,8 +39,7 @@ def write(results: dict[str, Any], path: Path = RESULTS) -> Path:
 def show(results: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=160)
     console.print(_points(results))
-    for line in LEGEND:
-        console.print(f"  {line}", highlight=False)
+    console.print(_legend())
     console.print(_ratios(results))
     console.print(_others(results))
 
@@ -84,6 +84,15 @@ def _points(results: dict[str, Any]) -> Table:
             end_section=p["clients"] == max(q["clients"] for q in results["points"]),
         )
     return table
+
+
+def _legend() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for term, meaning in LEGEND.items():
+        grid.add_row(term, meaning)
+    return grid
 
 
 def _ratios(results: dict[str, Any]) -> Table:

@@ -22,7 +22,7 @@ from bench.users import User, bearer, sign_in
 
 CLIENTS = (1, 8, 32)
 DEBIT = b'{"amount":1}'
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False, width=120)
 
 
 def debits(port: int, users: list[User], label: str) -> RequestFactory:
