@@ -51,7 +51,7 @@ class DebitIn(BaseModel):
 
 
 def create_app() -> FastAPI:
-    settings = Settings()  # type: ignore[call-arg]  # the system's environment, as a service reads it
+    settings = Settings()  # the system's environment, as a service reads it
     verifier = TokenVerifier(settings.jwks_url, issuer=settings.issuer, authorized_parties=settings.authorized_parties)
     update, insert = UPDATE.format(**PSYCOPG), INSERT.format(**PSYCOPG)
 
