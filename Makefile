@@ -24,8 +24,9 @@ up: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Starts its own system in a temp dir (never collides with `make up`); prints a table, writes bench/results/latest.json.
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench_ledger
+	$(BIN)/python -m bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,93 @@
+"""An account with a long history (100,000 entries): how long it takes to load, and one debit on it.
+
+Built in a database of its own inside the same PostgreSQL, through the ledger application in this
+process (what the old tests/bench_ledger.py did), so the running ledger's relay does not publish
+100,000 events into the streams while other figures are read. Snapshots (every 200 events) should
+keep both figures close to a fresh account's: the fresh account is measured beside it to show that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from psycopg import Connection, sql
+from psycopg.conninfo import make_conninfo
+
+from services.ledger import commands, store
+from services.ledger.application import Command, Ledger
+from shared import db
+
+BATCH = 250  # below the dispatcher's MAX_BATCH (services/ledger/dispatch.py), for the same reason
+LOADS = 5
+DEBITS = 20
+
+
+@contextmanager
+def own_database(database_url: str, name: str) -> Iterator[str]:
+    with Connection.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(database_url, dbname=name)
+    finally:
+        with Connection.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def measure(database_url: str, entries: int) -> dict[str, float]:
+    with own_database(database_url, "bench_long_account") as url:
+        await db.migrate(url, store.SCHEMA, store.DDL)
+        # eventsourcing has no asyncio: the application runs in a thread, as the ledger service runs it.
+        return await asyncio.to_thread(_build_and_time, url, entries)
+
+
+def _build_and_time(url: str, entries: int) -> dict[str, float]:
+    ledger = store.open_ledger(url)
+    try:
+        long_user, fresh_user = str(uuid.uuid4()), str(uuid.uuid4())
+        for user in (long_user, fresh_user):
+            ledger.execute_batch([_grant(user, entries + 1000)])
+        started = time.perf_counter()
+        for b in range(entries // BATCH):
+            ledger.execute_batch([_debit(long_user, f"{b}.{i}") for i in range(BATCH)])
+        built = time.perf_counter() - started
+        long_load, long_debit = _timings(ledger, long_user)
+        fresh_load, fresh_debit = _timings(ledger, fresh_user)
+    finally:
+        ledger.close()
+    return {
+        "entries": entries // BATCH * BATCH,
+        "build_seconds": round(built, 1),
+        "load_ms": long_load,
+        "debit_ms": long_debit,
+        "fresh_load_ms": fresh_load,
+        "fresh_debit_ms": fresh_debit,
+    }
+
+
+def _timings(ledger: Ledger, user: str) -> tuple[float, float]:
+    """Median milliseconds of loading the account, and of one debit saved on its own."""
+    loads, debits = [], []
+    for _ in range(LOADS):
+        t = time.perf_counter()
+        ledger.account(user)
+        loads.append(time.perf_counter() - t)
+    for i in range(DEBITS):
+        t = time.perf_counter()
+        ledger.execute_batch([_debit(user, f"one.{i}")])
+        debits.append(time.perf_counter() - t)
+    return round(statistics.median(loads) * 1000, 2), round(statistics.median(debits) * 1000, 2)
+
+
+def _grant(user: str, amount: int) -> Command:
+    return commands.grant(
+        user, entry_type="BONUS", amount=amount, description="", metadata={}, key="seed", request_id=None
+    )
+
+
+def _debit(user: str, key: str) -> Command:
+    return commands.debit(user, amount=1, description="", metadata={}, key=key, request_id=None)
