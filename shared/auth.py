@@ -10,6 +10,7 @@ A user deactivated by identity is refused by every service (shared/access.py).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
@@ -25,6 +26,7 @@ from shared.service_tokens import SERVICE_ISSUER, SERVICE_SUBJECT_PREFIX, Servic
 
 Role = Literal["user", "admin", "service"]
 LEEWAY_SECONDS = 5
+VERIFIED_CACHE_LIMIT = 50_000
 MAX_SUBJECT_LENGTH = 200
 ALGORITHM = "RS256"
 
@@ -73,6 +75,27 @@ class TokenVerifier:
         self._parties = frozenset(authorized_parties)
         self._admins = frozenset(admin_clerk_ids)
         self._service_key = service_key
+        # A token is verified once and trusted until it expires: a frontend sends the same token with
+        # every request, and the RS256 check (on a thread) cost more than the rest of a debit. A key
+        # removed from the JWKS stops new tokens at once; the ones it signed live out their minutes.
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified before and not expired since, else None."""
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        if time.time() >= hit[1]:
+            self._verified.pop(token, None)
+            return None
+        return hit[0]
+
+    def remember(self, token: str, principal: Principal) -> None:
+        expires = principal.claims.get("exp")
+        if isinstance(expires, int | float):
+            if len(self._verified) >= VERIFIED_CACHE_LIMIT:
+                self._verified.clear()  # bounded: a cold cache costs one verification per token
+            self._verified[token] = (principal, float(expires))
 
     def verify(self, token: str) -> Principal:
         """Blocking (it may fetch the JWKS): call it from a thread."""
@@ -172,12 +195,7 @@ async def current_principal(
     if token is None:
         raise _unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.verifier
-    try:
-        principal = await asyncio.to_thread(verifier.verify, token)
-    except KeySetUnavailableError as exc:
-        raise Problem(503, "The token signing keys cannot be fetched now.") from exc
-    except AuthError as exc:
-        raise _unauthorized(f"Invalid token: {exc}") from exc
+    principal = verifier.cached(token) or await _verified(verifier, token)
     if principal.role != "service":
         access: AccessCheck | None = getattr(request.app.state, "access", None)
         if access is None:
@@ -187,10 +205,21 @@ async def current_principal(
     return principal
 
 
+async def _verified(verifier: TokenVerifier, token: str) -> Principal:
+    try:
+        principal = await asyncio.to_thread(verifier.verify, token)
+    except KeySetUnavailableError as exc:
+        raise Problem(503, "The token signing keys cannot be fetched now.") from exc
+    except AuthError as exc:
+        raise _unauthorized(f"Invalid token: {exc}") from exc
+    verifier.remember(token, principal)
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_privileged(principal: CurrentPrincipal) -> Principal:
+async def require_privileged(principal: CurrentPrincipal) -> Principal:
     if not principal.is_privileged:
         raise Problem(403, "This endpoint is for admins and services only.")
     return principal
@@ -199,7 +228,7 @@ def require_privileged(principal: CurrentPrincipal) -> Principal:
 Privileged = Annotated[Principal, Depends(require_privileged)]
 
 
-def require_user(principal: CurrentPrincipal) -> Principal:
+async def require_user(principal: CurrentPrincipal) -> Principal:
     """For endpoints that act as a signed-in person (a service token has no user behind it)."""
     if principal.role == "service":
         raise Problem(403, "This endpoint is for signed-in users.")

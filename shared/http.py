@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
 from shared import db, problems
@@ -17,7 +17,6 @@ from shared.openapi import documented
 from shared.runtime import NotReadyError
 from shared.service_tokens import load_service_key
 from shared.settings import Settings
-from shared.telemetry import server_span
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -28,7 +27,13 @@ class Status(BaseModel):
 
 
 def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Sequence[APIRouter]) -> FastAPI:
-    app = FastAPI(title=f"creditstream {service}", lifespan=_with_access_list(service, lifespan))
+    app = FastAPI(
+        title=f"creditstream {service}",
+        lifespan=_with_access_list(service, lifespan),
+        # FastAPI's own server span per request continues the caller's trace (traceparent); a span per
+        # dependency and per serialization on top cost more than the rest of a debit.
+        telemetry={"operation_spans": False},
+    )
     app.state.settings = settings
     app.state.service_key = load_service_key(settings)
     app.state.verifier = TokenVerifier(
@@ -40,11 +45,6 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
     )
     app.router.route_class = GuardedRoute
     problems.install(app)
-
-    @app.middleware("http")
-    async def trace_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        with server_span(request.method, request.url.path, dict(request.headers)):
-            return await call_next(request)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Status:

@@ -26,7 +26,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _request_id(x_request_id: Annotated[Token | None, Header(alias="X-Request-Id")] = None) -> str:
+async def _request_id(x_request_id: Annotated[Token | None, Header(alias="X-Request-Id")] = None) -> str:
     return x_request_id or f"request:{uuid.uuid4()}"
 
 

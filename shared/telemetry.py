@@ -75,10 +75,3 @@ def consumer_span(consumer: str, subject: str, headers: dict[str, str]) -> Itera
         attributes={"messaging.consumer": consumer},
     ) as span:
         yield span
-
-
-@contextmanager
-def server_span(method: str, route: str, headers: dict[str, str]) -> Iterator[trace.Span]:
-    ctx = propagate.extract(headers)
-    with _tracer.start_as_current_span(f"{method} {route}", context=ctx, kind=trace.SpanKind.SERVER) as span:
-        yield span

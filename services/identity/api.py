@@ -21,11 +21,11 @@ router = APIRouter(route_class=GuardedRoute)
 dev_router = APIRouter(tags=["dev"], route_class=GuardedRoute)
 
 
-def get_identity(request: Request) -> Identity:
+async def get_identity(request: Request) -> Identity:
     return request.app.state.identity
 
 
-def get_signer(request: Request) -> DevSigner:
+async def get_signer(request: Request) -> DevSigner:
     return request.app.state.signer
 
 

@@ -30,7 +30,7 @@ class WebhookReceipt(BaseModel):
     duplicate: bool
 
 
-def get_webhook(request: Request) -> Webhook:
+async def get_webhook(request: Request) -> Webhook:
     webhook: Webhook | None = request.app.state.clerk_webhook
     if webhook is None:
         raise Problem(503, "Clerk webhooks are not configured (CLERK_WEBHOOK_SECRET).")

@@ -41,11 +41,11 @@ from shared.problems import MEDIA_TYPE, Problem, responses
 router = APIRouter(tags=["accounts"], route_class=GuardedRoute)
 
 
-def get_ledger(request: Request) -> Ledger:
+async def get_ledger(request: Request) -> Ledger:
     return request.app.state.ledger
 
 
-def get_unit_of_work(request: Request) -> UnitOfWork:
+async def get_unit_of_work(request: Request) -> UnitOfWork:
     return request.app.state.unit
 
 

@@ -11,18 +11,23 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoding
 
+from services.ledger import store
 from services.ledger.commands import COMMAND_HANDLERS, Command
 from services.ledger.domain import AccountNotFoundError, CreditAccount, Hold, IdempotencyRecord, LedgerError
 
 MAX_ATTEMPTS = 20
+# Accounts the writer keeps in memory (a few KB each: an account's state is the size of its open holds).
+ACCOUNT_CACHE_SIZE = 20_000
 # Any stored event of the ledger's, as eventsourcing gives it back.
 AnyEvent = DomainEventProtocol[uuid.UUID]
 
@@ -102,30 +107,40 @@ class Ledger(Application):
 
         Accounts and the commands' idempotency records are saved together in one `save()`. A save
         that lost a race with another ledger process (same account version, or same key recorded)
-        raises IntegrityError: the whole batch is reloaded and re-applied, so no command is applied
-        twice or lost. Domain refusals come back as LedgerError values in the command's place;
-        infrastructure errors raise for the whole batch.
+        raises IntegrityError: the batch's accounts are forgotten, reloaded and the batch re-applied,
+        so no command is applied twice or lost. Domain refusals come back as LedgerError values in
+        the command's place; infrastructure errors raise for the whole batch.
         """
         for attempt in range(MAX_ATTEMPTS):
-            batch = _Batch(self)
-            marks = [batch.apply(command) for command in commands]
+            batch = _Batch(self, commands)
             try:
+                marks = [batch.apply(command) for command in commands]
                 recordings = self.save(*batch.dirty()) if batch.dirty() else []
             except IntegrityError:
+                self._written.forget(batch.account_ids)
                 # Jittered backoff: two processes retrying in lockstep would collide again.
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 7)))
                 continue
+            except BaseException:
+                self._written.forget(batch.account_ids)  # they may hold events that were never saved
+                raise
+            self._written.keep(batch.accounts())
             events = (r.domain_event for r in recordings)
             saved = {(e.originator_id, e.originator_version): e for e in events}
             return [self._result(mark, saved) for mark in marks]
         raise ConcurrencyError(f"{len(commands)} commands kept conflicting for {MAX_ATTEMPTS} attempts")
 
+    @cached_property
+    def _written(self) -> AccountCache:
+        return AccountCache(ACCOUNT_CACHE_SIZE)
+
     def record(self, account_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
         # One query, straight to the recorder: records are never snapshotted.
         stored = self.recorder.select_events(IdempotencyRecord.create_id(account_id, key), limit=1)
-        if not stored:
-            return None
-        created = self.mapper.to_domain_event(stored[0])
+        return self._record_of(stored[0]) if stored else None
+
+    def _record_of(self, stored: StoredEvent) -> IdempotencyRecord:
+        created = self.mapper.to_domain_event(stored)
         return created.mutate(None)  # type: ignore[attr-defined]  # a record's created event
 
     def _result(
@@ -141,17 +156,61 @@ class Ledger(Application):
         return next(iter(self.repository.event_store.get(account_id, gt=version - 1, lte=version)))
 
 
-class _Batch:
-    """The accounts and idempotency records one batch reads and writes, each loaded once."""
+class AccountCache:
+    """The accounts the writer last saved, so a batch need not load them again: only the events other
+    ledger processes appended since are read (with the batch's idempotency records, in one query).
+    Used by the writer thread alone; a batch that fails forgets its accounts."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._accounts: OrderedDict[str, CreditAccount] = OrderedDict()
+
+    def get(self, user_id: str) -> CreditAccount | None:
+        account = self._accounts.get(user_id)
+        if account is not None:
+            self._accounts.move_to_end(user_id)
+        return account
+
+    def keep(self, accounts: Iterable[CreditAccount]) -> None:
+        for account in accounts:
+            self._accounts[account.user_id] = account
+            self._accounts.move_to_end(account.user_id)
+        while len(self._accounts) > self._size:
+            self._accounts.popitem(last=False)
+
+    def forget(self, user_ids: Iterable[str]) -> None:
+        for user_id in user_ids:
+            self._accounts.pop(user_id, None)
+
+
+class _Batch:
+    """The accounts and idempotency records one batch reads and writes, each read once: cached
+    accounts are caught up and every record the commands will ask about is fetched in ONE query."""
+
+    def __init__(self, ledger: Ledger, commands: Sequence[Command]) -> None:
         self._ledger = ledger
-        self._accounts: dict[str, CreditAccount | None] = {}
-        self._records: dict[tuple[uuid.UUID, str], IdempotencyRecord | None] = {}
+        self.account_ids = {c.user_id for c in commands}
+        cache = ledger._written
+        cached = {user: account for user in self.account_ids if (account := cache.get(user)) is not None}
+        keys = [(uuid.UUID(c.user_id), key) for c in commands for key in (c.key, *c.related_keys())]
+        record_ids = {IdempotencyRecord.create_id(account, key): (account, key) for account, key in keys}
+        self._records: dict[tuple[uuid.UUID, str], IdempotencyRecord | None] = dict.fromkeys(record_ids.values())
+        newer = {account.id: account.version for account in cached.values()}
+        by_id = {account.id: account for account in cached.values()}
+        for stored in store.select_for_batch(ledger.recorder, record_ids, newer):
+            origin = uuid.UUID(str(stored.originator_id))
+            if origin in record_ids:
+                self._records[record_ids[origin]] = ledger._record_of(stored)
+            else:  # another ledger process wrote to this account since we saved it
+                ledger.mapper.to_domain_event(stored).mutate(by_id[origin])  # type: ignore[attr-defined]
+        self._accounts: dict[str, CreditAccount | None] = dict(cached)
         self._new: list[IdempotencyRecord] = []
 
+    def accounts(self) -> list[CreditAccount]:
+        return [a for a in self._accounts.values() if a is not None]
+
     def dirty(self) -> list[Any]:
-        return [*(a for a in self._accounts.values() if a is not None and a.pending_events), *self._new]
+        return [*(a for a in self.accounts() if a.pending_events), *self._new]
 
     def record(self, account_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
         if (account_id, key) not in self._records:

@@ -53,6 +53,10 @@ class Command:
         canonical = json.dumps([type(self).__name__, meaning], sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
+    def related_keys(self) -> tuple[str, ...]:
+        """Other keys it asks the account about (`Seen`), so a batch can fetch them with its own."""
+        return ()
+
     @property
     def stamp(self) -> Stamp:
         return Stamp(self.key, self.fingerprint, self.cause_id, self.correlation_id, self.traceparent)
@@ -144,12 +148,18 @@ class Purchase(Command):
     package_id: str | None
     amount_cents: int
 
+    def related_keys(self) -> tuple[str, ...]:
+        return (refund_key(self.transaction_id),)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Refund(Command):
     transaction_id: str
     credits: int
     stripe_charge_id: str | None
+
+    def related_keys(self) -> tuple[str, ...]:
+        return (payment_key(self.transaction_id),)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +176,9 @@ class HoldForJob(Command):
     job_id: str
     cost: int
     expires_at: datetime
+
+    def related_keys(self) -> tuple[str, ...]:
+        return (job_key(self.job_id, "capture"), job_key(self.job_id, "release"))
 
 
 @dataclass(frozen=True, kw_only=True)

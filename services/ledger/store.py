@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from eventsourcing.persistence import AggregateRecorder, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg import AsyncConnection, Connection
+from psycopg.sql import SQL, Identifier
 
-from services.ledger.application import Ledger
 from shared.db import conninfo_parts
+
+if TYPE_CHECKING:
+    from services.ledger.application import Ledger
 
 SCHEMA = "ledger"
 
@@ -48,9 +56,42 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
     }
 
 
+def select_for_batch(
+    recorder: AggregateRecorder, records: Iterable[uuid.UUID], newer: Mapping[uuid.UUID, int]
+) -> list[StoredEvent]:
+    """In ONE query: the events of the idempotency records `records` (each has one), and every event
+    of the accounts in `newer` after the version given for it (what other ledger processes appended
+    since this one last saw them), in version order."""
+    record_ids, account_ids = list(records), list(newer)
+    if not isinstance(recorder, PostgresAggregateRecorder):  # the in-memory store of the unit tests
+        found = [e for rid in record_ids for e in recorder.select_events(rid, limit=1)]
+        return found + [e for aid, version in newer.items() for e in recorder.select_events(aid, gt=version)]
+    table = SQL("{}.{}").format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    statement = SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {table} WHERE originator_id = ANY(%s)"
+        " UNION ALL SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {table} e"
+        " JOIN unnest(%s::uuid[], %s::bigint[]) AS seen(id, version)"
+        " ON e.originator_id = seen.id AND e.originator_version > seen.version"
+        " ORDER BY originator_id, originator_version"
+    ).format(table=table)
+    with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+        cursor.execute(statement, (record_ids, account_ids, [newer[a] for a in account_ids]), prepare=True)
+        return [
+            StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in cursor.fetchall()
+        ]
+
+
 def open_ledger(database_url: str) -> Ledger:
     """The application, its tables created under a lock: eventsourcing's CREATE TABLE IF NOT EXISTS
     is not safe when several ledger instances start at once (one fails on a duplicate type)."""
+    from services.ledger.application import Ledger  # the application reads this module's queries
+
     with Connection.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('ledger:create-tables'))")
         try:

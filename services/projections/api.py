@@ -19,7 +19,7 @@ from shared.problems import responses
 router = APIRouter(tags=["user"], route_class=GuardedRoute)
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+async def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.runtime.pool
 
 

@@ -169,3 +169,21 @@ def test_an_unreachable_key_set_is_not_blamed_on_the_token(clerk_key: SigningKey
     verifier = TokenVerifier("http://127.0.0.1:9/jwks.json", issuer=ISSUER, authorized_parties=[PARTY])
     with pytest.raises(KeySetUnavailableError):
         verifier.verify(clerk_key.sign({}))
+
+
+def test_a_verified_token_is_trusted_until_it_expires_and_no_longer(
+    verifier: TokenVerifier, clerk_key: SigningKey
+) -> None:
+    now = int(time.time())
+    token = clerk_key.sign({"sub": "user_ada"})
+    assert verifier.cached(token) is None  # never verified: never trusted
+    verifier.remember(token, verifier.verify(token))
+    cached = verifier.cached(token)
+    assert cached is not None and cached.clerk_id == "user_ada"
+    assert verifier.cached(clerk_key.sign({"sub": "user_eve"})) is None
+
+    ending = clerk_key.sign({"sub": "user_bob"}, exp=now + 1)
+    verifier.remember(ending, verifier.verify(ending))
+    assert verifier.cached(ending) is not None
+    time.sleep(1.1)  # the token's own lifetime, not a wait for the system under test
+    assert verifier.cached(ending) is None
