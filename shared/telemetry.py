@@ -65,6 +65,21 @@ def current_traceparent() -> str | None:
     return inject_context({}).get("traceparent")
 
 
+def trace_link(headers: dict[str, str]) -> trace.Link:
+    """A link to the trace a message was published in."""
+    return trace.Link(trace.get_current_span(propagate.extract(headers)).get_span_context())
+
+
+@contextmanager
+def consumer_batch_span(consumer: str, size: int, links: list[trace.Link]) -> Iterator[trace.Span]:
+    """One span for a batch applied at once, linked to each message's trace (a span has one parent)."""
+    attributes: dict[str, str | int] = {"messaging.consumer": consumer, "messaging.batch.message_count": size}
+    with _tracer.start_as_current_span(
+        f"consume batch {consumer}", kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
+    ) as span:
+        yield span
+
+
 @contextmanager
 def consumer_span(consumer: str, subject: str, headers: dict[str, str]) -> Iterator[trace.Span]:
     ctx = propagate.extract(headers)

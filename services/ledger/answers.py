@@ -133,6 +133,18 @@ def hold(event: HoldEvent, **extra: Any) -> dict[str, Any]:
     }
 
 
+# The account events that go on the LEDGER stream: the ones to_contract gives a contract.
+STREAMED_EVENTS = (
+    CreditAccount.Granted,
+    CreditAccount.Debited,
+    CreditAccount.DebitRejected,
+    CreditAccount.Reserved,
+    CreditAccount.ReservationRejected,
+    CreditAccount.Captured,
+    CreditAccount.Released,
+)
+
+
 def to_contract(event: AnyEvent) -> EventData | None:
     """The public contract of a stored account event, or None for one that stays inside the ledger."""
     match event:

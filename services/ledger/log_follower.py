@@ -21,6 +21,7 @@ from shared import db
 
 Apply = Callable[[AsyncConnection, Notification, AnyEvent], Awaitable[None]]
 Floor = Callable[[], Awaitable[int]]
+Settle = Callable[[], Awaitable[None]]
 
 
 class NotificationError(Exception):
@@ -38,9 +39,9 @@ class LogFollower:
         self._topics = tuple(topics)
         self._batch = batch
 
-    async def follow_once(self, apply: Apply, *, floor: Floor | None = None) -> int:
-        """Apply the next batch after the stored position (or `floor()`, asked under the lock, if higher);
-        returns how many notifications it moved past."""
+    async def follow_once(self, apply: Apply, *, floor: Floor | None = None, settle: Settle | None = None) -> int:
+        """Apply the next batch after the stored position (or `floor()`, asked under the lock, if higher),
+        and `settle()` it before the position moves; returns how many notifications it moved past."""
         async with self._pool.connection() as conn, conn.transaction():
             if not await db.try_lock(conn, self.name):
                 return 0
@@ -56,6 +57,8 @@ class LogFollower:
                     await apply(conn, notification, event)
                 except Exception as exc:
                     raise NotificationError(f"notification {notification.id} ({notification.topic}): {exc}") from exc
+            if settle is not None:
+                await settle()
             if notifications:
                 await store.save_position(conn, self.name, notifications[-1].id)
             return len(notifications)

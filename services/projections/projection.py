@@ -1,9 +1,10 @@
 """Event → read model. Each event's effect, its inbox record and the consumer's stream position are
-written in one transaction, so a redelivery changes nothing and a crash loses nothing."""
+written in one transaction (a fetched batch of events in one), so a redelivery changes nothing and a
+crash loses nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -105,16 +106,22 @@ HANDLERS: dict[str, Apply] = {
 
 def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -> list[Subscription]:
     def consumer(stream: str, durable: str, subjects: tuple[str, ...]) -> Subscription:
-        async def apply(envelope: Envelope, seq: int) -> None:
-            handler = HANDLERS.get(envelope.type)
+        async def apply_all(events: Sequence[tuple[Envelope, int]]) -> None:
+            changed: set[str] = set()
             async with pool.connection() as conn, conn.transaction():
-                if await first_delivery(conn, durable, envelope.id) and handler is not None:
-                    await handler(conn, envelope, envelope.body(), seq)
-                await store.record_position(conn, durable, stream, seq)
-            if handler is not None and envelope.user_id:
-                on_change(envelope.user_id)
+                for envelope, seq in events:
+                    handler = HANDLERS.get(envelope.type)
+                    if await first_delivery(conn, durable, envelope.id) and handler is not None:
+                        await handler(conn, envelope, envelope.body(), seq)
+                        changed.update([envelope.user_id] if envelope.user_id else [])
+                await store.record_position(conn, durable, stream, max(seq for _, seq in events))
+            for user_id in changed:
+                on_change(user_id)
 
-        return Subscription(stream, durable, subjects, apply)
+        async def apply(envelope: Envelope, seq: int) -> None:
+            await apply_all([(envelope, seq)])
+
+        return Subscription(stream, durable, subjects, apply, apply_all)
 
     return [
         consumer("IDENTITY", "projections-identity", ("identity.>",)),

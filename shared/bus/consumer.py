@@ -12,7 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.bus import deadletters
 from shared.bus.subscription import InvalidMessageError, Subscription, validated
-from shared.telemetry import consumer_span
+from shared.telemetry import consumer_batch_span, consumer_span, trace_link
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,31 @@ class Consumer:
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                 await asyncio.sleep(0.5)
                 continue
+            if self._sub.batch_handler is not None and len(msgs) > 1 and await self._handle_batch(msgs):
+                continue
             for msg in msgs:
                 await self._handle(msg)
+
+    async def _handle_batch(self, msgs: list[Msg]) -> bool:
+        """Apply a fetch all at once; False (nothing applied) sends each message its own way, so one
+        that keeps failing is retried and parked alone."""
+        assert self._sub.batch_handler is not None
+        try:
+            events = [(validated(msg.data), msg.metadata.sequence.stream) for msg in msgs]
+        except InvalidMessageError:
+            return False
+        links = [trace_link(msg.headers or {}) for msg in msgs]
+        with consumer_batch_span(self._sub.durable, len(msgs), links):
+            try:
+                await self._sub.batch_handler(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: a batch of %d failed (%s); one at a time", self._sub.durable, len(msgs), exc)
+                return False
+        for msg in msgs:
+            await msg.ack()
+        return True
 
     async def _handle(self, msg: Msg) -> None:
         try:

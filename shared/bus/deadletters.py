@@ -46,8 +46,11 @@ def redrive_subject(durable: str) -> str:
 async def park(js: JetStreamContext, msg: Msg, durable: str, reason: str) -> None:
     """Copy `msg` to DEADLETTER (once, whatever the retries: its message id is its origin)."""
     origin_stream, origin_seq = msg.metadata.stream, msg.metadata.sequence.stream
+    # JetStream's own headers (Nats-Msg-Id, Nats-Expected-Last-Msg-Id, ...) were conditions for the
+    # original stream: carried over, they would make DEADLETTER refuse the copy.
+    kept = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
     headers = {
-        **(msg.headers or {}),
+        **kept,
         REASON: reason[:500],
         CONSUMER: durable,
         ORIGIN_STREAM: origin_stream,

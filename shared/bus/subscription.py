@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -11,6 +11,8 @@ from shared.contracts import Envelope
 
 # Called with the event and its stream sequence (read models use it to keep only the newest state).
 Handler = Callable[[Envelope, int], Awaitable[None]]
+# Applies several events at once, all or none (one transaction): what a read model does under load.
+BatchHandler = Callable[[Sequence[tuple[Envelope, int]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class Subscription:
     durable: str
     subjects: tuple[str, ...]
     handler: Handler
+    batch_handler: BatchHandler | None = None
 
 
 class InvalidMessageError(ValueError):

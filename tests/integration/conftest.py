@@ -61,10 +61,13 @@ class FailingAfter:
         self._left = n
 
     async def publish(self, *args: object, **kwargs: object) -> object:
+        self._die_when_done()
+        return await self._js.publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _die_when_done(self) -> None:
         if self._left == 0:
             raise RuntimeError("relay process died here")
         self._left -= 1
-        return await self._js.publish(*args, **kwargs)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._js, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from nats.js import JetStreamContext
 
@@ -105,3 +105,39 @@ async def test_a_republished_event_id_is_dropped_by_the_duplicate_window(js: Jet
     await send(js, envelope)
     await send(js, envelope)
     assert len(await stream_messages(js, "IDENTITY")) == 1
+
+
+async def test_a_batch_is_applied_at_once_and_a_poison_message_in_one_is_parked_alone(js: JetStreamContext) -> None:
+    batches: list[list[str]] = []
+    applied: list[str] = []
+
+    async def one(envelope: Envelope, seq: int) -> None:
+        if envelope.user_id == "poison":
+            raise ValueError("cannot apply this")
+        applied.append(envelope.user_id or "")
+
+    async def many(events: Sequence[tuple[Envelope, int]]) -> None:
+        users = [envelope.user_id or "" for envelope, _ in events]
+        if "poison" in users:
+            raise ValueError("cannot apply this")  # all or none: nothing of this batch is applied
+        batches.append(users)
+        applied.extend(users)
+
+    for user in ("a", "b", "c"):
+        await send(js, deactivated(user))
+    async with running(js, Subscription("IDENTITY", "batched", ("identity.>",), one, many), max_deliver=2):
+
+        async def first_batch() -> bool:
+            return applied == ["a", "b", "c"]
+
+        await eventually(first_batch, within=15, what="the first three applied")
+        for user in ("d", "poison", "e"):
+            await send(js, deactivated(user))
+
+        async def settled() -> bool:
+            return len(await stream_messages(js, "DEADLETTER")) == 1 and applied[3:] == ["d", "e"]
+
+        await eventually(settled, within=15, what="the good ones applied, the poison parked")
+    assert batches[0] == ["a", "b", "c"]  # one call for the whole fetch
+    [(subject, _, _)] = await stream_messages(js, "DEADLETTER")
+    assert subject == deadletter_subject("batched", "identity.user.deactivated")

@@ -94,3 +94,23 @@ async def test_a_re_drive_for_a_consumer_nobody_runs_says_so(nc: Client, js: Jet
     letter = deadletters.DeadLetter(1, "nobody-runs-me", "identity.user.deactivated", "IDENTITY", 1, "", b"{}")
     status, reason = await deadletters.redrive(nc, letter, wait=1)
     assert status == "unreachable" and "nobody-runs-me" in reason
+
+
+async def test_a_message_published_with_jetstream_conditions_is_parked_without_them(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """The ledger relay chains its messages (Nats-Expected-Last-Msg-Id): a parked copy must not carry
+    that condition to DEADLETTER, where it would be refused and the consumer loop would fail instead."""
+    failing = Subscription("IDENTITY", "chained", ("identity.>",), Reader().apply)
+    before, poison = deactivated("fine"), deactivated("poison")
+    await publish(js, before.type, before.to_bytes(), msg_id=str(before.id))
+    headers = {"Nats-Expected-Last-Msg-Id": str(before.id)}  # true on IDENTITY, false on DEADLETTER
+    await publish(js, poison.type, poison.to_bytes(), msg_id=str(poison.id), headers=headers)
+    async with consuming(nc, js, failing):
+
+        async def parked() -> bool:
+            return (await deadletters.counts(js))["chained"] == 1
+
+        await eventually(parked, within=15, what="the poison message parked")
+    [letter] = await deadletters.listing(js, "chained")
+    assert letter.reason == "ValueError: cannot apply this"
