@@ -22,6 +22,7 @@ from services.ledger.domain import (
 )
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import ledger as contracts
+from shared.contracts.ledger import credit_entry
 from shared.problems import problem_body
 
 ERROR_STATUS: dict[type[Exception], int] = {
@@ -80,28 +81,21 @@ def event_id(event: AnyEvent) -> Any:
 
 
 def entry(event: AnyEvent) -> dict[str, Any]:
-    """A credit-log entry: positive amounts added credits, negative ones used them."""
-    match event:
-        case CreditAccount.Captured():
-            kind, amount = "USAGE", -event.amount
-            metadata: dict[str, Any] = {"reservation_id": event.reservation_id, "job_id": event.job_id}
-            shortfall = 0
-        case CreditAccount.Granted():
-            kind, amount, metadata, shortfall = event.entry_type, event.amount, event.metadata, 0
-        case CreditAccount.Debited():
-            kind, amount, metadata, shortfall = event.entry_type, -event.amount, event.metadata, event.shortfall
-        case _:
-            raise TypeError(f"{type(event).__name__} is not a credit-log entry")
+    """The event's credit-log line (shared/contracts/ledger.py says what it is), as the API answers it."""
+    contract = to_contract(event)
+    line = credit_entry(contract) if contract is not None else None
+    if line is None or not isinstance(event, CreditAccount.BalanceChanged | CreditAccount.Captured):
+        raise TypeError(f"{type(event).__name__} is not a credit-log entry")
     return {
         "id": str(event_id(event)),
         "user_id": str(event.originator_id),
         "version": event.originator_version,
-        "type": kind,
-        "amount": amount,
-        "balance_after": event.balance_after,
-        "shortfall": shortfall,
-        "description": event.description,
-        "metadata": metadata,
+        "type": line.entry_type,
+        "amount": line.amount,
+        "balance_after": line.balance_after,
+        "shortfall": event.shortfall if isinstance(event, CreditAccount.Debited) else 0,
+        "description": line.description,
+        "metadata": line.metadata,
         "idempotency_key": event.idempotency_key.removeprefix("client:"),
         "created_at": event.timestamp.isoformat(),
     }

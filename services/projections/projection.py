@@ -39,50 +39,27 @@ async def user_reactivated(conn: AsyncConnection, env: Envelope, body: EventData
     await store.set_user_active(conn, body.user_id, True)
 
 
-async def credits_changed(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
-    assert isinstance(body, lc.CreditsGranted | lc.CreditsDebited)
-    sign = 1 if isinstance(body, lc.CreditsGranted) else -1
-    await store.add_entry(
-        conn,
-        {
-            "seq": seq,
-            "event_id": env.id,
-            "user_id": body.user_id,
-            "entry_type": body.entry_type.value,
-            "amount": sign * body.amount,
-            "balance_after": body.balance_after,
-            "description": body.description,
-            "metadata": body.metadata,
-            "occurred_at": env.occurred_at,
-        },
-    )
-    await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after)
-
-
-async def credits_captured(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
-    assert isinstance(body, lc.CreditsCaptured)
-    if body.amount:
+async def credits_moved(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    """A grant, a debit or a capture: its credit-log line (if any) and the balance it left."""
+    assert isinstance(body, lc.CreditsGranted | lc.CreditsDebited | lc.CreditsCaptured)
+    if (line := lc.credit_entry(body)) is not None:
         await store.add_entry(
             conn,
             {
                 "seq": seq,
                 "event_id": env.id,
                 "user_id": body.user_id,
-                "entry_type": lc.EntryType.USAGE.value,
-                "amount": -body.amount,
-                "balance_after": body.balance_after,
-                "description": body.description,
-                "metadata": {"reservation_id": body.reservation_id, "job_id": body.job_id},
+                "entry_type": line.entry_type.value,
+                "amount": line.amount,
+                "balance_after": line.balance_after,
+                "description": line.description,
+                "metadata": line.metadata,
                 "occurred_at": env.occurred_at,
             },
         )
+    reserved = body.reserved_after if isinstance(body, lc.CreditsCaptured) else None
     await store.set_balance(
-        conn,
-        body.user_id,
-        seq=seq,
-        at=env.occurred_at,
-        balance=body.balance_after,
-        reserved=body.reserved_after,
+        conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after, reserved=reserved
     )
 
 
@@ -96,9 +73,9 @@ HANDLERS: dict[str, Apply] = {
     idc.UserUpdated.type: user_updated,
     idc.UserDeactivated.type: user_deactivated,
     idc.UserReactivated.type: user_reactivated,
-    lc.CreditsGranted.type: credits_changed,
-    lc.CreditsDebited.type: credits_changed,
-    lc.CreditsCaptured.type: credits_captured,
+    lc.CreditsGranted.type: credits_moved,
+    lc.CreditsDebited.type: credits_moved,
+    lc.CreditsCaptured.type: credits_moved,
     lc.CreditsReserved.type: hold_changed,
     lc.CreditsReleased.type: hold_changed,
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -105,3 +107,30 @@ class DebitRejected(EventData):
     reason: MediumText
     idempotency_key: MediumText
     cause_id: ShortText | None
+
+
+@dataclass(frozen=True)
+class CreditEntry:
+    """A line of the credit log, as the ledger answers it and every read model shows it: a positive
+    amount added credits, a negative one used them."""
+
+    entry_type: EntryType
+    amount: int
+    balance_after: int
+    description: str
+    metadata: dict[str, Any]
+
+
+def credit_entry(body: EventData) -> CreditEntry | None:
+    """The credit-log line an event writes, or None (holds, refusals and empty captures write none)."""
+    match body:
+        case CreditsGranted():
+            return CreditEntry(body.entry_type, body.amount, body.balance_after, body.description, body.metadata)
+        case CreditsDebited():
+            return CreditEntry(body.entry_type, -body.amount, body.balance_after, body.description, body.metadata)
+        case CreditsCaptured(amount=taken) if taken > 0:
+            # A hold's capture is spending: USAGE, with the hold it came from.
+            metadata = {"reservation_id": body.reservation_id, "job_id": body.job_id}
+            return CreditEntry(EntryType.USAGE, -taken, body.balance_after, body.description, metadata)
+        case _:
+            return None

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.contracts import Envelope, EventData, UnknownEventError
+from shared.contracts import ledger as lc
 
 SPEC_SUBJECTS = {
     "identity.user.registered", "identity.user.updated", "identity.user.deactivated", "identity.user.reactivated",
@@ -91,3 +92,18 @@ def test_a_wrapped_event_starts_its_own_correlation_unless_given_one() -> None:
     assert alone.correlation_id == str(alone.id)
     caused = Envelope.wrap(body, user_id="u", correlation_id="corr", causation_id=str(uuid.uuid4()))
     assert caused.correlation_id == "corr"
+
+
+def test_a_credit_log_line_is_said_once_for_every_reader() -> None:
+    """shared/contracts/ledger.credit_entry is what the ledger answers and what projections store."""
+    common: dict[str, Any] = {"user_id": "u", "idempotency_key": "k", "cause_id": None}
+    granted = lc.CreditsGranted(**common, entry_type=lc.EntryType.BONUS, amount=10, balance_after=10,
+                                description="hi", metadata={"a": 1})  # fmt: skip
+    captured = lc.CreditsCaptured(**common, reservation_id="r", job_id="j", amount=3, released=1, balance_after=7,
+                                  reserved_after=0, description="resize")  # fmt: skip
+    nothing = captured.model_copy(update={"amount": 0})
+    assert lc.credit_entry(granted) == lc.CreditEntry(lc.EntryType.BONUS, 10, 10, "hi", {"a": 1})
+    assert lc.credit_entry(captured) == lc.CreditEntry(
+        lc.EntryType.USAGE, -3, 7, "resize", {"reservation_id": "r", "job_id": "j"}
+    )
+    assert lc.credit_entry(nothing) is None
