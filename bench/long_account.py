@@ -12,34 +12,19 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from psycopg import Connection, sql
-from psycopg.conninfo import make_conninfo
 
 from services.ledger import commands, store
 from services.ledger.application import Command, Ledger
 from shared import db
+from shared.testing.servers import fresh_database
 
 BATCH = 250  # below the dispatcher's MAX_BATCH (services/ledger/dispatch.py), for the same reason
 LOADS = 5
 DEBITS = 20
 
 
-@contextmanager
-def own_database(database_url: str, name: str) -> Iterator[str]:
-    with Connection.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(database_url, dbname=name)
-    finally:
-        with Connection.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 async def measure(database_url: str, entries: int) -> dict[str, float]:
-    with own_database(database_url, "bench_long_account") as url:
+    with fresh_database(database_url) as url:
         await db.migrate(url, store.SCHEMA, store.DDL)
         # eventsourcing has no asyncio: the application runs in a thread, as the ledger service runs it.
         return await asyncio.to_thread(_build_and_time, url, entries)

@@ -1,10 +1,9 @@
 """The system under test, started from nothing in a temp dir: embedded PostgreSQL and NATS on free
-ports, the five services (the same pieces as tests/conftest.py's `running_system`), and the naive
+ports, the five services (started by `five_services`, as the tests start them), and the naive
 baseline service beside them. Nothing collides with `make up` or a test run."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import subprocess
 import sys
@@ -14,16 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.settings import SERVICES
-from shared.testing.servers import (
-    EmbeddedNats,
-    EmbeddedPostgres,
-    ServiceProcess,
-    free_port,
-    service_env,
-    started,
-    wait_until,
-)
+from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, ServiceProcess, five_services, free_port, wait_until
 
 UVICORN = (sys.executable, "-m", "uvicorn", "--factory", "bench.naive:create_app")
 
@@ -101,17 +91,7 @@ def running(workdir: Path) -> Iterator[System]:
     postgres = EmbeddedPostgres(postgres_dir)
     nats = EmbeddedNats(workdir / "nats").start()
     try:
-        base = {
-            "AUTH_MODE": "dev",
-            "DATABASE_URL": postgres.url,
-            "NATS_URL": nats.url,
-            "DATA_DIR": str(workdir / "data"),
-            "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-bench-clerk-webhooks").decode(),
-            **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
-        }
-        env = service_env(base)
-        services = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
-        with started(*services.values()):
+        with five_services(workdir / "data", postgres.url, nats.url) as (env, services):
             naive = NaiveProcess(env, workdir / "naive.log").start()
             try:
                 yield System(env, postgres, postgres_dir, nats, services, naive)

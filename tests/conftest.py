@@ -3,7 +3,6 @@ subprocesses on free ports, so the suite never collides with a running `make up`
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import uuid
@@ -14,18 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from psycopg import Connection, sql
-from psycopg.conninfo import make_conninfo
 
-from shared.settings import SERVICES
-from shared.testing.servers import (
-    EmbeddedNats,
-    EmbeddedPostgres,
-    ServiceProcess,
-    free_port,
-    service_env,
-    started,
-)
+from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, ServiceProcess, five_services, fresh_database
 
 # Support modules assert too: show their differences the way a test's own asserts do.
 pytest.register_assert_rewrite("tests.e2e.convergence", "tests.e2e.auth_support")
@@ -86,19 +75,7 @@ class System:
 @contextlib.contextmanager
 def running_system(data_dir: Path, database_url: str, nats_url: str, **settings: str) -> Iterator[System]:
     """The five services as subprocesses on free ports, on the given database and NATS."""
-    base = {
-        "AUTH_MODE": "dev",
-        "DATABASE_URL": database_url,
-        "NATS_URL": nats_url,
-        "DATA_DIR": str(data_dir),
-        # Svix format (whsec_ + base64); the tests sign Clerk webhooks with it.
-        "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
-        **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
-        **settings,
-    }
-    env = service_env(base)
-    processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
-    with started(*processes.values()):
+    with five_services(data_dir, database_url, nats_url, **settings) as (env, processes):
         yield System(env, processes)
 
 
@@ -106,19 +83,6 @@ def running_system(data_dir: Path, database_url: str, nats_url: str, **settings:
 def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Iterator[System]:
     with running_system(workdir / "data", database_url, system_nats.url) as running:
         yield running
-
-
-@contextlib.contextmanager
-def fresh_database(database_url: str) -> Iterator[str]:
-    """A database of the test's own inside the session's PostgreSQL (service schema names are fixed)."""
-    name = f"cs_{uuid.uuid4().hex[:10]}"
-    with Connection.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(database_url, dbname=name)
-    finally:
-        with Connection.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")

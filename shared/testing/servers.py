@@ -5,6 +5,7 @@ test fixtures alike, so the suite runs exactly what a newcomer runs."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -19,6 +20,10 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
+from psycopg import Connection, sql
+from psycopg.conninfo import make_conninfo
+
+from shared.settings import SERVICES
 
 
 def free_port() -> int:
@@ -244,6 +249,41 @@ def started(*processes: ServiceProcess, timeout: float = 90) -> Iterator[tuple[S
                 p.process.send_signal(signal.SIGTERM)
         for p in processes:
             p.stop()
+
+
+@contextlib.contextmanager
+def five_services(
+    data_dir: Path, database_url: str, nats_url: str, **settings: str
+) -> Iterator[tuple[dict[str, str], dict[str, ServiceProcess]]]:
+    """The five services as subprocesses on free ports, in dev auth, on the given database and NATS:
+    the environment they run with, and the processes by service name."""
+    base = {
+        "AUTH_MODE": "dev",
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "DATA_DIR": str(data_dir),
+        # Svix format (whsec_ + base64); tests sign Clerk webhooks with it.
+        "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
+        **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
+        **settings,
+    }
+    env = service_env(base)
+    processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
+    with started(*processes.values()):
+        yield env, processes
+
+
+@contextlib.contextmanager
+def fresh_database(database_url: str) -> Iterator[str]:
+    """A database of its own inside the given PostgreSQL (service schema names are fixed), dropped after."""
+    name = f"cs_{os.urandom(5).hex()}"
+    with Connection.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(database_url, dbname=name)
+    finally:
+        with Connection.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str = "") -> None:

@@ -22,8 +22,7 @@ from services.ledger.application import Ledger
 from shared import keys
 from shared.contracts import Envelope
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
-from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, service_env
-from tests.conftest import fresh_database
+from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, fresh_database, service_env
 
 
 class LedgerCluster:

@@ -21,8 +21,7 @@ from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
 from shared import db
-from shared.testing.servers import EmbeddedNats
-from tests.conftest import fresh_database
+from shared.testing.servers import EmbeddedNats, fresh_database
 
 NOW = datetime.now(UTC)
 
