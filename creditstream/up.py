@@ -26,6 +26,7 @@ from creditstream import clerk_webhook
 from creditstream.supervisor import Output, StopRequest, StopRequested, Supervisor, wait_or_stop
 from shared import bus, db
 from shared.settings import DEFAULT_PORTS, SERVICES
+from shared.testing.localstripe_server import register_webhook
 from shared.testing.servers import (
     EmbeddedNats,
     EmbeddedPostgres,
@@ -37,9 +38,9 @@ from shared.testing.servers import (
 
 
 @contextmanager
-def _localstripe(port: int, stop: StopRequest) -> Iterator[str]:
+def _localstripe(port: int, state: Path, stop: StopRequest) -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.testing.localstripe_server", "--port", str(port)],
+        [sys.executable, "-m", "shared.testing.localstripe_server", "--port", str(port), "--state", str(state)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -84,9 +85,14 @@ def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> dict
     overrides = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "DATA_DIR": str(data_dir)}
     if not os.environ.get("STRIPE_API_BASE"):
         port = int(os.environ.get("LOCALSTRIPE_PORT", "8420") or free_port())
-        overrides["STRIPE_API_BASE"] = stack.enter_context(_localstripe(port, stop))
-        overrides["STRIPE_SECRET_KEY"] = os.environ.get("STRIPE_SECRET_KEY", "sk_test_localstripe")
-        overrides["STRIPE_WEBHOOK_SECRET"] = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(16))
+        api_base = stack.enter_context(_localstripe(port, data_dir / "localstripe.pickle", stop))
+        secret = os.environ.get("STRIPE_WEBHOOK_SECRET") or "whsec_" + secrets.token_hex(16)
+        overrides["STRIPE_API_BASE"] = api_base
+        overrides["STRIPE_SECRET_KEY"] = os.environ.get("STRIPE_SECRET_KEY") or "sk_test_localstripe"
+        overrides["STRIPE_WEBHOOK_SECRET"] = secret
+        # So a payment confirmed at localstripe reaches payments, signed as Stripe signs.
+        payments = f"http://127.0.0.1:{os.environ.get('PAYMENTS_PORT') or DEFAULT_PORTS['payments']}"
+        register_webhook(api_base, f"{payments}/webhooks/stripe", secret)
     if os.environ.get("AUTH_MODE") == "dev" and not os.environ.get("CLERK_WEBHOOK_SECRET", "").strip():
         # Without one identity answers 503 on /webhooks/clerk; kept in DATA_DIR so a restart keeps it.
         overrides["CLERK_WEBHOOK_SECRET"] = clerk_webhook.dev_secret(data_dir)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     service_jwt_private_key: SecretStr | None = None
     service_jwt_public_key: str | None = None
 
+    # Stripe: the API base (unset: api.stripe.com; `make up` and the tests point it at localstripe).
+    stripe_api_base: str | None = None
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+
     stream_replicas: int = 1
     max_deliver: int = 5
     reservation_ttl_seconds: int = 900
@@ -58,6 +63,9 @@ class Settings(BaseSettings):
         "clerk_webhook_secret",
         "service_jwt_private_key",
         "service_jwt_public_key",
+        "stripe_api_base",
+        "stripe_secret_key",
+        "stripe_webhook_secret",
         mode="before",
     )
     @classmethod

@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.payments import api, store
+from services.payments import admin, api, store, webhooks
+from services.payments.application import Payments
+from services.payments.gateway import StripeGateway
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -18,12 +20,20 @@ SERVICE = "payments"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
     telemetry.setup(SERVICE)
+    key = settings.stripe_secret_key
+    gateway = StripeGateway(key.get_secret_value(), settings.stripe_api_base) if key else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            rt.start_outbox_relay()
+            relay = rt.start_outbox_relay()
+            payments = Payments(rt.pool, relay, gateway)
+            rt.spawn("stripe-events", payments.run_event_worker)
+            app.state.payments = payments
             app.state.runtime = rt
             yield
 
-    return create_service_app(SERVICE, settings, lifespan, [api.router])
+    app = create_service_app(SERVICE, settings, lifespan, [api.router, admin.router, webhooks.router])
+    secret = settings.stripe_webhook_secret
+    app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
+    return app

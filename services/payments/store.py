@@ -1,5 +1,219 @@
-"""Payments' tables (transactions arrive with the payments issue; the outbox and inbox are shared)."""
+"""Payments' tables and queries."""
 
 from __future__ import annotations
 
-DDL: tuple[str, ...] = ()
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from services.payments.domain import Kind, Status, Transaction
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS transactions (
+        id UUID PRIMARY KEY,
+        user_id UUID NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        amount_cents INTEGER NOT NULL CHECK (amount_cents >= 0),
+        currency TEXT NOT NULL,
+        credits INTEGER NOT NULL CHECK (credits >= 0),
+        description TEXT NOT NULL,
+        package_id TEXT,
+        stripe_payment_intent_id TEXT UNIQUE,
+        metadata JSONB NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS transactions_of_user ON transactions (user_id, created_at DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS transactions_newest ON transactions (created_at DESC, id DESC)",
+    # A command's idempotency key and what it asked (its fingerprint), per scope (a user's checkouts,
+    # refunds): a retry finds its transaction, the same key for something else is a conflict.
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        transaction_id UUID NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (scope, key)
+    )""",
+    # Stripe events received (the webhook's inbox): claimed by id on arrival, processed by a worker
+    # that reads the object from Stripe and applies it in the transaction that sets processed_at.
+    """CREATE TABLE IF NOT EXISTS stripe_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        payment_intent_id TEXT,
+        received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        processed_at TIMESTAMPTZ,
+        outcome TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS stripe_events_due ON stripe_events (next_attempt_at) WHERE processed_at IS NULL",
+)
+
+_COLUMNS = (
+    "id::text AS id, user_id::text AS user_id, kind, status, amount_cents, currency, credits, description,"
+    " package_id, stripe_payment_intent_id, metadata, created_at, updated_at"
+)
+
+
+def _transaction(row: dict[str, Any]) -> Transaction:
+    return Transaction(**{**row, "kind": Kind(row["kind"]), "status": Status(row["status"])})
+
+
+async def _one(conn: AsyncConnection, query: str, params: tuple[Any, ...]) -> Transaction | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        row = await cur.fetchone()
+    return _transaction(row) if row else None
+
+
+async def claim_key(conn: AsyncConnection, scope: str, key: str, fingerprint: str, tx_id: str) -> tuple[str, str]:
+    """Record `key` for `tx_id` unless it exists: (fingerprint, transaction id) of whoever holds it.
+    A concurrent claim of the same key waits for the first to commit, then reads its row."""
+    await conn.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, transaction_id) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (scope, key, fingerprint, tx_id),
+    )
+    cursor = await conn.execute(
+        "SELECT fingerprint, transaction_id::text FROM idempotency_keys WHERE scope = %s AND key = %s", (scope, key)
+    )
+    row = await cursor.fetchone()
+    assert row is not None, "inserted or already there"
+    return row[0], row[1]
+
+
+async def insert(conn: AsyncConnection, tx: Transaction) -> None:
+    await conn.execute(
+        "INSERT INTO transactions (id, user_id, kind, status, amount_cents, currency, credits, description,"
+        " package_id, stripe_payment_intent_id, metadata, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        (
+            tx.id, tx.user_id, tx.kind, tx.status, tx.amount_cents, tx.currency, tx.credits, tx.description,
+            tx.package_id, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.created_at, tx.updated_at,
+        ),
+    )  # fmt: skip
+
+
+async def get(conn: AsyncConnection, tx_id: str, *, lock: bool = False) -> Transaction | None:
+    suffix = " FOR UPDATE" if lock else ""
+    return await _one(conn, f"SELECT {_COLUMNS} FROM transactions WHERE id = %s{suffix}", (tx_id,))
+
+
+async def by_payment_intent(conn: AsyncConnection, intent: str, *, lock: bool = False) -> Transaction | None:
+    suffix = " FOR UPDATE" if lock else ""
+    query = f"SELECT {_COLUMNS} FROM transactions WHERE stripe_payment_intent_id = %s{suffix}"
+    return await _one(conn, query, (intent,))
+
+
+async def save(conn: AsyncConnection, tx: Transaction) -> None:
+    """Write what may change: status, the PaymentIntent link, metadata."""
+    await conn.execute(
+        "UPDATE transactions SET status = %s, stripe_payment_intent_id = %s, metadata = %s, updated_at = %s"
+        " WHERE id = %s",
+        (tx.status, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.updated_at, tx.id),
+    )
+
+
+async def page(
+    conn: AsyncConnection,
+    user_id: str | None,
+    statuses: list[Status],
+    kinds: list[Kind],
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Transaction]:
+    """Newest first, optionally one user's, filtered by status and kind."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if user_id is not None:
+        clauses.append("user_id = %s")
+        params.append(user_id)
+    if statuses:
+        clauses.append("status = ANY(%s)")
+        params.append([str(s) for s in statuses])
+    if kinds:
+        clauses.append("kind = ANY(%s)")
+        params.append([str(k) for k in kinds])
+    if after is not None:
+        clauses.append("(created_at, id) < (%s, %s)")
+        params += [after[0], after[1]]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM transactions {where} ORDER BY created_at DESC, id DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [_transaction(row) for row in await cur.fetchall()]
+
+
+async def open_since(conn: AsyncConnection, since: datetime) -> list[str]:
+    """PaymentIntents of transactions created since `since` that Stripe may still move."""
+    cursor = await conn.execute(
+        "SELECT stripe_payment_intent_id FROM transactions WHERE created_at >= %s"
+        " AND stripe_payment_intent_id IS NOT NULL AND status <> ALL(%s)",
+        (since, [Status.REFUNDED, Status.CANCELLED]),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def totals_by_status(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT status, count(*) AS count, coalesce(sum(amount_cents), 0) AS amount_cents,"
+            " coalesce(sum(credits), 0) AS credits,"
+            " coalesce(sum((metadata->'refund'->>'amount_cents')::int), 0) AS refunded_cents,"
+            " coalesce(sum((metadata->'refund'->>'credits')::int), 0) AS credits_clawed_back"
+            " FROM transactions WHERE user_id = %s GROUP BY status",
+            (user_id,),
+        )
+        return await cur.fetchall()
+
+
+# -- the Stripe event inbox -------------------------------------------------------------------------
+
+
+async def receive_event(conn: AsyncConnection, event_id: str, kind: str, intent: str | None) -> bool:
+    """Record a Stripe event as received; False when it was received before."""
+    cursor = await conn.execute(
+        "INSERT INTO stripe_events (id, type, payment_intent_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        (event_id, kind, intent),
+    )
+    return cursor.rowcount == 1
+
+
+async def claim_due_event(conn: AsyncConnection) -> tuple[str, str, str | None] | None:
+    """One due, unprocessed event, locked for the caller's transaction (others skip it)."""
+    cursor = await conn.execute(
+        "SELECT id, type, payment_intent_id FROM stripe_events WHERE processed_at IS NULL AND next_attempt_at <= now()"
+        " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+    row = await cursor.fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def event_processed(conn: AsyncConnection, event_id: str, outcome: str) -> None:
+    await conn.execute(
+        "UPDATE stripe_events SET processed_at = now(), outcome = %s, attempts = attempts + 1 WHERE id = %s",
+        (outcome, event_id),
+    )
+
+
+async def event_failed(conn: AsyncConnection, event_id: str, outcome: str) -> None:
+    """Try again later, backing off up to ten minutes between attempts."""
+    await conn.execute(
+        "UPDATE stripe_events SET attempts = attempts + 1, outcome = %s,"
+        " next_attempt_at = now() + least(interval '1 second' * power(2, attempts), interval '10 minutes')"
+        " WHERE id = %s",
+        (outcome, event_id),
+    )
+
+
+async def pending_events(conn: AsyncConnection) -> int:
+    cursor = await conn.execute("SELECT count(*) FROM stripe_events WHERE processed_at IS NULL")
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -255,8 +255,18 @@ def started(*processes: ServiceProcess, timeout: float = 90) -> Iterator[tuple[S
 def five_services(
     data_dir: Path, database_url: str, nats_url: str, **settings: str
 ) -> Iterator[tuple[dict[str, str], dict[str, ServiceProcess]]]:
-    """The five services as subprocesses on free ports, in dev auth, on the given database and NATS:
+    """The five services as subprocesses on free ports, in dev auth, on the given database and NATS,
+    with a localstripe of their own (unless STRIPE_API_BASE is given) whose webhooks reach payments:
     the environment they run with, and the processes by service name."""
+    from shared.testing.localstripe_server import LocalStripe, register_webhook
+
+    stripe = None if "STRIPE_API_BASE" in settings else LocalStripe().start()
+    stripe_settings = {
+        "STRIPE_API_BASE": stripe.api_base,
+        "STRIPE_SECRET_KEY": "sk_test_creditstream",
+        # Stripe's format (whsec_ + random); tests sign Stripe webhooks with it.
+        "STRIPE_WEBHOOK_SECRET": "whsec_creditstream_test_stripe_webhooks",
+    } if stripe else {}  # fmt: skip
     base = {
         "AUTH_MODE": "dev",
         "DATABASE_URL": database_url,
@@ -265,12 +275,20 @@ def five_services(
         # Svix format (whsec_ + base64); tests sign Clerk webhooks with it.
         "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
         **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
+        **stripe_settings,
         **settings,
     }
     env = service_env(base)
     processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
-    with started(*processes.values()):
-        yield env, processes
+    try:
+        if stripe:
+            webhook = f"{processes['payments'].url}/webhooks/stripe"
+            register_webhook(stripe.api_base, webhook, base["STRIPE_WEBHOOK_SECRET"])
+        with started(*processes.values()):
+            yield env, processes
+    finally:
+        if stripe:
+            stripe.stop()
 
 
 @contextlib.contextmanager

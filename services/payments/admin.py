@@ -1,0 +1,132 @@
+"""Payments' admin API: every transaction, refunds, reconciliation with Stripe. Admins and services only."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.payments.api import (
+    KindFilter,
+    Limit,
+    PaymentsDep,
+    StatusFilter,
+    TransactionPage,
+    TransactionPublic,
+    stripe_problem,
+    transaction_page,
+)
+from services.payments.domain import (
+    IdempotencyConflictError,
+    NotRefundableError,
+    Status,
+    StripeUnavailableError,
+    TransactionNotFoundError,
+)
+from shared.auth import Privileged
+from shared.guard import GuardedRoute
+from shared.inputs import MAX_SAFE_INTEGER, MediumText, Whole
+from shared.params import IdempotencyKey, PageCursor
+from shared.problems import Problem, responses
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute)
+
+
+class RefundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[MediumText, Field(min_length=1)]
+    # Part of the payment, in cents; omitted: all of it. The credits taken back are the same share.
+    amount_cents: Annotated[int, Field(strict=True, ge=1, le=MAX_SAFE_INTEGER), Whole] | None = None
+
+
+class ReconcileRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime | None = None  # omitted: the last 24 hours
+
+
+class RepairPublic(BaseModel):
+    transaction_id: str
+    payment_intent_id: str
+    before: Status
+    after: Status
+    announced: list[Status]
+
+
+class ReconcileReport(BaseModel):
+    since: datetime
+    events_listed: int
+    events_recovered: list[str]
+    payment_intents_checked: int
+    repaired: list[RepairPublic]
+    unknown_payment_intents: list[str]
+    refused: list[str]
+
+
+@router.get("/transactions", response_model=TransactionPage, responses=responses(400))
+async def all_transactions(
+    _: Privileged,
+    payments: PaymentsDep,
+    user_id: uuid.UUID | None = None,
+    status: StatusFilter = [],  # noqa: B006  # FastAPI copies defaults per request
+    kind: KindFilter = [],  # noqa: B006
+    cursor: PageCursor = None,
+    limit: Limit = 50,
+) -> TransactionPage:
+    return await transaction_page(payments, str(user_id) if user_id else None, status, kind, cursor, limit)
+
+
+@router.get("/transactions/{transaction_id}", response_model=TransactionPublic, responses=responses(404))
+async def one_transaction(transaction_id: uuid.UUID, _: Privileged, payments: PaymentsDep) -> TransactionPublic:
+    try:
+        return TransactionPublic.of(await payments.transaction(str(transaction_id)))
+    except TransactionNotFoundError as exc:
+        raise Problem(404, f"No transaction {transaction_id}.") from exc
+
+
+@router.post(
+    "/transactions/{transaction_id}/refund", response_model=TransactionPublic, responses=responses(404, 409, 502, 503)
+)
+async def refund(
+    transaction_id: uuid.UUID, body: RefundRequest, principal: Privileged, payments: PaymentsDep, key: IdempotencyKey
+) -> TransactionPublic:
+    """Refund at Stripe and record its answer: the transaction is REFUNDED and the ledger takes the
+    purchased credits back (never below zero; what was already spent is recorded as the shortfall).
+    One refund per transaction: another is a 409; a retry with the same key answers the same."""
+    try:
+        tx = await payments.refund(str(transaction_id), body.reason, body.amount_cents, key, principal.user_id)
+    except TransactionNotFoundError as exc:
+        raise Problem(404, f"No transaction {transaction_id}.") from exc
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different refund.") from exc
+    except NotRefundableError as exc:
+        raise Problem(409, f"Not refundable: {exc}") from exc
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return TransactionPublic.of(tx)
+
+
+@router.post("/payments/reconcile", response_model=ReconcileReport, responses=responses(502, 503))
+async def reconcile(
+    _: Privileged, payments: PaymentsDep, body: Annotated[ReconcileRequest | None, Body()] = None
+) -> ReconcileReport:
+    """Compare Stripe (its PaymentIntents and events) with our transactions and repair what missed
+    webhooks left. Safe to run any number of times."""
+    since = (body.since if body else None) or datetime.now(UTC) - timedelta(days=1)
+    try:
+        report = await payments.reconcile(since)
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return ReconcileReport(
+        since=report.since,
+        events_listed=report.events_listed,
+        events_recovered=report.events_recovered,
+        payment_intents_checked=report.intents_checked,
+        repaired=[RepairPublic(**{**r.__dict__, "announced": list(r.announced)}) for r in report.repaired],
+        unknown_payment_intents=report.unknown_intents,
+        refused=report.refused,
+    )

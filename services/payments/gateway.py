@@ -1,0 +1,117 @@
+"""The port to Stripe: the calls payments makes, through the official SDK (async, httpx).
+
+Every call that creates something carries an idempotency key derived from our own ids, so a
+command retried after a crash asks Stripe for the same object again. localstripe ignores those
+keys, so the calls that must never happen twice also look before they act (a refund lists the
+refunds already made for its transaction first)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import stripe
+from stripe._base_address import BaseAddresses
+
+from services.payments.domain import PaymentState, StripeUnavailableError, Transaction
+from services.payments.stripe_objects import payment_state
+
+
+@dataclass(frozen=True)
+class ListedIntent:
+    id: str
+    created: int
+    transaction_id: str | None
+
+
+class StripeGateway:
+    def __init__(self, secret_key: str, api_base: str | None = None) -> None:
+        # The SDK and its HTTP client log every request at INFO: a line per call is noise, not news.
+        for name in ("stripe", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        base: BaseAddresses | None = {"api": api_base} if api_base else None
+        self._client = stripe.StripeClient(
+            secret_key, base_addresses=base, http_client=stripe.HTTPXClient(), max_network_retries=2
+        )
+
+    async def create_payment_intent(self, tx: Transaction) -> tuple[str, str]:
+        """(id, client_secret) of a new PaymentIntent for `tx`; card details never reach us."""
+        params: dict[str, Any] = {
+            "amount": tx.amount_cents,
+            "currency": tx.currency.lower(),
+            "payment_method_types": ["card"],
+            "metadata": {
+                "transaction_id": tx.id,
+                "user_id": tx.user_id,
+                "package_id": tx.package_id or "",
+                "credits": str(tx.credits),
+            },
+        }
+        intent = await self._call(
+            self._client.v1.payment_intents.create_async(params, {"idempotency_key": f"checkout:{tx.id}"})  # type: ignore[arg-type]
+        )
+        return intent.id, str(intent.client_secret)
+
+    async def client_secret(self, payment_intent_id: str) -> str:
+        intent = await self._call(self._client.v1.payment_intents.retrieve_async(payment_intent_id))
+        return str(intent.client_secret)
+
+    async def payment_state(self, payment_intent_id: str) -> PaymentState:
+        intent = await self._call(
+            self._client.v1.payment_intents.retrieve_async(payment_intent_id, {"expand": ["latest_charge"]})
+        )
+        return payment_state(intent.to_dict())
+
+    async def refund(self, tx: Transaction, amount_cents: int, reason: str) -> PaymentState:
+        """Refund `amount_cents` of `tx`'s payment, unless a refund for it exists; Stripe's state after."""
+        assert tx.stripe_payment_intent_id, "only a paid transaction is refunded"
+        intent = tx.stripe_payment_intent_id
+        made = await self._call(self._client.v1.refunds.list_async({"payment_intent": intent, "limit": 100}))
+        ours = [r for r in made.data if (r.metadata or {}).get("transaction_id") == tx.id]
+        if ours:
+            refund_id = ours[0].id
+        else:
+            params: dict[str, Any] = {
+                "payment_intent": intent,
+                "amount": amount_cents,
+                "metadata": {"transaction_id": tx.id, "reason": reason[:500]},
+            }
+            refund = await self._call(
+                self._client.v1.refunds.create_async(params, {"idempotency_key": f"refund:{tx.id}"})  # type: ignore[arg-type]
+            )
+            refund_id = refund.id
+        state = await self.payment_state(intent)
+        return replace(state, refund_id=refund_id)
+
+    async def payment_intents(self) -> AsyncIterator[ListedIntent]:
+        """Every PaymentIntent of the account (newest first at Stripe; localstripe lists oldest first)."""
+        page = await self._call(self._client.v1.payment_intents.list_async({"limit": 100}))
+        while True:
+            for intent in page.data:
+                yield ListedIntent(intent.id, int(intent.created), (intent.metadata or {}).get("transaction_id"))
+            if not page.has_more or not page.data:
+                return
+            page = await self._call(
+                self._client.v1.payment_intents.list_async({"limit": 100, "starting_after": page.data[-1].id})
+            )
+
+    async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
+        """Every event Stripe emitted since `since` (unix seconds), as its JSON."""
+        params: dict[str, Any] = {"limit": 100, "created": {"gte": since}}
+        page = await self._call(self._client.v1.events.list_async(params))  # type: ignore[arg-type]
+        while True:
+            for event in page.data:
+                yield event.to_dict()
+            if not page.has_more or not page.data:
+                return
+            params = {**params, "starting_after": page.data[-1].id}
+            page = await self._call(self._client.v1.events.list_async(params))  # type: ignore[arg-type]
+
+    @staticmethod
+    async def _call(call: Any) -> Any:
+        try:
+            return await call
+        except stripe.StripeError as exc:
+            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc

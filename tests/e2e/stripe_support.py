@@ -1,0 +1,86 @@
+"""Helpers for the payments end-to-end tests: pay at the system's localstripe as Stripe.js would (card
+details go to localstripe only), sign Stripe events with the system's webhook secret (for what
+localstripe never sends), and follow a transaction until it settles."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+import stripe
+
+from shared.testing.servers import wait_until
+from tests.conftest import System
+from tests.e2e.auth_support import bearer
+
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000341"  # declined when charged: localstripe sends payment_intent.payment_failed
+
+
+def stripe_api(system: System, path: str, method: str = "POST", **form: Any) -> dict[str, Any]:
+    """A call to the system's localstripe with its secret key, as a Stripe client makes it."""
+    url = f"{system.env['STRIPE_API_BASE']}/v1/{path}"
+    auth = {"Authorization": f"Bearer {system.env['STRIPE_SECRET_KEY']}"}
+    response = httpx.request(method, url, data=form or None, headers=auth, timeout=30)
+    return dict(response.json())
+
+
+def checkout(system: System, token: str, package_id: str = "pro", key: str | None = None) -> httpx.Response:
+    headers = {**bearer(token), "Idempotency-Key": key or str(uuid.uuid4())}
+    url = f"{system.url('payments')}/api/checkout"
+    return httpx.post(url, json={"package_id": package_id}, headers=headers, timeout=30)
+
+
+def pay(system: System, payment_intent_id: str, card: str = GOOD_CARD) -> dict[str, Any]:
+    """What Stripe.js does with the client secret: a card PaymentMethod, attached, then confirmed."""
+    method = stripe_api(
+        system, "payment_methods", type="card", **{"card[number]": card, "card[exp_month]": "12",
+                                                   "card[exp_year]": "2034", "card[cvc]": "123"},
+    )  # fmt: skip
+    stripe_api(system, f"payment_intents/{payment_intent_id}", payment_method=method["id"])
+    return stripe_api(system, f"payment_intents/{payment_intent_id}/confirm")
+
+
+def payment_intent_of(system: System, admin: str, transaction_id: str) -> str:
+    return str(transaction(system, admin, transaction_id)["stripe_payment_intent_id"])
+
+
+def transaction(system: System, admin: str, transaction_id: str) -> dict[str, Any]:
+    url = f"{system.url('payments')}/api/admin/transactions/{transaction_id}"
+    response = httpx.get(url, headers=bearer(admin), timeout=30)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def settled(system: System, admin: str, transaction_id: str, status: str, within: float = 20) -> dict[str, Any]:
+    wait_until(
+        lambda: transaction(system, admin, transaction_id)["status"] == status,
+        timeout=within,
+        what=f"transaction {transaction_id} {status}",
+    )
+    return transaction(system, admin, transaction_id)
+
+
+def signed_event(system: System, kind: str, obj: dict[str, Any], *, event_id: str | None = None,
+                 timestamp: int | None = None) -> tuple[bytes, str]:  # fmt: skip
+    """A Stripe event as Stripe would send it: (body, Stripe-Signature header)."""
+    event = {"id": event_id or f"evt_{uuid.uuid4().hex}", "object": "event", "type": kind,
+             "created": int(time.time()), "data": {"object": obj}, "api_version": "2024-06-20"}  # fmt: skip
+    body = json.dumps(event).encode()
+    header = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), system.env["STRIPE_WEBHOOK_SECRET"], timestamp=timestamp
+    )
+    return body, header
+
+
+def deliver(system: System, body: bytes, header: str) -> httpx.Response:
+    headers = {"Stripe-Signature": header, "Content-Type": "application/json"}
+    return httpx.post(f"{system.url('payments')}/webhooks/stripe", content=body, headers=headers, timeout=30)
+
+
+def stripe_events(system: System, kind: str) -> list[dict[str, Any]]:
+    """What localstripe emitted of `kind`, oldest first."""
+    return list(stripe_api(system, f"events?type={kind}&limit=100", "GET")["data"])
