@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from creditstream import deadletters
+from creditstream import deadletters, payments
 
 app = typer.Typer(help="creditstream operator CLI", no_args_is_help=True)
 app.add_typer(deadletters.app, name="deadletters")
+app.add_typer(payments.app, name="payments")
 console = Console(soft_wrap=True)
 
 

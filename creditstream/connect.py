@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from shared import keys
+from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.settings import DEFAULT_PORTS, SERVICES
 
 
@@ -15,3 +18,15 @@ def service_urls() -> dict[str, str]:
     host = os.environ.get("HOST") or "127.0.0.1"
     ports = {name: os.environ.get(f"{name.upper()}_PORT") or DEFAULT_PORTS[name] for name in SERVICES}
     return {name: f"http://{host}:{port}" for name, port in ports.items()}
+
+
+def service_token(caller: str) -> str | None:
+    """A service token the services accept: signed with SERVICE_JWT_PRIVATE_KEY, else with the dev key
+    `creditstream up` keeps in DATA_DIR; None when neither is there."""
+    pem = os.environ.get("SERVICE_JWT_PRIVATE_KEY", "").strip()
+    path = Path(os.environ.get("DATA_DIR") or ".data") / DEV_KEY_FILE
+    if not pem and path.exists():
+        pem = path.read_text()
+    if not pem:
+        return None
+    return ServiceKey.of_private(keys.private_from_pem(pem)).sign(caller)

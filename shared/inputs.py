@@ -16,7 +16,15 @@ import math
 from typing import Annotated, Any, Generic, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 MAX_JSON_DEPTH = 16
 MAX_METADATA_BYTES = 4096
@@ -193,3 +201,14 @@ class CursorCodec(Generic[T]):
 
 class BadCursorError(InputError):
     pass
+
+
+def _iso_text(value: Any) -> Any:
+    # pydantic reads a number as seconds since 1970; the schema says an ISO 8601 string, and only that.
+    if isinstance(value, int | float):
+        raise InputError("must be an ISO 8601 date-time with a time zone, not a number")
+    return value
+
+
+# A moment as JSON carries it: ISO 8601 text with a time zone (2026-11-25T10:00:00Z).
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.payments.api import (
     KindFilter,
@@ -28,7 +28,7 @@ from services.payments.domain import (
 )
 from shared.auth import Privileged
 from shared.guard import GuardedRoute
-from shared.inputs import MAX_SAFE_INTEGER, MediumText, Whole
+from shared.inputs import MAX_SAFE_INTEGER, MediumText, Moment, Whole
 from shared.params import IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
 
@@ -46,7 +46,7 @@ class RefundRequest(BaseModel):
 class ReconcileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime | None = None  # omitted: the last 24 hours
+    since: Moment | None = None  # omitted: the last 24 hours
 
 
 class RepairPublic(BaseModel):

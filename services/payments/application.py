@@ -25,6 +25,7 @@ from services.payments.domain import (
     IdempotencyConflictError,
     Kind,
     NotRefundableError,
+    PaymentIntentNotFoundError,
     PaymentState,
     Status,
     StripeUnavailableError,
@@ -139,6 +140,8 @@ class Payments:
                     change = await self._observe(conn, await self.gateway.payment_state(intent)) if intent else None
                     outcome = _outcome(change) if intent else f"ignored: payments does not act on {kind}"
                     await store.event_processed(conn, event_id, outcome)
+                except PaymentIntentNotFoundError:
+                    await store.event_processed(conn, event_id, f"ignored: Stripe has no PaymentIntent {intent}")
                 except StripeUnavailableError as exc:
                     failure = str(exc)
             if failure is not None:
@@ -159,25 +162,33 @@ class Payments:
     async def reconcile(self, since: datetime) -> Reconciliation:
         """Compare Stripe with our transactions since `since` and repair what a missed webhook left.
 
-        Events Stripe emitted that never reached us go through the inbox like any delivery; then every
-        PaymentIntent Stripe lists (or we hold open) is read and applied. Each step is idempotent, so a
-        second run finds everything in place and changes nothing."""
+        Every PaymentIntent Stripe lists since then, every one an event since then names (an event that
+        never reached us is recorded as received), and every one we still hold open is read from Stripe
+        and applied. Applying is idempotent, so a second run finds everything in place and changes nothing."""
         gateway, report = self.gateway, Reconciliation(since=since)
+        intents = {i.id async for i in gateway.payment_intents() if i.created >= since.timestamp()}
         async for payload in gateway.events(int(since.timestamp())):
             report.events_listed += 1
             try:
                 event = parse_event(payload)
             except StripePayloadError:
                 continue
-            if await self.receive(event.id, event.type, event.payment_intent_id):
+            # A lost delivery is recorded as received; its PaymentIntent is read and applied below.
+            async with self._pool.connection() as conn, conn.transaction():
+                outcome = "recovered by reconciliation"
+                lost = await store.receive_settled_event(conn, event.id, event.type, event.payment_intent_id, outcome)
+            if lost:
                 report.events_recovered.append(event.id)
-        while await self.process_one_event():
-            pass
-        intents = {i.id async for i in gateway.payment_intents() if i.created >= since.timestamp()}
+            if event.payment_intent_id:
+                intents.add(event.payment_intent_id)
         async with self._pool.connection() as conn:
             intents.update(await store.open_since(conn, since))
         for intent in sorted(intents):
-            state = await gateway.payment_state(intent)
+            try:
+                state = await gateway.payment_state(intent)
+            except PaymentIntentNotFoundError:
+                report.unknown_intents.append(intent)
+                continue
             async with self._pool.connection() as conn, conn.transaction():
                 change = await self._observe(conn, state)
             report.intents_checked += 1

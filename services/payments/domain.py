@@ -121,6 +121,7 @@ def observe(tx: Transaction, state: PaymentState, now: datetime, reason: str | N
     announced: list[Status] = []
     if target in (Status.COMPLETED, Status.REFUNDED) and RANK[tx.status] < RANK[Status.COMPLETED]:
         announced.append(Status.COMPLETED)  # a refund seen first still means the payment went through
+        metadata.pop("failure", None)  # an earlier card's decline: no longer why anything is as it is
     if target is Status.REFUNDED:
         metadata["refund"] = {
             "refund_id": state.refund_id,
@@ -161,6 +162,10 @@ class NotRefundableError(PaymentsError):
 
 class UnknownPackageError(PaymentsError):
     pass
+
+
+class PaymentIntentNotFoundError(PaymentsError, LookupError):
+    """Stripe has no such PaymentIntent: an event naming it is none of ours (or not Stripe's)."""
 
 
 class StripeUnavailableError(PaymentsError):

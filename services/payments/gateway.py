@@ -15,7 +15,7 @@ from typing import Any
 import stripe
 from stripe._base_address import BaseAddresses
 
-from services.payments.domain import PaymentState, StripeUnavailableError, Transaction
+from services.payments.domain import PaymentIntentNotFoundError, PaymentState, StripeUnavailableError, Transaction
 from services.payments.stripe_objects import payment_state
 
 
@@ -59,9 +59,13 @@ class StripeGateway:
         return str(intent.client_secret)
 
     async def payment_state(self, payment_intent_id: str) -> PaymentState:
-        intent = await self._call(
-            self._client.v1.payment_intents.retrieve_async(payment_intent_id, {"expand": ["latest_charge"]})
-        )
+        retrieve = self._client.v1.payment_intents.retrieve_async(payment_intent_id, {"expand": ["latest_charge"]})
+        try:
+            intent = await self._call(retrieve)
+        except StripeUnavailableError as exc:
+            if isinstance(exc.__cause__, stripe.InvalidRequestError) and exc.__cause__.http_status == 404:
+                raise PaymentIntentNotFoundError(payment_intent_id) from exc
+            raise
         return payment_state(intent.to_dict())
 
     async def refund(self, tx: Transaction, amount_cents: int, reason: str) -> PaymentState:
@@ -69,7 +73,7 @@ class StripeGateway:
         assert tx.stripe_payment_intent_id, "only a paid transaction is refunded"
         intent = tx.stripe_payment_intent_id
         made = await self._call(self._client.v1.refunds.list_async({"payment_intent": intent, "limit": 100}))
-        ours = [r for r in made.data if (r.metadata or {}).get("transaction_id") == tx.id]
+        ours = [r for r in made.data if _metadata(r).get("transaction_id") == tx.id]
         if ours:
             refund_id = ours[0].id
         else:
@@ -90,7 +94,7 @@ class StripeGateway:
         page = await self._call(self._client.v1.payment_intents.list_async({"limit": 100}))
         while True:
             for intent in page.data:
-                yield ListedIntent(intent.id, int(intent.created), (intent.metadata or {}).get("transaction_id"))
+                yield ListedIntent(intent.id, int(intent.created), _metadata(intent).get("transaction_id"))
             if not page.has_more or not page.data:
                 return
             page = await self._call(
@@ -115,3 +119,8 @@ class StripeGateway:
             return await call
         except stripe.StripeError as exc:
             raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+
+
+def _metadata(obj: Any) -> dict[str, Any]:
+    # A StripeObject is not a dict in stripe 16: `.get` raises.
+    return dict(obj.to_dict().get("metadata") or {})

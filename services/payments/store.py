@@ -186,6 +186,18 @@ async def receive_event(conn: AsyncConnection, event_id: str, kind: str, intent:
     return cursor.rowcount == 1
 
 
+async def receive_settled_event(
+    conn: AsyncConnection, event_id: str, kind: str, intent: str | None, outcome: str
+) -> bool:
+    """Record an event as received and already dealt with (reconciliation applies its object itself)."""
+    cursor = await conn.execute(
+        "INSERT INTO stripe_events (id, type, payment_intent_id, processed_at, outcome, attempts)"
+        " VALUES (%s, %s, %s, now(), %s, 1) ON CONFLICT DO NOTHING",
+        (event_id, kind, intent, outcome),
+    )
+    return cursor.rowcount == 1
+
+
 async def claim_due_event(conn: AsyncConnection) -> tuple[str, str, str | None] | None:
     """One due, unprocessed event, locked for the caller's transaction (others skip it)."""
     cursor = await conn.execute(

@@ -63,6 +63,8 @@ def payment_state(intent: dict[str, Any]) -> PaymentState:
     charge = intent.get("latest_charge")
     charge = charge if isinstance(charge, dict) else {}
     error = intent.get("last_payment_error")
+    metadata = intent.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
     amount, refunded = intent.get("amount"), charge.get("amount_refunded") or 0
     if not isinstance(amount, int) or not isinstance(refunded, int):
         raise StripePayloadError("the PaymentIntent's amounts are not integers")
@@ -71,11 +73,18 @@ def payment_state(intent: dict[str, Any]) -> PaymentState:
         status=str(intent.get("status")),
         amount=amount,
         currency=str(intent.get("currency") or ""),
-        transaction_id=_text((intent.get("metadata") or {}).get("transaction_id")),
+        transaction_id=_text(metadata.get("transaction_id")),
         charge_id=_text(charge.get("id")),
         amount_refunded=refunded,
-        failure=_text(error.get("message") or error.get("code") or "failed") if isinstance(error, dict) else None,
+        failure=_failure(error),
     )
+
+
+def _failure(error: Any) -> str | None:
+    """Why the last attempt failed, if it did: Stripe's message, else its code; never empty."""
+    if not isinstance(error, dict):
+        return None
+    return _text(error.get("message")) or _text(error.get("code")) or "failed"
 
 
 def _id(value: Any, prefix: str, where: str) -> str:
@@ -86,6 +95,6 @@ def _id(value: Any, prefix: str, where: str) -> str:
 
 def _text(value: Any) -> str | None:
     """Stripe's free text, made storable whatever it holds (no NUL, no lone surrogate), and bounded."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         return None
-    return value.replace("\x00", "").encode("utf-8", "replace").decode()[:500]
+    return value.replace("\x00", "").encode("utf-8", "replace").decode()[:500] or None

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import psycopg
 import stripe
 
 from shared.testing.servers import wait_until
@@ -84,3 +85,43 @@ def deliver(system: System, body: bytes, header: str) -> httpx.Response:
 def stripe_events(system: System, kind: str) -> list[dict[str, Any]]:
     """What localstripe emitted of `kind`, oldest first."""
     return list(stripe_api(system, f"events?type={kind}&limit=100", "GET")["data"])
+
+
+def received_events(system: System) -> int:
+    """How many Stripe events payments has taken into its inbox."""
+    with psycopg.connect(system.env["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT count(*) FROM payments.stripe_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def intents_for(system: System, transaction_id: str) -> list[str]:
+    """PaymentIntents at localstripe made for this transaction."""
+    listed = stripe_api(system, "payment_intents?limit=100", "GET")
+    intents = []
+    while True:
+        intents += [i["id"] for i in listed["data"] if i["metadata"].get("transaction_id") == transaction_id]
+        if not listed["has_more"]:
+            return intents
+        listed = stripe_api(system, f"payment_intents?limit=100&starting_after={listed['data'][-1]['id']}", "GET")
+
+
+def paid_pack(system: System, token: str, admin: str, package_id: str = "basic") -> tuple[str, str]:
+    """A pack bought and paid at localstripe, once its transaction is COMPLETED: (transaction id, intent)."""
+    answer = checkout(system, token, package_id).json()
+    intent = payment_intent_of(system, admin, answer["transaction_id"])
+    assert pay(system, intent)["status"] == "succeeded"
+    settled(system, admin, answer["transaction_id"], "COMPLETED")
+    return answer["transaction_id"], intent
+
+
+def processed(system: System, event_id: str) -> bool:
+    """Whether payments' worker has applied (or set aside) this Stripe event."""
+    return outcome(system, event_id) is not None
+
+
+def outcome(system: System, event_id: str) -> str | None:
+    """What the worker did with a received Stripe event; None while it is not processed."""
+    with psycopg.connect(system.env["DATABASE_URL"]) as conn:
+        query = "SELECT outcome FROM payments.stripe_events WHERE id = %s AND processed_at IS NOT NULL"
+        row = conn.execute(query, (event_id,)).fetchone()
+    return str(row[0]) if row else None
