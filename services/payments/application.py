@@ -43,6 +43,8 @@ from shared.credits import PACKAGES
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
+# About 30 s of retries (1 + 2 + 4 + 8 + 16): past a blip, a person should look.
+STUCK_AFTER_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,12 @@ class Payments:
                 log.warning("Stripe event %s: %s; will retry", event_id, failure)
         self._relay.wake()
         return True
+
+    async def stuck_events_problem(self) -> str | None:
+        """The alarm while Stripe events keep failing to apply (Stripe unreachable, a key revoked)."""
+        async with self._pool.connection() as conn:
+            count, oldest = await store.stuck_events(conn, attempts=STUCK_AFTER_ATTEMPTS)
+        return f"{count} Stripe event(s) not applied after {STUCK_AFTER_ATTEMPTS} tries; {oldest}" if count else None
 
     async def run_event_worker(self) -> None:
         while True:

@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             relay = rt.start_outbox_relay()
             payments = Payments(rt.pool, relay, gateway)
             rt.spawn("stripe-events", payments.run_event_worker)
+            rt.alarms.append(payments.stuck_events_problem)
             app.state.payments = payments
             app.state.runtime = rt
             yield

@@ -225,7 +225,12 @@ async def event_failed(conn: AsyncConnection, event_id: str, outcome: str) -> No
     )
 
 
-async def pending_events(conn: AsyncConnection) -> int:
-    cursor = await conn.execute("SELECT count(*) FROM stripe_events WHERE processed_at IS NULL")
+async def stuck_events(conn: AsyncConnection, attempts: int) -> tuple[int, str | None]:
+    """Unprocessed events tried at least `attempts` times: how many, and what the oldest last ran into."""
+    cursor = await conn.execute(
+        "SELECT count(*) OVER (), id || ': ' || coalesce(outcome, '') FROM stripe_events"
+        " WHERE processed_at IS NULL AND attempts >= %s ORDER BY received_at LIMIT 1",
+        (attempts,),
+    )
     row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), row[1]) if row else (0, None)
