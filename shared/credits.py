@@ -34,3 +34,25 @@ PACKAGES: dict[str, CreditPackage] = {
         CreditPackage("premium", "Premium Pack", 500, 7999),
     )
 }
+
+
+@dataclass(frozen=True)
+class SubscriptionPlan:
+    """Credits every billing period; they expire at the period's end unless the plan rolls them over."""
+
+    id: str
+    name: str
+    credits: int
+    price_cents: int
+    interval: str = "month"
+    currency: str = "USD"
+    rolls_over: bool = False
+
+
+PLANS: dict[str, SubscriptionPlan] = {
+    p.id: p
+    for p in (
+        SubscriptionPlan("starter", "Starter", 100, 900),
+        SubscriptionPlan("creator", "Creator", 400, 2900),
+    )
+}

@@ -55,7 +55,7 @@ def answer(result: Result | Exception) -> Answer:
         return problem(status, str(result))
     replayed = result.replayed
     match result.event:
-        case CreditAccount.Granted() | CreditAccount.Debited() as event:
+        case CreditAccount.Granted() | CreditAccount.Debited() | CreditAccount.Expired() as event:
             return Answer(201, entry(event), replayed)
         case CreditAccount.DebitRejected() | CreditAccount.ReservationRejected() as refused:
             detail = f"{refused.amount} credits asked, {refused.available} available."
@@ -106,7 +106,7 @@ def is_entry(event: AnyEvent, types: set[str] | frozenset[str] = frozenset()) ->
     match event:
         case CreditAccount.Captured():
             return event.amount > 0 and (not types or "USAGE" in types)
-        case CreditAccount.Granted() | CreditAccount.Debited():
+        case CreditAccount.BalanceChanged():
             return not types or event.entry_type in types
         case _:
             return False
@@ -131,6 +131,7 @@ def hold(event: HoldEvent, **extra: Any) -> dict[str, Any]:
 STREAMED_EVENTS = (
     CreditAccount.Granted,
     CreditAccount.Debited,
+    CreditAccount.Expired,
     CreditAccount.DebitRejected,
     CreditAccount.Reserved,
     CreditAccount.ReservationRejected,
@@ -143,7 +144,13 @@ def to_contract(event: AnyEvent) -> EventData | None:
     """The public contract of a stored account event, or None for one that stays inside the ledger."""
     match event:
         case CreditAccount.Granted():
-            return contracts.CreditsGranted(**_entry_fields(event))
+            expires = getattr(event, "expires_at", None)  # older events lack it
+            expires_at = datetime.fromisoformat(expires) if expires else None
+            return contracts.CreditsGranted(**_entry_fields(event), expires_at=expires_at)
+        case CreditAccount.Expired():
+            return contracts.CreditsExpired(
+                **_entry_fields(event), lot_id=event.lot_id, expires_at=datetime.fromisoformat(event.expires_at)
+            )
         case CreditAccount.Debited():
             return contracts.CreditsDebited(**_entry_fields(event), shortfall=event.shortfall)
         case CreditAccount.DebitRejected():
@@ -195,7 +202,7 @@ def _stamp(event: CreditAccount.Stamped) -> dict[str, Any]:
     return {"user_id": str(event.originator_id), "idempotency_key": event.idempotency_key, "cause_id": event.cause_id}
 
 
-def _entry_fields(event: CreditAccount.Granted | CreditAccount.Debited) -> dict[str, Any]:
+def _entry_fields(event: CreditAccount.BalanceChanged) -> dict[str, Any]:
     return {
         **_stamp(event),
         "entry_type": event.entry_type,

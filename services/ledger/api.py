@@ -27,6 +27,7 @@ from services.ledger.schemas import (
     EntryPublic,
     GrantIn,
     HoldPublic,
+    LotPublic,
     ReleaseIn,
     ReservationIn,
 )
@@ -71,12 +72,18 @@ async def _account(ledger: Ledger, user_id: str) -> AccountPublic:
     account = await asyncio.to_thread(ledger.account, user_id)
     if account is None:
         raise Problem(404, f"No credit account for user {user_id}.")
+    ordered = sorted(account.lots.items(), key=lambda item: item[1].order(item[0]))
+    lots = [
+        LotPublic(id=i, amount=lot.amount, remaining=lot.remaining, held=account.held(i), expires_at=lot.expires_at)
+        for i, lot in ordered
+    ]
     return AccountPublic(
         user_id=user_id,
         balance=account.balance,
         reserved=account.reserved,
         available=account.available,
         active=account.active,
+        lots=lots,
     )
 
 

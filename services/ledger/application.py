@@ -23,7 +23,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEven
 
 from services.ledger import store
 from services.ledger.commands import COMMAND_HANDLERS, Command
-from services.ledger.domain import AccountNotFoundError, CreditAccount, Hold, IdempotencyRecord, LedgerError
+from services.ledger.domain import AccountNotFoundError, CreditAccount, Hold, IdempotencyRecord, LedgerError, Lot
 
 MAX_ATTEMPTS = 20
 # Accounts the writer keeps in memory (a few KB each: an account's state is the size of its open holds).
@@ -55,10 +55,23 @@ class HoldAsDict(Transcoding):
     name = "ledger_hold"
 
     def encode(self, obj: Hold) -> dict[str, Any]:
-        return {"amount": obj.amount, "job_id": obj.job_id, "expires_at": obj.expires_at}
+        return {"amount": obj.amount, "job_id": obj.job_id, "expires_at": obj.expires_at, "lots": obj.lots}
 
     def decode(self, data: dict[str, Any]) -> Hold:
         return Hold(**data)
+
+
+class LotAsDict(Transcoding):
+    """How a lot is kept in an account's snapshot."""
+
+    type = Lot
+    name = "ledger_lot"
+
+    def encode(self, obj: Lot) -> dict[str, Any]:
+        return {"source": obj.source, "amount": obj.amount, "remaining": obj.remaining, "expires_at": obj.expires_at}
+
+    def decode(self, data: dict[str, Any]) -> Lot:
+        return Lot(**data)
 
 
 class Ledger(Application):
@@ -68,6 +81,7 @@ class Ledger(Application):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(HoldAsDict())
+        transcoder.register(LotAsDict())
 
     def account(self, user_id: str) -> CreditAccount | None:
         try:

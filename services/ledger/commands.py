@@ -75,7 +75,7 @@ class _Entry(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class Grant(_Entry):
-    pass
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +127,14 @@ class Expire(Command):
     now: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExpireLot(Command):
+    opens_account = False
+    circumstances = frozenset({"now"})
+    lot_id: str
+    now: datetime
+
+
 # -- what other services' events ask for -----------------------------------------------------------
 
 
@@ -167,6 +175,7 @@ class Renewal(Command):
     subscription_id: str
     invoice_id: str
     credits: int
+    expires_at: datetime | None  # the period's end, unless the plan rolls its credits over
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,7 +237,10 @@ def reservation_id(user_id: str, key: str) -> str:
 
 
 def _grant(a: CreditAccount, c: Grant, _seen: Seen) -> None:
-    a.grant(c.stamp, entry_type=c.entry_type, amount=c.amount, description=c.description, metadata=c.metadata)
+    a.grant(
+        c.stamp, entry_type=c.entry_type, amount=c.amount, description=c.description, metadata=c.metadata,
+        expires_at=c.expires_at,
+    )  # fmt: skip
 
 
 def _debit(a: CreditAccount, c: Debit, _seen: Seen) -> None:
@@ -257,6 +269,10 @@ def _expire(a: CreditAccount, c: Expire, _seen: Seen) -> None:
     a.expire(c.stamp, reservation_id=c.reservation_id, now=c.now)
 
 
+def _expire_lot(a: CreditAccount, c: ExpireLot, _seen: Seen) -> None:
+    a.expire_lot(c.stamp, lot_id=c.lot_id, now=c.now)
+
+
 def _welcome(a: CreditAccount, c: Welcome, _seen: Seen) -> None:
     a.grant(c.stamp, entry_type="BONUS", amount=WELCOME_BONUS, description="Welcome bonus")
 
@@ -275,14 +291,20 @@ def _purchase(a: CreditAccount, c: Purchase, seen: Seen) -> None:
 def _refund(a: CreditAccount, c: Refund, seen: Seen) -> None:
     metadata = {"transaction_id": c.transaction_id, "stripe_charge_id": c.stripe_charge_id}
     description = f"Refund of {c.credits} purchased credits"
-    granted = seen(payment_key(c.transaction_id))
-    a.refund(c.stamp, credits=c.credits, purchase_granted=granted, description=description, metadata=metadata)
+    purchase = payment_key(c.transaction_id)
+    a.refund(
+        c.stamp, credits=c.credits, purchase_key=purchase, purchase_granted=seen(purchase), description=description,
+        metadata=metadata,
+    )  # fmt: skip
 
 
 def _renewal(a: CreditAccount, c: Renewal, _seen: Seen) -> None:
     metadata = {"subscription_id": c.subscription_id, "invoice_id": c.invoice_id}
     description = f"Subscription: {c.credits} credits"
-    a.grant(c.stamp, entry_type="PURCHASE", amount=c.credits, description=description, metadata=metadata)
+    a.grant(
+        c.stamp, entry_type="PURCHASE", amount=c.credits, description=description, metadata=metadata,
+        expires_at=c.expires_at,
+    )  # fmt: skip
 
 
 def _hold_for_job(a: CreditAccount, c: HoldForJob, seen: Seen) -> None:
@@ -314,6 +336,7 @@ COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]
     Capture: _capture,
     Release: _release,
     Expire: _expire,
+    ExpireLot: _expire_lot,
     Welcome: _welcome,
     SetStatus: _set_status,
     Purchase: _purchase,
@@ -342,9 +365,13 @@ def grant(
     metadata: dict[str, Any],
     key: str,
     request_id: str | None,
+    expires_at: datetime | None = None,
 ) -> Grant:
     asked = _asked(user_id, key, request_id)
-    return Grant(**asked, entry_type=entry_type, amount=amount, description=description, metadata=metadata)
+    return Grant(
+        **asked, entry_type=entry_type, amount=amount, description=description, metadata=metadata,
+        expires_at=expires_at,
+    )  # fmt: skip
 
 
 def debit(
@@ -400,3 +427,8 @@ def release(user_id: str, *, reservation_id: str, reason: str, key: str, request
 def expire(user_id: str, reservation_id: str, now: datetime) -> Expire:
     """What a sweeper asks of a hold whose time is up; any number of sweepers ask under one key."""
     return Expire(user_id=user_id, key=f"expire:{reservation_id}", reservation_id=reservation_id, now=now)
+
+
+def expire_lot(user_id: str, lot_id: str, now: datetime) -> ExpireLot:
+    """What a sweeper asks of a lot whose time is up; any number of sweepers ask under one key."""
+    return ExpireLot(user_id=user_id, key=f"expire-lot:{lot_id}", lot_id=lot_id, now=now)

@@ -12,14 +12,15 @@ the sibling keys the account has already seen.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
 GRANT_TYPES = frozenset({"PURCHASE", "BONUS", "REFUND", "ADMIN_ADJUSTMENT"})
 DEBIT_TYPES = frozenset({"USAGE", "ADMIN_ADJUSTMENT", "REFUND"})
+Portions = dict[str, int]  # credits taken from (or set aside in) each lot, by lot id
 
 
 class LedgerError(Exception):
@@ -70,11 +71,27 @@ class Stamp:
 
 @dataclass(frozen=True)
 class Hold:
-    """Credits set aside for a job until it is captured, released or expires."""
+    """Credits set aside for a job until it is captured, released or expires, and the lots they
+    were set aside from (a hold keeps its lots: expiry never takes what a hold has reserved)."""
 
     amount: int
     job_id: str | None
     expires_at: datetime
+    lots: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lot:
+    """Credit from one grant: what it gave, what is left of it (spent last when it never expires)."""
+
+    source: str  # the idempotency key of the grant, so a refund finds the lot its purchase made
+    amount: int
+    remaining: int
+    expires_at: datetime | None
+
+    def order(self, lot_id: str) -> tuple[bool, datetime, int]:
+        """The spending order: soonest expiry first, non-expiring last, older first among equals."""
+        return (self.expires_at is None, self.expires_at or datetime.max.replace(tzinfo=UTC), int(lot_id))
 
 
 class IdempotencyRecord(Aggregate):
@@ -119,10 +136,34 @@ class CreditAccount(Aggregate):
             _account(aggregate).balance = self.balance_after
 
     class Granted(BalanceChanged):
-        pass
+        expires_at: str | None  # events stored before lots read back without it: never expiring
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            account.balance = self.balance_after
+            expires = getattr(self, "expires_at", None)
+            expires_at = datetime.fromisoformat(expires) if expires else None
+            account.lots[str(self.originator_version)] = Lot(self.idempotency_key, self.amount, self.amount, expires_at)
 
     class Debited(BalanceChanged):
         shortfall: int  # what a claw-back could not take
+        lots: Portions  # events stored before lots read back without it: taken in spending order
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            account.balance = self.balance_after
+            account.spend(getattr(self, "lots", None) or account.portions(self.amount))
+
+    class Expired(BalanceChanged):
+        """The unspent remainder of a lot left the balance at its expiry."""
+
+        lot_id: str
+        expires_at: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            account.balance = self.balance_after
+            account.spend({self.lot_id: self.amount})
 
     class DebitRejected(Stamped):
         amount: int
@@ -138,9 +179,12 @@ class CreditAccount(Aggregate):
         balance_after: int
         reserved_after: int
 
+        lots: Portions  # events stored before lots read back without it
+
         def apply(self, aggregate: Aggregate) -> None:
             account = _account(aggregate)
-            hold = Hold(self.amount, self.job_id, datetime.fromisoformat(self.expires_at))
+            portions = getattr(self, "lots", None) or account.portions(self.amount)
+            hold = Hold(self.amount, self.job_id, datetime.fromisoformat(self.expires_at), portions)
             account.reservations[self.reservation_id] = hold
             account.reserved += self.amount
 
@@ -167,6 +211,14 @@ class CreditAccount(Aggregate):
     class Captured(HoldClosed):
         released: int  # the rest of the hold, given back
         description: str
+        lots: Portions  # what the capture took from each lot (events stored before lots lack it)
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            hold = account.reservations.pop(self.reservation_id)
+            account.reserved -= hold.amount
+            account.balance = self.balance_after
+            account.spend(getattr(self, "lots", None) or _first(hold.lots, self.amount, account.lots))
 
     class Released(HoldClosed):
         reason: str
@@ -209,12 +261,40 @@ class CreditAccount(Aggregate):
         self.reserved = 0
         self.active = True
         self.reservations: dict[str, Hold] = {}
+        self.lots: dict[str, Lot] = {}  # by the version of the grant that made each
         # When identity last changed the status: status events can arrive out of order.
         self.status_at: str | None = None
 
     @property
     def available(self) -> int:
         return self.balance - self.reserved
+
+    # -- lots -----------------------------------------------------------------------------------
+
+    def held(self, lot_id: str) -> int:
+        return sum(hold.lots.get(lot_id, 0) for hold in self.reservations.values())
+
+    def free(self, lot_id: str) -> int:
+        """What of a lot may be spent now: what is left, less what holds set aside."""
+        return self.lots[lot_id].remaining - self.held(lot_id)
+
+    def portions(self, amount: int) -> Portions:
+        """Which lots `amount` of free credit comes from, in spending order."""
+        free = {lot_id: self.free(lot_id) for lot_id in self.lots}
+        return _first(free, amount, self.lots)
+
+    def spend(self, portions: Portions) -> None:
+        """Take what `portions` says from each lot; a lot with nothing left is gone."""
+        for lot_id, taken in portions.items():
+            lot = self.lots[lot_id]
+            if lot.remaining == taken and not self.held(lot_id):
+                del self.lots[lot_id]
+            else:
+                self.lots[lot_id] = replace(lot, remaining=lot.remaining - taken)
+
+    def lot_of(self, source: str) -> str | None:
+        """The lot a grant made, by the grant's idempotency key (None once it is spent)."""
+        return next((lot_id for lot_id, lot in self.lots.items() if lot.source == source), None)
 
     def reservation_for_job(self, job_id: str) -> str | None:
         return next((rid for rid, hold in self.reservations.items() if hold.job_id == job_id), None)
@@ -229,6 +309,7 @@ class CreditAccount(Aggregate):
         amount: int,
         description: str = "",
         metadata: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
     ) -> None:
         if entry_type not in GRANT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a grant type")
@@ -240,6 +321,7 @@ class CreditAccount(Aggregate):
             balance_after=self.balance + amount,
             description=description,
             metadata=dict(metadata or {}),
+            expires_at=expires_at.isoformat() if expires_at else None,
             **stamp.recorded(),
         )
 
@@ -269,14 +351,26 @@ class CreditAccount(Aggregate):
             return
         self._debited(stamp, entry_type, amount, 0, description, dict(metadata or {}))
 
-    def claw_back(self, stamp: Stamp, *, amount: int, description: str, metadata: dict[str, Any]) -> None:
-        """Take back refunded credits: as many as there are, recording what could not be taken."""
+    def claw_back(
+        self, stamp: Stamp, *, amount: int, lot_source: str, description: str, metadata: dict[str, Any]
+    ) -> None:
+        """Take back refunded credits from the lot their purchase made: as many as it has left free,
+        recording what could not be taken (spent already, or set aside by a hold)."""
         _positive(amount)
-        taken = min(amount, self.available)
-        self._debited(stamp, "REFUND", taken, amount - taken, description, metadata)
+        lot_id = self.lot_of(lot_source)
+        taken = min(amount, self.free(lot_id)) if lot_id is not None else 0
+        portions = {lot_id: taken} if lot_id is not None and taken else {}
+        self._debited(stamp, "REFUND", taken, amount - taken, description, metadata, portions)
 
     def _debited(
-        self, stamp: Stamp, entry_type: str, amount: int, shortfall: int, description: str, metadata: dict[str, Any]
+        self,
+        stamp: Stamp,
+        entry_type: str,
+        amount: int,
+        shortfall: int,
+        description: str,
+        metadata: dict[str, Any],
+        portions: Portions | None = None,
     ) -> None:
         self.trigger_event(
             self.Debited,
@@ -286,8 +380,33 @@ class CreditAccount(Aggregate):
             shortfall=shortfall,
             description=description,
             metadata=metadata,
+            lots=self.portions(amount) if portions is None else portions,
             **stamp.recorded(),
         )
+
+    def expire_lot(self, stamp: Stamp, *, lot_id: str, now: datetime) -> None:
+        """At its expiry the unspent remainder of a lot leaves the balance, once; a lot a hold still
+        draws on waits until the hold is settled, so expiry never takes reserved credit."""
+        lot = self.lots.get(lot_id)
+        if lot is None:
+            self.note(stamp, reason="lot spent before it expired")
+        elif lot.expires_at is None or lot.expires_at > now:
+            # Refused without an event, so the key stays free for when it does expire.
+            raise InvalidCommandError(f"lot {lot_id} has not expired")
+        elif self.held(lot_id):
+            raise InvalidCommandError(f"lot {lot_id} is held by a reservation until it is settled")
+        else:
+            self.trigger_event(
+                self.Expired,
+                entry_type="EXPIRED",
+                amount=lot.remaining,
+                balance_after=self.balance - lot.remaining,
+                description=f"{lot.remaining} credits expired",
+                metadata={"lot_id": lot_id, "granted": lot.amount, "source": lot.source},
+                lot_id=lot_id,
+                expires_at=lot.expires_at.isoformat(),
+                **stamp.recorded(),
+            )
 
     # -- holds ----------------------------------------------------------------------------------
 
@@ -309,6 +428,7 @@ class CreditAccount(Aggregate):
             expires_at=expires_at.isoformat(),
             balance_after=self.balance,
             reserved_after=self.reserved + amount,
+            lots=self.portions(amount),
             **stamp.recorded(),
         )
 
@@ -326,6 +446,7 @@ class CreditAccount(Aggregate):
             balance_after=self.balance - taken,
             reserved_after=self.reserved - hold.amount,
             description=description,
+            lots=_first(hold.lots, taken, self.lots),
             **stamp.recorded(),
         )
 
@@ -383,12 +504,19 @@ class CreditAccount(Aggregate):
             self.grant(stamp, entry_type="PURCHASE", amount=credits, description=description, metadata=metadata)
 
     def refund(
-        self, stamp: Stamp, *, credits: int, purchase_granted: bool, description: str, metadata: dict[str, Any]
+        self,
+        stamp: Stamp,
+        *,
+        credits: int,
+        purchase_key: str,
+        purchase_granted: bool,
+        description: str,
+        metadata: dict[str, Any],
     ) -> None:
         if not purchase_granted or credits == 0:
             self.note(stamp, reason="refund before its purchase was granted")
         else:
-            self.claw_back(stamp, amount=credits, description=description, metadata=metadata)
+            self.claw_back(stamp, amount=credits, lot_source=purchase_key, description=description, metadata=metadata)
 
     def hold_for_job(
         self, stamp: Stamp, *, reservation_id: str, job_id: str, cost: int, expires_at: datetime, job_settled: bool
@@ -452,6 +580,19 @@ def _account(aggregate: Aggregate) -> CreditAccount:
 def _positive(amount: int) -> None:
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise InvalidCommandError("amount must be a positive integer")
+
+
+def _first(available: Portions, amount: int, lots: dict[str, Lot]) -> Portions:
+    """`amount` taken from `available` (credits by lot id) in the lots' spending order."""
+    taken: Portions = {}
+    for lot_id in sorted(available, key=lambda i: lots[i].order(i)):
+        if amount <= 0:
+            break
+        part = min(amount, available[lot_id])
+        if part > 0:
+            taken[lot_id] = part
+            amount -= part
+    return taken
 
 
 def reservation_expiry(now: datetime, ttl_seconds: int) -> datetime:

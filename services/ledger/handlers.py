@@ -65,7 +65,8 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
             key = f"subscription:{renewed.subscription_id}:{renewed.invoice_id}"
             return Renewal(
                 user_id=renewed.user_id, key=key, subscription_id=renewed.subscription_id,
-                invoice_id=renewed.invoice_id, credits=renewed.credits, **caused,
+                invoice_id=renewed.invoice_id, credits=renewed.credits,
+                expires_at=None if renewed.rolls_over else renewed.period_end, **caused,
             )  # fmt: skip
         case mc.JobRequested() as job:
             key = job_key(job.job_id, "reserve")

@@ -3,13 +3,13 @@ both hold to one set of rules) and the answers' shapes, for OpenAPI."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.contracts.ledger import EntryType
-from shared.inputs import TEXT_PATTERN, JsonObject, MediumText, ShortText, Whole
+from shared.inputs import TEXT_PATTERN, JsonObject, MediumText, Moment, ShortText, Whole
 
 Amount = Annotated[int, Field(strict=True, gt=0, le=1_000_000), Whole]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
@@ -27,6 +27,16 @@ class DebitIn(Body):
 
 class GrantIn(DebitIn):
     type: Literal["PURCHASE", "BONUS", "REFUND", "ADMIN_ADJUSTMENT"]
+    expires_at: Moment | None = Field(
+        default=None, description="when the unspent part of these credits expires (omit: never); in the future"
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("a grant that expires must expire in the future")
+        return value
 
 
 class ReservationIn(Body):
@@ -60,12 +70,23 @@ class AdjustmentIn(Body):
         return value
 
 
+class LotPublic(BaseModel):
+    """Credit from one grant: spent soonest-expiring first, non-expiring last."""
+
+    id: str
+    amount: int  # granted
+    remaining: int  # not yet spent or expired
+    held: int  # of the remaining, set aside by holds (never expires while held)
+    expires_at: datetime | None
+
+
 class AccountPublic(BaseModel):
     user_id: str
     balance: int
     reserved: int
     available: int
     active: bool
+    lots: list[LotPublic]  # in spending order
 
 
 class CanSpendPublic(BaseModel):

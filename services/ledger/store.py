@@ -31,6 +31,14 @@ DDL = (
         expires_at TIMESTAMPTZ NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS open_reservations_expiry ON open_reservations (expires_at)",
+    # Where the sweeper looks for lots to expire; derived from the event store like open_reservations.
+    """CREATE TABLE IF NOT EXISTS expiring_lots (
+        user_id TEXT NOT NULL,
+        lot_id TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (user_id, lot_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS expiring_lots_expiry ON expiring_lots (expires_at)",
 )
 
 
@@ -134,3 +142,21 @@ async def expired_holds(conn: AsyncConnection, now: datetime, limit: int) -> lis
         (now, limit),
     )
     return [(str(u), str(r)) for u, r in await cursor.fetchall()]
+
+
+async def lot_opened(conn: AsyncConnection, user_id: str, lot_id: str, expires_at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO expiring_lots (user_id, lot_id, expires_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        (user_id, lot_id, expires_at),
+    )
+
+
+async def lot_closed(conn: AsyncConnection, user_id: str, lot_id: str) -> None:
+    await conn.execute("DELETE FROM expiring_lots WHERE user_id = %s AND lot_id = %s", (user_id, lot_id))
+
+
+async def expired_lots(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    cursor = await conn.execute(
+        "SELECT user_id, lot_id FROM expiring_lots WHERE expires_at <= %s ORDER BY expires_at LIMIT %s", (now, limit)
+    )
+    return [(str(u), str(lot)) for u, lot in await cursor.fetchall()]

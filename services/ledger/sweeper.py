@@ -1,9 +1,11 @@
-"""Releases reservations whose TTL has passed.
+"""Releases reservations whose TTL has passed and expires lots whose time has come.
 
-`open_reservations` is an index the sweeper keeps by following the event store's notification log
-(its rows and its position change in one transaction). Expiring a hold is an ordinary ledger command
-(`Expire`, keyed `expire:<reservation>`), so when several ledger instances sweep at once, optimistic
-concurrency on the account lets exactly one release happen and the others find it already done.
+`open_reservations` and `expiring_lots` are indexes the sweeper keeps by following the event store's
+notification log (their rows and their positions change in one transaction). Expiring a hold or a lot
+is an ordinary ledger command (`Expire`, keyed `expire:<reservation>`; `ExpireLot`, keyed
+`expire-lot:<lot>`), so when several ledger instances sweep at once, optimistic concurrency on the
+account lets exactly one happen and the others find it already done. A lot a hold still draws on is
+refused without an event and stays in the index until the hold is settled.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
@@ -20,27 +24,41 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
 from services.ledger.application import AnyEvent, Ledger
-from services.ledger.commands import expire
+from services.ledger.commands import Command, expire, expire_lot
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
 from services.ledger.log_follower import LogFollower
 from services.ledger.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sweeper", "expire"]
+__all__ = ["Sweeper", "expire", "expire_lot"]
+
+C = TypeVar("C", bound=Command)
+Close = Callable[[AsyncConnection, C], Awaitable[None]]
 
 TOPICS = tuple(get_topic(e) for e in (CreditAccount.Reserved, CreditAccount.Captured, CreditAccount.Released))
+LOT_TOPICS = tuple(get_topic(e) for e in (CreditAccount.Granted, CreditAccount.Expired))
 
 
 class Sweeper:
     def __init__(self, ledger: Ledger, pool: AsyncConnectionPool, unit: UnitOfWork, interval: float = 2.0) -> None:
         self._index = LogFollower(ledger, pool, "open-reservations", topics=TOPICS)
+        self._lots = LogFollower(ledger, pool, "expiring-lots", topics=LOT_TOPICS)
         self._pool = pool
         self._unit = unit
         self._interval = interval
 
     async def index_once(self) -> int:
-        return await self._index.follow_once(self._indexed)
+        return await self._index.follow_once(self._indexed) + await self._lots.follow_once(self._lot_indexed)
+
+    @staticmethod
+    async def _lot_indexed(conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:
+        match event:
+            case CreditAccount.Granted(expires_at=str(expires)):
+                lot_id = str(event.originator_version)
+                await store.lot_opened(conn, str(event.originator_id), lot_id, datetime.fromisoformat(expires))
+            case CreditAccount.Expired():
+                await store.lot_closed(conn, str(event.originator_id), event.lot_id)
 
     @staticmethod
     async def _indexed(conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:
@@ -52,24 +70,44 @@ class Sweeper:
                 await store.hold_closed(conn, event.reservation_id)
 
     async def sweep_once(self, now: datetime | None = None, batch: int = 500) -> int:
-        """Release what has expired by `now`; returns how many holds it released."""
+        """Release the holds and expire the lots due by `now`; returns how many of them it ended."""
         while await self.index_once():
             pass
         now = now or datetime.now(UTC)
+        return await self._release_holds(now, batch) + await self._expire_lots(now, batch)
+
+    async def _release_holds(self, now: datetime, batch: int) -> int:
         async with self._pool.connection() as conn:
             due = await store.expired_holds(conn, now, batch)
-        results = await asyncio.gather(*(self._unit.submit(expire(u, r, now)) for u, r in due))
-        released = 0
+        commands = [expire(user_id, rid, now) for user_id, rid in due]
+        return await self._settle(
+            commands, CreditAccount.Released, lambda c, cmd: store.hold_closed(c, cmd.reservation_id)
+        )
+
+    async def _expire_lots(self, now: datetime, batch: int) -> int:
         async with self._pool.connection() as conn:
-            for (user_id, rid), result in zip(due, results, strict=True):
-                if isinstance(result, LedgerError):
-                    log.warning("could not expire %s of %s: %s", rid, user_id, result)
-                    if not isinstance(result, InvalidCommandError):
-                        await store.hold_closed(conn, rid)
+            due = await store.expired_lots(conn, now, batch)
+        commands = [expire_lot(user_id, lot_id, now) for user_id, lot_id in due]
+        return await self._settle(
+            commands, CreditAccount.Expired, lambda c, cmd: store.lot_closed(c, cmd.user_id, cmd.lot_id)
+        )
+
+    async def _settle(self, commands: Sequence[C], ended: type[AnyEvent], close: Close[C]) -> int:
+        """Submit the due commands; drop from the index what they settled, keep what was refused as not
+        yet due (a lot a hold still draws on); return how many ended now (not replays)."""
+        results = await asyncio.gather(*(self._unit.submit(cmd) for cmd in commands))
+        ended_now = 0
+        async with self._pool.connection() as conn:
+            for cmd, result in zip(commands, results, strict=True):
+                if isinstance(result, InvalidCommandError):
+                    log.debug("not yet: %s", result)
                     continue
-                released += int(isinstance(result.event, CreditAccount.Released) and not result.replayed)
-                await store.hold_closed(conn, rid)
-        return released
+                if isinstance(result, LedgerError):
+                    log.warning("could not apply %s: %s", cmd.key, result)
+                else:
+                    ended_now += int(isinstance(result.event, ended) and not result.replayed)
+                await close(conn, cmd)
+        return ended_now
 
     async def run(self) -> None:
         while True:
@@ -78,6 +116,6 @@ class Sweeper:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reservation sweep failed; retrying")
+                log.exception("sweep failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.sleep(self._interval)

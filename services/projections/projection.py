@@ -40,8 +40,8 @@ async def user_reactivated(conn: AsyncConnection, env: Envelope, body: EventData
 
 
 async def credits_moved(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
-    """A grant, a debit or a capture: its credit-log line (if any) and the balance it left."""
-    assert isinstance(body, lc.CreditsGranted | lc.CreditsDebited | lc.CreditsCaptured)
+    """A grant, a debit, an expiry or a capture: its credit-log line (if any) and the balance it left."""
+    assert isinstance(body, lc.CreditsGranted | lc.CreditsDebited | lc.CreditsExpired | lc.CreditsCaptured)
     if (line := lc.credit_entry(body)) is not None:
         await store.add_entry(
             conn,
@@ -75,6 +75,7 @@ HANDLERS: dict[str, Apply] = {
     idc.UserReactivated.type: user_reactivated,
     lc.CreditsGranted.type: credits_moved,
     lc.CreditsDebited.type: credits_moved,
+    lc.CreditsExpired.type: credits_moved,
     lc.CreditsCaptured.type: credits_moved,
     lc.CreditsReserved.type: hold_changed,
     lc.CreditsReleased.type: hold_changed,

@@ -19,6 +19,7 @@ class EntryType(StrEnum):
     REFUND = "REFUND"
     BONUS = "BONUS"
     ADMIN_ADJUSTMENT = "ADMIN_ADJUSTMENT"
+    EXPIRED = "EXPIRED"
 
 
 class _Entry(EventData):
@@ -35,6 +36,16 @@ class _Entry(EventData):
 
 class CreditsGranted(_Entry):
     type = "ledger.credits.granted"
+    # When the credit of this grant (its lot) expires; None: never (older events lack it too).
+    expires_at: datetime | None = None
+
+
+class CreditsExpired(_Entry):
+    """The unspent remainder of a lot left the balance at its expiry."""
+
+    type = "ledger.credits.expired"
+    lot_id: ShortText
+    expires_at: datetime
 
 
 class CreditsDebited(_Entry):
@@ -126,7 +137,7 @@ def credit_entry(body: EventData) -> CreditEntry | None:
     match body:
         case CreditsGranted():
             return CreditEntry(body.entry_type, body.amount, body.balance_after, body.description, body.metadata)
-        case CreditsDebited():
+        case CreditsDebited() | CreditsExpired():
             return CreditEntry(body.entry_type, -body.amount, body.balance_after, body.description, body.metadata)
         case CreditsCaptured(amount=taken) if taken > 0:
             # A hold's capture is spending: USAGE, with the hold it came from.

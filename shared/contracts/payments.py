@@ -48,3 +48,5 @@ class SubscriptionRenewed(EventData):
     currency: ShortText
     period_start: datetime
     period_end: datetime
+    # Whether the period's credits outlive it (the plan says so); else they expire at period_end.
+    rolls_over: bool = False

@@ -19,12 +19,13 @@ SPEC_SUBJECTS = {
     "ledger.credits.granted", "ledger.credits.debited", "ledger.credits.reserved", "ledger.credits.captured",
     "ledger.credits.released", "ledger.credits.reservation_rejected", "ledger.debit.rejected",
     "payments.payment.succeeded", "payments.payment.failed", "payments.payment.cancelled",
-    "payments.payment.refunded", "payments.subscription.renewed",
+    "payments.payment.refunded", "payments.subscription.renewed", "ledger.credits.expired",
     "media.job.requested", "media.job.completed", "media.job.failed",
 }  # fmt: skip
 
 SAMPLES: dict[type, Any] = {
     str: "x",
+    bool: True,
     int: 3,
     datetime: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
     dict: {"k": "v"},

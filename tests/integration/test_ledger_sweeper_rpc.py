@@ -113,3 +113,42 @@ async def test_request_reply_debits_with_the_same_idempotency_as_http(
     finally:
         await nc.close()
         server.stop()
+
+
+async def test_two_sweepers_expire_each_due_lot_once_and_never_what_a_hold_keeps(
+    two_instances: list[tuple[Ledger, UnitOfWork, Sweeper]],
+) -> None:
+    (app, dispatcher, sweeper), (_, _, other) = two_instances
+    user = str(uuid.uuid4())
+
+    async def grant(key: str, amount: int, expires_at: datetime | None) -> int:
+        cmd = commands.grant(
+            user, entry_type="BONUS", amount=amount, description="", metadata={}, key=key, request_id=None,
+            expires_at=expires_at,
+        )  # fmt: skip
+        return int(answer(await dispatcher.submit(cmd)).body["version"])
+
+    soon = await grant("soon", 10, NOW + timedelta(minutes=1))  # spent first
+    later = await grant("later", 10, NOW + timedelta(minutes=2))
+    await grant("forever", 10, None)
+    debit = commands.debit(user, amount=4, description="", metadata={}, key="d", request_id=None)
+    assert answer(await dispatcher.submit(debit)).status == 201  # 4 of `soon`
+    hold = commands.reserve(user, amount=8, job_id="j", ttl_seconds=3600, now=NOW, key="h", request_id=None)
+    rid = answer(await dispatcher.submit(hold)).body["reservation_id"]  # 6 of `soon`, 2 of `later`
+
+    after = NOW + timedelta(minutes=5)
+    counts = await asyncio.gather(sweeper.sweep_once(after), other.sweep_once(after), sweeper.sweep_once(after))
+    assert sum(counts) == 0  # both expiring lots are drawn on by the hold: nothing leaves
+    release = commands.release(user, reservation_id=rid, reason="job failed", key="x", request_id=None)
+    assert answer(await dispatcher.submit(release)).status == 200
+    counts = await asyncio.gather(sweeper.sweep_once(after), other.sweep_once(after), sweeper.sweep_once(after))
+    assert sum(counts) == 2
+    assert await other.sweep_once(after) == 0
+
+    account = app.account(user)
+    assert account is not None
+    assert (account.balance, account.reserved) == (10, 0)
+    assert [(lot.amount, lot.remaining, lot.expires_at) for lot in account.lots.values()] == [(10, 10, None)]
+    events = app.repository.event_store.get(uuid.UUID(user))
+    expired = sorted((e.lot_id, e.amount) for e in events if isinstance(e, CreditAccount.Expired))
+    assert expired == [(str(soon), 6), (str(later), 10)]

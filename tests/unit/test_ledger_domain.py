@@ -178,5 +178,6 @@ def test_an_open_hold_survives_a_snapshot_as_a_hold(ledger: Ledger) -> None:
     assert ledger.snapshots is not None
     assert [s.originator_version for s in ledger.snapshots.get(uuid.UUID(user))] == [3]
     account = ledger.account(user)
-    assert account is not None and account.reservations == {rid: Hold(4, "j", T0 + timedelta(seconds=60))}
+    assert account is not None and account.reservations == {rid: Hold(4, "j", T0 + timedelta(seconds=60), {"2": 4})}
     assert (account.reserved, account.available) == (4, 6)
+    assert [(i, lot.remaining, lot.expires_at) for i, lot in account.lots.items()] == [("2", 10, None)]
