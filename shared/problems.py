@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.inputs import InputError
 
@@ -90,6 +91,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served by two
+            # routes (GET and POST) allows both.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
         return Problem(exc.status_code, str(exc.detail), headers=headers).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -106,3 +111,12 @@ def install(app: FastAPI) -> None:
 def _message(error: Any) -> str:
     # Validator messages can quote the input; keep them readable and bounded.
     return str(error.get("msg", ""))[:300]
+
+
+def _allowed(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)

@@ -24,8 +24,9 @@ from services.payments.domain import (
     Change,
     IdempotencyConflictError,
     Kind,
+    NotAtStripeError,
     NotRefundableError,
-    PaymentIntentNotFoundError,
+    NotYetError,
     PaymentState,
     Status,
     StripeUnavailableError,
@@ -36,6 +37,7 @@ from services.payments.domain import (
 )
 from services.payments.gateway import StripeGateway
 from services.payments.stripe_objects import StripePayloadError, parse_event
+from services.payments.subscriptions import Billing
 from shared import outbox
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import payments as pc
@@ -78,6 +80,7 @@ class Payments:
         self._pool = pool
         self._relay = relay
         self._gateway = gateway
+        self.billing = Billing(pool, relay, gateway)
         self.events_waiting = asyncio.Event()
 
     @property
@@ -119,16 +122,16 @@ class Payments:
 
     # -- what Stripe says -------------------------------------------------------------------------
 
-    async def receive(self, event_id: str, kind: str, payment_intent_id: str | None) -> bool:
+    async def receive(self, event_id: str, kind: str, object_id: str | None) -> bool:
         """Take a verified webhook delivery into the inbox; False when it came before. The worker applies it."""
         async with self._pool.connection() as conn, conn.transaction():
-            new = await store.receive_event(conn, event_id, kind, payment_intent_id)
+            new = await store.receive_event(conn, event_id, kind, object_id)
         if new:
             self.events_waiting.set()
         return new
 
     async def process_one_event(self) -> bool:
-        """Apply one due inbox event by reading its PaymentIntent from Stripe; False when none is due.
+        """Apply one due inbox event by reading what it names from Stripe; False when none is due.
 
         The event's processed mark and its effect commit together: a crash leaves the event due."""
         async with self._pool.connection() as conn:
@@ -137,14 +140,11 @@ class Payments:
                 claimed = await store.claim_due_event(conn)
                 if claimed is None:
                     return False
-                event_id, kind, intent = claimed
+                event_id, kind, object_id = claimed
                 try:
-                    change = await self._observe(conn, await self.gateway.payment_state(intent)) if intent else None
-                    outcome = _outcome(change) if intent else f"ignored: payments does not act on {kind}"
+                    outcome = await self._apply(conn, object_id) if object_id else f"ignored: nothing to do on {kind}"
                     await store.event_processed(conn, event_id, outcome)
-                except PaymentIntentNotFoundError:
-                    await store.event_processed(conn, event_id, f"ignored: Stripe has no PaymentIntent {intent}")
-                except StripeUnavailableError as exc:
+                except (StripeUnavailableError, NotYetError) as exc:
                     failure = str(exc)
             if failure is not None:
                 async with conn.transaction():
@@ -152,6 +152,18 @@ class Payments:
                 log.warning("Stripe event %s: %s; will retry", event_id, failure)
         self._relay.wake()
         return True
+
+    async def _apply(self, conn: AsyncConnection, object_id: str) -> str:
+        """Read the object from Stripe and apply what it is now; what happened, for the inbox's record."""
+        gateway = self.gateway
+        try:
+            if object_id.startswith("in_"):
+                return await self.billing.observe_invoice(conn, await gateway.invoice(object_id))
+            if object_id.startswith("sub_"):
+                return await self.billing.observe_subscription(conn, await gateway.subscription(object_id))
+            return _outcome(await self._observe(conn, await gateway.payment_state(object_id)))
+        except NotAtStripeError:
+            return f"ignored: Stripe has no {object_id}"
 
     async def stuck_events_problem(self) -> str | None:
         """The alarm while Stripe events keep failing to apply (Stripe unreachable, a key revoked)."""
@@ -181,20 +193,26 @@ class Payments:
                 event = parse_event(payload)
             except StripePayloadError:
                 continue
-            # A lost delivery is recorded as received; its PaymentIntent is read and applied below.
+            named = event.object_id
+            if named is None or not named.startswith("pi_"):
+                # An invoice's or a subscription's: into the inbox like any delivery, for the worker.
+                if await self.receive(event.id, event.type, named):
+                    report.events_recovered.append(event.id)
+                continue
+            # A lost delivery of a payment's: recorded as received; its PaymentIntent is applied below.
             async with self._pool.connection() as conn, conn.transaction():
-                outcome = "recovered by reconciliation"
-                lost = await store.receive_settled_event(conn, event.id, event.type, event.payment_intent_id, outcome)
+                lost = await store.receive_settled_event(
+                    conn, event.id, event.type, named, "recovered by reconciliation"
+                )
             if lost:
                 report.events_recovered.append(event.id)
-            if event.payment_intent_id:
-                intents.add(event.payment_intent_id)
+            intents.add(named)
         async with self._pool.connection() as conn:
             intents.update(await store.open_since(conn, since))
         for intent in sorted(intents):
             try:
                 state = await gateway.payment_state(intent)
-            except PaymentIntentNotFoundError:
+            except NotAtStripeError:
                 report.unknown_intents.append(intent)
                 continue
             async with self._pool.connection() as conn, conn.transaction():

@@ -164,8 +164,12 @@ class UnknownPackageError(PaymentsError):
     pass
 
 
-class PaymentIntentNotFoundError(PaymentsError, LookupError):
-    """Stripe has no such PaymentIntent: an event naming it is none of ours (or not Stripe's)."""
+class NotAtStripeError(PaymentsError, LookupError):
+    """Stripe has no such object: an event naming it is none of ours (or not Stripe's)."""
+
+
+class NotYetError(PaymentsError):
+    """What Stripe reports is ours but not recorded here yet (its command has not committed): retry."""
 
 
 class StripeUnavailableError(PaymentsError):

@@ -15,8 +15,10 @@ from typing import Any
 import stripe
 from stripe._base_address import BaseAddresses
 
-from services.payments.domain import PaymentIntentNotFoundError, PaymentState, StripeUnavailableError, Transaction
-from services.payments.stripe_objects import payment_state
+from services.payments.billing import Card, CardRefusedError, InvoiceState, Subscription, SubscriptionState
+from services.payments.domain import NotAtStripeError, PaymentState, StripeUnavailableError, Transaction
+from services.payments.stripe_objects import card, invoice_state, payment_state, subscription_state
+from shared.credits import SubscriptionPlan
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,7 @@ class StripeGateway:
 
     async def payment_state(self, payment_intent_id: str) -> PaymentState:
         retrieve = self._client.v1.payment_intents.retrieve_async(payment_intent_id, {"expand": ["latest_charge"]})
-        try:
-            intent = await self._call(retrieve)
-        except StripeUnavailableError as exc:
-            if isinstance(exc.__cause__, stripe.InvalidRequestError) and exc.__cause__.http_status == 404:
-                raise PaymentIntentNotFoundError(payment_intent_id) from exc
-            raise
-        return payment_state(intent.to_dict())
+        return payment_state((await self._call(retrieve)).to_dict())
 
     async def refund(self, tx: Transaction, amount_cents: int, reason: str) -> PaymentState:
         """Refund `amount_cents` of `tx`'s payment, unless a refund for it exists; Stripe's state after."""
@@ -113,10 +109,87 @@ class StripeGateway:
             params = {**params, "starting_after": page.data[-1].id}
             page = await self._call(self._client.v1.events.list_async(params))  # type: ignore[arg-type]
 
+    # -- saved cards and subscriptions -------------------------------------------------------------
+
+    async def create_customer(self, user_id: str) -> str:
+        params: dict[str, Any] = {"metadata": {"user_id": user_id}}
+        customer = await self._call(
+            self._client.v1.customers.create_async(params, {"idempotency_key": f"customer:{user_id}"})  # type: ignore[arg-type]
+        )
+        return str(customer.id)
+
+    async def save_card(self, customer: str, payment_method: str) -> None:
+        """Attach a PaymentMethod made client-side to the customer and make it their default."""
+        try:
+            await self._client.v1.payment_methods.attach_async(payment_method, {"customer": customer})
+        except stripe.CardError as exc:
+            raise CardRefusedError(exc.user_message or "the card was declined") from exc
+        except stripe.InvalidRequestError as exc:
+            raise CardRefusedError(exc.user_message or "no such payment method") from exc
+        except stripe.StripeError as exc:
+            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+        params: dict[str, Any] = {"invoice_settings": {"default_payment_method": payment_method}}
+        await self._call(self._client.v1.customers.update_async(customer, params))  # type: ignore[arg-type]
+
+    async def cards(self, customer: str) -> list[Card]:
+        found = await self._call(self._client.v1.customers.retrieve_async(customer))
+        default = (found.to_dict().get("invoice_settings") or {}).get("default_payment_method")
+        methods = await self._call(
+            self._client.v1.payment_methods.list_async({"customer": customer, "type": "card", "limit": 100})
+        )
+        return [c for m in methods.data if (c := card(m.to_dict(), default)) is not None]
+
+    async def default_card(self, customer: str) -> str | None:
+        found = await self._call(self._client.v1.customers.retrieve_async(customer))
+        default = (found.to_dict().get("invoice_settings") or {}).get("default_payment_method")
+        return str(default) if default else None
+
+    async def ensure_plan(self, plan: SubscriptionPlan) -> str:
+        """The Stripe plan of one of ours (made on first use, under a fixed id)."""
+        plan_id = f"creditstream-{plan.id}"
+        try:
+            await self._client.v1.plans.retrieve_async(plan_id)
+            return plan_id
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status != 404:
+                raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+        params: dict[str, Any] = {
+            "id": plan_id, "amount": plan.price_cents, "currency": plan.currency.lower(), "interval": plan.interval,
+            "product": {"name": f"creditstream {plan.name}"},
+        }  # fmt: skip
+        await self._call(self._client.v1.plans.create_async(params, {"idempotency_key": f"plan:{plan_id}"}))  # type: ignore[arg-type]
+        return plan_id
+
+    async def subscribe(self, customer: str, stripe_plan: str, sub: Subscription) -> SubscriptionState:
+        params: dict[str, Any] = {
+            "customer": customer,
+            "items": [{"plan": stripe_plan}],
+            "metadata": {"subscription_id": sub.id, "user_id": sub.user_id, "plan_id": sub.plan_id},
+        }
+        created = await self._call(
+            self._client.v1.subscriptions.create_async(params, {"idempotency_key": f"subscription:{sub.id}"})  # type: ignore[arg-type]
+        )
+        return subscription_state(created.to_dict())
+
+    async def subscription(self, stripe_id: str) -> SubscriptionState:
+        return subscription_state((await self._call(self._client.v1.subscriptions.retrieve_async(stripe_id))).to_dict())
+
+    async def cancel_at_period_end(self, stripe_id: str) -> SubscriptionState:
+        params: dict[str, Any] = {"cancel_at_period_end": True}
+        updated = await self._call(self._client.v1.subscriptions.update_async(stripe_id, params))  # type: ignore[arg-type]
+        return subscription_state(updated.to_dict())
+
+    async def invoice(self, invoice_id: str) -> InvoiceState:
+        return invoice_state((await self._call(self._client.v1.invoices.retrieve_async(invoice_id))).to_dict())
+
     @staticmethod
     async def _call(call: Any) -> Any:
         try:
             return await call
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                raise NotAtStripeError(str(exc.user_message or exc)) from exc
+            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
         except stripe.StripeError as exc:
             raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.payments import admin, api, store, webhooks
+from services.payments import admin, api, billing_api, store, webhooks
 from services.payments.application import Payments
 from services.payments.gateway import StripeGateway
 from shared import runtime, telemetry
@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
             yield
 
-    app = create_service_app(SERVICE, settings, lifespan, [api.router, admin.router, webhooks.router])
+    app = create_service_app(
+        SERVICE, settings, lifespan, [api.router, billing_api.router, admin.router, webhooks.router]
+    )
     secret = settings.stripe_webhook_secret
     app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
     return app

@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from services.payments.billing import Subscription, SubscriptionStatus
 from services.payments.domain import Kind, Status, Transaction
 
 DDL = (
@@ -44,14 +45,45 @@ DDL = (
     """CREATE TABLE IF NOT EXISTS stripe_events (
         id TEXT PRIMARY KEY,
         type TEXT NOT NULL,
-        payment_intent_id TEXT,
+        object_id TEXT,
         received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         processed_at TIMESTAMPTZ,
         outcome TEXT
     )""",
+    # The inbox named only PaymentIntents before subscriptions: its column now names any object.
+    """DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'stripe_events' AND column_name = 'payment_intent_id') THEN
+            ALTER TABLE stripe_events RENAME COLUMN payment_intent_id TO object_id;
+        END IF;
+    END $$""",
     "CREATE INDEX IF NOT EXISTS stripe_events_due ON stripe_events (next_attempt_at) WHERE processed_at IS NULL",
+    # A subscription's invoice is one SUBSCRIPTION transaction, whichever event or process reports it.
+    "ALTER TABLE transactions ADD COLUMN IF NOT EXISTS stripe_invoice_id TEXT UNIQUE",
+    # The Stripe customer of each user who saved a card: made once, then reused.
+    """CREATE TABLE IF NOT EXISTS customers (
+        user_id UUID PRIMARY KEY,
+        stripe_customer_id TEXT NOT NULL UNIQUE,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS subscriptions (
+        id UUID PRIMARY KEY,
+        user_id UUID NOT NULL,
+        plan_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        stripe_subscription_id TEXT UNIQUE,
+        current_period_start TIMESTAMPTZ,
+        current_period_end TIMESTAMPTZ,
+        cancel_at_period_end BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS subscriptions_of_user ON subscriptions (user_id, created_at DESC)",
+    # One live subscription per user: a second subscribe is refused, however it races.
+    "CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_one_live ON subscriptions (user_id)"
+    " WHERE status IN ('INCOMPLETE', 'ACTIVE', 'PAST_DUE')",
 )
 
 _COLUMNS = (
@@ -177,23 +209,23 @@ async def totals_by_status(conn: AsyncConnection, user_id: str) -> list[dict[str
 # -- the Stripe event inbox -------------------------------------------------------------------------
 
 
-async def receive_event(conn: AsyncConnection, event_id: str, kind: str, intent: str | None) -> bool:
+async def receive_event(conn: AsyncConnection, event_id: str, kind: str, object_id: str | None) -> bool:
     """Record a Stripe event as received; False when it was received before."""
     cursor = await conn.execute(
-        "INSERT INTO stripe_events (id, type, payment_intent_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (event_id, kind, intent),
+        "INSERT INTO stripe_events (id, type, object_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        (event_id, kind, object_id),
     )
     return cursor.rowcount == 1
 
 
 async def receive_settled_event(
-    conn: AsyncConnection, event_id: str, kind: str, intent: str | None, outcome: str
+    conn: AsyncConnection, event_id: str, kind: str, object_id: str | None, outcome: str
 ) -> bool:
     """Record an event as received and already dealt with (reconciliation applies its object itself)."""
     cursor = await conn.execute(
-        "INSERT INTO stripe_events (id, type, payment_intent_id, processed_at, outcome, attempts)"
+        "INSERT INTO stripe_events (id, type, object_id, processed_at, outcome, attempts)"
         " VALUES (%s, %s, %s, now(), %s, 1) ON CONFLICT DO NOTHING",
-        (event_id, kind, intent, outcome),
+        (event_id, kind, object_id, outcome),
     )
     return cursor.rowcount == 1
 
@@ -201,7 +233,7 @@ async def receive_settled_event(
 async def claim_due_event(conn: AsyncConnection) -> tuple[str, str, str | None] | None:
     """One due, unprocessed event, locked for the caller's transaction (others skip it)."""
     cursor = await conn.execute(
-        "SELECT id, type, payment_intent_id FROM stripe_events WHERE processed_at IS NULL AND next_attempt_at <= now()"
+        "SELECT id, type, object_id FROM stripe_events WHERE processed_at IS NULL AND next_attempt_at <= now()"
         " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
     row = await cursor.fetchone()
@@ -234,3 +266,94 @@ async def stuck_events(conn: AsyncConnection, attempts: int) -> tuple[int, str |
     )
     row = await cursor.fetchone()
     return (int(row[0]), row[1]) if row else (0, None)
+
+
+# -- customers and subscriptions -------------------------------------------------------------------
+
+_SUBSCRIPTION = (
+    "id::text AS id, user_id::text AS user_id, plan_id, status, stripe_subscription_id, current_period_start,"
+    " current_period_end, cancel_at_period_end, created_at, updated_at"
+)
+
+
+def _subscription(row: dict[str, Any]) -> Subscription:
+    return Subscription(**{**row, "status": SubscriptionStatus(row["status"])})
+
+
+async def customer_of(conn: AsyncConnection, user_id: str) -> str | None:
+    cursor = await conn.execute("SELECT stripe_customer_id FROM customers WHERE user_id = %s", (user_id,))
+    row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+async def lock_customer(conn: AsyncConnection, user_id: str) -> None:
+    """Serialise making a user's Stripe customer (two first cards at once make one customer)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('customer:' || %s))", (user_id,))
+
+
+async def add_customer(conn: AsyncConnection, user_id: str, customer: str) -> None:
+    await conn.execute("INSERT INTO customers (user_id, stripe_customer_id) VALUES (%s, %s)", (user_id, customer))
+
+
+async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> bool:
+    """False when the user already has a live subscription."""
+    cursor = await conn.execute(
+        "INSERT INTO subscriptions (id, user_id, plan_id, status, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (sub.id, sub.user_id, sub.plan_id, sub.status, sub.created_at, sub.updated_at),
+    )
+    return cursor.rowcount == 1
+
+
+async def subscription(conn: AsyncConnection, sub_id: str, *, lock: bool = False) -> Subscription | None:
+    suffix = " FOR UPDATE" if lock else ""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_SUBSCRIPTION} FROM subscriptions WHERE id = %s{suffix}", (sub_id,))
+        row = await cur.fetchone()
+    return _subscription(row) if row else None
+
+
+async def subscription_by_stripe_id(conn: AsyncConnection, stripe_id: str) -> Subscription | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_SUBSCRIPTION} FROM subscriptions WHERE stripe_subscription_id = %s FOR UPDATE", (stripe_id,)
+        )
+        row = await cur.fetchone()
+    return _subscription(row) if row else None
+
+
+async def current_subscription(conn: AsyncConnection, user_id: str) -> Subscription | None:
+    """The user's live subscription, else their latest one."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_SUBSCRIPTION} FROM subscriptions WHERE user_id = %s"
+            " ORDER BY status IN ('INCOMPLETE', 'ACTIVE', 'PAST_DUE') DESC, created_at DESC LIMIT 1",
+            (user_id,),
+        )
+        row = await cur.fetchone()
+    return _subscription(row) if row else None
+
+
+async def save_subscription(conn: AsyncConnection, sub: Subscription) -> None:
+    await conn.execute(
+        "UPDATE subscriptions SET status = %s, stripe_subscription_id = %s, current_period_start = %s,"
+        " current_period_end = %s, cancel_at_period_end = %s, updated_at = %s WHERE id = %s",
+        (
+            sub.status, sub.stripe_subscription_id, sub.current_period_start, sub.current_period_end,
+            sub.cancel_at_period_end, sub.updated_at, sub.id,
+        ),
+    )  # fmt: skip
+
+
+async def insert_invoice_transaction(conn: AsyncConnection, tx: Transaction, invoice_id: str) -> bool:
+    """The SUBSCRIPTION transaction of a paid invoice; False when the invoice was recorded before."""
+    cursor = await conn.execute(
+        "INSERT INTO transactions (id, user_id, kind, status, amount_cents, currency, credits, description,"
+        " package_id, stripe_payment_intent_id, metadata, created_at, updated_at, stripe_invoice_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            tx.id, tx.user_id, tx.kind, tx.status, tx.amount_cents, tx.currency, tx.credits, tx.description,
+            tx.package_id, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.created_at, tx.updated_at, invoice_id,
+        ),
+    )  # fmt: skip
+    return cursor.rowcount == 1

@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from services.payments.billing import Card, InvoiceState, SubscriptionState
 from services.payments.domain import PaymentState
 
-# Events whose object leads to a PaymentIntent, and the field of the object that names it.
-PAYMENT_INTENT_FIELD = {
-    "payment_intent.succeeded": "id",
-    "payment_intent.payment_failed": "id",
-    "payment_intent.canceled": "id",
-    "payment_intent.processing": "id",
-    "charge.refunded": "payment_intent",
-    "charge.refund.updated": "payment_intent",
-    "charge.succeeded": "payment_intent",
-    "charge.failed": "payment_intent",
+# Events payments acts on: the field of the event's object that names what to read back from Stripe,
+# and what kind of object that is (by its id prefix).
+OBJECT_FIELD = {
+    "payment_intent.succeeded": ("id", "pi_"),
+    "payment_intent.payment_failed": ("id", "pi_"),
+    "payment_intent.canceled": ("id", "pi_"),
+    "payment_intent.processing": ("id", "pi_"),
+    "charge.refunded": ("payment_intent", "pi_"),
+    "charge.refund.updated": ("payment_intent", "pi_"),
+    "charge.succeeded": ("payment_intent", "pi_"),
+    "charge.failed": ("payment_intent", "pi_"),
+    "invoice.paid": ("id", "in_"),
+    "invoice.payment_succeeded": ("id", "in_"),
+    "invoice.payment_failed": ("id", "in_"),
+    "customer.subscription.created": ("id", "sub_"),
+    "customer.subscription.updated": ("id", "sub_"),
+    "customer.subscription.deleted": ("id", "sub_"),
 }
-HANDLED = tuple(PAYMENT_INTENT_FIELD)
+HANDLED = tuple(OBJECT_FIELD)
 # Stripe ids are a prefix, an underscore and base62 (evt_1NG8Du2eZvKYlo2CUI79vXWy); bounded so a
 # claim row stays a small key.
 STRIPE_ID = re.compile(r"[a-z]{1,10}_[A-Za-z0-9_]{1,120}")
@@ -34,7 +43,7 @@ class StripePayloadError(ValueError):
 class StripeEvent:
     id: str
     type: str
-    payment_intent_id: str | None  # None: an event payments does not act on
+    object_id: str | None  # the PaymentIntent, invoice or subscription to read; None: nothing to act on
 
 
 def parse_event(payload: Any) -> StripeEvent:
@@ -45,17 +54,17 @@ def parse_event(payload: Any) -> StripeEvent:
         raise StripePayloadError("the event has no Stripe event id (evt_...)")
     if not isinstance(kind, str) or not 0 < len(kind) <= 100 or not kind.isascii():
         raise StripePayloadError("the event has no type")
-    field = PAYMENT_INTENT_FIELD.get(kind)
-    if field is None:
+    if kind not in OBJECT_FIELD:
         return StripeEvent(event_id, kind, None)
+    field, prefix = OBJECT_FIELD[kind]
     data = payload.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         raise StripePayloadError(f"{kind} carries no data.object")
-    intent = obj.get(field)
-    if intent is None and field == "payment_intent":
-        return StripeEvent(event_id, kind, None)  # a charge made without a PaymentIntent is not ours
-    return StripeEvent(event_id, kind, _id(intent, "pi_", f"data.object.{field}"))
+    named = obj.get(field)
+    if named is None and field != "id":
+        return StripeEvent(event_id, kind, None)  # e.g. a charge made without a PaymentIntent: not ours
+    return StripeEvent(event_id, kind, _id(named, prefix, f"data.object.{field}"))
 
 
 def payment_state(intent: dict[str, Any]) -> PaymentState:
@@ -78,6 +87,70 @@ def payment_state(intent: dict[str, Any]) -> PaymentState:
         amount_refunded=refunded,
         failure=_failure(error),
     )
+
+
+def invoice_state(invoice: dict[str, Any]) -> InvoiceState:
+    """An invoice as Stripe's API returns it; the period is its subscription line's (the invoice's own
+    period_start/end name the period before, for a renewal)."""
+    lines = (invoice.get("lines") or {}).get("data") or []
+    period = next((line.get("period") for line in lines if isinstance(line, dict) and line.get("period")), None)
+    period = period or {"start": invoice.get("period_start"), "end": invoice.get("period_end")}
+    subscription = invoice.get("subscription")
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id")
+    return InvoiceState(
+        id=_id(invoice.get("id"), "in_", "id"),
+        subscription_id=_id(subscription, "sub_", "subscription") if subscription else None,
+        status=str(invoice.get("status")),
+        amount_paid=_int(invoice.get("amount_paid"), "amount_paid"),
+        currency=str(invoice.get("currency") or ""),
+        period_start=_moment(period.get("start"), "period.start"),
+        period_end=_moment(period.get("end"), "period.end"),
+        attempted=bool(invoice.get("attempted")),
+    )
+
+
+def subscription_state(subscription: dict[str, Any]) -> SubscriptionState:
+    items = (subscription.get("items") or {}).get("data") or []
+    first = items[0] if items and isinstance(items[0], dict) else {}
+    # Newer API versions keep the period on the item; older ones (and localstripe) on the subscription.
+    start = subscription.get("current_period_start") or first.get("current_period_start")
+    end = subscription.get("current_period_end") or first.get("current_period_end")
+    return SubscriptionState(
+        id=_id(subscription.get("id"), "sub_", "id"),
+        status=str(subscription.get("status")),
+        period_start=_moment(start, "current_period_start"),
+        period_end=_moment(end, "current_period_end"),
+        cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
+        ours=_text((subscription.get("metadata") or {}).get("subscription_id"))
+        if isinstance(subscription.get("metadata"), dict)
+        else None,
+    )
+
+
+def card(method: dict[str, Any], default: str | None) -> Card | None:
+    """A saved card as the frontend may see it (brand, last 4, expiry: never more); None if not a card."""
+    details = method.get("card")
+    if method.get("type") != "card" or not isinstance(details, dict):
+        return None
+    return Card(
+        id=_id(method.get("id"), "pm_", "id"),
+        brand=_text(details.get("brand")) or "card",
+        last4=(_text(details.get("last4")) or "")[:4],
+        exp_month=_int(details.get("exp_month"), "exp_month"),
+        exp_year=_int(details.get("exp_year"), "exp_year"),
+        default=method.get("id") == default,
+    )
+
+
+def _int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise StripePayloadError(f"{where} is not an integer")
+    return value
+
+
+def _moment(value: Any, where: str) -> datetime:
+    return datetime.fromtimestamp(_int(value, where), UTC)
 
 
 def _failure(error: Any) -> str | None:

@@ -57,5 +57,5 @@ async def stripe_webhook(
         event = parse_event(load_json(raw, max_depth=MAX_DEPTH))
     except (InputError, StripePayloadError) as exc:
         raise Problem(400, f"Not a Stripe event this service understands: {exc}") from exc
-    new = await payments.receive(event.id, event.type, event.payment_intent_id)
+    new = await payments.receive(event.id, event.type, event.object_id)
     return WebhookReceipt(id=event.id, type=event.type, duplicate=not new)

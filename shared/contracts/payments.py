@@ -50,3 +50,20 @@ class SubscriptionRenewed(EventData):
     period_end: datetime
     # Whether the period's credits outlive it (the plan says so); else they expire at period_end.
     rolls_over: bool = False
+
+
+class SubscriptionPastDue(EventData):
+    """An invoice of the subscription failed: nothing is granted until one is paid."""
+
+    type = "payments.subscription.past_due"
+    user_id: ShortText
+    subscription_id: ShortText
+    invoice_id: ShortText
+    plan_id: ShortText
+
+
+class SubscriptionCancelled(EventData):
+    type = "payments.subscription.cancelled"
+    user_id: ShortText
+    subscription_id: ShortText
+    plan_id: ShortText

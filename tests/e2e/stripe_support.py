@@ -37,11 +37,7 @@ def checkout(system: System, token: str, package_id: str = "pro", key: str | Non
 
 def pay(system: System, payment_intent_id: str, card: str = GOOD_CARD) -> dict[str, Any]:
     """What Stripe.js does with the client secret: a card PaymentMethod, attached, then confirmed."""
-    method = stripe_api(
-        system, "payment_methods", type="card", **{"card[number]": card, "card[exp_month]": "12",
-                                                   "card[exp_year]": "2034", "card[cvc]": "123"},
-    )  # fmt: skip
-    stripe_api(system, f"payment_intents/{payment_intent_id}", payment_method=method["id"])
+    stripe_api(system, f"payment_intents/{payment_intent_id}", payment_method=card_at_stripe(system, card))
     return stripe_api(system, f"payment_intents/{payment_intent_id}/confirm")
 
 
@@ -125,3 +121,12 @@ def outcome(system: System, event_id: str) -> str | None:
         query = "SELECT outcome FROM payments.stripe_events WHERE id = %s AND processed_at IS NOT NULL"
         row = conn.execute(query, (event_id,)).fetchone()
     return str(row[0]) if row else None
+
+
+def card_at_stripe(system: System, number: str = GOOD_CARD) -> str:
+    """A card PaymentMethod made at localstripe, as Stripe.js makes one in the browser: its pm_ id."""
+    method = stripe_api(
+        system, "payment_methods", type="card", **{"card[number]": number, "card[exp_month]": "12",
+                                                   "card[exp_year]": "2034", "card[cvc]": "123"},
+    )  # fmt: skip
+    return str(method["id"])

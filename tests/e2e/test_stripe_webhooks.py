@@ -140,4 +140,4 @@ def test_a_signed_event_for_a_payment_intent_of_someone_else_changes_nothing(sys
     assert (response.status_code, response.json()["duplicate"]) == (200, False)
     event_id = json.loads(body)["id"]
     wait_until(lambda: processed(system, event_id), timeout=20, what="the stranger's event settled")
-    assert outcome(system, event_id) == f"ignored: Stripe has no PaymentIntent {stranger['id']}"
+    assert outcome(system, event_id) == f"ignored: Stripe has no {stranger['id']}"

@@ -44,7 +44,7 @@ def storable(text: str) -> bool:
 
 def test_a_payment_intent_event_names_its_payment_intent() -> None:
     parsed = parse_event(event("payment_intent.succeeded", {"id": PI, "object": "payment_intent"}))
-    assert (parsed.id, parsed.type, parsed.payment_intent_id) == (EVENT, "payment_intent.succeeded", PI)
+    assert (parsed.id, parsed.type, parsed.object_id) == (EVENT, "payment_intent.succeeded", PI)
 
 
 @pytest.mark.parametrize(
@@ -56,24 +56,24 @@ def test_a_payment_intent_event_names_its_payment_intent() -> None:
     ],
 )
 def test_every_payment_intent_event_names_its_object(kind: str) -> None:
-    assert parse_event(event(kind, {"id": PI})).payment_intent_id == PI
+    assert parse_event(event(kind, {"id": PI})).object_id == PI
 
 
 @pytest.mark.parametrize("kind", ["charge.refunded", "charge.refund.updated", "charge.succeeded", "charge.failed"])
 def test_a_charge_event_names_the_payment_intent_of_its_charge(kind: str) -> None:
     parsed = parse_event(event(kind, {"id": "ch_3NG8Du2eZvKYlo2C0xyz", "object": "charge", "payment_intent": PI}))
-    assert (parsed.id, parsed.type, parsed.payment_intent_id) == (EVENT, kind, PI)
+    assert (parsed.id, parsed.type, parsed.object_id) == (EVENT, kind, PI)
 
 
 def test_a_charge_made_without_a_payment_intent_is_not_acted_on() -> None:
     parsed = parse_event(event("charge.refunded", {"id": "ch_1", "payment_intent": None}))
-    assert (parsed.id, parsed.payment_intent_id) == (EVENT, None)
-    assert parse_event(event("charge.refunded", {"id": "ch_1"})).payment_intent_id is None
+    assert (parsed.id, parsed.object_id) == (EVENT, None)
+    assert parse_event(event("charge.refunded", {"id": "ch_1"})).object_id is None
 
 
 def test_an_unhandled_event_type_needs_no_data_and_is_not_acted_on() -> None:
     parsed = parse_event(event("invoice.created"))
-    assert (parsed.id, parsed.type, parsed.payment_intent_id) == (EVENT, "invoice.created", None)
+    assert (parsed.id, parsed.type, parsed.object_id) == (EVENT, "invoice.created", None)
 
 
 @pytest.mark.parametrize(
