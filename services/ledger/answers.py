@@ -203,11 +203,13 @@ def _stamp(event: CreditAccount.Stamped) -> dict[str, Any]:
 
 
 def _entry_fields(event: CreditAccount.BalanceChanged) -> dict[str, Any]:
+    reserved = getattr(event, "reserved_after", None)  # events stored before it was recorded lack it
     return {
         **_stamp(event),
         "entry_type": event.entry_type,
         "amount": event.amount,
         "balance_after": event.balance_after,
+        "available_after": None if reserved is None else event.balance_after - reserved,
         "description": event.description,
         "metadata": event.metadata,
     }

@@ -129,6 +129,7 @@ class CreditAccount(Aggregate):
         entry_type: str
         amount: int
         balance_after: int
+        reserved_after: int  # so the stream can say what is available after (older events lack it)
         description: str
         metadata: dict[str, Any]
 
@@ -319,6 +320,7 @@ class CreditAccount(Aggregate):
             entry_type=entry_type,
             amount=amount,
             balance_after=self.balance + amount,
+            reserved_after=self.reserved,
             description=description,
             metadata=dict(metadata or {}),
             expires_at=expires_at.isoformat() if expires_at else None,
@@ -377,6 +379,7 @@ class CreditAccount(Aggregate):
             entry_type=entry_type,
             amount=amount,
             balance_after=self.balance - amount,
+            reserved_after=self.reserved,
             shortfall=shortfall,
             description=description,
             metadata=metadata,
@@ -401,6 +404,7 @@ class CreditAccount(Aggregate):
                 entry_type="EXPIRED",
                 amount=lot.remaining,
                 balance_after=self.balance - lot.remaining,
+                reserved_after=self.reserved,
                 description=f"{lot.remaining} credits expired",
                 metadata={"lot_id": lot_id, "granted": lot.amount, "source": lot.source},
                 lot_id=lot_id,

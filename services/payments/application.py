@@ -229,6 +229,10 @@ class Payments:
             self._relay.wake()
         return report
 
+    async def observe_in(self, conn: AsyncConnection, state: PaymentState) -> Change | None:
+        """Apply Stripe's state inside the caller's transaction (an off-session purchase's answer)."""
+        return await self._observe(conn, state)
+
     async def _observe(self, conn: AsyncConnection, state: PaymentState) -> Change | None:
         """Apply Stripe's state to its transaction; None when the PaymentIntent is none of ours."""
         named = state.transaction_id
@@ -242,7 +246,7 @@ class Payments:
         if change.changed:
             await store.save(conn, change.transaction)
             for status in change.announced:
-                await _announce(conn, change.transaction, status)
+                await announce(conn, change.transaction, status)
         return change
 
     # -- refunds ----------------------------------------------------------------------------------
@@ -273,7 +277,7 @@ class Payments:
             refunded.metadata["refund"].update(admin_id=admin_id, idempotency_key=key)
             await store.save(conn, refunded)
             for status in change.announced:
-                await _announce(conn, refunded, status)
+                await announce(conn, refunded, status)
         self._relay.wake()
         return refunded
 
@@ -363,7 +367,7 @@ def _event_for(tx: Transaction, status: Status) -> EventData:
     raise ValueError(f"nothing is announced for {status}")
 
 
-async def _announce(conn: AsyncConnection, tx: Transaction, status: Status) -> None:
+async def announce(conn: AsyncConnection, tx: Transaction, status: Status) -> None:
     # One id per transaction and outcome: a second path to the same outcome is a duplicate everywhere.
     event_id = derive_id("payments", tx.id, status)
     correlation = tx.metadata.get("correlation_id") or f"transaction:{tx.id}"

@@ -7,7 +7,7 @@ per invoice; a failed one grants nothing and makes the subscription PAST_DUE."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -94,3 +94,39 @@ class AlreadySubscribedError(Exception):
 
 class SubscriptionNotFoundError(LookupError):
     pass
+
+
+# Between two automatic purchases for one user, however many crossings come.
+RECHARGE_COOLDOWN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class AutoRecharge:
+    """A user's auto-recharge: buy `package_id` off-session when available credit crosses below
+    `threshold`, at most `monthly_cap_cents` a calendar month (UTC)."""
+
+    user_id: str
+    enabled: bool
+    threshold: int
+    package_id: str
+    monthly_cap_cents: int
+    disabled_reason: str | None  # why it turned itself off (a card that needs the customer, a decline)
+    updated_at: datetime
+
+
+def crossed_below(threshold: int, before: int, after: int) -> bool:
+    """Whether a change of available credit from `before` to `after` crossed below `threshold`."""
+    return before >= threshold > after
+
+
+def why_not(
+    setting: AutoRecharge | None, price_cents: int, spent_this_month: int, last_at: datetime | None, now: datetime
+) -> str | None:
+    """Why a crossing buys nothing (None: buy)."""
+    if setting is None or not setting.enabled:
+        return "auto-recharge is off"
+    if spent_this_month + price_cents > setting.monthly_cap_cents:
+        return f"the monthly cap of {setting.monthly_cap_cents} cents would be passed"
+    if last_at is not None and now - last_at < RECHARGE_COOLDOWN:
+        return "the last automatic purchase was less than 5 minutes ago"
+    return None

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.payments.api import stripe_problem
 from services.payments.billing import (
     AlreadySubscribedError,
+    AutoRecharge,
     Card,
     CardRefusedError,
     NoCardError,
@@ -22,8 +23,9 @@ from services.payments.billing import (
 from services.payments.domain import IdempotencyConflictError, StripeUnavailableError
 from services.payments.subscriptions import Billing
 from shared.auth import SignedInUser
-from shared.credits import PLANS, SubscriptionPlan
+from shared.credits import PACKAGES, PLANS, SubscriptionPlan
 from shared.guard import GuardedRoute
+from shared.inputs import Whole
 from shared.params import IdempotencyKey
 from shared.problems import Problem, responses
 
@@ -167,3 +169,55 @@ async def my_subscription(principal: SignedInUser, billing: BillingDep) -> Curre
     """The user's live subscription (else their latest): plan, status, current period, next renewal."""
     sub = await billing.current(principal.user_id)
     return CurrentSubscription(subscription=SubscriptionPublic.of(sub) if sub else None)
+
+
+class AutoRechargeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+    threshold: Annotated[int, Field(strict=True, ge=1, le=1_000_000), Whole]
+    package_id: Annotated[str, StringConstraints(max_length=50, pattern=r"^[a-z0-9_-]+$")]
+    monthly_cap_cents: Annotated[int, Field(strict=True, ge=0, le=10_000_000), Whole]
+
+
+class AutoRechargePublic(BaseModel):
+    enabled: bool
+    threshold: int
+    package_id: str
+    monthly_cap_cents: int
+    spent_this_month_cents: int
+    disabled_reason: str | None  # why it turned itself off, for the frontend to tell the user
+    updated_at: datetime | None
+
+
+@router.put("/api/billing/auto-recharge", response_model=AutoRechargePublic, responses=responses(404, 409, 502))
+async def set_auto_recharge(
+    body: AutoRechargeRequest, principal: SignedInUser, billing: BillingDep
+) -> AutoRechargePublic:
+    """Buy `package_id` off-session with the default card whenever available credit crosses below
+    `threshold`: once per crossing, at most `monthly_cap_cents` a month, at most every 5 minutes."""
+    if body.package_id not in PACKAGES:
+        raise Problem(404, f"No credit package {body.package_id!r}; see /api/credit-packages.")
+    setting = AutoRecharge(
+        user_id=principal.user_id, enabled=body.enabled, threshold=body.threshold, package_id=body.package_id,
+        monthly_cap_cents=body.monthly_cap_cents, disabled_reason=None, updated_at=datetime.now(UTC),
+    )  # fmt: skip
+    try:
+        await billing.set_auto_recharge(setting)
+    except NoCardError as exc:
+        raise Problem(409, "Save a card first (POST /api/billing/payment-methods).") from exc
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return await my_auto_recharge(principal, billing)
+
+
+@router.get("/api/billing/auto-recharge", response_model=AutoRechargePublic)
+async def my_auto_recharge(principal: SignedInUser, billing: BillingDep) -> AutoRechargePublic:
+    setting, spent = await billing.auto_recharge(principal.user_id)
+    if setting is None:
+        return AutoRechargePublic(
+            enabled=False, threshold=5, package_id="basic", monthly_cap_cents=0, spent_this_month_cents=spent,
+            disabled_reason=None, updated_at=None,
+        )  # fmt: skip
+    fields = {k: v for k, v in setting.__dict__.items() if k != "user_id"}
+    return AutoRechargePublic(**fields, spent_this_month_cents=spent)

@@ -179,6 +179,30 @@ class StripeGateway:
         updated = await self._call(self._client.v1.subscriptions.update_async(stripe_id, params))  # type: ignore[arg-type]
         return subscription_state(updated.to_dict())
 
+    async def buy_off_session(self, tx: Transaction, customer: str, payment_method: str) -> PaymentState:
+        """Charge the saved card without the customer present: Stripe's state after (succeeded, or
+        requires_action for a card that needs the customer); a decline raises CardRefusedError."""
+        params: dict[str, Any] = {
+            "amount": tx.amount_cents, "currency": tx.currency.lower(), "customer": customer,
+            "payment_method": payment_method, "confirm": True, "off_session": True,
+            "metadata": {"transaction_id": tx.id, "user_id": tx.user_id, "package_id": tx.package_id or "",
+                         "credits": str(tx.credits), "auto_recharge": "true"},
+        }  # fmt: skip
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": f"checkout:{tx.id}"},
+            )
+        except stripe.CardError as exc:
+            raise CardRefusedError(exc.user_message or "the card was declined") from exc
+        except stripe.StripeError as exc:
+            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+        return await self.payment_state(intent.id)
+
+    async def cancel_payment(self, payment_intent_id: str) -> PaymentState:
+        await self._call(self._client.v1.payment_intents.cancel_async(payment_intent_id))
+        return await self.payment_state(payment_intent_id)
+
     async def invoice(self, invoice_id: str) -> InvoiceState:
         return invoice_state((await self._call(self._client.v1.invoices.retrieve_async(invoice_id))).to_dict())
 

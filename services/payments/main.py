@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.payments import admin, api, billing_api, store, webhooks
 from services.payments.application import Payments
 from services.payments.gateway import StripeGateway
+from services.payments.recharge import AutoRecharger
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             relay = rt.start_outbox_relay()
             payments = Payments(rt.pool, relay, gateway)
             rt.spawn("stripe-events", payments.run_event_worker)
+            rt.consume(AutoRecharger(rt.pool, payments).subscription())
             rt.alarms.append(payments.stuck_events_problem)
             app.state.payments = payments
             app.state.runtime = rt

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from services.payments.billing import Subscription, SubscriptionStatus
+from services.payments.billing import AutoRecharge, Subscription, SubscriptionStatus
 from services.payments.domain import Kind, Status, Transaction
 
 DDL = (
@@ -84,6 +84,26 @@ DDL = (
     # One live subscription per user: a second subscribe is refused, however it races.
     "CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_one_live ON subscriptions (user_id)"
     " WHERE status IN ('INCOMPLETE', 'ACTIVE', 'PAST_DUE')",
+    """CREATE TABLE IF NOT EXISTS auto_recharge (
+        user_id UUID PRIMARY KEY,
+        enabled BOOLEAN NOT NULL,
+        threshold INTEGER NOT NULL,
+        package_id TEXT NOT NULL,
+        monthly_cap_cents INTEGER NOT NULL,
+        disabled_reason TEXT,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    # One row per crossing that was acted on (bought, or refused and why), keyed by the ledger event
+    # that crossed: a redelivered or concurrently consumed crossing finds its row.
+    """CREATE TABLE IF NOT EXISTS recharges (
+        crossing_event_id UUID PRIMARY KEY,
+        user_id UUID NOT NULL,
+        transaction_id UUID,
+        amount_cents INTEGER NOT NULL DEFAULT 0,
+        outcome TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS recharges_of_user ON recharges (user_id, created_at DESC)",
 )
 
 _COLUMNS = (
@@ -357,3 +377,61 @@ async def insert_invoice_transaction(conn: AsyncConnection, tx: Transaction, inv
         ),
     )  # fmt: skip
     return cursor.rowcount == 1
+
+
+# -- auto-recharge ---------------------------------------------------------------------------------
+
+
+async def auto_recharge(conn: AsyncConnection, user_id: str, *, lock: bool = False) -> AutoRecharge | None:
+    suffix = " FOR UPDATE" if lock else ""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT user_id::text AS user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason,"
+            f" updated_at FROM auto_recharge WHERE user_id = %s{suffix}",
+            (user_id,),
+        )
+        row = await cur.fetchone()
+    return AutoRecharge(**row) if row else None
+
+
+async def save_auto_recharge(conn: AsyncConnection, setting: AutoRecharge) -> None:
+    await conn.execute(
+        "INSERT INTO auto_recharge (user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason,"
+        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET"
+        " enabled = EXCLUDED.enabled, threshold = EXCLUDED.threshold, package_id = EXCLUDED.package_id,"
+        " monthly_cap_cents = EXCLUDED.monthly_cap_cents, disabled_reason = EXCLUDED.disabled_reason,"
+        " updated_at = EXCLUDED.updated_at",
+        (
+            setting.user_id, setting.enabled, setting.threshold, setting.package_id, setting.monthly_cap_cents,
+            setting.disabled_reason, setting.updated_at,
+        ),
+    )  # fmt: skip
+
+
+async def claim_crossing(conn: AsyncConnection, event_id: str, user_id: str) -> bool:
+    """Claim a crossing for the caller's transaction; False when it was acted on before."""
+    cursor = await conn.execute(
+        "INSERT INTO recharges (crossing_event_id, user_id, outcome) VALUES (%s, %s, 'pending') ON CONFLICT DO NOTHING",
+        (event_id, user_id),
+    )
+    return cursor.rowcount == 1
+
+
+async def settle_crossing(
+    conn: AsyncConnection, event_id: str, outcome: str, tx_id: str | None = None, amount_cents: int = 0
+) -> None:
+    await conn.execute(
+        "UPDATE recharges SET outcome = %s, transaction_id = %s, amount_cents = %s WHERE crossing_event_id = %s",
+        (outcome, tx_id, amount_cents, event_id),
+    )
+
+
+async def recharged(conn: AsyncConnection, user_id: str, month_start: datetime) -> tuple[int, datetime | None]:
+    """Cents bought automatically since `month_start`, and when the last automatic purchase was made."""
+    cursor = await conn.execute(
+        "SELECT coalesce(sum(amount_cents) FILTER (WHERE created_at >= %s), 0), max(created_at)"
+        " FROM recharges WHERE user_id = %s AND transaction_id IS NOT NULL",
+        (month_start, user_id),
+    )
+    row = await cursor.fetchone()
+    return (int(row[0]), row[1]) if row else (0, None)

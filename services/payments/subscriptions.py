@@ -19,6 +19,7 @@ from services.payments import store
 from services.payments.billing import (
     FROM_STRIPE,
     AlreadySubscribedError,
+    AutoRecharge,
     Card,
     InvoiceState,
     NoCardError,
@@ -181,6 +182,25 @@ class Billing:
             cancelled = pc.SubscriptionCancelled(user_id=sub.user_id, subscription_id=sub.id, plan_id=sub.plan_id)
             await _emit(conn, sub.user_id, cancelled, derive_id("payments", "subscription", sub.id, "cancelled"))
         return f"{sub.id} is {moved.status}"
+
+    # -- auto-recharge --------------------------------------------------------------------------
+
+    async def set_auto_recharge(self, setting: AutoRecharge) -> AutoRecharge:
+        """Save the user's auto-recharge; turning it on needs a saved default card."""
+        if setting.enabled:
+            customer = await self._customer(setting.user_id, create=False)
+            if customer is None or await self.gateway.default_card(customer) is None:
+                raise NoCardError(setting.user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            await store.save_auto_recharge(conn, setting)
+        return setting
+
+    async def auto_recharge(self, user_id: str) -> tuple[AutoRecharge | None, int]:
+        """The user's setting and the cents it has spent this calendar month (UTC)."""
+        month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        async with self._pool.connection() as conn:
+            spent, _ = await store.recharged(conn, user_id, month)
+            return await store.auto_recharge(conn, user_id), spent
 
     def wake(self) -> None:
         self._relay.wake()

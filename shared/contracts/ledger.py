@@ -32,6 +32,8 @@ class _Entry(EventData):
     metadata: JsonObject
     idempotency_key: MediumText
     cause_id: ShortText | None
+    # What may be spent after it (balance less holds); older events lack it.
+    available_after: int | None = None
 
 
 class CreditsGranted(_Entry):

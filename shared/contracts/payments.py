@@ -67,3 +67,25 @@ class SubscriptionCancelled(EventData):
     user_id: ShortText
     subscription_id: ShortText
     plan_id: ShortText
+
+
+class AutoRechargeSucceeded(EventData):
+    """A pack bought off-session because available credit crossed below the user's threshold."""
+
+    type = "payments.autorecharge.succeeded"
+    user_id: ShortText
+    transaction_id: ShortText
+    package_id: ShortText
+    credits: int = Field(gt=0)
+    amount_cents: int = Field(ge=0)
+
+
+class AutoRechargeFailed(EventData):
+    """A crossing bought nothing: the card was refused or needs the customer (auto-recharge turned
+    off: `disabled`), or the monthly cap would be passed."""
+
+    type = "payments.autorecharge.failed"
+    user_id: ShortText
+    package_id: ShortText
+    reason: MediumText
+    disabled: bool

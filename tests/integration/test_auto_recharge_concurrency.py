@@ -1,0 +1,78 @@
+"""Auto-recharge with two payments processes and redelivery, on real PostgreSQL, NATS and localstripe:
+one crossing, delivered to both at once and then again, buys one pack."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
+
+from services.payments import store
+from services.payments.application import Payments
+from services.payments.billing import AutoRecharge
+from services.payments.gateway import StripeGateway
+from services.payments.recharge import AutoRecharger
+from shared.contracts import Envelope
+from shared.contracts import ledger as lc
+from shared.outbox import OutboxRelay
+from shared.testing.localstripe_server import LocalStripe
+from tests.integration.conftest import make_pool
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[LocalStripe]:
+    server = LocalStripe().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def two_pools(database_url: str, schema: str) -> AsyncIterator[tuple[AsyncConnectionPool, AsyncConnectionPool]]:
+    first = await make_pool(database_url, schema, store.DDL)
+    second = await make_pool(database_url, schema)
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+def crossing(user_id: str) -> Envelope:
+    debited = lc.CreditsDebited(
+        user_id=user_id, entry_type=lc.EntryType.USAGE, amount=6, balance_after=4, available_after=4,
+        description="renders", metadata={}, idempotency_key="client:d", cause_id=None,
+    )  # fmt: skip
+    return Envelope.wrap(debited, user_id=user_id)
+
+
+async def test_one_crossing_seen_by_two_processes_and_redelivered_buys_once(
+    two_pools: tuple[AsyncConnectionPool, AsyncConnectionPool], js: JetStreamContext, localstripe: LocalStripe
+) -> None:
+    gateway = StripeGateway("sk_test_recharge", localstripe.api_base)
+    rechargers = [AutoRecharger(pool, Payments(pool, OutboxRelay(pool, js), gateway)) for pool in two_pools]
+    user = str(uuid.uuid4())
+    customer = await gateway.create_customer(user)
+    method = await gateway._client.v1.payment_methods.create_async(  # what Stripe.js does in the browser
+        {"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+    )
+    await gateway.save_card(customer, method.id)
+    async with two_pools[0].connection() as conn, conn.transaction():
+        await store.add_customer(conn, user, customer)
+        setting = AutoRecharge(user, True, 5, "basic", 5000, None, datetime.now(UTC))
+        await store.save_auto_recharge(conn, setting)
+
+    event = crossing(user)
+    await asyncio.gather(*(r.on_ledger_event(event, 1) for r in rechargers * 2))
+    await rechargers[1].on_ledger_event(event, 1)  # redelivered later
+
+    (tx,) = await rechargers[0]._payments.transactions(user, [], [], None, 10)
+    assert (tx.status, tx.credits, tx.amount_cents) == ("COMPLETED", 50, 999)
+    listed = await gateway._client.v1.payment_intents.list_async({"limit": 100})
+    ours = [i for i in listed.data if i.to_dict()["metadata"].get("transaction_id") == tx.id]
+    assert [i.status for i in ours] == ["succeeded"]
+    async with two_pools[0].connection() as conn:
+        outbox = await (await conn.execute("SELECT subject FROM outbox ORDER BY position")).fetchall()
+    assert [row[0] for row in outbox] == ["payments.payment.succeeded", "payments.autorecharge.succeeded"]
