@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WELCOME_BONUS = 10
+# Available credit below this is announced (ledger.balance.low), once per crossing.
+LOW_BALANCE_THRESHOLD = 5
+# Credit that expires within this many days is announced (ledger.credits.expiring), once per lot.
+EXPIRY_WARNING_DAYS = 7
 
 OPERATION_COSTS: dict[str, int] = {
     "image_upload": 1,

@@ -137,6 +137,8 @@ STREAMED_EVENTS = (
     CreditAccount.ReservationRejected,
     CreditAccount.Captured,
     CreditAccount.Released,
+    CreditAccount.BalanceLow,
+    CreditAccount.ExpiringSoon,
 )
 
 
@@ -176,6 +178,13 @@ def to_contract(event: AnyEvent) -> EventData | None:
             return contracts.CreditsReleased(
                 **_hold_fields(event), reason=event.reason, balance=event.balance_after,
                 reserved_after=event.reserved_after,
+            )  # fmt: skip
+        case CreditAccount.BalanceLow():
+            return contracts.BalanceLow(**_stamp(event), available=event.available, threshold=event.threshold)
+        case CreditAccount.ExpiringSoon():
+            return contracts.CreditsExpiring(
+                **_stamp(event), lot_id=event.lot_id, remaining=event.remaining,
+                expires_at=datetime.fromisoformat(event.expires_at),
             )  # fmt: skip
         case _:  # Opened, Noted, Deactivated, Reactivated, idempotency records
             return None

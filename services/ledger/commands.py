@@ -135,6 +135,22 @@ class ExpireLot(Command):
     now: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class WarnLow(Command):
+    """Tell the stream that an event took available credit below the low-balance threshold."""
+
+    opens_account = False
+    available: int
+    threshold: int
+    cause_version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarnExpiring(Command):
+    opens_account = False
+    lot_id: str
+
+
 # -- what other services' events ask for -----------------------------------------------------------
 
 
@@ -273,6 +289,14 @@ def _expire_lot(a: CreditAccount, c: ExpireLot, _seen: Seen) -> None:
     a.expire_lot(c.stamp, lot_id=c.lot_id, now=c.now)
 
 
+def _warn_low(a: CreditAccount, c: WarnLow, _seen: Seen) -> None:
+    a.warn_low(c.stamp, available=c.available, threshold=c.threshold, cause_version=c.cause_version)
+
+
+def _warn_expiring(a: CreditAccount, c: WarnExpiring, _seen: Seen) -> None:
+    a.warn_expiring(c.stamp, lot_id=c.lot_id)
+
+
 def _welcome(a: CreditAccount, c: Welcome, _seen: Seen) -> None:
     a.grant(c.stamp, entry_type="BONUS", amount=WELCOME_BONUS, description="Welcome bonus")
 
@@ -337,6 +361,8 @@ COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]
     Release: _release,
     Expire: _expire,
     ExpireLot: _expire_lot,
+    WarnLow: _warn_low,
+    WarnExpiring: _warn_expiring,
     Welcome: _welcome,
     SetStatus: _set_status,
     Purchase: _purchase,
@@ -432,3 +458,15 @@ def expire(user_id: str, reservation_id: str, now: datetime) -> Expire:
 def expire_lot(user_id: str, lot_id: str, now: datetime) -> ExpireLot:
     """What a sweeper asks of a lot whose time is up; any number of sweepers ask under one key."""
     return ExpireLot(user_id=user_id, key=f"expire-lot:{lot_id}", lot_id=lot_id, now=now)
+
+
+def warn_low(user_id: str, *, available: int, threshold: int, cause_version: int) -> WarnLow:
+    """One warning per crossing: keyed by the event that crossed, however often it is asked."""
+    return WarnLow(
+        user_id=user_id, key=f"low:{cause_version}", available=available, threshold=threshold,
+        cause_version=cause_version,
+    )  # fmt: skip
+
+
+def warn_expiring(user_id: str, lot_id: str) -> WarnExpiring:
+    return WarnExpiring(user_id=user_id, key=f"expiring:{lot_id}", lot_id=lot_id)

@@ -224,6 +224,20 @@ class CreditAccount(Aggregate):
     class Released(HoldClosed):
         reason: str
 
+    class BalanceLow(Stamped):
+        """Available credit crossed below the low-balance threshold (a notification: nothing moves)."""
+
+        available: int
+        threshold: int
+        cause_version: int  # the event that crossed
+
+    class ExpiringSoon(Stamped):
+        """A lot will expire within the warning period with credit left (a notification: nothing moves)."""
+
+        lot_id: str
+        remaining: int
+        expires_at: str
+
     class Noted(Aggregate.Event):
         """A command seen that deliberately changed nothing: its retry, and siblings asking, can tell."""
 
@@ -564,6 +578,24 @@ class CreditAccount(Aggregate):
         self.trigger_event(
             change, at=at.isoformat(), idempotency_key=stamp.key, fingerprint=stamp.fingerprint, cause_id=stamp.cause_id
         )
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def warn_low(self, stamp: Stamp, *, available: int, threshold: int, cause_version: int) -> None:
+        self.trigger_event(
+            self.BalanceLow, available=available, threshold=threshold, cause_version=cause_version, **stamp.recorded()
+        )
+
+    def warn_expiring(self, stamp: Stamp, *, lot_id: str) -> None:
+        """Warn of a lot's expiry, once, if it still has credit to lose."""
+        lot = self.lots.get(lot_id)
+        if lot is None or lot.expires_at is None:
+            self.note(stamp, reason="lot spent before its expiry came near")
+        else:
+            self.trigger_event(
+                self.ExpiringSoon, lot_id=lot_id, remaining=lot.remaining, expires_at=lot.expires_at.isoformat(),
+                **stamp.recorded(),
+            )  # fmt: skip
 
     def note(self, stamp: Stamp, *, reason: str) -> None:
         """Record that a command was seen and deliberately changed nothing."""

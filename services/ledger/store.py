@@ -39,6 +39,8 @@ DDL = (
         PRIMARY KEY (user_id, lot_id)
     )""",
     "CREATE INDEX IF NOT EXISTS expiring_lots_expiry ON expiring_lots (expires_at)",
+    # Whether the lot's coming expiry was announced (ledger.credits.expiring).
+    "ALTER TABLE expiring_lots ADD COLUMN IF NOT EXISTS warned BOOLEAN NOT NULL DEFAULT FALSE",
 )
 
 
@@ -160,3 +162,15 @@ async def expired_lots(conn: AsyncConnection, now: datetime, limit: int) -> list
         "SELECT user_id, lot_id FROM expiring_lots WHERE expires_at <= %s ORDER BY expires_at LIMIT %s", (now, limit)
     )
     return [(str(u), str(lot)) for u, lot in await cursor.fetchall()]
+
+
+async def lots_to_warn(conn: AsyncConnection, until: datetime, limit: int) -> list[tuple[str, str]]:
+    cursor = await conn.execute(
+        "SELECT user_id, lot_id FROM expiring_lots WHERE NOT warned AND expires_at <= %s ORDER BY expires_at LIMIT %s",
+        (until, limit),
+    )
+    return [(str(u), str(lot)) for u, lot in await cursor.fetchall()]
+
+
+async def lot_warned(conn: AsyncConnection, user_id: str, lot_id: str) -> None:
+    await conn.execute("UPDATE expiring_lots SET warned = TRUE WHERE user_id = %s AND lot_id = %s", (user_id, lot_id))

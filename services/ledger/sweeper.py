@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from eventsourcing.persistence import Notification
@@ -24,10 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
 from services.ledger.application import AnyEvent, Ledger
-from services.ledger.commands import Command, expire, expire_lot
+from services.ledger.commands import Command, expire, expire_lot, warn_expiring, warn_low
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
 from services.ledger.log_follower import LogFollower
 from services.ledger.unit_of_work import UnitOfWork
+from shared.credits import EXPIRY_WARNING_DAYS, LOW_BALANCE_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,39 @@ Close = Callable[[AsyncConnection, C], Awaitable[None]]
 
 TOPICS = tuple(get_topic(e) for e in (CreditAccount.Reserved, CreditAccount.Captured, CreditAccount.Released))
 LOT_TOPICS = tuple(get_topic(e) for e in (CreditAccount.Granted, CreditAccount.Expired))
+# The events that can take available credit down, which the low-balance watch follows.
+LOWERING_TOPICS = tuple(get_topic(e) for e in (CreditAccount.Debited, CreditAccount.Reserved, CreditAccount.Expired))
 
 
 class Sweeper:
     def __init__(self, ledger: Ledger, pool: AsyncConnectionPool, unit: UnitOfWork, interval: float = 2.0) -> None:
         self._index = LogFollower(ledger, pool, "open-reservations", topics=TOPICS)
         self._lots = LogFollower(ledger, pool, "expiring-lots", topics=LOT_TOPICS)
+        self._lowering = LogFollower(ledger, pool, "low-balance", topics=LOWERING_TOPICS)
         self._pool = pool
         self._unit = unit
         self._interval = interval
 
     async def index_once(self) -> int:
-        return await self._index.follow_once(self._indexed) + await self._lots.follow_once(self._lot_indexed)
+        indexed = await self._index.follow_once(self._indexed) + await self._lots.follow_once(self._lot_indexed)
+        return indexed + await self._lowering.follow_once(self._watch_low)
+
+    async def _watch_low(self, _conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:
+        """Announce a crossing below the low-balance threshold, once (the warning is keyed by the event)."""
+        match event:
+            case CreditAccount.Debited() | CreditAccount.Reserved() | CreditAccount.Expired():
+                reserved = getattr(event, "reserved_after", None)  # events stored before it lack it
+                if reserved is None:
+                    return
+                after = event.balance_after - reserved
+                if after + event.amount >= LOW_BALANCE_THRESHOLD > after:
+                    warning = warn_low(
+                        str(event.originator_id), available=after, threshold=LOW_BALANCE_THRESHOLD,
+                        cause_version=event.originator_version,
+                    )  # fmt: skip
+                    result = await self._unit.submit(warning)
+                    if isinstance(result, LedgerError):
+                        log.warning("could not announce a low balance of %s: %s", event.originator_id, result)
 
     @staticmethod
     async def _lot_indexed(conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:
@@ -74,7 +96,19 @@ class Sweeper:
         while await self.index_once():
             pass
         now = now or datetime.now(UTC)
-        return await self._release_holds(now, batch) + await self._expire_lots(now, batch)
+        ended = await self._release_holds(now, batch) + await self._expire_lots(now, batch)
+        await self._warn_expiring(now, batch)
+        return ended
+
+    async def _warn_expiring(self, now: datetime, batch: int) -> None:
+        async with self._pool.connection() as conn:
+            due = await store.lots_to_warn(conn, now + timedelta(days=EXPIRY_WARNING_DAYS), batch)
+        results = await asyncio.gather(*(self._unit.submit(warn_expiring(u, lot)) for u, lot in due))
+        async with self._pool.connection() as conn:
+            for (user_id, lot_id), result in zip(due, results, strict=True):
+                if isinstance(result, LedgerError):
+                    log.warning("could not announce lot %s of %s expiring: %s", lot_id, user_id, result)
+                await store.lot_warned(conn, user_id, lot_id)
 
     async def _release_holds(self, now: datetime, batch: int) -> int:
         async with self._pool.connection() as conn:

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 STREAMS: dict[str, list[str]] = {
     "IDENTITY": ["identity.>"],
     # Not `ledger.>`: the ledger's request/reply subjects (`ledger.rpc.*`) must not be captured.
-    "LEDGER": ["ledger.credits.>", "ledger.debit.>"],
+    "LEDGER": ["ledger.credits.>", "ledger.debit.>", "ledger.balance.>"],
     "PAYMENTS": ["payments.>"],
     "MEDIA": ["media.>"],
     "DEADLETTER": ["deadletter.>"],

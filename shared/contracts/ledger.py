@@ -110,6 +110,29 @@ class ReservationRejected(EventData):
     cause_id: ShortText | None
 
 
+class BalanceLow(EventData):
+    """Available credit crossed below the low-balance threshold."""
+
+    type = "ledger.balance.low"
+    user_id: ShortText
+    available: int
+    threshold: int
+    idempotency_key: MediumText
+    cause_id: ShortText | None
+
+
+class CreditsExpiring(EventData):
+    """Credit of a lot expires soon (within the warning period) unless it is spent."""
+
+    type = "ledger.credits.expiring"
+    user_id: ShortText
+    lot_id: ShortText
+    remaining: int = Field(ge=0)
+    expires_at: datetime
+    idempotency_key: MediumText
+    cause_id: ShortText | None
+
+
 class DebitRejected(EventData):
     type = "ledger.debit.rejected"
     user_id: ShortText

@@ -20,6 +20,8 @@ SPEC_SUBJECTS = {
     "ledger.credits.released", "ledger.credits.reservation_rejected", "ledger.debit.rejected",
     "payments.payment.succeeded", "payments.payment.failed", "payments.payment.cancelled",
     "payments.payment.refunded", "payments.subscription.renewed", "ledger.credits.expired",
+    "ledger.balance.low", "ledger.credits.expiring", "payments.autorecharge.succeeded", "payments.autorecharge.failed",
+    "payments.subscription.past_due", "payments.subscription.cancelled",
     "media.job.requested", "media.job.completed", "media.job.failed",
 }  # fmt: skip
 

@@ -11,7 +11,7 @@ import httpx
 
 from shared.testing.servers import wait_until
 from tests.conftest import System
-from tests.e2e.auth_support import admin_token, bearer
+from tests.e2e.auth_support import admin_token, bearer, stream_events
 from tests.e2e.convergence import assert_converged, welcomed
 
 
@@ -67,3 +67,29 @@ def test_a_grant_that_would_expire_in_the_past_or_given_a_number_is_refused(syst
     )
     assert numeric.status_code == 422
     assert account(system, token, user_id)["balance"] == 10
+
+
+def test_a_low_balance_and_credit_about_to_expire_are_announced_on_the_stream_once(system: System) -> None:
+    token, user_id = welcomed(system)
+    admin = admin_token(system)
+    for amount in (3, 4):  # available 10 → 7 → 3: crosses below 5 once
+        spent = httpx.post(
+            f"{system.url('ledger')}/api/accounts/{user_id}/debits",
+            json={"amount": amount, "description": "renders"},
+            headers={**bearer(token), "Idempotency-Key": str(uuid.uuid4())},
+            timeout=30,
+        )
+        assert spent.status_code == 201, spent.text
+    soon = datetime.now(UTC) + timedelta(days=2)
+    assert grant(system, admin, user_id, 20, soon).status_code == 201
+
+    def announced(subject: str) -> list[dict[str, Any]]:
+        return stream_events(system, "LEDGER", subject, user_id)
+
+    wait_until(lambda: len(announced("ledger.balance.low")) == 1, timeout=20, what="the low balance announced")
+    wait_until(lambda: len(announced("ledger.credits.expiring")) == 1, timeout=20, what="the coming expiry announced")
+    assert [(e["data"]["available"], e["data"]["threshold"]) for e in announced("ledger.balance.low")] == [(3, 5)]
+    (expiring,) = announced("ledger.credits.expiring")
+    assert expiring["data"]["remaining"] == 20
+    assert datetime.fromisoformat(expiring["data"]["expires_at"]) == soon
+    assert_converged(system, token, user_id)  # notifications move no credit: the log is unchanged

@@ -121,16 +121,9 @@ async def test_two_sweepers_expire_each_due_lot_once_and_never_what_a_hold_keeps
     (app, dispatcher, sweeper), (_, _, other) = two_instances
     user = str(uuid.uuid4())
 
-    async def grant(key: str, amount: int, expires_at: datetime | None) -> int:
-        cmd = commands.grant(
-            user, entry_type="BONUS", amount=amount, description="", metadata={}, key=key, request_id=None,
-            expires_at=expires_at,
-        )  # fmt: skip
-        return int(answer(await dispatcher.submit(cmd)).body["version"])
-
-    soon = await grant("soon", 10, NOW + timedelta(minutes=1))  # spent first
-    later = await grant("later", 10, NOW + timedelta(minutes=2))
-    await grant("forever", 10, None)
+    soon = await _grant(dispatcher, user, "soon", 10, NOW + timedelta(minutes=1))  # spent first
+    later = await _grant(dispatcher, user, "later", 10, NOW + timedelta(minutes=2))
+    await _grant(dispatcher, user, "forever", 10, None)
     debit = commands.debit(user, amount=4, description="", metadata={}, key="d", request_id=None)
     assert answer(await dispatcher.submit(debit)).status == 201  # 4 of `soon`
     hold = commands.reserve(user, amount=8, job_id="j", ttl_seconds=3600, now=NOW, key="h", request_id=None)
@@ -152,3 +145,37 @@ async def test_two_sweepers_expire_each_due_lot_once_and_never_what_a_hold_keeps
     events = app.repository.event_store.get(uuid.UUID(user))
     expired = sorted((e.lot_id, e.amount) for e in events if isinstance(e, CreditAccount.Expired))
     assert expired == [(str(soon), 6), (str(later), 10)]
+
+
+async def test_a_low_balance_and_a_coming_expiry_are_announced_once_however_many_sweepers_run(
+    two_instances: list[tuple[Ledger, UnitOfWork, Sweeper]],
+) -> None:
+    (app, dispatcher, sweeper), (_, _, other) = two_instances
+    user = str(uuid.uuid4())
+
+    await _grant(dispatcher, user, "bonus", 11, None)
+    for i, amount in enumerate((2, 3, 1, 4)):  # available 11 → 9 → 6 → 5 → 1: crosses below 5 once
+        debit = commands.debit(user, amount=amount, description="", metadata={}, key=f"d{i}", request_id=None)
+        assert answer(await dispatcher.submit(debit)).status == 201
+    soon = NOW + timedelta(days=3)
+    await _grant(dispatcher, user, "promo", 3, soon)  # within the 7-day warning
+    await _grant(dispatcher, user, "later", 2, NOW + timedelta(days=30))  # not yet
+    await asyncio.gather(sweeper.sweep_once(NOW), other.sweep_once(NOW), sweeper.sweep_once(NOW))
+    await other.sweep_once(NOW + timedelta(days=1))
+
+    events = list(app.repository.event_store.get(uuid.UUID(user)))  # an iterator otherwise
+    low = [(e.available, e.threshold) for e in events if isinstance(e, CreditAccount.BalanceLow)]
+    assert low == [(1, 5)]
+    expiring = [(e.remaining, e.expires_at) for e in events if isinstance(e, CreditAccount.ExpiringSoon)]
+    assert expiring == [(3, soon.isoformat())]
+
+
+async def _grant(dispatcher: UnitOfWork, user: str, key: str, amount: int, expires_at: datetime | None) -> int:
+    """A bonus of `amount` (expiring at `expires_at`, if given); the version of its grant: its lot's id."""
+    cmd = commands.grant(
+        user, entry_type="BONUS", amount=amount, description="", metadata={}, key=key, request_id=None,
+        expires_at=expires_at,
+    )  # fmt: skip
+    granted = answer(await dispatcher.submit(cmd))
+    assert granted.status == 201
+    return int(granted.body["version"])
