@@ -1,0 +1,73 @@
+"""One user's month of credits, compressed into seconds and driven over HTTP: the welcome bonus, a
+subscription's credits that expire at the period's end, a promotion that expires unspent, spending
+in expiry order, and an auto-recharge. The history the ledger's entries API prints is checked line by
+line (run with -s to see it)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from shared.testing.servers import wait_until
+from tests.conftest import System
+from tests.e2e.auth_support import admin_token, bearer
+from tests.e2e.convergence import all_pages, assert_converged, welcomed
+from tests.e2e.stripe_support import card_at_stripe
+
+
+def payments(system: System, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    headers = {**bearer(token), "Idempotency-Key": str(uuid.uuid4())}
+    return httpx.request(method, f"{system.url('payments')}{path}", headers=headers, timeout=30, **kwargs)
+
+
+def ledger(system: System, token: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    headers = {**bearer(token), "Idempotency-Key": str(uuid.uuid4())}
+    return httpx.post(f"{system.url('ledger')}{path}", json=body, headers=headers, timeout=30)
+
+
+def test_a_month_of_credits_reads_back_entry_by_entry(system: System) -> None:
+    token, user_id = welcomed(system)  # BONUS 10
+    admin = admin_token(system)
+    account = f"/api/accounts/{user_id}"
+    balance = lambda: int(httpx.get(f"{system.url('ledger')}{account}", headers=bearer(token)).json()["balance"])  # noqa: E731
+
+    card = card_at_stripe(system)
+    assert (
+        payments(system, token, "POST", "/api/billing/payment-methods", json={"payment_method": card}).status_code
+        == 201
+    )
+    assert payments(system, token, "POST", "/api/subscriptions", json={"plan_id": "starter"}).status_code == 201
+    wait_until(lambda: balance() == 110, timeout=30, what="the subscription's first period")
+
+    promo_ends = datetime.now(UTC) + timedelta(seconds=4)
+    promo = {"amount": 20, "type": "BONUS", "description": "Launch promotion", "expires_at": promo_ends.isoformat()}
+    assert ledger(system, admin, f"{account}/grants", promo).status_code == 201
+    assert ledger(system, token, f"{account}/debits", {"amount": 12, "description": "renders"}).status_code == 201
+    wait_until(lambda: balance() == 110, timeout=20, what="the promotion's unspent 8 expiring")
+
+    setting = {"enabled": True, "threshold": 5, "package_id": "basic", "monthly_cap_cents": 2000}
+    assert payments(system, token, "PUT", "/api/billing/auto-recharge", json=setting).status_code == 200
+    assert ledger(system, token, f"{account}/debits", {"amount": 96, "description": "video"}).status_code == 201
+    assert ledger(system, token, f"{account}/debits", {"amount": 10, "description": "renders"}).status_code == 201
+    wait_until(lambda: balance() == 54, timeout=30, what="the auto-recharge")
+
+    _, entries = all_pages(f"{system.url('ledger')}{account}/entries", token, "entries")
+    printed = [{k: e[k] for k in ("type", "amount", "balance_after", "description")} for e in reversed(entries)]
+    print("\n".join(json.dumps(e) for e in printed))
+    assert [(e["type"], e["amount"], e["balance_after"]) for e in printed] == [
+        ("BONUS", 10, 10),
+        ("PURCHASE", 100, 110),  # Starter: expires at the period's end
+        ("BONUS", 20, 130),
+        ("USAGE", -12, 118),  # from the promotion: it expires first
+        ("EXPIRED", -8, 110),  # what was left of it
+        ("USAGE", -96, 14),  # from the subscription's credit, which expires before the bonus
+        ("USAGE", -10, 4),  # the subscription's last 4, then 6 of the bonus: available 14 → 4, below 5
+        ("PURCHASE", 50, 54),  # Basic, bought off-session
+    ]
+    lots = httpx.get(f"{system.url('ledger')}{account}", headers=bearer(token)).json()["lots"]
+    assert [(lot["remaining"], lot["expires_at"] is None) for lot in lots] == [(4, True), (50, True)]
+    assert_converged(system, token, user_id)
