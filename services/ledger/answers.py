@@ -180,7 +180,10 @@ def to_contract(event: AnyEvent) -> EventData | None:
                 reserved_after=event.reserved_after,
             )  # fmt: skip
         case CreditAccount.BalanceLow():
-            return contracts.BalanceLow(**_stamp(event), available=event.available, threshold=event.threshold)
+            return contracts.BalanceLow(
+                **_stamp(event), available=event.available, threshold=event.threshold,
+                recharge_threshold=event.recharge_threshold,
+            )  # fmt: skip
         case CreditAccount.ExpiringSoon():
             return contracts.CreditsExpiring(
                 **_stamp(event), lot_id=event.lot_id, remaining=event.remaining,

@@ -84,6 +84,7 @@ async def _account(ledger: Ledger, user_id: str) -> AccountPublic:
         available=account.available,
         active=account.active,
         lots=lots,
+        recharge_threshold=getattr(account, "recharge_threshold", None),
     )
 
 

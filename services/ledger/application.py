@@ -247,11 +247,12 @@ class _Batch:
             COMMAND_HANDLERS[type(command)](account, command, lambda key: self.record(account.id, key) is not None)
         except LedgerError as error:
             return error
-        if account.version != before + 1:
-            raise RuntimeError(f"command {command.key!r} triggered {account.version - before} events, not one")
+        if account.version == before:
+            raise RuntimeError(f"command {command.key!r} triggered no event")
+        # The command's own event comes first; a notification it caused (BalanceLow) may follow it.
         record = IdempotencyRecord(
-            account_id=account.id, key=command.key, fingerprint=command.fingerprint, event_version=account.version
+            account_id=account.id, key=command.key, fingerprint=command.fingerprint, event_version=before + 1
         )
         self._records[(account.id, command.key)] = record
         self._new.append(record)
-        return account, account.version, False
+        return account, before + 1, False

@@ -136,16 +136,6 @@ class ExpireLot(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class WarnLow(Command):
-    """Tell the stream that an event took available credit below the low-balance threshold."""
-
-    opens_account = False
-    available: int
-    threshold: int
-    cause_version: int
-
-
-@dataclass(frozen=True, kw_only=True)
 class WarnExpiring(Command):
     opens_account = False
     lot_id: str
@@ -162,6 +152,12 @@ class Welcome(Command):
 @dataclass(frozen=True, kw_only=True)
 class SetStatus(Command):
     active: bool
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetRechargeThreshold(Command):
+    threshold: int | None
     at: datetime
 
 
@@ -289,10 +285,6 @@ def _expire_lot(a: CreditAccount, c: ExpireLot, _seen: Seen) -> None:
     a.expire_lot(c.stamp, lot_id=c.lot_id, now=c.now)
 
 
-def _warn_low(a: CreditAccount, c: WarnLow, _seen: Seen) -> None:
-    a.warn_low(c.stamp, available=c.available, threshold=c.threshold, cause_version=c.cause_version)
-
-
 def _warn_expiring(a: CreditAccount, c: WarnExpiring, _seen: Seen) -> None:
     a.warn_expiring(c.stamp, lot_id=c.lot_id)
 
@@ -303,6 +295,10 @@ def _welcome(a: CreditAccount, c: Welcome, _seen: Seen) -> None:
 
 def _set_status(a: CreditAccount, c: SetStatus, _seen: Seen) -> None:
     a.set_active(c.stamp, active=c.active, at=c.at)
+
+
+def _set_recharge_threshold(a: CreditAccount, c: SetRechargeThreshold, _seen: Seen) -> None:
+    a.set_recharge_threshold(c.stamp, threshold=c.threshold, at=c.at)
 
 
 def _purchase(a: CreditAccount, c: Purchase, seen: Seen) -> None:
@@ -361,10 +357,10 @@ COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]
     Release: _release,
     Expire: _expire,
     ExpireLot: _expire_lot,
-    WarnLow: _warn_low,
     WarnExpiring: _warn_expiring,
     Welcome: _welcome,
     SetStatus: _set_status,
+    SetRechargeThreshold: _set_recharge_threshold,
     Purchase: _purchase,
     Refund: _refund,
     Renewal: _renewal,
@@ -458,14 +454,6 @@ def expire(user_id: str, reservation_id: str, now: datetime) -> Expire:
 def expire_lot(user_id: str, lot_id: str, now: datetime) -> ExpireLot:
     """What a sweeper asks of a lot whose time is up; any number of sweepers ask under one key."""
     return ExpireLot(user_id=user_id, key=f"expire-lot:{lot_id}", lot_id=lot_id, now=now)
-
-
-def warn_low(user_id: str, *, available: int, threshold: int, cause_version: int) -> WarnLow:
-    """One warning per crossing: keyed by the event that crossed, however often it is asked."""
-    return WarnLow(
-        user_id=user_id, key=f"low:{cause_version}", available=available, threshold=threshold,
-        cause_version=cause_version,
-    )  # fmt: skip
 
 
 def warn_expiring(user_id: str, lot_id: str) -> WarnExpiring:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
+from shared.credits import LOW_BALANCE_THRESHOLD
+
 GRANT_TYPES = frozenset({"PURCHASE", "BONUS", "REFUND", "ADMIN_ADJUSTMENT"})
 DEBIT_TYPES = frozenset({"USAGE", "ADMIN_ADJUSTMENT", "REFUND"})
 Portions = dict[str, int]  # credits taken from (or set aside in) each lot, by lot id
@@ -225,11 +227,25 @@ class CreditAccount(Aggregate):
         reason: str
 
     class BalanceLow(Stamped):
-        """Available credit crossed below the low-balance threshold (a notification: nothing moves)."""
+        """Available credit crossed below a threshold (a notification: nothing moves)."""
 
         available: int
-        threshold: int
+        threshold: int | None  # the notification threshold, when crossed
+        recharge_threshold: int | None  # the user's auto-recharge threshold, when crossed
         cause_version: int  # the event that crossed
+
+    class RechargeThresholdSet(Aggregate.Event):
+        """Where payments wants the account watched for auto-recharge (None: not at all)."""
+
+        threshold: int | None
+        at: str
+        idempotency_key: str
+        fingerprint: str
+        cause_id: str | None
+
+        def apply(self, aggregate: Aggregate) -> None:
+            account = _account(aggregate)
+            account.recharge_threshold, account.recharge_at = self.threshold, self.at
 
     class ExpiringSoon(Stamped):
         """A lot will expire within the warning period with credit left (a notification: nothing moves)."""
@@ -279,6 +295,9 @@ class CreditAccount(Aggregate):
         self.lots: dict[str, Lot] = {}  # by the version of the grant that made each
         # When identity last changed the status: status events can arrive out of order.
         self.status_at: str | None = None
+        # The user's auto-recharge threshold (payments' word, newest by `recharge_at`), or None.
+        self.recharge_threshold: int | None = None
+        self.recharge_at: str | None = None
 
     @property
     def available(self) -> int:
@@ -400,6 +419,7 @@ class CreditAccount(Aggregate):
             lots=self.portions(amount) if portions is None else portions,
             **stamp.recorded(),
         )
+        self._announce_if_low(stamp, self.available + amount)
 
     def expire_lot(self, stamp: Stamp, *, lot_id: str, now: datetime) -> None:
         """At its expiry the unspent remainder of a lot leaves the balance, once; a lot a hold still
@@ -425,6 +445,7 @@ class CreditAccount(Aggregate):
                 expires_at=lot.expires_at.isoformat(),
                 **stamp.recorded(),
             )
+            self._announce_if_low(stamp, self.available + lot.remaining)
 
     # -- holds ----------------------------------------------------------------------------------
 
@@ -449,6 +470,7 @@ class CreditAccount(Aggregate):
             lots=self.portions(amount),
             **stamp.recorded(),
         )
+        self._announce_if_low(stamp, self.available + amount)
 
     def capture(self, stamp: Stamp, *, reservation_id: str, amount: int | None, description: str) -> None:
         hold = self._hold(reservation_id)
@@ -581,10 +603,30 @@ class CreditAccount(Aggregate):
 
     # -- notifications --------------------------------------------------------------------------
 
-    def warn_low(self, stamp: Stamp, *, available: int, threshold: int, cause_version: int) -> None:
+    def _announce_if_low(self, stamp: Stamp, available_before: int) -> None:
+        """After an event that lowered available credit: announce a crossing below the notification
+        threshold or the user's auto-recharge threshold, as a second event of the same command (so
+        exactly once per crossing, in the same transaction)."""
+        after = self.available
+        low = LOW_BALANCE_THRESHOLD if available_before >= LOW_BALANCE_THRESHOLD > after else None
+        recharge = getattr(self, "recharge_threshold", None)  # snapshots from before it lack it
+        recharge = recharge if recharge is not None and available_before >= recharge > after else None
+        if low is not None or recharge is not None:
+            self.trigger_event(
+                self.BalanceLow, available=after, threshold=low, recharge_threshold=recharge,
+                cause_version=self.version, **stamp.recorded(),
+            )  # fmt: skip
+
+    def set_recharge_threshold(self, stamp: Stamp, *, threshold: int | None, at: datetime) -> None:
+        """Apply payments' auto-recharge threshold unless a newer one was applied already."""
+        current = getattr(self, "recharge_at", None)
+        if current is not None and at <= datetime.fromisoformat(current):
+            self.note(stamp, reason="stale auto-recharge setting")
+            return
         self.trigger_event(
-            self.BalanceLow, available=available, threshold=threshold, cause_version=cause_version, **stamp.recorded()
-        )
+            self.RechargeThresholdSet, threshold=threshold, at=at.isoformat(), idempotency_key=stamp.key,
+            fingerprint=stamp.fingerprint, cause_id=stamp.cause_id,
+        )  # fmt: skip
 
     def warn_expiring(self, stamp: Stamp, *, lot_id: str) -> None:
         """Warn of a lot's expiry, once, if it still has credit to lose."""

@@ -18,6 +18,7 @@ from services.ledger.commands import (
     Purchase,
     Refund,
     Renewal,
+    SetRechargeThreshold,
     SetStatus,
     Welcome,
     job_key,
@@ -36,7 +37,7 @@ from shared.contracts import payments as pc
 # Every event the ledger acts on, by the stream it comes from.
 SUBSCRIBED: dict[str, tuple[type[EventData], ...]] = {
     "IDENTITY": (idc.UserRegistered, idc.UserDeactivated, idc.UserReactivated),
-    "PAYMENTS": (pc.PaymentSucceeded, pc.PaymentRefunded, pc.SubscriptionRenewed),
+    "PAYMENTS": (pc.PaymentSucceeded, pc.PaymentRefunded, pc.SubscriptionRenewed, pc.AutoRechargeConfigured),
     "MEDIA": (mc.JobRequested, mc.JobCompleted, mc.JobFailed, mc.JobCancelled),
 }
 
@@ -50,6 +51,11 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
             active = isinstance(status, idc.UserReactivated)
             key = f"status:{envelope.id}"
             return SetStatus(user_id=user, key=key, active=active, at=envelope.occurred_at, **caused)
+        case pc.AutoRechargeConfigured() as configured:
+            key = f"recharge:{envelope.id}"
+            return SetRechargeThreshold(
+                user_id=configured.user_id, key=key, threshold=configured.threshold, at=configured.at, **caused
+            )
         case pc.PaymentSucceeded() as paid:
             return Purchase(
                 user_id=paid.user_id, key=payment_key(paid.transaction_id), transaction_id=paid.transaction_id,

@@ -87,6 +87,7 @@ class AccountPublic(BaseModel):
     available: int
     active: bool
     lots: list[LotPublic]  # in spending order
+    recharge_threshold: int | None  # where payments has the ledger watch for auto-recharge
 
 
 class CanSpendPublic(BaseModel):

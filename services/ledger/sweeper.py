@@ -24,11 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
 from services.ledger.application import AnyEvent, Ledger
-from services.ledger.commands import Command, expire, expire_lot, warn_expiring, warn_low
+from services.ledger.commands import Command, expire, expire_lot, warn_expiring
 from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
 from services.ledger.log_follower import LogFollower
 from services.ledger.unit_of_work import UnitOfWork
-from shared.credits import EXPIRY_WARNING_DAYS, LOW_BALANCE_THRESHOLD
+from shared.credits import EXPIRY_WARNING_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +39,19 @@ Close = Callable[[AsyncConnection, C], Awaitable[None]]
 
 TOPICS = tuple(get_topic(e) for e in (CreditAccount.Reserved, CreditAccount.Captured, CreditAccount.Released))
 LOT_TOPICS = tuple(get_topic(e) for e in (CreditAccount.Granted, CreditAccount.Expired))
-# The events that can take available credit down, which the low-balance watch follows.
-LOWERING_TOPICS = tuple(get_topic(e) for e in (CreditAccount.Debited, CreditAccount.Reserved, CreditAccount.Expired))
 
 
 class Sweeper:
     def __init__(self, ledger: Ledger, pool: AsyncConnectionPool, unit: UnitOfWork, interval: float = 2.0) -> None:
         self._index = LogFollower(ledger, pool, "open-reservations", topics=TOPICS)
         self._lots = LogFollower(ledger, pool, "expiring-lots", topics=LOT_TOPICS)
-        self._lowering = LogFollower(ledger, pool, "low-balance", topics=LOWERING_TOPICS)
+
         self._pool = pool
         self._unit = unit
         self._interval = interval
 
     async def index_once(self) -> int:
-        indexed = await self._index.follow_once(self._indexed) + await self._lots.follow_once(self._lot_indexed)
-        return indexed + await self._lowering.follow_once(self._watch_low)
-
-    async def _watch_low(self, _conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:
-        """Announce a crossing below the low-balance threshold, once (the warning is keyed by the event)."""
-        match event:
-            case CreditAccount.Debited() | CreditAccount.Reserved() | CreditAccount.Expired():
-                reserved = getattr(event, "reserved_after", None)  # events stored before it lack it
-                if reserved is None:
-                    return
-                after = event.balance_after - reserved
-                if after + event.amount >= LOW_BALANCE_THRESHOLD > after:
-                    warning = warn_low(
-                        str(event.originator_id), available=after, threshold=LOW_BALANCE_THRESHOLD,
-                        cause_version=event.originator_version,
-                    )  # fmt: skip
-                    result = await self._unit.submit(warning)
-                    if isinstance(result, LedgerError):
-                        log.warning("could not announce a low balance of %s: %s", event.originator_id, result)
+        return await self._index.follow_once(self._indexed) + await self._lots.follow_once(self._lot_indexed)
 
     @staticmethod
     async def _lot_indexed(conn: AsyncConnection, _notification: Notification, event: AnyEvent) -> None:

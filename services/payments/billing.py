@@ -114,11 +114,6 @@ class AutoRecharge:
     updated_at: datetime
 
 
-def crossed_below(threshold: int, before: int, after: int) -> bool:
-    """Whether a change of available credit from `before` to `after` crossed below `threshold`."""
-    return before >= threshold > after
-
-
 def why_not(
     setting: AutoRecharge | None, price_cents: int, spent_this_month: int, last_at: datetime | None, now: datetime
 ) -> str | None:

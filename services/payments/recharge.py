@@ -1,13 +1,13 @@
-"""Auto-recharge: when a ledger event takes a user's available credit below their threshold,
-buy their pack off-session with their default card.
+"""Auto-recharge: when the ledger says a user's available credit crossed below their threshold, buy
+their pack off-session with their default card.
 
-The crossing is read from the LEDGER stream (each debit, hold or expiry says what is available after
-it), so it is a ledger event, not a poll; the ledger applies commands to an account one at a time, so
-of twenty debits that together go below the threshold exactly one crosses. The crossing's claim,
-the purchase and its outcome share one transaction under a lock of the user's setting, so a
-redelivery, or another payments process with the same message, finds the crossing done. A card that
-needs the customer (requires_action) or is declined turns auto-recharge off with the reason: it never
-retries in a loop."""
+Payments tells the ledger each user's threshold (`payments.autorecharge.configured`); the ledger
+announces a crossing as `ledger.balance.low` with `recharge_threshold` set, in the transaction of the
+debit, hold or expiry that crossed. It applies one account's commands one at a time, so of twenty
+debits that together go below the threshold exactly one crosses. The crossing's claim, the purchase
+and its outcome share one transaction under a lock of the user's setting, so a redelivery, or another
+payments process with the same message, finds the crossing done. A card that needs the customer
+(requires_action) or is declined turns auto-recharge off with the reason: it never retries in a loop."""
 
 from __future__ import annotations
 
@@ -21,29 +21,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.payments import store
 from services.payments.application import Payments, announce
-from services.payments.billing import AutoRecharge, CardRefusedError, crossed_below, why_not
+from services.payments.billing import AutoRecharge, CardRefusedError, why_not
 from services.payments.domain import Kind, Status, Transaction
+from services.payments.subscriptions import save_setting
 from shared import outbox
 from shared.bus import Subscription
-from shared.contracts import Envelope, EventData
+from shared.contracts import Envelope
 from shared.contracts import ledger as lc
 from shared.contracts import payments as pc
 from shared.credits import PACKAGES
 
 log = logging.getLogger(__name__)
-CROSSINGS = (lc.CreditsDebited, lc.CreditsReserved, lc.CreditsExpired)
-
-
-def available_change(body: EventData) -> tuple[int, int] | None:
-    """(available before, available after) of an event that can lower it; None for the others."""
-    match body:
-        case lc.CreditsDebited(available_after=int(after)) | lc.CreditsExpired(available_after=int(after)):
-            return after + body.amount, after
-        case lc.CreditsReserved():
-            after = body.balance - body.reserved_after
-            return after + body.amount, after
-        case _:
-            return None
 
 
 class AutoRecharger:
@@ -52,16 +40,18 @@ class AutoRecharger:
         self._payments = payments
 
     def subscription(self) -> Subscription:
-        return Subscription("LEDGER", "payments-ledger", tuple(t.type for t in CROSSINGS), self.on_ledger_event)
+        return Subscription("LEDGER", "payments-ledger", (lc.BalanceLow.type,), self.on_ledger_event)
 
     async def on_ledger_event(self, envelope: Envelope, _seq: int) -> None:
-        change = available_change(envelope.body())
-        if change is None or envelope.user_id is None:
-            return
-        async with self._pool.connection() as conn, conn.transaction():
-            setting = await store.auto_recharge(conn, envelope.user_id, lock=True)
-            if setting is None or not setting.enabled or not crossed_below(setting.threshold, *change):
+        match envelope.body():
+            case lc.BalanceLow(user_id=user_id, recharge_threshold=int()):
+                pass
+            case _:
                 return
+        async with self._pool.connection() as conn, conn.transaction():
+            setting = await store.auto_recharge(conn, user_id, lock=True)
+            if setting is None or not setting.enabled:
+                return  # turned off since the ledger was told
             if await store.claim_crossing(conn, str(envelope.id), setting.user_id):
                 await self._recharge(conn, setting, str(envelope.id))
         self._payments.billing.wake()
@@ -112,7 +102,7 @@ class AutoRecharger:
     async def _failed(self, conn: AsyncConnection, setting: AutoRecharge, reason: str, *, disable: bool) -> None:
         if disable:
             off = replace(setting, enabled=False, disabled_reason=reason, updated_at=datetime.now(UTC))
-            await store.save_auto_recharge(conn, off)
+            await save_setting(conn, off)
         failed = pc.AutoRechargeFailed(
             user_id=setting.user_id, package_id=setting.package_id, reason=reason, disabled=disable
         )

@@ -192,7 +192,8 @@ class Billing:
             if customer is None or await self.gateway.default_card(customer) is None:
                 raise NoCardError(setting.user_id)
         async with self._pool.connection() as conn, conn.transaction():
-            await store.save_auto_recharge(conn, setting)
+            await save_setting(conn, setting)
+        self._relay.wake()
         return setting
 
     async def auto_recharge(self, user_id: str) -> tuple[AutoRecharge | None, int]:
@@ -252,3 +253,12 @@ def _invoice_transaction(
 
 async def _emit(conn: AsyncConnection, user_id: str, body: EventData, event_id: uuid.UUID) -> None:
     await outbox.add(conn, Envelope.wrap(body, user_id=user_id, event_id=event_id))
+
+
+async def save_setting(conn: AsyncConnection, setting: AutoRecharge) -> None:
+    """Save a user's auto-recharge and tell the ledger where to watch their balance, in one transaction."""
+    await store.save_auto_recharge(conn, setting)
+    configured = pc.AutoRechargeConfigured(
+        user_id=setting.user_id, threshold=setting.threshold if setting.enabled else None, at=setting.updated_at
+    )
+    await outbox.add(conn, Envelope.wrap(configured, user_id=setting.user_id))

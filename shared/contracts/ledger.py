@@ -111,12 +111,14 @@ class ReservationRejected(EventData):
 
 
 class BalanceLow(EventData):
-    """Available credit crossed below the low-balance threshold."""
+    """Available credit crossed below the low-balance notification threshold, the user's auto-recharge
+    threshold, or both (each says so when it was crossed)."""
 
     type = "ledger.balance.low"
     user_id: ShortText
     available: int
-    threshold: int
+    threshold: int | None  # the notification threshold, when crossed
+    recharge_threshold: int | None = None  # the user's auto-recharge threshold, when crossed
     idempotency_key: MediumText
     cause_id: ShortText | None
 

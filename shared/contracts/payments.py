@@ -89,3 +89,12 @@ class AutoRechargeFailed(EventData):
     package_id: ShortText
     reason: MediumText
     disabled: bool
+
+
+class AutoRechargeConfigured(EventData):
+    """A user's auto-recharge threshold as the ledger should watch it (None: off)."""
+
+    type = "payments.autorecharge.configured"
+    user_id: ShortText
+    threshold: int | None = Field(default=None, ge=1)
+    at: datetime

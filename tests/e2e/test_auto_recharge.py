@@ -37,7 +37,18 @@ def recharging(system: System, card: str = "4242424242424242", cap: int = 5000) 
     response = call(system, token, "PUT", "/api/billing/auto-recharge", json=setting)
     assert response.status_code == 200, response.text
     assert response.json()["enabled"] is True
+    watched(system, token, user_id, 5)
     return token, user_id
+
+
+def watched(system: System, token: str, user_id: str, threshold: int | None) -> None:
+    """Wait until the ledger watches the account at `threshold` (payments tells it through the stream)."""
+    url = f"{system.url('ledger')}/api/accounts/{user_id}"
+    wait_until(
+        lambda: httpx.get(url, headers=bearer(token), timeout=30).json()["recharge_threshold"] == threshold,
+        timeout=20,
+        what=f"the ledger watching at {threshold}",
+    )
 
 
 def debit(system: System, token: str, user_id: str, amount: int) -> httpx.Response:
@@ -126,6 +137,7 @@ def test_a_card_that_cannot_be_charged_off_session_turns_auto_recharge_off_with_
     assert call(system, token, "GET", "/api/billing/auto-recharge").json()["disabled_reason"] == reason
     assert purchases(system, token) == [(status, 50)]
     assert balance(system, token, user_id) == 4
+    watched(system, token, user_id, None)  # the ledger stops watching too
 
 
 def test_auto_recharge_needs_a_saved_card(system: System) -> None:

@@ -51,6 +51,8 @@ def test_a_month_of_credits_reads_back_entry_by_entry(system: System) -> None:
 
     setting = {"enabled": True, "threshold": 5, "package_id": "basic", "monthly_cap_cents": 2000}
     assert payments(system, token, "PUT", "/api/billing/auto-recharge", json=setting).status_code == 200
+    watching = lambda: httpx.get(f"{system.url('ledger')}{account}", headers=bearer(token)).json()["recharge_threshold"]  # noqa: E731
+    wait_until(lambda: watching() == 5, timeout=20, what="the ledger watching for auto-recharge")
     assert ledger(system, token, f"{account}/debits", {"amount": 96, "description": "video"}).status_code == 201
     assert ledger(system, token, f"{account}/debits", {"amount": 10, "description": "renders"}).status_code == 201
     wait_until(lambda: balance() == 54, timeout=30, what="the auto-recharge")

@@ -44,6 +44,7 @@ def test_a_new_user_sees_ten_bonus_credits_after_signing_in(system: System) -> N
         "available": 10,
         "active": True,
         "lots": [{"id": "2", "amount": 10, "remaining": 10, "held": 0, "expires_at": None}],  # the bonus never expires
+        "recharge_threshold": None,
     }
 
 

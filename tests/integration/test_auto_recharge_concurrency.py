@@ -41,11 +41,10 @@ async def two_pools(database_url: str, schema: str) -> AsyncIterator[tuple[Async
 
 
 def crossing(user_id: str) -> Envelope:
-    debited = lc.CreditsDebited(
-        user_id=user_id, entry_type=lc.EntryType.USAGE, amount=6, balance_after=4, available_after=4,
-        description="renders", metadata={}, idempotency_key="client:d", cause_id=None,
-    )  # fmt: skip
-    return Envelope.wrap(debited, user_id=user_id)
+    low = lc.BalanceLow(
+        user_id=user_id, available=4, threshold=5, recharge_threshold=5, idempotency_key="client:d", cause_id=None
+    )
+    return Envelope.wrap(low, user_id=user_id)
 
 
 async def test_one_crossing_seen_by_two_processes_and_redelivered_buys_once(
