@@ -39,7 +39,9 @@ async def insert_if_absent(conn: AsyncConnection, user_id: str, profile: Profile
     async with conn.cursor(row_factory=class_row(User)) as cur:
         await cur.execute(
             "INSERT INTO users (id, clerk_id, email, first_name, last_name, avatar, role)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (clerk_id) DO NOTHING"
+            # Any conflict, not only on clerk_id: the id is derived from the clerk id, so two first sign-ins
+            # race on both unique indexes, and whichever PostgreSQL checks first must not be an error.
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
             f" RETURNING {_COLUMNS}",
             (
                 user_id,
