@@ -120,6 +120,13 @@ class IdempotencyRecord(Aggregate):
 class CreditAccount(Aggregate):
     # -- events (their names are their stored topics: never rename one) --------------------------
 
+    class Keyed(Aggregate.Event):
+        """An event that records only the key and meaning of the command behind it (no trace)."""
+
+        idempotency_key: str
+        fingerprint: str
+        cause_id: str | None
+
     class Stamped(Aggregate.Event):
         idempotency_key: str
         fingerprint: str
@@ -234,14 +241,11 @@ class CreditAccount(Aggregate):
         recharge_threshold: int | None  # the user's auto-recharge threshold, when crossed
         cause_version: int  # the event that crossed
 
-    class RechargeThresholdSet(Aggregate.Event):
+    class RechargeThresholdSet(Keyed):
         """Where payments wants the account watched for auto-recharge (None: not at all)."""
 
         threshold: int | None
         at: str
-        idempotency_key: str
-        fingerprint: str
-        cause_id: str | None
 
         def apply(self, aggregate: Aggregate) -> None:
             account = _account(aggregate)
@@ -254,20 +258,14 @@ class CreditAccount(Aggregate):
         remaining: int
         expires_at: str
 
-    class Noted(Aggregate.Event):
+    class Noted(Keyed):
         """A command seen that deliberately changed nothing: its retry, and siblings asking, can tell."""
 
         reason: str
-        idempotency_key: str
-        fingerprint: str
-        cause_id: str | None
 
-    class StatusChanged(Aggregate.Event):
+    class StatusChanged(Keyed):
         active: ClassVar[bool]
         at: str
-        idempotency_key: str
-        fingerprint: str
-        cause_id: str | None
 
         def apply(self, aggregate: Aggregate) -> None:
             account = _account(aggregate)
