@@ -1,0 +1,115 @@
+"""Image checks and the upload operation's work, with Pillow: what a file really is (never its name or
+its declared type), whether it is safe to decode, and the stored original and thumbnail it becomes.
+
+No framework and no I/O beyond the bytes given: the API checks an upload with `inspect` before any
+credit is reserved; a worker runs `prepare_upload` (decoding happens there, never on the API's loop)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# 40 megapixels (8000 x 5000): decoded as RGBA that is 160 MB, the most one job may ask of a worker.
+MAX_PIXELS = 40_000_000
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+THUMBNAIL_SIZE = (256, 256)
+
+
+class ImageRejectedError(ValueError):
+    """Not an image this service takes: answered with a 4xx, nothing reserved or stored."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # PNG, JPEG, WEBP or GIF: what the bytes are
+    width: int
+    height: int
+
+    @property
+    def media_type(self) -> str:
+        return FORMATS[self.format]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    original: bytes  # upright (EXIF orientation applied), in its own format
+    thumbnail: bytes  # PNG, at most 256 x 256
+    info: ImageInfo
+    metadata: dict[str, Any]
+
+
+def inspect(data: bytes) -> ImageInfo:
+    """What the bytes are, from their header and a structural check, without decoding the pixels."""
+    if not data:
+        raise ImageRejectedError("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageRejectedError(f"the file is larger than {MAX_UPLOAD_BYTES} bytes")
+    try:
+        with _opened(data) as image:
+            info = ImageInfo(str(image.format), image.width, image.height)
+            _check(info)
+            image.verify()  # the structure and checksums, still without decoding the pixels
+    except ImageRejectedError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejectedError(f"more than {MAX_PIXELS:,} pixels (a decompression bomb?): {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejectedError(f"not a readable PNG, JPEG, WebP or GIF image ({type(exc).__name__})") from None
+    return info
+
+
+def prepare_upload(data: bytes) -> PreparedImage:
+    """The upload operation: the image turned upright, re-encoded in its format, and its thumbnail."""
+    info = inspect(data)
+    try:
+        with _opened(data) as image:
+            upright = ImageOps.exif_transpose(image)
+            original = _encode(upright, info.format)
+            thumbnail = upright.copy()
+            thumbnail.thumbnail(THUMBNAIL_SIZE)
+            small = _encode(thumbnail, "PNG")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejectedError(f"the image could not be decoded ({type(exc).__name__})") from None
+    turned = (upright.width, upright.height) != (info.width, info.height)
+    stored = ImageInfo(info.format, upright.width, upright.height)
+    metadata = {
+        "format": info.format,
+        "media_type": info.media_type,
+        "width": upright.width,
+        "height": upright.height,
+        "bytes": len(original),
+        "exif_rotated": turned,
+        "thumbnail": {"width": thumbnail.width, "height": thumbnail.height},
+    }
+    return PreparedImage(original, small, stored, metadata)
+
+
+def _opened(data: bytes) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow only warns between its limit and twice it; ours is stricter and checked from the header.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=list(FORMATS))
+
+
+def _check(info: ImageInfo) -> None:
+    if info.format not in FORMATS:
+        raise ImageRejectedError(f"{info.format} images are not taken (PNG, JPEG, WebP or GIF)")
+    if info.width <= 0 or info.height <= 0:
+        raise ImageRejectedError("the image has no pixels")
+    if info.width * info.height > MAX_PIXELS:
+        raise ImageRejectedError(
+            f"the image is {info.width} x {info.height}: more than {MAX_PIXELS:,} pixels (a decompression bomb?)"
+        )
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    image.save(out, format=fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
+    return out.getvalue()
