@@ -25,7 +25,7 @@ from rich.text import Text
 from creditstream import clerk_webhook
 from creditstream.supervisor import Output, StopRequest, StopRequested, Supervisor, wait_or_stop
 from shared import bus, db
-from shared.settings import DEFAULT_PORTS, SERVICES
+from shared.settings import DEFAULT_PORTS, SERVICES, WORKER_PORTS, WORKERS
 from shared.testing.localstripe_server import register_webhook
 from shared.testing.servers import (
     EmbeddedNats,
@@ -100,10 +100,20 @@ def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> dict
 
 
 def _services(env: dict[str, str], out: Output) -> list[ServiceProcess]:
-    return [
+    services = [
         ServiceProcess(name, int(env.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])), env, out.echo, new_session=True)
         for name in SERVICES
     ]
+    workers = [
+        ServiceProcess(name, int(env.get(_port_variable(name)) or WORKER_PORTS[name]), env, out.echo,
+                       new_session=True, app=app)
+        for name, app in WORKERS.items()
+    ]  # fmt: skip
+    return services + workers
+
+
+def _port_variable(name: str) -> str:
+    return f"{name.upper().replace('-', '_')}_PORT"  # MEDIA_WORKER_PORT
 
 
 def run(console: Console) -> int:

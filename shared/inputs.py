@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+import uuid
 from typing import Annotated, Any, Generic, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
@@ -212,3 +213,12 @@ def _iso_text(value: Any) -> Any:
 
 # A moment as JSON carries it: ISO 8601 text with a time zone (2026-11-25T10:00:00Z).
 Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+def is_uuid(value: str) -> bool:
+    """Whether `value` reads as a UUID: ids other services or clients chose need not."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("projections", "identity", "ledger", "payments", "media")
 DEFAULT_PORTS = {"projections": 8000, "identity": 8001, "ledger": 8002, "payments": 8003, "media": 8004}
+# Processes that serve no API of their own (a health port only), by name: their app.
+WORKERS = {"media-worker": "services.media.worker:create_app"}
+WORKER_PORTS = {"media-worker": 8005}
 DEV_ISSUER = "creditstream-dev"
 DEV_AUTHORIZED_PARTY = "http://localhost:8000"
 

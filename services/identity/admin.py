@@ -6,14 +6,15 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from services.identity.api import UserPublic, get_identity
 from services.identity.application import Identity
-from services.identity.domain import SelfDeactivationError, UserNotFoundError
+from services.identity.domain import SelfDeactivationError, User, UserNotFoundError
 from shared.auth import Privileged
 from shared.guard import GuardedRoute
-from shared.inputs import CursorCodec, MediumText, ShortText
+from shared.inputs import MediumText, ShortText
+from shared.paging import After, newest_first
 from shared.params import CorrelationId, PageCursor
 from shared.problems import Problem, responses
 
@@ -37,10 +38,6 @@ class StatusResponse(BaseModel):
     changed: bool
 
 
-# The (created_at, id) of the last user of a page: the next page starts below it.
-USERS_CURSOR: CursorCodec[tuple[AwareDatetime, uuid.UUID]] = CursorCodec(tuple[AwareDatetime, uuid.UUID])
-
-
 @router.get("", response_model=UserPage, responses=responses(400))
 async def list_users(
     _: Privileged,
@@ -49,15 +46,11 @@ async def list_users(
     cursor: PageCursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> UserPage:
-    after = USERS_CURSOR.decode(cursor)
-    since = (after[0], str(after[1])) if after else None
-    users = await identity.search(q.strip() if q else None, since, limit + 1)
-    page, more = users[:limit], len(users) > limit
-    last = page[-1] if more else None
-    return UserPage(
-        users=[UserPublic.of(u) for u in page],
-        next_cursor=USERS_CURSOR.encode((last.created_at, uuid.UUID(last.id))) if last else None,
-    )
+    async def fetch(after: After, n: int) -> list[User]:
+        return await identity.search(q.strip() if q else None, after, n)
+
+    page, next_cursor = await newest_first(cursor, limit, fetch)
+    return UserPage(users=[UserPublic.of(u) for u in page], next_cursor=next_cursor)
 
 
 @router.get("/{user_id}", response_model=UserPublic)

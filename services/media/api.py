@@ -1,16 +1,140 @@
-"""Media's HTTP API."""
+"""Media's HTTP API: the price list, image uploads (paid through a hold), a user's own images."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from services.media.application import MediaLibrary
+from services.media.domain import IdempotencyConflictError, InsufficientCreditsError, Media, MediaNotFoundError
+from services.media.images import MAX_UPLOAD_BYTES, ImageRejectedError
+from shared.auth import SignedInUser
 from shared.credits import OPERATION_COSTS
-from shared.guard import GuardedRoute
+from shared.guard import GuardedRoute, body_limit
+from shared.inputs import LongText, ShortText
+from shared.paging import After, newest_first
+from shared.params import IdempotencyKey, PageCursor
+from shared.problems import Problem, responses
 
 router = APIRouter(tags=["media"], route_class=GuardedRoute)
+# Multipart framing and the two text fields on top of the file itself.
+UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
+
+
+async def get_library(request: Request) -> MediaLibrary:
+    return request.app.state.library
+
+
+LibraryDep = Annotated[MediaLibrary, Depends(get_library)]
+
+
+class ImagePublic(BaseModel):
+    id: str
+    user_id: str
+    title: str | None
+    description: str | None
+    status: str
+    type: str
+    url: str | None  # the file, once it is made
+    thumbnail_url: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, media: Media) -> ImagePublic:
+        done = media.file_key is not None
+        return cls(
+            id=media.id, user_id=media.user_id, title=media.title, description=media.description,
+            status=str(media.status), type=media.type, url=f"/api/images/{media.id}/file" if done else None,
+            thumbnail_url=f"/api/images/{media.id}/file?thumbnail=true" if media.thumbnail_key else None,
+            metadata=media.metadata, created_at=media.created_at, updated_at=media.updated_at,
+        )  # fmt: skip
+
+
+class ImagePage(BaseModel):
+    images: list[ImagePublic]
+    next_cursor: str | None
 
 
 @router.get("/api/operations")
 async def operations() -> dict[str, int]:
     """What each credit-costing operation costs."""
     return OPERATION_COSTS
+
+
+@router.post(
+    "/api/images", response_model=ImagePublic, status_code=202, responses=responses(400, 402, 409),
+    openapi_extra=body_limit(UPLOAD_BODY_LIMIT),
+)  # fmt: skip
+async def upload_image(
+    principal: SignedInUser,
+    library: LibraryDep,
+    key: IdempotencyKey,
+    file: Annotated[UploadFile, File(description="a PNG, JPEG, WebP or GIF image, at most 20 MB")],
+    title: Annotated[ShortText | None, Form()] = None,
+    description: Annotated[LongText | None, Form()] = None,
+) -> ImagePublic:
+    """Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
+    the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept)."""
+    data = await file.read()
+    try:
+        media = await library.upload_image(principal.user_id, data, title, description, key)
+    except ImageRejectedError as exc:
+        raise Problem(400, f"Not an image this service takes: {exc}") from exc
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different upload.") from exc
+    except InsufficientCreditsError as exc:
+        job = exc.job
+        raise Problem(
+            402, f"{job.cost} credits asked, {job.available} available.", balance=job.balance,
+            available=job.available, amount=job.cost,
+        ) from exc  # fmt: skip
+    return ImagePublic.of(media)
+
+
+@router.get("/api/images", response_model=ImagePage, responses=responses(400))
+async def my_images(
+    principal: SignedInUser,
+    library: LibraryDep,
+    cursor: PageCursor = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ImagePage:
+    """The token's user's images, newest first."""
+
+    async def fetch(after: After, n: int) -> list[Media]:
+        return await library.page(principal.user_id, "image", after, n)
+
+    page, next_cursor = await newest_first(cursor, limit, fetch)
+    return ImagePage(images=[ImagePublic.of(m) for m in page], next_cursor=next_cursor)
+
+
+@router.get("/api/images/{image_id}", response_model=ImagePublic, responses=responses(404))
+async def my_image(image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> ImagePublic:
+    try:
+        return ImagePublic.of(await library.get(principal.user_id, str(image_id)))
+    except MediaNotFoundError as exc:
+        raise Problem(404, f"You have no image {image_id}.") from exc
+
+
+@router.get("/api/images/{image_id}/file", responses={**responses(404), 200: {"content": {"image/*": {}}}})
+async def my_image_file(
+    image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, thumbnail: bool = False
+) -> Response:
+    """The image's file (or its PNG thumbnail), once it is made."""
+    try:
+        media = await library.get(principal.user_id, str(image_id))
+    except MediaNotFoundError as exc:
+        raise Problem(404, f"You have no image {image_id}.") from exc
+    key = media.thumbnail_key if thumbnail else media.file_key
+    if key is None:
+        raise Problem(404, f"The image {image_id} has no file yet ({media.status}).")
+    data = await asyncio.to_thread(library.storage.get, key)
+    media_type = "image/png" if thumbnail else str(media.metadata.get("media_type", "application/octet-stream"))
+    return Response(data, media_type=media_type)

@@ -1,4 +1,5 @@
-"""Composition root of the media service: `uvicorn --factory services.media.main:create_app`."""
+"""Composition root of the media service: `uvicorn --factory services.media.main:create_app`.
+Its workers run apart: `uvicorn --factory services.media.worker:create_app`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.media import api, store
+from services.media.application import MediaLibrary
+from services.media.handlers import HoldAnswers
+from services.media.storage import LocalStorage
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -18,11 +22,14 @@ SERVICE = "media"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
     telemetry.setup(SERVICE)
+    storage = LocalStorage(settings.data_dir / "media")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            rt.start_outbox_relay()
+            relay = rt.start_outbox_relay()
+            rt.consume(HoldAnswers(rt.pool, relay, storage).subscription())
+            app.state.library = MediaLibrary(rt.pool, relay, storage)
             app.state.runtime = rt
             yield
 

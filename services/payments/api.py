@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from services.payments.application import Payments
 from services.payments.domain import (
@@ -21,7 +20,8 @@ from services.payments.domain import (
 from shared.auth import SignedInUser
 from shared.credits import PACKAGES
 from shared.guard import GuardedRoute
-from shared.inputs import CursorCodec, ShortText
+from shared.inputs import ShortText
+from shared.paging import After, newest_first
 from shared.params import CorrelationId, IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
 
@@ -98,10 +98,6 @@ class TransactionStats(BaseModel):
     currency: str = "USD"
 
 
-# The (created_at, id) of the last transaction of a page: the next page starts below it.
-TRANSACTIONS_CURSOR: CursorCodec[tuple[AwareDatetime, uuid.UUID]] = CursorCodec(tuple[AwareDatetime, uuid.UUID])
-
-
 @router.get("/api/credit-packages", response_model=list[CreditPackagePublic], tags=["payments"])
 async def credit_packages() -> list[CreditPackagePublic]:
     return [CreditPackagePublic(**p.__dict__) for p in PACKAGES.values()]
@@ -148,15 +144,11 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 async def transaction_page(
     payments: Payments, user_id: str | None, statuses: list[Status], kinds: list[Kind], cursor: str | None, limit: int
 ) -> TransactionPage:
-    after = TRANSACTIONS_CURSOR.decode(cursor)
-    since = (after[0], str(after[1])) if after else None
-    found = await payments.transactions(user_id, statuses, kinds, since, limit + 1)
-    page, more = found[:limit], len(found) > limit
-    last = page[-1] if more else None
-    return TransactionPage(
-        transactions=[TransactionPublic.of(tx) for tx in page],
-        next_cursor=TRANSACTIONS_CURSOR.encode((last.created_at, uuid.UUID(last.id))) if last else None,
-    )
+    async def fetch(after: After, n: int) -> list[Transaction]:
+        return await payments.transactions(user_id, statuses, kinds, after, n)
+
+    page, next_cursor = await newest_first(cursor, limit, fetch)
+    return TransactionPage(transactions=[TransactionPublic.of(tx) for tx in page], next_cursor=next_cursor)
 
 
 @router.get("/api/user/transactions", response_model=TransactionPage, tags=["user"], responses=responses(400))

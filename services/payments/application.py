@@ -42,6 +42,7 @@ from shared import outbox
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import payments as pc
 from shared.credits import PACKAGES
+from shared.inputs import is_uuid
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class Payments:
     async def _observe(self, conn: AsyncConnection, state: PaymentState) -> Change | None:
         """Apply Stripe's state to its transaction; None when the PaymentIntent is none of ours."""
         named = state.transaction_id
-        tx = await store.get(conn, named, lock=True) if named and _is_uuid(named) else None
+        tx = await store.get(conn, named, lock=True) if named and is_uuid(named) else None
         tx = tx or await store.by_payment_intent(conn, state.payment_intent_id, lock=True)
         if tx is None:
             return None
@@ -320,14 +321,6 @@ async def _replayed(conn: AsyncConnection, key: str, tx: Transaction) -> bool:
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def intent_of(tx: Transaction) -> str:

@@ -16,6 +16,8 @@ STREAMS: dict[str, list[str]] = {
     "LEDGER": ["ledger.credits.>", "ledger.debit.>", "ledger.balance.>"],
     "PAYMENTS": ["payments.>"],
     "MEDIA": ["media.>"],
+    # Media's work queue: reserved jobs waiting for a worker (consumed by media's workers only).
+    "MEDIAWORK": ["mediawork.>"],
     "DEADLETTER": ["deadletter.>"],
 }
 DUPLICATE_WINDOW_SECONDS = 300.0

@@ -40,3 +40,12 @@ class JobCancelled(EventData):
     job_id: ShortText
     user_id: ShortText
     operation: ShortText
+
+
+class WorkQueued(EventData):
+    """A reserved job handed to the workers (the MEDIAWORK stream: media's own queue, no other reader)."""
+
+    type = "mediawork.job"
+    job_id: ShortText
+    user_id: ShortText
+    operation: ShortText

@@ -23,7 +23,7 @@ import httpx
 from psycopg import Connection, sql
 from psycopg.conninfo import make_conninfo
 
-from shared.settings import SERVICES
+from shared.settings import SERVICES, WORKERS
 
 
 def free_port() -> int:
@@ -112,7 +112,8 @@ class EmbeddedNats:
 
 
 class ServiceProcess:
-    """One service as `uvicorn --factory services.<name>.main:create_app`, its log lines prefixed."""
+    """One service as `uvicorn --factory services.<name>.main:create_app` (or another app, as the media
+    worker is), its log lines prefixed."""
 
     def __init__(
         self,
@@ -122,8 +123,10 @@ class ServiceProcess:
         echo: Callable[[str, str], None] | None,
         *,
         new_session: bool = False,
+        app: str | None = None,
     ) -> None:
         self.name = name
+        self.app = app or f"services.{name}.main:create_app"
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._env = dict(env)
@@ -141,7 +144,7 @@ class ServiceProcess:
                 "-m",
                 "uvicorn",
                 "--factory",
-                f"services.{self.name}.main:create_app",
+                self.app,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -280,6 +283,8 @@ def five_services(
     }
     env = service_env(base)
     processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
+    for name, app in WORKERS.items():
+        processes[name] = ServiceProcess(name, free_port(), env, echo=None, app=app)
     try:
         if stripe:
             webhook = f"{processes['payments'].url}/webhooks/stripe"

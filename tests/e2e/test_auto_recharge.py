@@ -100,10 +100,12 @@ def test_twenty_debits_crossing_together_buy_once(system: System) -> None:
     token, user_id = recharging(system)
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: debit(system, token, user_id, 1), range(20)))
-    assert sorted(a.status_code for a in answers).count(201) >= 10
+    spent = [a.status_code for a in answers].count(201)
+    assert spent >= 10  # more, if the purchase landed before the last of them
     wait_until(lambda: len(crossings(system, user_id)) >= 1, timeout=30, what="the crossing handled")
     wait_until(lambda: purchases(system, token) == [("COMPLETED", 50)], timeout=30, what="one purchase")
     assert crossings(system, user_id) == ["bought: succeeded"]
+    wait_until(lambda: balance(system, token, user_id) == 10 + 50 - spent, timeout=30, what="the pack granted")
     assert_converged(system, token, user_id)
 
 

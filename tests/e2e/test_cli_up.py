@@ -59,6 +59,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     ports = {name: free_port() for name in (*SERVICES, "nats", "localstripe")}
     env = {name: value for name, value in os.environ.items() if name not in EMBEDDED}
     env.update({f"{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    env["MEDIA_WORKER_PORT"] = str(free_port())
     env.update(AUTH_MODE="dev", DATA_DIR=str(data_dir), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
     # Its own process group, as a shell gives a foreground job: the Ctrl-C test signals the whole group.
     process = subprocess.Popen(

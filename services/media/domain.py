@@ -1,0 +1,66 @@
+"""Media records and the jobs that make them; no framework, no SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class Hold(StrEnum):
+    """Where a job's credit hold stands, as the ledger answered."""
+
+    REQUESTED = "REQUESTED"
+    RESERVED = "RESERVED"
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True)
+class Media:
+    id: str
+    user_id: str
+    kind: str  # image | video
+    type: str  # UPLOADED, GENERATED, TRANSFORMED, BACKGROUND_REMOVED, EXTENDED (images); UPLOADED (videos)
+    title: str | None
+    description: str | None
+    status: Status | str
+    file_key: str | None
+    thumbnail_key: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    media_id: str
+    user_id: str
+    operation: str
+    cost: int
+    input_key: str
+    hold: Hold
+    balance: int | None = None  # what the ledger said when it refused the hold
+    available: int | None = None
+
+
+class InsufficientCreditsError(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"{job.cost} credits asked, {job.available} available")
+        self.job = job
+
+
+class MediaNotFoundError(LookupError):
+    pass
+
+
+class IdempotencyConflictError(Exception):
+    pass

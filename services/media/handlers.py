@@ -1,0 +1,63 @@
+"""The ledger's answers to media's jobs → the job's hold; a held job goes to the workers' queue.
+
+The effect and the inbox record share one transaction, so a redelivered answer changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from psycopg_pool import AsyncConnectionPool
+
+from services.media import store
+from services.media.domain import Hold
+from services.media.storage import Storage
+from shared import outbox
+from shared.bus import Subscription
+from shared.contracts import Envelope, derive_id
+from shared.contracts import ledger as lc
+from shared.contracts import media as mc
+from shared.inbox import first_delivery
+from shared.inputs import is_uuid
+from shared.outbox import OutboxRelay
+
+DURABLE = "media-ledger"
+
+
+class HoldAnswers:
+    def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay, storage: Storage) -> None:
+        self._pool = pool
+        self._relay = relay
+        self._storage = storage
+
+    def subscription(self) -> Subscription:
+        subjects = (lc.CreditsReserved.type, lc.ReservationRejected.type)
+        return Subscription("LEDGER", DURABLE, subjects, self.apply)
+
+    async def apply(self, envelope: Envelope, _seq: int) -> None:
+        match envelope.body():
+            case lc.CreditsReserved(job_id=str(job_id)):
+                hold, balance, available = Hold.RESERVED, None, None
+            case lc.ReservationRejected(job_id=str(job_id)) as refused:
+                hold, balance, available = Hold.REJECTED, refused.balance, refused.available
+            case _:
+                return
+        if not is_uuid(job_id):
+            return  # a hold asked for directly, with a job id of the caller's own: not media's
+        gone: str | None = None
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await first_delivery(conn, DURABLE, envelope.id):
+                return
+            job = await store.job(conn, job_id, lock=True)
+            if job is None or job.hold is not Hold.REQUESTED:
+                return  # not media's job, or answered before
+            await store.set_hold(conn, job.id, hold, balance, available)
+            if hold is Hold.RESERVED:
+                work = mc.WorkQueued(job_id=job.id, user_id=job.user_id, operation=job.operation)
+                queued = Envelope.wrap(work, user_id=job.user_id, event_id=derive_id("mediawork", job.id))
+                await outbox.add(conn, queued)
+            else:  # refused: nothing of the request is kept but the answer
+                await store.remove(conn, job.media_id)
+                gone = job.input_key
+        if gone:
+            await asyncio.to_thread(self._storage.delete, gone)
+        self._relay.wake()

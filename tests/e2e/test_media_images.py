@@ -1,0 +1,109 @@
+"""Image uploads end to end: a Pillow image over HTTP, the ledger's hold, a worker's processing, the
+capture, and the files; a refusal keeps nothing; what is not an image costs nothing."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from shared.testing.servers import wait_until
+from tests.conftest import System
+from tests.e2e.auth_support import bearer
+from tests.e2e.convergence import assert_converged, welcomed
+
+
+def image(fmt: str = "PNG", size: tuple[int, int] = (640, 480), **save: Any) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (20, 120, 220)).save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def upload(system: System, token: str, data: bytes, key: str | None = None, **fields: str) -> httpx.Response:
+    return httpx.post(
+        f"{system.url('media')}/api/images",
+        files={"file": ("picture.bin", data, "application/octet-stream")},
+        data=fields,
+        headers={**bearer(token), "Idempotency-Key": key or str(uuid.uuid4())},
+        timeout=30,
+    )
+
+
+def get(system: System, token: str, path: str) -> httpx.Response:
+    return httpx.get(f"{system.url('media')}{path}", headers=bearer(token), timeout=30)
+
+
+def test_an_uploaded_image_is_held_processed_captured_and_served(system: System) -> None:
+    token, user_id = welcomed(system)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # to be shown turned a quarter clockwise
+    response = upload(system, token, image("JPEG", (400, 200), exif=exif.tobytes()), title="Sea", description="blue")
+    assert response.status_code == 202, response.text
+    record = response.json()
+    assert (record["type"], record["title"], record["description"]) == ("UPLOADED", "Sea", "blue")
+    assert record["status"] in ("PROCESSING", "COMPLETED")  # a worker may be done before the answer leaves
+
+    wait_until(lambda: get(system, token, f"/api/images/{record['id']}").json()["status"] == "COMPLETED",
+               timeout=30, what="the worker's processing")  # fmt: skip
+    done = get(system, token, f"/api/images/{record['id']}").json()
+    assert (done["metadata"]["format"], done["metadata"]["width"], done["metadata"]["height"]) == ("JPEG", 200, 400)
+    served = get(system, token, done["url"])
+    assert served.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(served.content)) as original:
+        assert (original.format, original.size) == ("JPEG", (200, 400))
+    with Image.open(io.BytesIO(get(system, token, done["thumbnail_url"]).content)) as thumbnail:
+        assert (thumbnail.format, thumbnail.size) == ("PNG", (128, 256))
+    assert [i["id"] for i in get(system, token, "/api/images").json()["images"]] == [record["id"]]
+
+    account = f"{system.url('ledger')}/api/accounts/{user_id}"
+    wait_until(lambda: httpx.get(account, headers=bearer(token)).json()["balance"] == 9, timeout=20,
+               what="the hold captured")  # fmt: skip
+    view = assert_converged(system, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -1), ("BONUS", 10)]
+    assert upload(system, token, image(), key="same").status_code == 202
+    other_user, _ = welcomed(system)
+    assert get(system, other_user, f"/api/images/{record['id']}").status_code == 404  # only one's own
+
+
+def test_without_credits_an_upload_is_refused_and_nothing_is_kept(system: System) -> None:
+    token, user_id = welcomed(system)
+    spent = httpx.post(
+        f"{system.url('ledger')}/api/accounts/{user_id}/debits", json={"amount": 10, "description": "all of it"},
+        headers={**bearer(token), "Idempotency-Key": str(uuid.uuid4())}, timeout=30,
+    )  # fmt: skip
+    assert spent.status_code == 201
+    refused = upload(system, token, image())
+    assert refused.status_code == 402, refused.text
+    assert (refused.json()["balance"], refused.json()["available"], refused.json()["amount"]) == (0, 0, 1)
+    assert get(system, token, "/api/images").json()["images"] == []
+    view = assert_converged(system, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -10), ("BONUS", 10)]
+
+
+def test_twelve_uploads_at_once_on_ten_credits_accept_exactly_ten(system: System) -> None:
+    token, user_id = welcomed(system)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: upload(system, token, image(size=(32 + i, 32))), range(12)))
+    assert sorted(a.status_code for a in answers) == [202] * 10 + [402] * 2
+    accepted = [a.json()["id"] for a in answers if a.status_code == 202]
+    wait_until(
+        lambda: all(get(system, token, f"/api/images/{i}").json()["status"] == "COMPLETED" for i in accepted),
+        timeout=60,
+        what="ten uploads processed",
+    )
+    view = assert_converged(system, token, user_id)
+    assert view["balance"] == 0 and sum(1 for e in view["entries"] if e["type"] == "USAGE") == 10
+
+
+def test_what_is_not_an_image_costs_nothing(system: System) -> None:
+    token, user_id = welcomed(system)
+    for data in (b"", b"%PDF-1.7 not an image", image("BMP"), image("PNG")[:100]):
+        response = upload(system, token, data)
+        assert response.status_code == 400, response.text
+    assert get(system, token, "/api/images").json()["images"] == []
+    view = assert_converged(system, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [("BONUS", 10)]
