@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from services.media.application import MediaLibrary
-from services.media.domain import IdempotencyConflictError, InsufficientCreditsError, Media, MediaNotFoundError
+from services.media.domain import (
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    Media,
+    MediaNotFoundError,
+    NotReadyError,
+)
 from services.media.images import MAX_UPLOAD_BYTES, ImageRejectedError
 from shared.auth import SignedInUser
 from shared.credits import OPERATION_COSTS
 from shared.guard import GuardedRoute, body_limit
-from shared.inputs import LongText, ShortText
+from shared.inputs import TEXT_PATTERN, LongText, ShortText, Whole
 from shared.paging import After, newest_first
 from shared.params import IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
@@ -91,12 +97,98 @@ async def upload_image(
     except IdempotencyConflictError as exc:
         raise Problem(409, "This Idempotency-Key was used for a different upload.") from exc
     except InsufficientCreditsError as exc:
-        job = exc.job
-        raise Problem(
-            402, f"{job.cost} credits asked, {job.available} available.", balance=job.balance,
-            available=job.available, amount=job.cost,
-        ) from exc  # fmt: skip
+        raise _refusal(exc) from exc
     return ImagePublic.of(media)
+
+
+Pixels = Annotated[int, Field(strict=True, ge=1, le=8000), Whole]
+Offset = Annotated[int, Field(strict=True, ge=0, le=8000), Whole]
+
+
+class Size(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    width: Pixels
+    height: Pixels
+
+
+class Box(Size):
+    left: Offset
+    top: Offset
+
+
+class TransformRequest(BaseModel):
+    """At least one of these; applied in this order: crop, resize, rotate, flip, then format and quality."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    crop: Box | None = None
+    resize: Size | None = None
+    rotate: Annotated[int, Field(strict=True, ge=-360, le=360), Whole] | None = Field(
+        default=None, description="degrees clockwise"
+    )
+    flip: Literal["horizontal", "vertical"] | None = None
+    format: Literal["png", "jpeg", "webp"] | None = None
+    quality: Annotated[int, Field(strict=True, ge=1, le=100), Whole] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> TransformRequest:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("a transform needs at least one of crop, resize, rotate, flip, format, quality")
+        return self
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1), Whole] = 0
+    width: Annotated[int, Field(strict=True, ge=16, le=2048), Whole] = 512
+    height: Annotated[int, Field(strict=True, ge=16, le=2048), Whole] = 512
+
+
+def _refusal(exc: InsufficientCreditsError) -> Problem:
+    job = exc.job
+    return Problem(
+        402, f"{job.cost} credits asked, {job.available} available.", balance=job.balance, available=job.available,
+        amount=job.cost,
+    )  # fmt: skip
+
+
+@router.post(
+    "/api/images/{image_id:uuid}/transform", response_model=ImagePublic, status_code=202,
+    responses=responses(402, 404, 409),
+)  # fmt: skip
+async def transform_image(
+    image_id: uuid.UUID, body: TransformRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
+) -> ImagePublic:
+    """A transformed copy of one of your images (1 credit): 202 with the new record while it is made."""
+    spec = body.model_dump(exclude_none=True)
+    if "format" in spec:
+        spec["format"] = spec["format"].upper()
+    try:
+        return ImagePublic.of(await library.transform(principal.user_id, str(image_id), spec, key))
+    except MediaNotFoundError as exc:
+        raise Problem(404, f"You have no image {image_id}.") from exc
+    except NotReadyError as exc:
+        raise Problem(409, f"The image {image_id} is not made yet (or failed): nothing to transform.") from exc
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
+    except InsufficientCreditsError as exc:
+        raise _refusal(exc) from exc
+
+
+@router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
+async def generate_image(
+    body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
+) -> ImagePublic:
+    """A picture from a prompt (3 credits): the same prompt, seed and size always give the same pixels."""
+    try:
+        return ImagePublic.of(await library.generate(principal.user_id, body.model_dump(), key))
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
+    except InsufficientCreditsError as exc:
+        raise _refusal(exc) from exc
 
 
 @router.get("/api/images", response_model=ImagePage, responses=responses(400))
@@ -115,7 +207,7 @@ async def my_images(
     return ImagePage(images=[ImagePublic.of(m) for m in page], next_cursor=next_cursor)
 
 
-@router.get("/api/images/{image_id}", response_model=ImagePublic, responses=responses(404))
+@router.get("/api/images/{image_id:uuid}", response_model=ImagePublic, responses=responses(404))
 async def my_image(image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> ImagePublic:
     try:
         return ImagePublic.of(await library.get(principal.user_id, str(image_id)))
@@ -123,7 +215,7 @@ async def my_image(image_id: uuid.UUID, principal: SignedInUser, library: Librar
         raise Problem(404, f"You have no image {image_id}.") from exc
 
 
-@router.get("/api/images/{image_id}/file", responses={**responses(404), 200: {"content": {"image/*": {}}}})
+@router.get("/api/images/{image_id:uuid}/file", responses={**responses(404), 200: {"content": {"image/*": {}}}})
 async def my_image_file(
     image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, thumbnail: bool = False
 ) -> Response:

@@ -8,7 +8,9 @@ import asyncio
 import hashlib
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,8 +22,10 @@ from services.media.domain import (
     Job,
     Media,
     MediaNotFoundError,
+    NotReadyError,
     Status,
 )
+from services.media.handlers import INCOMING
 from services.media.images import inspect
 from services.media.storage import Storage
 from shared import outbox
@@ -32,6 +36,18 @@ from shared.outbox import OutboxRelay
 
 # How long a request waits for the ledger's answer before it answers 202 with the hold still pending.
 ANSWER_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a credit-costing request asks, as its idempotency key's fingerprint sees it."""
+
+    operation: str
+    type: str
+    title: str | None
+    description: str | None
+    params: dict[str, Any]
+    input: str  # what it works on: the upload's hash, the source image's id, or nothing
 
 
 class MediaLibrary:
@@ -46,23 +62,46 @@ class MediaLibrary:
         """Check the file, store it and ask the ledger to hold the upload's cost; the record once it is held.
         Raises ImageRejectedError (nothing stored, nothing asked) or InsufficientCreditsError (nothing kept)."""
         info = inspect(data)
-        fingerprint = hashlib.sha256(repr((hashlib.sha256(data).hexdigest(), title, description)).encode()).hexdigest()
+        request = Request("image_upload", "UPLOADED", title, description, {}, hashlib.sha256(data).hexdigest())
+        metadata = {"format": info.format, "width": info.width, "height": info.height, "bytes": len(data)}
+        return await self._request(user_id, key, request, metadata, data=data)
+
+    async def transform(self, user_id: str, source_id: str, spec: dict[str, Any], key: str) -> Media:
+        """A transformed copy of one of the user's images (the source stays as it is)."""
+        source = await self.get(user_id, source_id)
+        if source.file_key is None:
+            raise NotReadyError(source_id)
+        request = Request("image_transformation", "TRANSFORMED", source.title, source.description, spec, source_id)
+        return await self._request(user_id, key, request, {"source_id": source_id}, input_key=source.file_key)
+
+    async def generate(self, user_id: str, params: dict[str, Any], key: str) -> Media:
+        request = Request("image_generation", "GENERATED", params["prompt"][:200], None, params, "")
+        return await self._request(user_id, key, request, {"prompt": params["prompt"], "seed": params["seed"]})
+
+    async def _request(
+        self, user_id: str, key: str, request: Request, metadata: dict[str, Any], *,
+        data: bytes | None = None, input_key: str = "",
+    ) -> Media:  # fmt: skip
+        """Store the record, its job and `media.job.requested` in one transaction (with the input file, if
+        any), then wait for the ledger's answer. A retry under `key` waits for the same job's answer."""
+        fingerprint = hashlib.sha256(repr(request).encode()).hexdigest()
         job_id, media_id, now = str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC)
-        operation = "image_upload"
         async with self._pool.connection() as conn, conn.transaction():
             held_fingerprint, held_job = await store.claim_key(conn, f"media:{user_id}", key, fingerprint, job_id)
             if held_fingerprint != fingerprint:
                 raise IdempotencyConflictError(key)
             if held_job == job_id:
-                input_key = f"incoming/{job_id}"
-                await asyncio.to_thread(self.storage.put, input_key, data)
-                metadata = {"format": info.format, "width": info.width, "height": info.height, "bytes": len(data)}
-                media = Media(media_id, user_id, "image", "UPLOADED", title, description, Status.PROCESSING, None,
-                              None, metadata, now, now)  # fmt: skip
-                job = Job(job_id, media_id, user_id, operation, OPERATION_COSTS[operation], input_key, Hold.REQUESTED)
+                if data is not None:
+                    input_key = f"{INCOMING}{job_id}"
+                    await asyncio.to_thread(self.storage.put, input_key, data)
+                media = Media(media_id, user_id, "image", request.type, request.title, request.description,
+                              Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip
+                cost = OPERATION_COSTS[request.operation]
+                job = Job(job_id, media_id, user_id, request.operation, cost, input_key, Hold.REQUESTED,
+                          params=request.params)  # fmt: skip
                 await store.add(conn, media, job)
                 requested = mc.JobRequested(
-                    job_id=job_id, user_id=user_id, operation=operation, cost=job.cost, resource_type="image",
+                    job_id=job_id, user_id=user_id, operation=request.operation, cost=cost, resource_type="image",
                     resource_id=media_id,
                 )  # fmt: skip
                 await outbox.add(conn, Envelope.wrap(requested, user_id=user_id, correlation_id=f"job:{job_id}"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -50,6 +50,7 @@ class Job:
     hold: Hold
     balance: int | None = None  # what the ledger said when it refused the hold
     available: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the operation's request (a transform's spec)
 
 
 class InsufficientCreditsError(Exception):
@@ -60,6 +61,10 @@ class InsufficientCreditsError(Exception):
 
 class MediaNotFoundError(LookupError):
     pass
+
+
+class NotReadyError(Exception):
+    """The source image of an operation is not (yet) made."""
 
 
 class IdempotencyConflictError(Exception):

@@ -21,6 +21,7 @@ from shared.inputs import is_uuid
 from shared.outbox import OutboxRelay
 
 DURABLE = "media-ledger"
+INCOMING = "incoming/"  # where requests' own input files wait (services/media/application.py)
 
 
 class HoldAnswers:
@@ -57,7 +58,8 @@ class HoldAnswers:
                 await outbox.add(conn, queued)
             else:  # refused: nothing of the request is kept but the answer
                 await store.remove(conn, job.media_id)
-                gone = job.input_key
+                # Only an upload's own file: a transform's input is its source image, which stays.
+                gone = job.input_key if job.input_key.startswith(INCOMING) else None
         if gone:
             await asyncio.to_thread(self._storage.delete, gone)
         self._relay.wake()

@@ -63,30 +63,57 @@ def inspect(data: bytes) -> ImageInfo:
     return info
 
 
-def prepare_upload(data: bytes) -> PreparedImage:
+def prepare_upload(data: bytes, _params: dict[str, Any] | None = None) -> PreparedImage:
     """The upload operation: the image turned upright, re-encoded in its format, and its thumbnail."""
     info = inspect(data)
     try:
         with _opened(data) as image:
             upright = ImageOps.exif_transpose(image)
-            original = _encode(upright, info.format)
-            thumbnail = upright.copy()
-            thumbnail.thumbnail(THUMBNAIL_SIZE)
-            small = _encode(thumbnail, "PNG")
+            return finished(upright, info.format, exif_rotated=upright.size != (info.width, info.height))
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejectedError(f"the image could not be decoded ({type(exc).__name__})") from None
-    turned = (upright.width, upright.height) != (info.width, info.height)
-    stored = ImageInfo(info.format, upright.width, upright.height)
+
+
+def transform(data: bytes, spec: dict[str, Any]) -> PreparedImage:
+    """The transform operation, in a fixed order: crop, resize, rotate, flip; then format and quality.
+    `spec` was checked at the door (services/media/api.py); a crop outside the image fails the job."""
+    info = inspect(data)
+    try:
+        with _opened(data) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if crop := spec.get("crop"):
+                box = (crop["left"], crop["top"], crop["left"] + crop["width"], crop["top"] + crop["height"])
+                if box[2] > image.width or box[3] > image.height:
+                    raise ImageRejectedError(f"the crop {box} reaches outside the {image.width} x {image.height} image")
+                image = image.crop(box)
+            if resize := spec.get("resize"):
+                image = image.resize((resize["width"], resize["height"]), Image.Resampling.LANCZOS)
+            if rotate := spec.get("rotate"):
+                image = image.rotate(-rotate, expand=True)  # degrees clockwise, as people say it
+            if flip := spec.get("flip"):
+                image = ImageOps.mirror(image) if flip == "horizontal" else ImageOps.flip(image)
+            fmt = str(spec.get("format") or info.format).upper()
+            return finished(image, fmt, quality=spec.get("quality"), transformed=sorted(spec))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejectedError(f"the image could not be transformed ({type(exc).__name__})") from None
+
+
+def finished(image: Image.Image, fmt: str, quality: int | None = None, **extra: Any) -> PreparedImage:
+    """An operation's output: the image encoded in `fmt`, its PNG thumbnail, and what to record of it."""
+    original = _encode(image, fmt, quality)
+    thumbnail = image.copy()
+    thumbnail.thumbnail(THUMBNAIL_SIZE)
+    info = ImageInfo(fmt, image.width, image.height)
     metadata = {
-        "format": info.format,
+        "format": fmt,
         "media_type": info.media_type,
-        "width": upright.width,
-        "height": upright.height,
+        "width": image.width,
+        "height": image.height,
         "bytes": len(original),
-        "exif_rotated": turned,
         "thumbnail": {"width": thumbnail.width, "height": thumbnail.height},
+        **extra,
     }
-    return PreparedImage(original, small, stored, metadata)
+    return PreparedImage(original, _encode(thumbnail, "PNG"), info, metadata)
 
 
 def _opened(data: bytes) -> Image.Image:
@@ -107,9 +134,11 @@ def _check(info: ImageInfo) -> None:
         )
 
 
-def _encode(image: Image.Image, fmt: str) -> bytes:
+def _encode(image: Image.Image, fmt: str, quality: int | None = None) -> bytes:
     out = io.BytesIO()
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    image.save(out, format=fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
+    if fmt == "GIF" and image.mode not in ("P", "L"):
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    image.save(out, format=fmt, **({"quality": quality or 90} if fmt in ("JPEG", "WEBP") else {}))
     return out.getvalue()

@@ -40,6 +40,7 @@ DDL = (
         created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS params JSONB NOT NULL DEFAULT '{}'",
     """CREATE TABLE IF NOT EXISTS idempotency_keys (
         scope TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -55,7 +56,7 @@ _MEDIA = (
 )
 _JOB = (
     "id::text AS id, media_id::text AS media_id, user_id::text AS user_id, operation, cost, input_key, hold,"
-    " balance, available"
+    " balance, available, params"
 )
 
 
@@ -83,9 +84,9 @@ async def add(conn: AsyncConnection, media: Media, job: Job) -> None:
         ),
     )  # fmt: skip
     await conn.execute(
-        "INSERT INTO jobs (id, media_id, user_id, operation, cost, input_key, hold)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (job.id, job.media_id, job.user_id, job.operation, job.cost, job.input_key, job.hold),
+        "INSERT INTO jobs (id, media_id, user_id, operation, cost, input_key, hold, params)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (job.id, job.media_id, job.user_id, job.operation, job.cost, job.input_key, job.hold, Jsonb(job.params)),
     )
 
 

@@ -19,7 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
 from services.media.domain import Media, Status
-from services.media.images import ImageRejectedError, PreparedImage, prepare_upload
+from services.media.generate import generate
+from services.media.images import ImageRejectedError, PreparedImage, prepare_upload, transform
 from services.media.storage import LocalStorage, Storage
 from shared import outbox, runtime, telemetry
 from shared.bus import Subscription
@@ -30,8 +31,13 @@ from shared.settings import Settings
 
 SERVICE = "media"  # its schema, streams and outbox are media's
 log = logging.getLogger(__name__)
-# Each operation: the work on the input's bytes, off the event loop. Raising ImageRejectedError fails the job.
-OPERATIONS: dict[str, Callable[[bytes], PreparedImage]] = {"image_upload": prepare_upload}
+# Each operation: the work on the input's bytes and the job's params, off the event loop. Raising
+# ImageRejectedError fails the job.
+OPERATIONS: dict[str, Callable[[bytes, dict[str, Any]], PreparedImage]] = {
+    "image_upload": prepare_upload,
+    "image_transformation": transform,
+    "image_generation": generate,
+}
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 
 
@@ -52,9 +58,9 @@ class Worker:
             media = await store.media(conn, job.media_id) if job else None
         if job is None or media is None or media.status != Status.PROCESSING:
             return  # recorded before: a redelivery
-        data = await asyncio.to_thread(self._storage.get, job.input_key)
+        data = await asyncio.to_thread(self._storage.get, job.input_key) if job.input_key else b""
         try:
-            prepared = await asyncio.to_thread(OPERATIONS[job.operation], data)
+            prepared = await asyncio.to_thread(OPERATIONS[job.operation], data, job.params)
         except ImageRejectedError as exc:
             await self._record(media, replace(media, status=Status.FAILED, metadata={**media.metadata,
                                "error": str(exc)}), mc.JobFailed(job_id=job.id, user_id=job.user_id,

@@ -107,3 +107,74 @@ def test_what_is_not_an_image_costs_nothing(system: System) -> None:
     assert get(system, token, "/api/images").json()["images"] == []
     view = assert_converged(system, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [("BONUS", 10)]
+
+
+def completed(system: System, token: str, image_id: str) -> dict[str, Any]:
+    wait_until(lambda: get(system, token, f"/api/images/{image_id}").json()["status"] in ("COMPLETED", "FAILED"),
+               timeout=30, what=f"image {image_id} made")  # fmt: skip
+    return dict(get(system, token, f"/api/images/{image_id}").json())
+
+
+def command(system: System, token: str, path: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+    headers = {**bearer(token), "Idempotency-Key": key or str(uuid.uuid4())}
+    return httpx.post(f"{system.url('media')}{path}", json=body, headers=headers, timeout=30)
+
+
+def test_a_transform_makes_a_cropped_resized_rotated_copy_in_another_format(system: System) -> None:
+    token, user_id = welcomed(system)
+    source = upload(system, token, image("PNG", (300, 200))).json()["id"]
+    completed(system, token, source)
+    spec = {"crop": {"left": 50, "top": 0, "width": 200, "height": 100}, "resize": {"width": 100, "height": 50},
+            "rotate": 90, "flip": "horizontal", "format": "webp", "quality": 80}  # fmt: skip
+    answer = command(system, token, f"/api/images/{source}/transform", spec)
+    assert answer.status_code == 202, answer.text
+    made = completed(system, token, answer.json()["id"])
+    assert (made["status"], made["type"], made["metadata"]["source_id"]) == ("COMPLETED", "TRANSFORMED", source)
+    with Image.open(io.BytesIO(get(system, token, made["url"]).content)) as result:
+        assert (result.format, result.size) == ("WEBP", (50, 100))
+    outside = command(system, token, f"/api/images/{source}/transform",
+                      {"crop": {"left": 250, "top": 0, "width": 100, "height": 100}})  # fmt: skip
+    assert outside.status_code == 202
+    assert completed(system, token, outside.json()["id"])["status"] == "FAILED"  # released, not charged
+    assert command(system, token, f"/api/images/{source}/transform", {}).status_code == 422
+    wait_until(lambda: _balance(system, token, user_id) == 8, timeout=20, what="two captures, one release")
+    view = assert_converged(system, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -1), ("USAGE", -1), ("BONUS", 10)]
+
+
+def test_generation_is_deterministic_and_costs_three(system: System) -> None:
+    token, user_id = welcomed(system)
+    body = {"prompt": "a calm blue sea at dusk", "seed": 7, "width": 320, "height": 200}
+    first, second = (command(system, token, "/api/images/generate", body) for _ in range(2))
+    assert (first.status_code, second.status_code) == (202, 202)
+    a, b = (completed(system, token, r.json()["id"]) for r in (first, second))
+    assert (a["type"], a["metadata"]["width"], a["metadata"]["height"]) == ("GENERATED", 320, 200)
+    pixels = [get(system, token, m["url"]).content for m in (a, b)]
+    assert pixels[0] == pixels[1]  # same prompt, seed and size: the same image
+    other = completed(system, token, command(system, token, "/api/images/generate", {**body, "seed": 8}).json()["id"])
+    assert get(system, token, other["url"]).content != pixels[0]
+    refused = command(system, token, "/api/images/generate", body)  # 1 credit left: 3 asked
+    assert refused.status_code == 402 and refused.json()["available"] == 1
+    wait_until(lambda: _balance(system, token, user_id) == 1, timeout=20, what="three captures")
+    assert_converged(system, token, user_id)
+
+
+def _balance(system: System, token: str, user_id: str) -> int:
+    url = f"{system.url('ledger')}/api/accounts/{user_id}"
+    return int(httpx.get(url, headers=bearer(token), timeout=30).json()["balance"])
+
+
+def test_a_refused_transform_keeps_its_source_image(system: System) -> None:
+    token, user_id = welcomed(system)
+    source = upload(system, token, image("PNG", (80, 60))).json()["id"]
+    assert completed(system, token, source)["status"] == "COMPLETED"
+    spent = httpx.post(
+        f"{system.url('ledger')}/api/accounts/{user_id}/debits", json={"amount": 9, "description": "the rest"},
+        headers={**bearer(token), "Idempotency-Key": str(uuid.uuid4())}, timeout=30,
+    )  # fmt: skip
+    assert spent.status_code == 201
+    refused = command(system, token, f"/api/images/{source}/transform", {"rotate": 90})
+    assert refused.status_code == 402, refused.text
+    kept = get(system, token, f"/api/images/{source}/file")  # the refusal removed only what it had asked for
+    assert kept.status_code == 200 and kept.headers["content-type"] == "image/png"
+    assert [i["id"] for i in get(system, token, "/api/images").json()["images"]] == [source]
