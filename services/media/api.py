@@ -178,6 +178,47 @@ async def transform_image(
         raise _refusal(exc) from exc
 
 
+Border = Annotated[int, Field(strict=True, ge=0, le=1024), Whole]
+
+
+class ExtendRequest(BaseModel):
+    """Pixels to add on each side (at least one side more than 0); the result is at most 8000 px a side."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    left: Border = 0
+    right: Border = 0
+    top: Border = 0
+    bottom: Border = 0
+
+    @model_validator(mode="after")
+    def _something(self) -> ExtendRequest:
+        if not any(self.model_dump().values()):
+            raise ValueError("an extension adds at least one pixel on some side")
+        return self
+
+
+@router.post(
+    "/api/images/{image_id:uuid}/extend", response_model=ImagePublic, status_code=202,
+    responses=responses(402, 404, 409),
+)  # fmt: skip
+async def extend_image(
+    image_id: uuid.UUID, body: ExtendRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
+) -> ImagePublic:
+    """One of your images on a bigger canvas (2 credits), the new border filled from its edges (OpenCV
+    Telea inpainting: smooth backgrounds extend well, busy ones smear)."""
+    try:
+        return ImagePublic.of(await library.extend(principal.user_id, str(image_id), body.model_dump(), key))
+    except MediaNotFoundError as exc:
+        raise Problem(404, f"You have no image {image_id}.") from exc
+    except NotReadyError as exc:
+        raise Problem(409, f"The image {image_id} is not made yet (or failed): nothing to extend.") from exc
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
+    except InsufficientCreditsError as exc:
+        raise _refusal(exc) from exc
+
+
 @router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
 async def generate_image(
     body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey

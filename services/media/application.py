@@ -68,10 +68,19 @@ class MediaLibrary:
 
     async def transform(self, user_id: str, source_id: str, spec: dict[str, Any], key: str) -> Media:
         """A transformed copy of one of the user's images (the source stays as it is)."""
+        return await self._from_source(user_id, source_id, "image_transformation", "TRANSFORMED", spec, key)
+
+    async def extend(self, user_id: str, source_id: str, sides: dict[str, int], key: str) -> Media:
+        """A copy of one of the user's images on a bigger canvas, its new border filled from its edges."""
+        return await self._from_source(user_id, source_id, "image_extension", "EXTENDED", sides, key)
+
+    async def _from_source(
+        self, user_id: str, source_id: str, operation: str, kind: str, params: dict[str, Any], key: str
+    ) -> Media:
         source = await self.get(user_id, source_id)
         if source.file_key is None:
             raise NotReadyError(source_id)
-        request = Request("image_transformation", "TRANSFORMED", source.title, source.description, spec, source_id)
+        request = Request(operation, kind, source.title, source.description, params, source_id)
         return await self._request(user_id, key, request, {"source_id": source_id}, input_key=source.file_key)
 
     async def generate(self, user_id: str, params: dict[str, Any], key: str) -> Media:

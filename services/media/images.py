@@ -50,7 +50,7 @@ def inspect(data: bytes) -> ImageInfo:
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageRejectedError(f"the file is larger than {MAX_UPLOAD_BYTES} bytes")
     try:
-        with _opened(data) as image:
+        with opened(data) as image:
             info = ImageInfo(str(image.format), image.width, image.height)
             _check(info)
             image.verify()  # the structure and checksums, still without decoding the pixels
@@ -67,7 +67,7 @@ def prepare_upload(data: bytes, _params: dict[str, Any] | None = None) -> Prepar
     """The upload operation: the image turned upright, re-encoded in its format, and its thumbnail."""
     info = inspect(data)
     try:
-        with _opened(data) as image:
+        with opened(data) as image:
             upright = ImageOps.exif_transpose(image)
             return finished(upright, info.format, exif_rotated=upright.size != (info.width, info.height))
     except (OSError, SyntaxError, ValueError) as exc:
@@ -79,8 +79,8 @@ def transform(data: bytes, spec: dict[str, Any]) -> PreparedImage:
     `spec` was checked at the door (services/media/api.py); a crop outside the image fails the job."""
     info = inspect(data)
     try:
-        with _opened(data) as opened:
-            image = ImageOps.exif_transpose(opened)
+        with opened(data) as source:
+            image = ImageOps.exif_transpose(source)
             if crop := spec.get("crop"):
                 box = (crop["left"], crop["top"], crop["left"] + crop["width"], crop["top"] + crop["height"])
                 if box[2] > image.width or box[3] > image.height:
@@ -116,7 +116,7 @@ def finished(image: Image.Image, fmt: str, quality: int | None = None, **extra: 
     return PreparedImage(original, _encode(thumbnail, "PNG"), info, metadata)
 
 
-def _opened(data: bytes) -> Image.Image:
+def opened(data: bytes) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow only warns between its limit and twice it; ours is stricter and checked from the header.
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
 from services.media.domain import Media, Status
+from services.media.extend import extend
 from services.media.generate import generate
 from services.media.images import ImageRejectedError, PreparedImage, prepare_upload, transform
 from services.media.storage import LocalStorage, Storage
@@ -37,6 +38,7 @@ OPERATIONS: dict[str, Callable[[bytes, dict[str, Any]], PreparedImage]] = {
     "image_upload": prepare_upload,
     "image_transformation": transform,
     "image_generation": generate,
+    "image_extension": extend,
 }
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 

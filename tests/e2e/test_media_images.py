@@ -178,3 +178,22 @@ def test_a_refused_transform_keeps_its_source_image(system: System) -> None:
     kept = get(system, token, f"/api/images/{source}/file")  # the refusal removed only what it had asked for
     assert kept.status_code == 200 and kept.headers["content-type"] == "image/png"
     assert [i["id"] for i in get(system, token, "/api/images").json()["images"]] == [source]
+
+
+def test_an_extension_grows_the_canvas_and_costs_two(system: System) -> None:
+    token, user_id = welcomed(system)
+    source = upload(system, token, image("PNG", (200, 100))).json()["id"]
+    completed(system, token, source)
+    answer = command(system, token, f"/api/images/{source}/extend", {"left": 20, "right": 20, "top": 10})
+    assert answer.status_code == 202, answer.text
+    made = completed(system, token, answer.json()["id"])
+    assert (made["status"], made["type"], made["metadata"]["width"], made["metadata"]["height"]) == (
+        "COMPLETED", "EXTENDED", 240, 110,
+    )  # fmt: skip
+    with Image.open(io.BytesIO(get(system, token, made["url"]).content)) as result:
+        corner = result.convert("RGB").getpixel((0, 0))
+    assert result.size == (240, 110) and isinstance(corner, tuple)
+    assert all(abs(a - b) <= 8 for a, b in zip(corner, (20, 120, 220), strict=True))  # the edge colour, carried on
+    assert command(system, token, f"/api/images/{source}/extend", {"left": 0}).status_code == 422
+    wait_until(lambda: _balance(system, token, user_id) == 7, timeout=20, what="1 + 2 captured")
+    assert_converged(system, token, user_id)

@@ -57,6 +57,9 @@ def test_the_nastiest_accepted_values_reach_every_reader_unchanged(system: Syste
     assert synced.status_code == 200, synced.text
     user_id = synced.json()["user"]["id"]
     assert {k: synced.json()["user"][k] for k in profile} == profile
+    url = f"{system.url('ledger')}/api/accounts/{user_id}"  # the welcome bonus opens it, through the stream
+    wait_until(lambda: httpx.get(url, headers=bearer(token), timeout=30).status_code == 200, timeout=20,
+               what="the account opened by the welcome bonus")  # fmt: skip
     assert_converged(system, token, user_id)
 
     admin = admin_token(system)

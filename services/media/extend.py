@@ -1,0 +1,34 @@
+"""The extend operation: a bigger canvas, the new border filled from the image's own edges with OpenCV's
+Telea inpainting. Smooth backgrounds (sky, gradients, studio walls) extend well; busy ones (foliage,
+text, crowds) become smeared streaks of their edge colours, since nothing is invented beyond them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from services.media.images import MAX_PIXELS, ImageRejectedError, PreparedImage, finished, inspect, opened
+
+SIDES = ("left", "right", "top", "bottom")
+MAX_SIDE = 8000
+INPAINT_RADIUS = 5
+
+
+def extend(data: bytes, params: dict[str, Any]) -> PreparedImage:
+    info = inspect(data)
+    grow = {side: int(params.get(side, 0)) for side in SIDES}
+    width, height = info.width + grow["left"] + grow["right"], info.height + grow["top"] + grow["bottom"]
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageRejectedError(f"extended to {width} x {height}, the image would be too large")
+    with opened(data) as source:
+        image = ImageOps.exif_transpose(source).convert("RGB")
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    mask = np.full((height, width), 255, dtype=np.uint8)
+    top, left = grow["top"], grow["left"]
+    canvas[top : top + image.height, left : left + image.width] = np.asarray(image)
+    mask[top : top + image.height, left : left + image.width] = 0
+    filled = cv2.inpaint(canvas, mask, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+    return finished(Image.fromarray(filled, "RGB"), info.format, extended=grow, method="opencv-telea")
