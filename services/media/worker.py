@@ -50,7 +50,22 @@ class Worker:
         self._storage = storage
 
     def subscription(self) -> Subscription:
-        return Subscription("MEDIAWORK", "media-worker", (mc.WorkQueued.type,), self.on_work)
+        return Subscription("MEDIAWORK", "media-worker", (mc.WorkQueued.type,), self.on_work, give_up=self.fail)
+
+    async def fail(self, envelope: Envelope, reason: str) -> None:
+        """After the last attempt (a worker that keeps dying or erring on it): the job fails and the ledger
+        releases its hold."""
+        work = envelope.body()
+        assert isinstance(work, mc.WorkQueued)
+        async with self._pool.connection() as conn:
+            job = await store.job(conn, work.job_id)
+            media = await store.media(conn, job.media_id) if job else None
+        if job is None or media is None:
+            return
+        failed = replace(media, status=Status.FAILED, metadata={**media.metadata, "error": reason[:500]},
+                         updated_at=datetime.now(UTC))  # fmt: skip
+        outcome = mc.JobFailed(job_id=job.id, user_id=job.user_id, operation=job.operation, reason=reason[:500])
+        await self._record(media, failed, outcome)
 
     async def on_work(self, envelope: Envelope, _seq: int) -> None:
         work = envelope.body()

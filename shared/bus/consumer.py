@@ -12,6 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.bus import deadletters
 from shared.bus.subscription import InvalidMessageError, Subscription, validated
+from shared.contracts import Envelope
 from shared.telemetry import consumer_batch_span, consumer_span, trace_link
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,27 @@ class Consumer:
                 delivered = msg.metadata.num_delivered
                 if delivered >= self._max_deliver:
                     log.exception("%s: giving up on %s after %d deliveries", self._sub.durable, envelope.id, delivered)
-                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if not await self._settled(envelope, reason):
+                        await self._dead_letter(msg, reason)
+                    else:
+                        await msg.term()
                 else:
                     log.warning("%s: %s failed (%s), redelivering", self._sub.durable, envelope.id, exc)
                     await msg.nak(delay=min(0.2 * 2**delivered, 10.0))
                 return
         await msg.ack()
+
+    async def _settled(self, envelope: Envelope, reason: str) -> bool:
+        """Whether the subscription settled the event it gave up on (else it is parked for an operator)."""
+        if self._sub.give_up is None:
+            return False
+        try:
+            await self._sub.give_up(envelope, reason)
+        except Exception:
+            log.exception("%s: could not settle %s; parking it", self._sub.durable, envelope.id)
+            return False
+        return True
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         await deadletters.park(self._js, msg, self._sub.durable, reason)

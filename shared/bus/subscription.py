@@ -13,6 +13,9 @@ from shared.contracts import Envelope
 Handler = Callable[[Envelope, int], Awaitable[None]]
 # Applies several events at once, all or none (one transaction): what a read model does under load.
 BatchHandler = Callable[[Sequence[tuple[Envelope, int]]], Awaitable[None]]
+# Settles an event its handler failed on every time (a job marked failed, its hold released); when it
+# returns, the message is done and is not parked.
+GiveUp = Callable[[Envelope, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class Subscription:
     subjects: tuple[str, ...]
     handler: Handler
     batch_handler: BatchHandler | None = None
+    give_up: GiveUp | None = None
 
 
 class InvalidMessageError(ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from PIL import Image
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
-from tests.e2e.convergence import assert_converged, welcomed
+from tests.e2e.convergence import assert_converged, parked_messages, welcomed
 
 
 def image(fmt: str = "PNG", size: tuple[int, int] = (640, 480), **save: Any) -> bytes:
@@ -197,3 +198,19 @@ def test_an_extension_grows_the_canvas_and_costs_two(system: System) -> None:
     assert command(system, token, f"/api/images/{source}/extend", {"left": 0}).status_code == 422
     wait_until(lambda: _balance(system, token, user_id) == 7, timeout=20, what="1 + 2 captured")
     assert_converged(system, token, user_id)
+
+
+def test_a_job_that_fails_every_attempt_ends_failed_and_its_hold_released(system: System) -> None:
+    token, user_id = welcomed(system)
+    source = upload(system, token, image("PNG", (64, 64))).json()["id"]
+    completed(system, token, source)
+    # The source's file vanishes from storage: each attempt of a transform of it raises.
+    (Path(system.env["DATA_DIR"]) / "media" / user_id / source / "original.png").unlink()
+    answer = command(system, token, f"/api/images/{source}/transform", {"rotate": 90})
+    assert answer.status_code == 202, answer.text
+    failed = completed(system, token, answer.json()["id"])  # after the last of MAX_DELIVER attempts
+    assert failed["status"] == "FAILED" and "FileNotFoundError" in failed["metadata"]["error"]
+    wait_until(lambda: _balance(system, token, user_id) == 9, timeout=20, what="the upload captured, the rest released")
+    account = httpx.get(f"{system.url('ledger')}/api/accounts/{user_id}", headers=bearer(token)).json()
+    assert (account["reserved"], account["available"]) == (0, 9)
+    assert "media-worker" not in parked_messages(system)  # settled, not left for an operator
