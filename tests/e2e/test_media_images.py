@@ -138,7 +138,7 @@ def test_a_transform_makes_a_cropped_resized_rotated_copy_in_another_format(syst
     assert outside.status_code == 202
     assert completed(system, token, outside.json()["id"])["status"] == "FAILED"  # released, not charged
     assert command(system, token, f"/api/images/{source}/transform", {}).status_code == 422
-    wait_until(lambda: _balance(system, token, user_id) == 8, timeout=20, what="two captures, one release")
+    wait_until(lambda: _available(system, token, user_id) == 8, timeout=20, what="two captures, one release")
     view = assert_converged(system, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -1), ("USAGE", -1), ("BONUS", 10)]
 
@@ -210,7 +210,12 @@ def test_a_job_that_fails_every_attempt_ends_failed_and_its_hold_released(system
     assert answer.status_code == 202, answer.text
     failed = completed(system, token, answer.json()["id"])  # after the last of MAX_DELIVER attempts
     assert failed["status"] == "FAILED" and "FileNotFoundError" in failed["metadata"]["error"]
-    wait_until(lambda: _balance(system, token, user_id) == 9, timeout=20, what="the upload captured, the rest released")
+    wait_until(lambda: _available(system, token, user_id) == 9, timeout=20, what="the transform's hold released")
     account = httpx.get(f"{system.url('ledger')}/api/accounts/{user_id}", headers=bearer(token)).json()
-    assert (account["reserved"], account["available"]) == (0, 9)
+    assert (account["balance"], account["reserved"]) == (9, 0)
     assert "media-worker" not in parked_messages(system)  # settled, not left for an operator
+
+
+def _available(system: System, token: str, user_id: str) -> int:
+    url = f"{system.url('ledger')}/api/accounts/{user_id}"
+    return int(httpx.get(url, headers=bearer(token), timeout=30).json()["available"])
