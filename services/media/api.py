@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -90,15 +91,7 @@ async def upload_image(
     """Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
     the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept)."""
     data = await file.read()
-    try:
-        media = await library.upload_image(principal.user_id, data, title, description, key)
-    except ImageRejectedError as exc:
-        raise Problem(400, f"Not an image this service takes: {exc}") from exc
-    except IdempotencyConflictError as exc:
-        raise Problem(409, "This Idempotency-Key was used for a different upload.") from exc
-    except InsufficientCreditsError as exc:
-        raise _refusal(exc) from exc
-    return ImagePublic.of(media)
+    return await _answer(library.upload_image(principal.user_id, data, title, description, key))
 
 
 Pixels = Annotated[int, Field(strict=True, ge=1, le=8000), Whole]
@@ -147,12 +140,24 @@ class GenerateRequest(BaseModel):
     height: Annotated[int, Field(strict=True, ge=16, le=2048), Whole] = 512
 
 
-def _refusal(exc: InsufficientCreditsError) -> Problem:
-    job = exc.job
-    return Problem(
-        402, f"{job.cost} credits asked, {job.available} available.", balance=job.balance, available=job.available,
-        amount=job.cost,
-    )  # fmt: skip
+async def _answer(request: Awaitable[Media], image_id: uuid.UUID | None = None) -> ImagePublic:
+    """A credit-costing request's record, or the problem its refusal is (the same for every operation)."""
+    try:
+        return ImagePublic.of(await request)
+    except ImageRejectedError as exc:
+        raise Problem(400, f"Not an image this service takes: {exc}") from exc
+    except MediaNotFoundError as exc:
+        raise Problem(404, f"You have no image {image_id}.") from exc
+    except NotReadyError as exc:
+        raise Problem(409, f"The image {image_id} is not made yet (or failed): there is nothing to work on.") from exc
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
+    except InsufficientCreditsError as exc:
+        job = exc.job
+        raise Problem(
+            402, f"{job.cost} credits asked, {job.available} available.", balance=job.balance,
+            available=job.available, amount=job.cost,
+        ) from exc  # fmt: skip
 
 
 @router.post(
@@ -166,16 +171,7 @@ async def transform_image(
     spec = body.model_dump(exclude_none=True)
     if "format" in spec:
         spec["format"] = spec["format"].upper()
-    try:
-        return ImagePublic.of(await library.transform(principal.user_id, str(image_id), spec, key))
-    except MediaNotFoundError as exc:
-        raise Problem(404, f"You have no image {image_id}.") from exc
-    except NotReadyError as exc:
-        raise Problem(409, f"The image {image_id} is not made yet (or failed): nothing to transform.") from exc
-    except IdempotencyConflictError as exc:
-        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
-    except InsufficientCreditsError as exc:
-        raise _refusal(exc) from exc
+    return await _answer(library.transform(principal.user_id, str(image_id), spec, key), image_id)
 
 
 Border = Annotated[int, Field(strict=True, ge=0, le=1024), Whole]
@@ -207,16 +203,7 @@ async def extend_image(
 ) -> ImagePublic:
     """One of your images on a bigger canvas (2 credits), the new border filled from its edges (OpenCV
     Telea inpainting: smooth backgrounds extend well, busy ones smear)."""
-    try:
-        return ImagePublic.of(await library.extend(principal.user_id, str(image_id), body.model_dump(), key))
-    except MediaNotFoundError as exc:
-        raise Problem(404, f"You have no image {image_id}.") from exc
-    except NotReadyError as exc:
-        raise Problem(409, f"The image {image_id} is not made yet (or failed): nothing to extend.") from exc
-    except IdempotencyConflictError as exc:
-        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
-    except InsufficientCreditsError as exc:
-        raise _refusal(exc) from exc
+    return await _answer(library.extend(principal.user_id, str(image_id), body.model_dump(), key), image_id)
 
 
 @router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
@@ -224,12 +211,7 @@ async def generate_image(
     body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
     """A picture from a prompt (3 credits): the same prompt, seed and size always give the same pixels."""
-    try:
-        return ImagePublic.of(await library.generate(principal.user_id, body.model_dump(), key))
-    except IdempotencyConflictError as exc:
-        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
-    except InsufficientCreditsError as exc:
-        raise _refusal(exc) from exc
+    return await _answer(library.generate(principal.user_id, body.model_dump(), key))
 
 
 @router.get("/api/images", response_model=ImagePage, responses=responses(400))

@@ -80,15 +80,12 @@ class Payments:
     def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay, gateway: StripeGateway | None) -> None:
         self._pool = pool
         self._relay = relay
-        self._gateway = gateway
         self.billing = Billing(pool, relay, gateway)
         self.events_waiting = asyncio.Event()
 
     @property
     def gateway(self) -> StripeGateway:
-        if self._gateway is None:
-            raise StripeUnavailableError("Stripe is not configured (STRIPE_SECRET_KEY)")
-        return self._gateway
+        return self.billing.gateway  # one check of Stripe's configuration for both
 
     # -- buying -----------------------------------------------------------------------------------
 
