@@ -19,6 +19,17 @@ OPERATION_COSTS: dict[str, int] = {
     "image_extension": 2,
 }
 
+# How long a job's credit hold lasts before the ledger releases it unsettled: the operation's worst case on one
+# worker with room to queue. A video (up to 10 minutes, transcoded) gets far longer than an image.
+HOLD_SECONDS: dict[str, int] = {
+    "image_upload": 300,
+    "image_transformation": 300,
+    "video_processing": 3600,
+    "background_removal": 300,
+    "image_generation": 300,
+    "image_extension": 300,
+}
+
 
 @dataclass(frozen=True)
 class CreditPackage:

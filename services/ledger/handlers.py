@@ -78,7 +78,8 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
             key = job_key(job.job_id, "reserve")
             return HoldForJob(
                 user_id=job.user_id, key=key, reservation_id=reservation_id(job.user_id, key), job_id=job.job_id,
-                cost=job.cost, expires_at=reservation_expiry(datetime.now(UTC), ttl_seconds), **caused,
+                cost=job.cost, expires_at=reservation_expiry(datetime.now(UTC), job.hold_seconds or ttl_seconds),
+                **caused,
             )  # fmt: skip
         case mc.JobCompleted() as job:
             key = job_key(job.job_id, "capture")

@@ -174,6 +174,30 @@ async def transform_image(
     return await _answer(library.transform(principal.user_id, str(image_id), spec, key), image_id)
 
 
+class RemoveBackgroundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["u2netp", "grabcut"] = Field(
+        default="u2netp",
+        description="u2netp: the U²-Net-p segmentation model (one clear subject); grabcut: OpenCV, no model "
+        "(plain backgrounds)",
+    )
+
+
+@router.post(
+    "/api/images/{image_id:uuid}/remove-background", response_model=ImagePublic, status_code=202,
+    responses=responses(402, 404, 409),
+)  # fmt: skip
+async def remove_background(
+    image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey,
+    body: RemoveBackgroundRequest | None = None,
+) -> ImagePublic:  # fmt: skip
+    """A copy of one of your images with its background made transparent, as PNG (1 credit). The body
+    is optional: the model is the default."""
+    method = (body or RemoveBackgroundRequest()).method
+    return await _answer(library.remove_background(principal.user_id, str(image_id), method, key), image_id)
+
+
 Border = Annotated[int, Field(strict=True, ge=0, le=1024), Whole]
 
 

@@ -31,7 +31,7 @@ from services.media.storage import Storage
 from shared import outbox
 from shared.contracts import Envelope
 from shared.contracts import media as mc
-from shared.credits import OPERATION_COSTS
+from shared.credits import HOLD_SECONDS, OPERATION_COSTS
 from shared.outbox import OutboxRelay
 
 # How long a request waits for the ledger's answer before it answers 202 with the hold still pending.
@@ -74,6 +74,11 @@ class MediaLibrary:
         """A copy of one of the user's images on a bigger canvas, its new border filled from its edges."""
         return await self._from_source(user_id, source_id, "image_extension", "EXTENDED", sides, key)
 
+    async def remove_background(self, user_id: str, source_id: str, method: str, key: str) -> Media:
+        """A copy of one of the user's images with its background transparent (PNG)."""
+        params = {"method": method}
+        return await self._from_source(user_id, source_id, "background_removal", "BACKGROUND_REMOVED", params, key)
+
     async def _from_source(
         self, user_id: str, source_id: str, operation: str, kind: str, params: dict[str, Any], key: str
     ) -> Media:
@@ -111,7 +116,7 @@ class MediaLibrary:
                 await store.add(conn, media, job)
                 requested = mc.JobRequested(
                     job_id=job_id, user_id=user_id, operation=request.operation, cost=cost, resource_type="image",
-                    resource_id=media_id,
+                    resource_id=media_id, hold_seconds=HOLD_SECONDS[request.operation],
                 )  # fmt: skip
                 await outbox.add(conn, Envelope.wrap(requested, user_id=user_id, correlation_id=f"job:{job_id}"))
         self._relay.wake()

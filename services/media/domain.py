@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+# Time for a recorded outcome to travel outbox → stream → ledger, with room to spare.
+SETTLE_MARGIN = timedelta(seconds=15)
 
 
 class Status(StrEnum):
@@ -51,6 +54,12 @@ class Job:
     balance: int | None = None  # what the ledger said when it refused the hold
     available: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # the operation's request (a transform's spec)
+    hold_expires_at: datetime | None = None  # when the ledger lets the hold go unsettled
+
+    def hold_lasts(self, now: datetime) -> bool:
+        """Whether an outcome recorded now still finds its hold: the completion has to reach the ledger
+        before the hold expires, or the work would be free (or charged without a hold)."""
+        return self.hold_expires_at is None or now + SETTLE_MARGIN < self.hold_expires_at
 
 
 class InsufficientCreditsError(Exception):

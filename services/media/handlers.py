@@ -5,6 +5,7 @@ The effect and the inbox record share one transaction, so a redelivered answer c
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,8 +36,10 @@ class HoldAnswers:
         return Subscription("LEDGER", DURABLE, subjects, self.apply)
 
     async def apply(self, envelope: Envelope, _seq: int) -> None:
+        expires_at: datetime | None = None
         match envelope.body():
-            case lc.CreditsReserved(job_id=str(job_id)):
+            case lc.CreditsReserved(job_id=str(job_id)) as held:
+                expires_at = held.expires_at
                 hold, balance, available = Hold.RESERVED, None, None
             case lc.ReservationRejected(job_id=str(job_id)) as refused:
                 hold, balance, available = Hold.REJECTED, refused.balance, refused.available
@@ -51,7 +54,7 @@ class HoldAnswers:
             job = await store.job(conn, job_id, lock=True)
             if job is None or job.hold is not Hold.REQUESTED:
                 return  # not media's job, or answered before
-            await store.set_hold(conn, job.id, hold, balance, available)
+            await store.set_hold(conn, job.id, hold, balance, available, expires_at)
             if hold is Hold.RESERVED:
                 work = mc.WorkQueued(job_id=job.id, user_id=job.user_id, operation=job.operation)
                 queued = Envelope.wrap(work, user_id=job.user_id, event_id=derive_id("mediawork", job.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -41,6 +42,7 @@ DDL = (
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS params JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS hold_expires_at TIMESTAMPTZ",
     """CREATE TABLE IF NOT EXISTS idempotency_keys (
         scope TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -56,7 +58,7 @@ _MEDIA = (
 )
 _JOB = (
     "id::text AS id, media_id::text AS media_id, user_id::text AS user_id, operation, cost, input_key, hold,"
-    " balance, available, params"
+    " balance, available, params, hold_expires_at"
 )
 
 
@@ -98,10 +100,14 @@ async def job(conn: AsyncConnection, job_id: str, *, lock: bool = False) -> Job 
     return Job(**{**row, "hold": Hold(row["hold"])}) if row else None
 
 
-async def set_hold(conn: AsyncConnection, job_id: str, hold: Hold, balance: int | None, available: int | None) -> None:
+async def set_hold(
+    conn: AsyncConnection, job_id: str, hold: Hold, balance: int | None, available: int | None,
+    expires_at: datetime | None,
+) -> None:  # fmt: skip
     await conn.execute(
-        "UPDATE jobs SET hold = %s, balance = %s, available = %s, updated_at = now() WHERE id = %s",
-        (hold, balance, available, job_id),
+        "UPDATE jobs SET hold = %s, balance = %s, available = %s, hold_expires_at = %s, updated_at = now()"
+        " WHERE id = %s",
+        (hold, balance, available, expires_at, job_id),
     )
 
 

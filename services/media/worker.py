@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
-from services.media.domain import Media, Status
+from services.media.background import remove_background
+from services.media.domain import Job, Media, Status
 from services.media.extend import extend
 from services.media.generate import generate
 from services.media.images import ImageRejectedError, PreparedImage, prepare_upload, transform
@@ -39,7 +40,9 @@ OPERATIONS: dict[str, Callable[[bytes, dict[str, Any]], PreparedImage]] = {
     "image_transformation": transform,
     "image_generation": generate,
     "image_extension": extend,
+    "background_removal": remove_background,
 }
+HOLD_EXPIRED = "the credit hold expired before the work was done"
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 
 
@@ -62,6 +65,9 @@ class Worker:
             media = await store.media(conn, job.media_id) if job else None
         if job is None or media is None:
             return
+        await self._fail(job, media, reason)
+
+    async def _fail(self, job: Job, media: Media, reason: str) -> None:
         failed = replace(media, status=Status.FAILED, metadata={**media.metadata, "error": reason[:500]},
                          updated_at=datetime.now(UTC))  # fmt: skip
         outcome = mc.JobFailed(job_id=job.id, user_id=job.user_id, operation=job.operation, reason=reason[:500])
@@ -75,13 +81,17 @@ class Worker:
             media = await store.media(conn, job.media_id) if job else None
         if job is None or media is None or media.status != Status.PROCESSING:
             return  # recorded before: a redelivery
+        if not job.hold_lasts(datetime.now(UTC)):
+            await self._fail(job, media, HOLD_EXPIRED)
+            return
         data = await asyncio.to_thread(self._storage.get, job.input_key) if job.input_key else b""
         try:
             prepared = await asyncio.to_thread(OPERATIONS[job.operation], data, job.params)
         except ImageRejectedError as exc:
-            await self._record(media, replace(media, status=Status.FAILED, metadata={**media.metadata,
-                               "error": str(exc)}), mc.JobFailed(job_id=job.id, user_id=job.user_id,
-                               operation=job.operation, reason=str(exc)[:500]))  # fmt: skip
+            await self._fail(job, media, str(exc))
+            return
+        if not job.hold_lasts(datetime.now(UTC)):
+            await self._fail(job, media, HOLD_EXPIRED)  # the work is thrown away: it can no longer be paid for
             return
         base = f"{media.user_id}/{media.id}"
         file_key = f"{base}/original.{EXTENSIONS[prepared.info.format]}"

@@ -16,6 +16,8 @@ class JobRequested(EventData):
     cost: int = Field(gt=0)
     resource_type: ShortText
     resource_id: ShortText
+    # How long the ledger holds the cost (the operation's worst case); absent: the ledger's default.
+    hold_seconds: int | None = Field(default=None, gt=0, le=86_400)
 
 
 class JobCompleted(EventData):

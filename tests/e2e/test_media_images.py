@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from shared.testing.servers import wait_until
 from tests.conftest import System
@@ -219,3 +219,30 @@ def test_a_job_that_fails_every_attempt_ends_failed_and_its_hold_released(system
 def _available(system: System, token: str, user_id: str) -> int:
     url = f"{system.url('ledger')}/api/accounts/{user_id}"
     return int(httpx.get(url, headers=bearer(token), timeout=30).json()["available"])
+
+
+def test_background_removal_cuts_the_subject_out_with_either_segmenter(system: System) -> None:
+    token, user_id = welcomed(system)
+    picture = Image.new("RGB", (320, 240), (235, 235, 240))
+    ImageDraw.Draw(picture).ellipse((100, 60, 220, 180), fill=(160, 40, 30))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=95)
+    source = upload(system, token, out.getvalue()).json()["id"]
+    completed(system, token, source)
+    path = f"/api/images/{source}/remove-background"
+    headers = {**bearer(token), "Idempotency-Key": str(uuid.uuid4())}
+    by_model = httpx.post(f"{system.url('media')}{path}", headers=headers, timeout=30)  # no body: the model
+    by_grabcut = command(system, token, path, {"method": "grabcut"})
+    assert (by_model.status_code, by_grabcut.status_code) == (202, 202), by_model.text
+    for answer, method in ((by_model, "u2netp"), (by_grabcut, "grabcut")):
+        made = completed(system, token, answer.json()["id"])
+        assert (made["status"], made["type"], made["metadata"]["method"]) == ("COMPLETED", "BACKGROUND_REMOVED", method)
+        with Image.open(io.BytesIO(get(system, token, made["url"]).content)) as result:
+            assert (result.format, result.mode, result.size) == ("PNG", "RGBA", (320, 240))
+            corner, centre = result.getpixel((3, 3)), result.getpixel((160, 120))
+        assert isinstance(corner, tuple) and isinstance(centre, tuple)
+        assert corner[3] == 0 and centre[3] >= 250  # background gone, subject kept
+    assert command(system, token, path, {"method": "magic"}).status_code == 422
+    wait_until(lambda: _balance(system, token, user_id) == 7, timeout=20, what="1 + 1 + 1 captured")
+    view = assert_converged(system, token, user_id)
+    assert [e["amount"] for e in view["entries"]] == [-1, -1, -1, 10]
