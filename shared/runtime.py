@@ -61,7 +61,9 @@ class Runtime:
 
     def consume(self, subscription: Subscription) -> None:
         """Run a durable consumer, answer re-drives of what it parks, and alarm while it has any parked."""
-        consumer = Consumer(self.js, subscription, max_deliver=self.settings.max_deliver)
+        consumer = Consumer(
+            self.js, subscription, max_deliver=self.settings.max_deliver, ack_wait=self.settings.ack_wait_seconds
+        )
         self.spawn(subscription.durable, consumer.run)
         redriver = deadletters.Redriver(self.js, subscription)
         self.spawn(f"{subscription.durable}-redrive", lambda: redriver.run(self.nc))

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     stream_replicas: int = 1
     max_deliver: int = 5
+    # Unacknowledged this long, a message is delivered again: how soon work of a dead consumer resumes.
+    # A live handler keeps its message with progress beats, however long it works.
+    ack_wait_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     reservation_ttl_seconds: int = 900
     otel_service_namespace: str = "creditstream"
 

@@ -53,7 +53,9 @@ class Worker:
         self._storage = storage
 
     def subscription(self) -> Subscription:
-        return Subscription("MEDIAWORK", "media-worker", (mc.WorkQueued.type,), self.on_work, give_up=self.fail)
+        return Subscription(
+            "MEDIAWORK", "media-worker", (mc.WorkQueued.type,), self.on_work, give_up=self.fail, fetch=1
+        )
 
     async def fail(self, envelope: Envelope, reason: str) -> None:
         """After the last attempt (a worker that keeps dying or erring on it): the job fails and the ledger

@@ -21,9 +21,12 @@ log = logging.getLogger(__name__)
 class Consumer:
     """Runs one durable consumer until cancelled.
 
-    Each message is handled, then acked. A handler error naks it with a growing delay; after
-    `max_deliver` deliveries (or at once, for a message that is not a valid contract) it is copied to
+    Each message is handled, then acked; while its handler works, progress beats keep it from being
+    delivered elsewhere. A handler error naks it with a growing delay; after `max_deliver` deliveries
+    (or at once, for a message that is not a valid contract) it is copied to
     `deadletter.<durable>.<subject>` and terminated, so one poison message never blocks the stream.
+    A message delivered more often than that without an outcome (its consumer died each time, as a
+    worker killed mid-job does) gets the same end, without running its handler once more.
     """
 
     def __init__(
@@ -62,7 +65,7 @@ class Consumer:
         psub = await self._bind()
         while True:
             try:
-                msgs = await psub.fetch(self._batch, timeout=1.0)
+                msgs = await psub.fetch(min(self._batch, self._sub.fetch), timeout=1.0)
             except TimeoutError:  # an empty fetch: nats' own TimeoutError, or asyncio's from the request
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
@@ -100,25 +103,45 @@ class Consumer:
         except InvalidMessageError as exc:
             await self._dead_letter(msg, str(exc))
             return
+        delivered = msg.metadata.num_delivered
+        if delivered > self._max_deliver:
+            log.error("%s: %s delivered %d times without an outcome", self._sub.durable, envelope.id, delivered)
+            await self._give_up(
+                msg, envelope, f"delivered {delivered - 1} times without an outcome (its consumer died?)"
+            )
+            return
         with consumer_span(self._sub.durable, msg.subject, msg.headers or {}):
+            beats = asyncio.create_task(self._beat(msg))
             try:
                 await self._sub.handler(envelope, msg.metadata.sequence.stream)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delivered = msg.metadata.num_delivered
                 if delivered >= self._max_deliver:
                     log.exception("%s: giving up on %s after %d deliveries", self._sub.durable, envelope.id, delivered)
-                    reason = f"{type(exc).__name__}: {exc}"
-                    if not await self._settled(envelope, reason):
-                        await self._dead_letter(msg, reason)
-                    else:
-                        await msg.term()
+                    await self._give_up(msg, envelope, f"{type(exc).__name__}: {exc}")
                 else:
                     log.warning("%s: %s failed (%s), redelivering", self._sub.durable, envelope.id, exc)
                     await msg.nak(delay=min(0.2 * 2**delivered, 10.0))
                 return
+            finally:
+                beats.cancel()
         await msg.ack()
+
+    async def _beat(self, msg: Msg) -> None:
+        """Tell the server, a few times per ack wait, that the message is still being worked on."""
+        while True:
+            await asyncio.sleep(self._ack_wait / 3)
+            try:
+                await msg.in_progress()
+            except nats.errors.Error as exc:  # a lost beat costs at most a duplicate delivery, which is harmless
+                log.warning("%s: a progress beat failed (%s)", self._sub.durable, exc)
+
+    async def _give_up(self, msg: Msg, envelope: Envelope, reason: str) -> None:
+        if await self._settled(envelope, reason):
+            await msg.term()
+        else:
+            await self._dead_letter(msg, reason)
 
     async def _settled(self, envelope: Envelope, reason: str) -> bool:
         """Whether the subscription settled the event it gave up on (else it is parked for an operator)."""

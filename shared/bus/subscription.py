@@ -26,6 +26,9 @@ class Subscription:
     handler: Handler
     batch_handler: BatchHandler | None = None
     give_up: GiveUp | None = None
+    # Messages taken per fetch. A work queue takes one at a time, so several workers share the work
+    # instead of one holding a hundred jobs while the others idle.
+    fetch: int = 100
 
 
 class InvalidMessageError(ValueError):

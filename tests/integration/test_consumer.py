@@ -20,8 +20,10 @@ def deactivated(user: str) -> Envelope:
 
 
 @contextlib.asynccontextmanager
-async def running(js: JetStreamContext, subscription: Subscription, max_deliver: int = 3) -> AsyncIterator[None]:
-    task = asyncio.create_task(Consumer(js, subscription, max_deliver=max_deliver).run())
+async def running(
+    js: JetStreamContext, subscription: Subscription, max_deliver: int = 3, ack_wait: float = 30.0
+) -> AsyncIterator[None]:
+    task = asyncio.create_task(Consumer(js, subscription, max_deliver=max_deliver, ack_wait=ack_wait).run())
     try:
         yield
     finally:
@@ -141,3 +143,54 @@ async def test_a_batch_is_applied_at_once_and_a_poison_message_in_one_is_parked_
     assert batches[0] == ["a", "b", "c"]  # one call for the whole fetch
     [(subject, _, _)] = await stream_messages(js, "DEADLETTER")
     assert subject == deadletter_subject("batched", "identity.user.deactivated")
+
+
+async def test_a_handler_working_longer_than_the_ack_wait_keeps_its_message(js: JetStreamContext) -> None:
+    calls: list[int] = []
+
+    async def slow(envelope: Envelope, seq: int) -> None:
+        calls.append(seq)
+        await asyncio.sleep(3.5)  # 3.5 ack waits: only the progress beats keep it from being redelivered
+
+    async with running(js, Subscription("IDENTITY", "slow", ("identity.>",), slow, fetch=1), ack_wait=1.0):
+        await send(js, deactivated("u1"))
+
+        async def acked() -> bool:
+            info = await js.consumer_info("IDENTITY", "slow")
+            return bool(calls) and info.num_ack_pending == 0 and info.num_pending == 0
+
+        await eventually(acked, within=15)
+    assert len(calls) == 1
+
+
+async def test_a_message_whose_consumer_dies_every_time_is_settled_after_the_bound_without_running_again(
+    js: JetStreamContext,
+) -> None:
+    started: list[int] = []
+    settled: list[str] = []
+    working = asyncio.Event()
+
+    async def dies(envelope: Envelope, seq: int) -> None:
+        started.append(seq)
+        working.set()
+        await asyncio.sleep(3600)  # killed before it ends, like a worker SIGKILLed mid-job
+
+    async def give_up(envelope: Envelope, reason: str) -> None:
+        settled.append(reason)
+
+    subscription = Subscription("IDENTITY", "dies", ("identity.>",), dies, give_up=give_up, fetch=1)
+    await send(js, deactivated("u1"))
+    for _ in range(2):  # max_deliver: each delivery's consumer dies mid-handler
+        working.clear()
+        async with running(js, subscription, max_deliver=2, ack_wait=1.0):
+            await asyncio.wait_for(working.wait(), timeout=15)
+    async with running(js, subscription, max_deliver=2, ack_wait=1.0):
+
+        async def given_up() -> bool:
+            info = await js.consumer_info("IDENTITY", "dies")
+            return bool(settled) and info.num_ack_pending == 0
+
+        await eventually(given_up, within=15)
+    assert len(started) == 2  # the third delivery settled it without running the handler
+    assert settled == ["delivered 2 times without an outcome (its consumer died?)"]
+    assert await stream_messages(js, "DEADLETTER") == []
