@@ -246,3 +246,21 @@ def test_background_removal_cuts_the_subject_out_with_either_segmenter(system: S
     wait_until(lambda: _balance(system, token, user_id) == 7, timeout=20, what="1 + 1 + 1 captured")
     view = assert_converged(system, token, user_id)
     assert [e["amount"] for e in view["entries"]] == [-1, -1, -1, 10]
+
+
+def test_thirty_generations_at_once_on_ten_credits_accept_exactly_three(system: System) -> None:
+    token, user_id = welcomed(system)
+
+    def ask(i: int) -> httpx.Response:
+        return command(system, token, "/api/images/generate", {"prompt": f"storm {i}", "width": 64, "height": 64})
+
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(ask, range(30)))
+    assert sorted(a.status_code for a in answers) == [202] * 3 + [402] * 27
+    assert {a.json()["available"] for a in answers if a.status_code == 402} == {1}  # refused only once 9 were held
+    accepted = {a.json()["id"] for a in answers if a.status_code == 202}
+    assert {completed(system, token, i)["status"] for i in accepted} == {"COMPLETED"}
+    assert {i["id"] for i in get(system, token, "/api/images").json()["images"]} == accepted  # refusals kept nothing
+    wait_until(lambda: _balance(system, token, user_id) == 1, timeout=20, what="three captures of 3")
+    view = assert_converged(system, token, user_id)
+    assert [e["amount"] for e in view["entries"]] == [-3, -3, -3, 10]
