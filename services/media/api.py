@@ -1,12 +1,13 @@
-"""Media's HTTP API: the price list, image uploads (paid through a hold), a user's own images."""
+"""Media's HTTP API: the price list, the image operations and video processing (each paid through a
+hold), a user's own images and videos and their files."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -18,9 +19,12 @@ from services.media.domain import (
     InsufficientCreditsError,
     Media,
     MediaNotFoundError,
+    NotProcessingError,
     NotReadyError,
+    UnusableInputError,
 )
-from services.media.images import MAX_UPLOAD_BYTES, ImageRejectedError
+from services.media.images import MAX_UPLOAD_BYTES
+from services.media.video import MAX_VIDEO_BYTES
 from shared.auth import SignedInUser
 from shared.credits import OPERATION_COSTS
 from shared.guard import GuardedRoute, body_limit
@@ -32,6 +36,7 @@ from shared.problems import Problem, responses
 router = APIRouter(tags=["media"], route_class=GuardedRoute)
 # Multipart framing and the two text fields on top of the file itself.
 UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
+VIDEO_BODY_LIMIT = MAX_VIDEO_BYTES + 64 * 1024
 
 
 async def get_library(request: Request) -> MediaLibrary:
@@ -41,33 +46,61 @@ async def get_library(request: Request) -> MediaLibrary:
 LibraryDep = Annotated[MediaLibrary, Depends(get_library)]
 
 
-class ImagePublic(BaseModel):
+class MediaPublic(BaseModel):
     id: str
     user_id: str
     title: str | None
     description: str | None
     status: str
-    type: str
     url: str | None  # the file, once it is made
     thumbnail_url: str | None
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, media: Media) -> ImagePublic:
-        done = media.file_key is not None
-        return cls(
+    @staticmethod
+    def fields(media: Media, collection: str) -> dict[str, Any]:
+        file = f"/api/{collection}/{media.id}/file"
+        return dict(
             id=media.id, user_id=media.user_id, title=media.title, description=media.description,
-            status=str(media.status), type=media.type, url=f"/api/images/{media.id}/file" if done else None,
-            thumbnail_url=f"/api/images/{media.id}/file?thumbnail=true" if media.thumbnail_key else None,
+            status=str(media.status), url=file if media.file_key else None,
+            thumbnail_url=f"{file}?thumbnail=true" if media.thumbnail_key else None,
             metadata=media.metadata, created_at=media.created_at, updated_at=media.updated_at,
         )  # fmt: skip
+
+
+class ImagePublic(MediaPublic):
+    type: str  # UPLOADED, GENERATED, TRANSFORMED, BACKGROUND_REMOVED or EXTENDED
+
+    @classmethod
+    def of(cls, media: Media) -> ImagePublic:
+        return cls(type=media.type, **cls.fields(media, "images"))
+
+
+class VideoPublic(MediaPublic):
+    """status: PROCESSING, COMPLETED, FAILED or CANCELLED."""
+
+    @classmethod
+    def of(cls, media: Media) -> VideoPublic:
+        return cls(**cls.fields(media, "videos"))
 
 
 class ImagePage(BaseModel):
     images: list[ImagePublic]
     next_cursor: str | None
+
+
+P = TypeVar("P", bound=MediaPublic)
+ARTICLED = {"image": "an image", "video": "a video"}
+
+
+class VideoPage(BaseModel):
+    videos: list[VideoPublic]
+    next_cursor: str | None
+
+
+IMAGE = (ImagePublic.of, "image")
+VIDEO = (VideoPublic.of, "video")
 
 
 @router.get("/api/operations")
@@ -91,7 +124,7 @@ async def upload_image(
     """Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
     the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept)."""
     data = await file.read()
-    return await _answer(library.upload_image(principal.user_id, data, title, description, key))
+    return await _answer(library.upload_image(principal.user_id, data, title, description, key), *IMAGE)
 
 
 Pixels = Annotated[int, Field(strict=True, ge=1, le=8000), Whole]
@@ -140,16 +173,18 @@ class GenerateRequest(BaseModel):
     height: Annotated[int, Field(strict=True, ge=16, le=2048), Whole] = 512
 
 
-async def _answer(request: Awaitable[Media], image_id: uuid.UUID | None = None) -> ImagePublic:
+async def _answer(
+    request: Awaitable[Media], public: Callable[[Media], P], noun: str, media_id: uuid.UUID | None = None
+) -> P:
     """A credit-costing request's record, or the problem its refusal is (the same for every operation)."""
     try:
-        return ImagePublic.of(await request)
-    except ImageRejectedError as exc:
-        raise Problem(400, f"Not an image this service takes: {exc}") from exc
+        return public(await request)
+    except UnusableInputError as exc:
+        raise Problem(400, f"Not {ARTICLED[noun]} this service takes: {exc}") from exc
     except MediaNotFoundError as exc:
-        raise Problem(404, f"You have no image {image_id}.") from exc
+        raise Problem(404, f"You have no {noun} {media_id}.") from exc
     except NotReadyError as exc:
-        raise Problem(409, f"The image {image_id} is not made yet (or failed): there is nothing to work on.") from exc
+        raise Problem(409, f"The image {media_id} is not made yet (or failed): there is nothing to work on.") from exc
     except IdempotencyConflictError as exc:
         raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
     except InsufficientCreditsError as exc:
@@ -171,7 +206,7 @@ async def transform_image(
     spec = body.model_dump(exclude_none=True)
     if "format" in spec:
         spec["format"] = spec["format"].upper()
-    return await _answer(library.transform(principal.user_id, str(image_id), spec, key), image_id)
+    return await _answer(library.transform(principal.user_id, str(image_id), spec, key), *IMAGE, image_id)
 
 
 class RemoveBackgroundRequest(BaseModel):
@@ -195,7 +230,7 @@ async def remove_background(
     """A copy of one of your images with its background made transparent, as PNG (1 credit). The body
     is optional: the model is the default."""
     method = (body or RemoveBackgroundRequest()).method
-    return await _answer(library.remove_background(principal.user_id, str(image_id), method, key), image_id)
+    return await _answer(library.remove_background(principal.user_id, str(image_id), method, key), *IMAGE, image_id)
 
 
 Border = Annotated[int, Field(strict=True, ge=0, le=1024), Whole]
@@ -227,7 +262,7 @@ async def extend_image(
 ) -> ImagePublic:
     """One of your images on a bigger canvas (2 credits), the new border filled from its edges (OpenCV
     Telea inpainting: smooth backgrounds extend well, busy ones smear)."""
-    return await _answer(library.extend(principal.user_id, str(image_id), body.model_dump(), key), image_id)
+    return await _answer(library.extend(principal.user_id, str(image_id), body.model_dump(), key), *IMAGE, image_id)
 
 
 @router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
@@ -235,7 +270,7 @@ async def generate_image(
     body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
     """A picture from a prompt (3 credits): the same prompt, seed and size always give the same pixels."""
-    return await _answer(library.generate(principal.user_id, body.model_dump(), key))
+    return await _answer(library.generate(principal.user_id, body.model_dump(), key), *IMAGE)
 
 
 @router.get("/api/images", response_model=ImagePage, responses=responses(400))
@@ -246,20 +281,13 @@ async def my_images(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ImagePage:
     """The token's user's images, newest first."""
-
-    async def fetch(after: After, n: int) -> list[Media]:
-        return await library.page(principal.user_id, "image", after, n)
-
-    page, next_cursor = await newest_first(cursor, limit, fetch)
+    page, next_cursor = await _page(library, principal.user_id, "image", cursor, limit)
     return ImagePage(images=[ImagePublic.of(m) for m in page], next_cursor=next_cursor)
 
 
 @router.get("/api/images/{image_id:uuid}", response_model=ImagePublic, responses=responses(404))
 async def my_image(image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> ImagePublic:
-    try:
-        return ImagePublic.of(await library.get(principal.user_id, str(image_id)))
-    except MediaNotFoundError as exc:
-        raise Problem(404, f"You have no image {image_id}.") from exc
+    return ImagePublic.of(await _mine(library, principal.user_id, image_id, "image"))
 
 
 @router.get("/api/images/{image_id:uuid}/file", responses={**responses(404), 200: {"content": {"image/*": {}}}})
@@ -267,13 +295,92 @@ async def my_image_file(
     image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, thumbnail: bool = False
 ) -> Response:
     """The image's file (or its PNG thumbnail), once it is made."""
+    return await _file(library, await _mine(library, principal.user_id, image_id, "image"), thumbnail)
+
+
+@router.post(
+    "/api/videos", response_model=VideoPublic, status_code=202, responses=responses(400, 402, 409),
+    openapi_extra=body_limit(VIDEO_BODY_LIMIT),
+)  # fmt: skip
+async def upload_video(
+    principal: SignedInUser,
+    library: LibraryDep,
+    key: IdempotencyKey,
+    file: Annotated[UploadFile, File(description="a video (MP4/MOV, WebM/MKV, AVI, MPEG-TS or Ogg), at most 200 MB")],
+    title: Annotated[ShortText | None, Form()] = None,
+    description: Annotated[LongText | None, Form()] = None,
+) -> VideoPublic:
+    """Upload a video to be processed (2 credits, held until it is done): a worker probes it, transcodes
+    it to H.264 MP4 and makes a thumbnail. 202 with the record while it works; 402 with the balance if
+    the credits cannot be held (nothing is kept). A file that turns out not to decode ends FAILED, and
+    its hold is released."""
+    data = await file.read()
+    return await _answer(library.upload_video(principal.user_id, data, title, description, key), *VIDEO)
+
+
+@router.get("/api/videos", response_model=VideoPage, responses=responses(400))
+async def my_videos(
+    principal: SignedInUser,
+    library: LibraryDep,
+    cursor: PageCursor = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> VideoPage:
+    """The token's user's videos, newest first."""
+    page, next_cursor = await _page(library, principal.user_id, "video", cursor, limit)
+    return VideoPage(videos=[VideoPublic.of(m) for m in page], next_cursor=next_cursor)
+
+
+@router.get("/api/videos/{video_id:uuid}", response_model=VideoPublic, responses=responses(404))
+async def my_video(video_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> VideoPublic:
+    return VideoPublic.of(await _mine(library, principal.user_id, video_id, "video"))
+
+
+@router.get(
+    "/api/videos/{video_id:uuid}/file",
+    responses={**responses(404), 200: {"content": {"video/mp4": {}, "image/png": {}}}},
+)
+async def my_video_file(
+    video_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, thumbnail: bool = False
+) -> Response:
+    """The processed video (H.264 MP4) or its PNG thumbnail, once it is made."""
+    return await _file(library, await _mine(library, principal.user_id, video_id, "video"), thumbnail)
+
+
+@router.post("/api/videos/{video_id:uuid}/cancel", response_model=VideoPublic, responses=responses(404, 409))
+async def cancel_video(video_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> VideoPublic:
+    """Stop processing a video: it ends CANCELLED and its held credits are released (never charged).
+    Cancelling it again answers the same; a video that is already made or failed is a 409."""
     try:
-        media = await library.get(principal.user_id, str(image_id))
+        return VideoPublic.of(await library.cancel(principal.user_id, str(video_id)))
     except MediaNotFoundError as exc:
-        raise Problem(404, f"You have no image {image_id}.") from exc
+        raise Problem(404, f"You have no video {video_id}.") from exc
+    except NotProcessingError as exc:
+        raise Problem(409, f"The video {video_id} is {exc.media.status}: there is nothing to cancel.") from exc
+
+
+async def _page(
+    library: MediaLibrary, user_id: str, kind: str, cursor: str | None, limit: int
+) -> tuple[list[Media], str | None]:
+    async def fetch(after: After, n: int) -> list[Media]:
+        return await library.page(user_id, kind, after, n)
+
+    return await newest_first(cursor, limit, fetch)
+
+
+async def _mine(library: MediaLibrary, user_id: str, media_id: uuid.UUID, kind: str) -> Media:
+    try:
+        media = await library.get(user_id, str(media_id))
+    except MediaNotFoundError:
+        media = None
+    if media is None or media.kind != kind:
+        raise Problem(404, f"You have no {kind} {media_id}.")
+    return media
+
+
+async def _file(library: MediaLibrary, media: Media, thumbnail: bool) -> Response:
     key = media.thumbnail_key if thumbnail else media.file_key
     if key is None:
-        raise Problem(404, f"The image {image_id} has no file yet ({media.status}).")
+        raise Problem(404, f"The {media.kind} {media.id} has no file yet ({media.status}).")
     data = await asyncio.to_thread(library.storage.get, key)
     media_type = "image/png" if thumbnail else str(media.metadata.get("media_type", "application/octet-stream"))
     return Response(data, media_type=media_type)

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,12 +22,14 @@ from services.media.domain import (
     Job,
     Media,
     MediaNotFoundError,
+    NotProcessingError,
     NotReadyError,
     Status,
 )
 from services.media.handlers import INCOMING
 from services.media.images import inspect
 from services.media.storage import Storage
+from services.media.video import sniff
 from shared import outbox
 from shared.contracts import Envelope
 from shared.contracts import media as mc
@@ -48,6 +50,7 @@ class Request:
     description: str | None
     params: dict[str, Any]
     input: str  # what it works on: the upload's hash, the source image's id, or nothing
+    kind: str = "image"  # what it makes: an image or a video
 
 
 class MediaLibrary:
@@ -66,6 +69,37 @@ class MediaLibrary:
         metadata = {"format": info.format, "width": info.width, "height": info.height, "bytes": len(data)}
         return await self._request(user_id, key, request, metadata, data=data)
 
+    async def upload_video(
+        self, user_id: str, data: bytes, title: str | None, description: str | None, key: str
+    ) -> Media:
+        """Take a video file (only its signature is checked here: decoding is the worker's) and ask the
+        ledger to hold its processing's cost. Raises VideoRejectedError or InsufficientCreditsError."""
+        container = sniff(data)
+        digest = hashlib.sha256(data).hexdigest()
+        request = Request("video_processing", "UPLOADED", title, description, {}, digest, kind="video")
+        return await self._request(user_id, key, request, {"container": container, "bytes": len(data)}, data=data)
+
+    async def cancel(self, user_id: str, media_id: str) -> Media:
+        """Cancel a video while it is processed: recorded with `media.job.cancelled` in one transaction
+        (the ledger releases the hold; a worker on it drops its work). Cancelling it again answers the
+        same; one that has ended raises NotProcessingError."""
+        async with self._pool.connection() as conn, conn.transaction():
+            media = await store.media(conn, media_id, lock=True)
+            if media is None or media.user_id != user_id or media.kind != "video":
+                raise MediaNotFoundError(media_id)
+            if media.status == Status.CANCELLED:
+                return media
+            if media.status != Status.PROCESSING:
+                raise NotProcessingError(media)
+            job = await store.job_of(conn, media_id)
+            assert job is not None, "stored with its record"
+            cancelled = replace(media, status=Status.CANCELLED, updated_at=datetime.now(UTC))
+            await store.finish(conn, cancelled)
+            event = mc.JobCancelled(job_id=job.id, user_id=user_id, operation=job.operation)
+            await outbox.add(conn, Envelope.wrap(event, user_id=user_id, correlation_id=f"media:{media_id}"))
+        self._relay.wake()
+        return cancelled
+
     async def transform(self, user_id: str, source_id: str, spec: dict[str, Any], key: str) -> Media:
         """A transformed copy of one of the user's images (the source stays as it is)."""
         return await self._from_source(user_id, source_id, "image_transformation", "TRANSFORMED", spec, key)
@@ -83,6 +117,8 @@ class MediaLibrary:
         self, user_id: str, source_id: str, operation: str, kind: str, params: dict[str, Any], key: str
     ) -> Media:
         source = await self.get(user_id, source_id)
+        if source.kind != "image":
+            raise MediaNotFoundError(source_id)  # the image operations work on images only
         if source.file_key is None:
             raise NotReadyError(source_id)
         request = Request(operation, kind, source.title, source.description, params, source_id)
@@ -108,14 +144,14 @@ class MediaLibrary:
                 if data is not None:
                     input_key = f"{INCOMING}{job_id}"
                     await asyncio.to_thread(self.storage.put, input_key, data)
-                media = Media(media_id, user_id, "image", request.type, request.title, request.description,
+                media = Media(media_id, user_id, request.kind, request.type, request.title, request.description,
                               Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip
                 cost = OPERATION_COSTS[request.operation]
                 job = Job(job_id, media_id, user_id, request.operation, cost, input_key, Hold.REQUESTED,
                           params=request.params)  # fmt: skip
                 await store.add(conn, media, job)
                 requested = mc.JobRequested(
-                    job_id=job_id, user_id=user_id, operation=request.operation, cost=cost, resource_type="image",
+                    job_id=job_id, user_id=user_id, operation=request.operation, cost=cost, resource_type=request.kind,
                     resource_id=media_id, hold_seconds=HOLD_SECONDS[request.operation],
                 )  # fmt: skip
                 await outbox.add(conn, Envelope.wrap(requested, user_id=user_id, correlation_id=f"job:{job_id}"))

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from services.media.domain import Cancelled
 from services.media.images import ImageRejectedError, PreparedImage, finished, inspect, opened
 
 # GrabCut's cost grows with pixels; it runs on at most this many a side and the mask is scaled back.
@@ -68,7 +69,7 @@ def grabcut(image: Image.Image) -> Image.Image:
 SEGMENTERS: dict[str, Segmenter] = {"u2netp": u2netp, "grabcut": grabcut}
 
 
-def remove_background(data: bytes, params: dict[str, Any]) -> PreparedImage:
+def remove_background(data: bytes, params: dict[str, Any], _cancelled: Cancelled | None = None) -> PreparedImage:
     """The operation: PNG with the background transparent. `params["method"]` names a segmenter."""
     method = str(params.get("method", "u2netp"))
     info = inspect(data)

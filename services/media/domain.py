@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+# Asked while an operation works: has its job been cancelled? Quick operations (images) never ask.
+Cancelled = Callable[[], bool]
 
 # Time for a recorded outcome to travel outbox → stream → ledger, with room to spare.
 SETTLE_MARGIN = timedelta(seconds=15)
@@ -66,6 +70,23 @@ class InsufficientCreditsError(Exception):
     def __init__(self, job: Job) -> None:
         super().__init__(f"{job.cost} credits asked, {job.available} available")
         self.job = job
+
+
+class UnusableInputError(ValueError):
+    """The input is not something this operation can take (a 4xx at the door; a failed job, released,
+    when only the worker finds out)."""
+
+
+class JobCancelledError(Exception):
+    """The job was cancelled while it was processed: its work is dropped."""
+
+
+class NotProcessingError(Exception):
+    """The job has ended already (made, failed or cancelled): there is nothing left to cancel."""
+
+    def __init__(self, media: Media) -> None:
+        super().__init__(f"{media.id} is {media.status}")
+        self.media = media
 
 
 class MediaNotFoundError(LookupError):

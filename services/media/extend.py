@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from services.media.domain import Cancelled
 from services.media.images import MAX_PIXELS, ImageRejectedError, PreparedImage, finished, inspect, opened
 
 SIDES = ("left", "right", "top", "bottom")
@@ -17,7 +18,7 @@ MAX_SIDE = 8000
 INPAINT_RADIUS = 5
 
 
-def extend(data: bytes, params: dict[str, Any]) -> PreparedImage:
+def extend(data: bytes, params: dict[str, Any], _cancelled: Cancelled | None = None) -> PreparedImage:
     info = inspect(data)
     grow = {side: int(params.get(side, 0)) for side in SIDES}
     width, height = info.width + grow["left"] + grow["right"], info.height + grow["top"] + grow["bottom"]

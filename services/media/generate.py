@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from services.media.domain import Cancelled
 from services.media.images import PreparedImage, finished
 
 OCTAVES = (4, 8, 16, 32, 64)
@@ -46,7 +47,7 @@ def _palette(prompt: str) -> np.ndarray[Any, np.dtype[np.float64]]:
     return np.array(colours) * 255
 
 
-def generate(_data: bytes, params: dict[str, Any]) -> PreparedImage:
+def generate(_data: bytes, params: dict[str, Any], _cancelled: Cancelled | None = None) -> PreparedImage:
     """The generate operation (it takes no input file)."""
     image = procedural(params["prompt"], params["seed"], params["width"], params["height"])
     return finished(image, "PNG", prompt=params["prompt"], seed=params["seed"], generator="procedural-noise-v1")

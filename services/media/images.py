@@ -13,14 +13,17 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from services.media.domain import Cancelled, UnusableInputError
+
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # 40 megapixels (8000 x 5000): decoded as RGBA that is 160 MB, the most one job may ask of a worker.
 MAX_PIXELS = 40_000_000
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 THUMBNAIL_SIZE = (256, 256)
 
 
-class ImageRejectedError(ValueError):
+class ImageRejectedError(UnusableInputError):
     """Not an image this service takes: answered with a 4xx, nothing reserved or stored."""
 
 
@@ -41,6 +44,10 @@ class PreparedImage:
     thumbnail: bytes  # PNG, at most 256 x 256
     info: ImageInfo
     metadata: dict[str, Any]
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.info.format]
 
 
 def inspect(data: bytes) -> ImageInfo:
@@ -63,7 +70,9 @@ def inspect(data: bytes) -> ImageInfo:
     return info
 
 
-def prepare_upload(data: bytes, _params: dict[str, Any] | None = None) -> PreparedImage:
+def prepare_upload(
+    data: bytes, _params: dict[str, Any] | None = None, _cancelled: Cancelled | None = None
+) -> PreparedImage:
     """The upload operation: the image turned upright, re-encoded in its format, and its thumbnail."""
     info = inspect(data)
     try:
@@ -74,7 +83,7 @@ def prepare_upload(data: bytes, _params: dict[str, Any] | None = None) -> Prepar
         raise ImageRejectedError(f"the image could not be decoded ({type(exc).__name__})") from None
 
 
-def transform(data: bytes, spec: dict[str, Any]) -> PreparedImage:
+def transform(data: bytes, spec: dict[str, Any], _cancelled: Cancelled | None = None) -> PreparedImage:
     """The transform operation, in a fixed order: crop, resize, rotate, flip; then format and quality.
     `spec` was checked at the door (services/media/api.py); a crop outside the image fails the job."""
     info = inspect(data)

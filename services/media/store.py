@@ -43,6 +43,7 @@ DDL = (
     )""",
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS params JSONB NOT NULL DEFAULT '{}'",
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS hold_expires_at TIMESTAMPTZ",
+    "CREATE INDEX IF NOT EXISTS jobs_of_media ON jobs (media_id)",
     """CREATE TABLE IF NOT EXISTS idempotency_keys (
         scope TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -96,6 +97,14 @@ async def job(conn: AsyncConnection, job_id: str, *, lock: bool = False) -> Job 
     suffix = " FOR UPDATE" if lock else ""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT {_JOB} FROM jobs WHERE id = %s{suffix}", (job_id,))
+        row = await cur.fetchone()
+    return Job(**{**row, "hold": Hold(row["hold"])}) if row else None
+
+
+async def job_of(conn: AsyncConnection, media_id: str) -> Job | None:
+    """The job that makes a record (each record has one)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_JOB} FROM jobs WHERE media_id = %s", (media_id,))
         row = await cur.fetchone()
     return Job(**{**row, "hold": Hold(row["hold"])}) if row else None
 

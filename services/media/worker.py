@@ -1,4 +1,4 @@
-"""The media worker: a process of its own (`uvicorn --factory services.media.worker:create_app`; several
+"""The media worker: a process of its own (`python -m services.media.worker`, or uvicorn with its factory; several
 may run) that takes held jobs from the MEDIAWORK queue, does the work off the event loop, and records
 the outcome with `media.job.completed` (the ledger captures the hold) or `media.job.failed` (it
 releases it) in one transaction. A job redelivered after it was recorded changes nothing."""
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -19,31 +20,49 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
 from services.media.background import remove_background
-from services.media.domain import Job, Media, Status
+from services.media.domain import Cancelled, Job, JobCancelledError, Media, Status, UnusableInputError
 from services.media.extend import extend
 from services.media.generate import generate
-from services.media.images import ImageRejectedError, PreparedImage, prepare_upload, transform
+from services.media.handlers import INCOMING
+from services.media.images import prepare_upload, transform
 from services.media.storage import LocalStorage, Storage
+from services.media.video import process_video
 from shared import outbox, runtime, telemetry
 from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import media as mc
 from shared.outbox import OutboxRelay
-from shared.settings import Settings
+from shared.settings import WORKER_PORTS, Settings
 
 SERVICE = "media"  # its schema, streams and outbox are media's
 log = logging.getLogger(__name__)
+
+
+class Made(Protocol):
+    """What an operation makes: the file, its PNG thumbnail, and what to record of them."""
+
+    @property
+    def original(self) -> bytes: ...
+    @property
+    def thumbnail(self) -> bytes: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    @property
+    def extension(self) -> str: ...
+
+
 # Each operation: the work on the input's bytes and the job's params, off the event loop. Raising
-# ImageRejectedError fails the job.
-OPERATIONS: dict[str, Callable[[bytes, dict[str, Any]], PreparedImage]] = {
+# UnusableInputError fails the job; JobCancelledError (when `cancelled()` said so) drops it.
+OPERATIONS: dict[str, Callable[[bytes, dict[str, Any], Cancelled], Made]] = {
     "image_upload": prepare_upload,
     "image_transformation": transform,
     "image_generation": generate,
     "image_extension": extend,
     "background_removal": remove_background,
+    "video_processing": process_video,
 }
 HOLD_EXPIRED = "the credit hold expired before the work was done"
-EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
+CANCEL_POLL_SECONDS = 0.5
 
 
 class Worker:
@@ -74,6 +93,7 @@ class Worker:
                          updated_at=datetime.now(UTC))  # fmt: skip
         outcome = mc.JobFailed(job_id=job.id, user_id=job.user_id, operation=job.operation, reason=reason[:500])
         await self._record(media, failed, outcome)
+        await self._drop_input(job)
 
     async def on_work(self, envelope: Envelope, _seq: int) -> None:
         work = envelope.body()
@@ -81,22 +101,32 @@ class Worker:
         async with self._pool.connection() as conn:
             job = await store.job(conn, work.job_id)
             media = await store.media(conn, job.media_id) if job else None
-        if job is None or media is None or media.status != Status.PROCESSING:
-            return  # recorded before: a redelivery
+        if job is None or media is None:
+            return
+        if media.status != Status.PROCESSING:
+            await self._drop_input(job)  # recorded before (a redelivery), or cancelled before it began
+            return
         if not job.hold_lasts(datetime.now(UTC)):
             await self._fail(job, media, HOLD_EXPIRED)
             return
         data = await asyncio.to_thread(self._storage.get, job.input_key) if job.input_key else b""
+        cancelled = threading.Event()
+        watch = asyncio.create_task(self._watch(media.id, cancelled))
         try:
-            prepared = await asyncio.to_thread(OPERATIONS[job.operation], data, job.params)
-        except ImageRejectedError as exc:
+            prepared = await asyncio.to_thread(OPERATIONS[job.operation], data, job.params, cancelled.is_set)
+        except UnusableInputError as exc:
             await self._fail(job, media, str(exc))
             return
+        except JobCancelledError:
+            await self._drop_input(job)  # the API recorded the cancellation and asked for the release
+            return
+        finally:
+            watch.cancel()
         if not job.hold_lasts(datetime.now(UTC)):
             await self._fail(job, media, HOLD_EXPIRED)  # the work is thrown away: it can no longer be paid for
             return
         base = f"{media.user_id}/{media.id}"
-        file_key = f"{base}/original.{EXTENSIONS[prepared.info.format]}"
+        file_key = f"{base}/original.{prepared.extension}"
         thumbnail_key = f"{base}/thumbnail.png"
         await asyncio.to_thread(self._storage.put, file_key, prepared.original)
         await asyncio.to_thread(self._storage.put, thumbnail_key, prepared.thumbnail)
@@ -107,17 +137,36 @@ class Worker:
         completed = mc.JobCompleted(
             job_id=job.id, user_id=job.user_id, operation=job.operation, cost=job.cost, resource_id=media.id
         )
-        await self._record(media, done, completed)
+        if not await self._record(media, done, completed):  # cancelled meanwhile: what was made goes
+            await asyncio.to_thread(self._storage.delete, file_key)
+            await asyncio.to_thread(self._storage.delete, thumbnail_key)
+        await self._drop_input(job)
 
-    async def _record(self, before: Media, after: Media, outcome: EventData) -> None:
-        """The outcome and its event in one transaction; a second worker with the same job finds it done."""
+    async def _watch(self, media_id: str, cancelled: threading.Event) -> None:
+        """While an operation works: tell it when its job is cancelled (the API records that)."""
+        while not cancelled.is_set():
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            async with self._pool.connection() as conn:
+                media = await store.media(conn, media_id)
+            if media is None or media.status == Status.CANCELLED:
+                cancelled.set()
+
+    async def _drop_input(self, job: Job) -> None:
+        """A request's own upload, once its job has an outcome (a source image stays: it is a record's file)."""
+        if job.input_key.startswith(INCOMING):
+            await asyncio.to_thread(self._storage.delete, job.input_key)
+
+    async def _record(self, before: Media, after: Media, outcome: EventData) -> bool:
+        """The outcome and its event in one transaction; a second worker with the same job finds it done
+        (False: it was recorded, or cancelled, before)."""
         async with self._pool.connection() as conn, conn.transaction():
             current = await store.media(conn, before.id, lock=True)
             if current is None or current.status != Status.PROCESSING:
-                return
+                return False
             await store.finish(conn, after)
             await outbox.add(conn, Envelope.wrap(outcome, user_id=after.user_id, correlation_id=f"media:{after.id}"))
         self._relay.wake()
+        return True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -147,3 +196,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready", "service": "media-worker"}
 
     return app
+
+
+def main() -> None:
+    """`python -m services.media.worker`: one worker, its health endpoints on MEDIA_WORKER_PORT (8005)."""
+    import os
+
+    import uvicorn
+
+    port = int(os.environ.get("MEDIA_WORKER_PORT") or WORKER_PORTS["media-worker"])
+    uvicorn.run(f"{__name__}:create_app", factory=True, host=os.environ.get("HOST", "127.0.0.1"), port=port)
+
+
+if __name__ == "__main__":
+    main()

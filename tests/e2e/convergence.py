@@ -101,3 +101,18 @@ def parked_messages(system: System) -> dict[str, int]:
             await nc.close()
 
     return asyncio.run(count())
+
+
+def consumer_state(system: System, stream: str, durable: str) -> dict[str, int]:
+    """A durable consumer's counts: deliveries made (redeliveries included), unacknowledged, not yet delivered."""
+
+    async def info() -> dict[str, int]:
+        nc = await nats.connect(system.env["NATS_URL"])
+        try:
+            found = await nc.jetstream().consumer_info(stream, durable)
+            return {"delivered": found.delivered.consumer_seq or 0 if found.delivered else 0,
+                    "ack_pending": found.num_ack_pending or 0, "pending": found.num_pending or 0}  # fmt: skip
+        finally:
+            await nc.close()
+
+    return asyncio.run(info())

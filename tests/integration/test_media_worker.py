@@ -1,10 +1,15 @@
 """The media worker against real PostgreSQL and JetStream: a held job is made and its completion queued
-once however often it is delivered, and a job whose hold has run out fails (released, never charged)."""
+once however often it is delivered; a job whose hold has run out fails (released, never charged); a
+video cancelled while it is transcoded is dropped mid-work."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,14 +17,17 @@ import pytest
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from services.media import store
-from services.media.domain import Hold, Job, Media, Status
+from services.media import store, worker
+from services.media.domain import Cancelled, Hold, Job, JobCancelledError, Media, Status
+from services.media.handlers import INCOMING
 from services.media.storage import LocalStorage
+from services.media.video import PreparedVideo, process_video
 from services.media.worker import HOLD_EXPIRED, Worker
 from shared.contracts import Envelope
 from shared.contracts import media as mc
 from shared.outbox import OutboxRelay
 from tests.integration.conftest import make_pool
+from tests.media_clips import clip
 
 
 @pytest.fixture
@@ -50,6 +58,10 @@ def pngs(root: Path) -> list[Path]:
     return list(root.rglob("*.png"))
 
 
+def files(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file()]
+
+
 async def outcomes(pool: AsyncConnectionPool) -> list[mc.JobCompleted | mc.JobFailed]:
     async with pool.connection() as conn:
         rows = await (await conn.execute("SELECT payload FROM outbox ORDER BY position")).fetchall()
@@ -60,7 +72,7 @@ async def outcomes(pool: AsyncConnectionPool) -> list[mc.JobCompleted | mc.JobFa
 async def test_a_held_job_is_made_and_its_completion_queued_once_however_often_delivered(
     media_pool: AsyncConnectionPool, js: JetStreamContext, tmp_path: Path
 ) -> None:
-    worker = Worker(media_pool, OutboxRelay(media_pool, js), LocalStorage(tmp_path))
+    worker = Worker(media_pool, OutboxRelay(media_pool, js), LocalStorage(tmp_path / "media"))
     job = await held_generation(media_pool, datetime.now(UTC) + timedelta(minutes=5))
     for _ in range(3):
         await worker.on_work(work(job), 1)
@@ -68,7 +80,7 @@ async def test_a_held_job_is_made_and_its_completion_queued_once_however_often_d
         made = await store.media(conn, job.media_id)
     assert made is not None and made.status == Status.COMPLETED and made.file_key is not None
     assert (made.metadata["width"], made.metadata["height"]) == (64, 48)
-    assert (tmp_path / made.file_key).stat().st_size == made.metadata["bytes"]
+    assert (tmp_path / "media" / made.file_key).stat().st_size == made.metadata["bytes"]
     [completed] = await outcomes(media_pool)
     assert isinstance(completed, mc.JobCompleted) and (completed.job_id, completed.cost) == (job.id, 3)
 
@@ -76,7 +88,7 @@ async def test_a_held_job_is_made_and_its_completion_queued_once_however_often_d
 async def test_a_job_whose_hold_ran_out_fails_and_is_never_charged(
     media_pool: AsyncConnectionPool, js: JetStreamContext, tmp_path: Path
 ) -> None:
-    worker = Worker(media_pool, OutboxRelay(media_pool, js), LocalStorage(tmp_path))
+    worker = Worker(media_pool, OutboxRelay(media_pool, js), LocalStorage(tmp_path / "media"))
     job = await held_generation(media_pool, datetime.now(UTC) + timedelta(seconds=5))  # within the settle margin
     await worker.on_work(work(job), 1)
     await worker.on_work(work(job), 2)
@@ -86,4 +98,47 @@ async def test_a_job_whose_hold_ran_out_fails_and_is_never_charged(
     assert failed.metadata["error"] == HOLD_EXPIRED
     [outcome] = await outcomes(media_pool)
     assert isinstance(outcome, mc.JobFailed) and outcome.job_id == job.id  # the ledger releases; nothing captured
-    assert pngs(tmp_path) == []
+    assert pngs(tmp_path / "media") == []
+
+
+async def test_a_video_cancelled_while_it_is_transcoded_is_dropped_mid_work(
+    media_pool: AsyncConnectionPool, js: JetStreamContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path / "media")
+    now, user = datetime.now(UTC), str(uuid.uuid4())
+    media = Media(str(uuid.uuid4()), user, "video", "UPLOADED", "loop", None, Status.PROCESSING, None, None, {},
+                  now, now)  # fmt: skip
+    job = Job(str(uuid.uuid4()), media.id, user, "video_processing", 2, f"{INCOMING}{uuid.uuid4()}", Hold.REQUESTED)
+    storage.put(job.input_key, clip(2.0))
+    async with media_pool.connection() as conn, conn.transaction():
+        await store.add(conn, media, job)
+        await store.set_hold(conn, job.id, Hold.RESERVED, None, None, now + timedelta(hours=1))
+    started, outcome = threading.Event(), []
+
+    def transcoding(data: bytes, params: dict[str, object], cancelled: Cancelled) -> PreparedVideo:
+        """The real operation, begun only once the cancellation has reached the worker's watch."""
+        started.set()
+        deadline = time.monotonic() + 15
+        while not cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            return process_video(data, params, cancelled)
+        except JobCancelledError as exc:
+            outcome.append(exc)
+            raise
+
+    monkeypatch.setitem(worker.OPERATIONS, "video_processing", transcoding)
+    working = asyncio.create_task(Worker(media_pool, OutboxRelay(media_pool, js), storage).on_work(work(job), 1))
+    assert await asyncio.to_thread(started.wait, 15)
+    async with media_pool.connection() as conn, conn.transaction():  # what the API's cancel records
+        current = await store.media(conn, media.id, lock=True)
+        assert current is not None
+        await store.finish(conn, replace(current, status=Status.CANCELLED))
+    await asyncio.wait_for(working, timeout=30)
+
+    assert len(outcome) == 1  # the transcode itself stopped, at its next frame
+    async with media_pool.connection() as conn:
+        final = await store.media(conn, media.id)
+    assert final is not None and (final.status, final.file_key) == (Status.CANCELLED, None)
+    assert await outcomes(media_pool) == []  # no completion or failure: the API's cancel released the hold
+    assert files(tmp_path / "media") == []  # its upload dropped, nothing made kept
