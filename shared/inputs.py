@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import uuid
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -205,10 +206,14 @@ class BadCursorError(InputError):
 
 
 def _iso_text(value: Any) -> Any:
-    # pydantic reads a number as seconds since 1970; the schema says an ISO 8601 string, and only that.
-    if isinstance(value, int | float):
+    # pydantic reads a number (or a number's text, as a query parameter is) as seconds since 1970; the
+    # schema says an ISO 8601 string, and only that.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
         raise InputError("must be an ISO 8601 date-time with a time zone, not a number")
     return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 # A moment as JSON carries it: ISO 8601 text with a time zone (2026-11-25T10:00:00Z).

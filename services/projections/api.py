@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
 from services.projections import store
-from shared.auth import CurrentPrincipal
+from services.projections.projection import CONSUMERS
+from shared.auth import CurrentPrincipal, Privileged, SignedInUser
+from shared.bus import deadletters
+from shared.contracts import Envelope
+from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
-from shared.inputs import CursorCodec
+from shared.inputs import CursorCodec, Moment
 from shared.params import PageCursor
-from shared.problems import responses
+from shared.problems import Problem, responses
 
 router = APIRouter(tags=["user"], route_class=GuardedRoute)
 
@@ -35,12 +40,17 @@ class CreditEntry(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
 
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> CreditEntry:
+        return cls(**{k: v for k, v in row.items() if k != "seq"})
+
 
 class CreditsResponse(BaseModel):
     user_id: str
     balance: int
-    reserved: int
-    available: int
+    reserved: int | None = Field(description="held for running jobs (now only: null for a past moment)")
+    available: int | None = Field(description="balance less reserved (now only: null for a past moment)")
+    as_of: datetime | None = Field(default=None, description="the moment asked for with ?at=, if any")
     history: list[CreditEntry]
     next_cursor: str | None
 
@@ -55,19 +65,224 @@ async def credits(
     pool: PoolDep,
     cursor: PageCursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    type: Annotated[EntryType | None, Query(description="only entries of this type")] = None,
+    at: Annotated[Moment | None, Query(description="the balance and history as of this moment (ISO 8601)")] = None,
 ) -> CreditsResponse:
+    """The balance and the credit history, newest first; with `at`, both as they stood at that moment."""
     before = HISTORY_CURSOR.decode(cursor)
+    entry_type = type.value if type else None
     async with pool.connection() as conn:
         row = await store.balance_of(conn, principal.user_id)
-        entries = await store.entries_of(conn, principal.user_id, before=before, limit=limit + 1)
+        entries = await store.entries_of(
+            conn, principal.user_id, before=before, limit=limit + 1, entry_type=entry_type, at=at
+        )
+        past_balance = await store.balance_at(conn, principal.user_id, at) if at else None
+    page, more = entries[:limit], len(entries) > limit
+    history = [CreditEntry.of(e) for e in page]
+    next_cursor = HISTORY_CURSOR.encode(page[-1]["seq"]) if more else None
+    if past_balance is not None:
+        return CreditsResponse(user_id=principal.user_id, balance=past_balance, reserved=None, available=None,
+                               as_of=at, history=history, next_cursor=next_cursor)  # fmt: skip
     balance = row["balance"] if row else 0
     reserved = row["reserved"] if row else 0
-    page, more = entries[:limit], len(entries) > limit
-    return CreditsResponse(
-        user_id=principal.user_id,
-        balance=balance,
-        reserved=reserved,
-        available=balance - reserved,
-        history=[CreditEntry(**{k: v for k, v in e.items() if k != "seq"}) for e in page],
-        next_cursor=HISTORY_CURSOR.encode(page[-1]["seq"]) if more else None,
-    )
+    return CreditsResponse(user_id=principal.user_id, balance=balance, reserved=reserved,
+                           available=balance - reserved, history=history, next_cursor=next_cursor)  # fmt: skip
+
+
+class Profile(BaseModel):
+    id: str
+    clerk_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    avatar: str | None
+    is_active: bool
+    registered_at: datetime
+
+
+class Account(BaseModel):
+    balance: int
+    reserved: int
+    available: int
+
+
+class Transaction(BaseModel):
+    id: str
+    type: str  # CREDIT_PURCHASE | SUBSCRIPTION
+    status: str  # PENDING | COMPLETED | FAILED | CANCELLED | REFUNDED
+    amount: int  # cents
+    currency: str
+    credits: int
+    description: str
+    stripe_payment_intent_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionView(BaseModel):
+    id: str
+    plan_id: str | None
+    status: str  # ACTIVE | PAST_DUE | CANCELLED
+    credits: int | None
+    amount_cents: int | None
+    current_period_end: datetime | None
+    updated_at: datetime
+
+
+class Counts(BaseModel):
+    images: int
+    videos: int
+    transactions: int
+
+
+class UserProfile(BaseModel):
+    """The user with everything related (the seed's getUserWithData)."""
+
+    user: Profile
+    account: Account
+    counts: Counts
+    transactions: list[Transaction]
+    subscription: SubscriptionView | None
+
+
+class Activity(BaseModel):
+    kind: str
+    notification: bool
+    message: str
+    data: dict[str, Any]
+    occurred_at: datetime
+
+
+class UsageDay(BaseModel):
+    day: date
+    operation: str  # a media operation, or `other` for a direct debit
+    credits: int
+    count: int
+
+
+class Expiring(BaseModel):
+    lot_id: str
+    remaining: int  # as the ledger warned (spending since may have taken some)
+    expires_at: datetime
+
+
+class Totals(BaseModel):
+    credits_bought: int
+    credits_spent: int
+    money_spent_cents: int
+
+
+class Dashboard(BaseModel):
+    """The dashboard's data in one answer (the seed's getDashboardData)."""
+
+    user: Profile
+    account: Account
+    counts: Counts
+    totals: Totals
+    recent_activity: list[Activity]
+    credit_history: list[CreditEntry]
+    usage: list[UsageDay]
+    expiring_soon: list[Expiring]
+    subscription: SubscriptionView | None
+
+
+async def _account(conn: Any, user_id: str) -> Account:
+    row = await store.balance_of(conn, user_id)
+    balance, reserved = (row["balance"], row["reserved"]) if row else (0, 0)
+    return Account(balance=balance, reserved=reserved, available=balance - reserved)
+
+
+async def _user(conn: Any, user_id: str) -> Profile:
+    row = await store.user_of(conn, user_id)
+    if row is None:
+        raise Problem(404, "No profile yet: sign in first (POST /api/user/sync), then it appears here within a second.")
+    return Profile(**row)
+
+
+async def _subscription(conn: Any, user_id: str) -> SubscriptionView | None:
+    row = await store.subscription_of(conn, user_id)
+    return SubscriptionView(**row) if row else None
+
+
+@router.get("/api/user/profile", response_model=UserProfile, responses=responses(404))
+async def profile(principal: SignedInUser, pool: PoolDep) -> UserProfile:
+    """The token's user with their account, counts, latest transactions and subscription."""
+    async with pool.connection() as conn:
+        return UserProfile(
+            user=await _user(conn, principal.user_id), account=await _account(conn, principal.user_id),
+            counts=Counts(**await store.counts_of(conn, principal.user_id)),
+            transactions=[Transaction(**t) for t in await store.transactions_of(conn, principal.user_id, 20)],
+            subscription=await _subscription(conn, principal.user_id),
+        )  # fmt: skip
+
+
+USAGE_DAYS = 30
+
+
+@router.get("/api/user/dashboard", response_model=Dashboard, responses=responses(404))
+async def dashboard(principal: SignedInUser, pool: PoolDep) -> Dashboard:
+    """Everything the dashboard shows: balance, counts, totals, recent activity (notifications marked),
+    the last credit entries, credits used per operation per day over 30 days, what expires soon."""
+    user_id = principal.user_id
+    async with pool.connection() as conn:
+        entries = await store.entries_of(conn, user_id, before=None, limit=10)
+        return Dashboard(
+            user=await _user(conn, user_id), account=await _account(conn, user_id),
+            counts=Counts(**await store.counts_of(conn, user_id)),
+            totals=Totals(**await store.totals_of(conn, user_id)),
+            recent_activity=[Activity(**a) for a in await store.activity_of(conn, user_id, 20)],
+            credit_history=[CreditEntry.of(e) for e in entries],
+            usage=[UsageDay(**u) for u in await store.usage_by_day(conn, user_id, USAGE_DAYS)],
+            expiring_soon=[Expiring(**x) for x in await store.expiring_of(conn, user_id)],
+            subscription=await _subscription(conn, user_id),
+        )  # fmt: skip
+
+
+class ReadModelStatus(BaseModel):
+    consumer: str
+    stream: str
+    applied_position: int = Field(description="the last stream sequence applied")
+    stream_position: int = Field(description="the stream's last sequence")
+    lag_messages: int = Field(description="messages of this read model's subjects not yet applied")
+    lag_seconds: float = Field(description="how much older the last applied message is than the stream's last")
+    dead_letters: int
+
+
+class ProjectionsStatus(BaseModel):
+    read_models: list[ReadModelStatus]
+
+
+@router.get("/api/projections/status", response_model=ProjectionsStatus, responses=responses(403))
+async def status(principal: Privileged, request: Request, pool: PoolDep) -> ProjectionsStatus:
+    """Per read model (admin or service): where it stands in its stream and how far behind it is."""
+    js = request.app.state.runtime.js
+    async with pool.connection() as conn:
+        applied = {row["consumer"]: row for row in await store.positions(conn)}
+    parked = await deadletters.counts(js)
+    models = []
+    for stream, durable in CONSUMERS:
+        info, consumer = await js.stream_info(stream), await js.consumer_info(stream, durable)
+        position = int(applied[durable]["stream_seq"]) if durable in applied else 0
+        behind = int(consumer.num_pending or 0) + int(consumer.num_ack_pending or 0)
+        seconds = await _age_between(js, stream, position, int(info.state.last_seq)) if behind else 0.0
+        models.append(ReadModelStatus(
+            consumer=durable, stream=stream, applied_position=position, stream_position=info.state.last_seq,
+            lag_messages=behind, lag_seconds=seconds, dead_letters=parked.get(durable, 0),
+        ))  # fmt: skip
+    return ProjectionsStatus(read_models=models)
+
+
+async def _age_between(js: Any, stream: str, first: int, last: int) -> float:
+    """Seconds between the events at two stream positions (0 before the first)."""
+
+    async def moment(seq: int) -> datetime | None:
+        if seq < 1:
+            return None
+        try:
+            return Envelope.from_bytes((await js.get_msg(stream, seq=seq)).data or b"").occurred_at
+        except (NotFoundError, ValueError):
+            return None
+
+    start, end = await moment(first), await moment(last)
+    return round((end - start).total_seconds(), 3) if start and end else 0.0

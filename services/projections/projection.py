@@ -5,7 +5,9 @@ crash loses nothing."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+from fastapi.encoders import jsonable_encoder
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -14,6 +16,9 @@ from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc
 from shared.contracts import ledger as lc
+from shared.contracts import media as mc
+from shared.contracts import payments as pc
+from shared.credits import PACKAGES
 from shared.inbox import first_delivery
 
 Apply = Callable[[AsyncConnection, Envelope, EventData, int], Awaitable[None]]
@@ -21,22 +26,22 @@ Apply = Callable[[AsyncConnection, Envelope, EventData, int], Awaitable[None]]
 
 async def user_registered(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
     assert isinstance(body, idc.UserRegistered)
-    await store.upsert_user(conn, {**body.model_dump(), "at": env.occurred_at})
+    await store.upsert_user(conn, {**body.model_dump(), "at": env.occurred_at, "seq": seq})
 
 
 async def user_updated(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
     assert isinstance(body, idc.UserUpdated)
-    await store.upsert_user(conn, {**body.model_dump(), "at": env.occurred_at})
+    await store.upsert_user(conn, {**body.model_dump(), "at": env.occurred_at, "seq": seq})
 
 
 async def user_deactivated(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
     assert isinstance(body, idc.UserDeactivated)
-    await store.set_user_active(conn, body.user_id, False)
+    await store.set_user_active(conn, body.user_id, False, seq=seq, at=env.occurred_at)
 
 
 async def user_reactivated(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
     assert isinstance(body, idc.UserReactivated)
-    await store.set_user_active(conn, body.user_id, True)
+    await store.set_user_active(conn, body.user_id, True, seq=seq, at=env.occurred_at)
 
 
 async def credits_moved(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
@@ -68,6 +73,170 @@ async def hold_changed(conn: AsyncConnection, env: Envelope, body: EventData, se
     await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, reserved=body.reserved_after)
 
 
+async def credits_expired(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.CreditsExpired)
+    await credits_moved(conn, env, body, seq)
+    await _activity(conn, env, body.user_id, "credits_expired", f"{body.amount} credits expired",
+                    lot_id=body.lot_id, amount=body.amount)  # fmt: skip
+
+
+async def _activity(
+    conn: AsyncConnection, env: Envelope, user_id: str, kind: str, message: str, *, notification: bool = False,
+    **data: Any,
+) -> None:  # fmt: skip
+    await store.add_activity(conn, {
+        "event_id": env.id, "user_id": user_id, "kind": kind, "notification": notification, "message": message,
+        "data": jsonable_encoder(data), "at": env.occurred_at,
+    })  # fmt: skip
+
+
+# -- notifications from the ledger ---------------------------------------------------------------------
+
+
+async def balance_low(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.BalanceLow)
+    await _activity(conn, env, body.user_id, "balance_low", f"Your balance is low: {body.available} credits left",
+                    notification=True, available=body.available)  # fmt: skip
+
+
+async def credits_expiring(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.CreditsExpiring)
+    day = body.expires_at.date().isoformat()
+    await _activity(conn, env, body.user_id, "credits_expiring", f"{body.remaining} credits expire on {day}",
+                    notification=True, lot_id=body.lot_id, remaining=body.remaining,
+                    expires_at=body.expires_at)  # fmt: skip
+
+
+async def reservation_rejected(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, lc.ReservationRejected)
+    if body.job_id is not None:
+        row = {"job_id": body.job_id, "user_id": body.user_id, "operation": "unknown", "status": "REJECTED"}
+        await store.job_ended(conn, {**row, "at": env.occurred_at})
+
+
+# -- payments ----------------------------------------------------------------------------------------------
+
+
+async def payment(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    """A purchase's outcome: the transaction's state, and a line of activity."""
+    common = {"id": "", "user_id": "", "type": "CREDIT_PURCHASE", "currency": "USD", "credits": 0, "amount_cents": 0,
+              "stripe_payment_intent_id": None, "metadata": {}, "at": env.occurred_at}  # fmt: skip
+    match body:
+        case pc.PaymentSucceeded() as paid:
+            package = PACKAGES.get(paid.package_id or "")
+            name = package.name if package else "credits"
+            status, kind, message = "COMPLETED", "purchase", f"Bought {name}: {paid.credits} credits"
+            extra: dict[str, Any] = {"package_id": paid.package_id}
+            description = f"{name} ({paid.credits} credits)"
+        case pc.PaymentFailed() as failed:
+            status, kind, message = "FAILED", "payment_failed", f"A payment failed: {failed.reason or 'declined'}"
+            extra, description = {"failure": failed.reason}, f"{failed.credits} credits"
+        case pc.PaymentCancelled() as cancelled:
+            status, kind, message = "CANCELLED", "payment_cancelled", "A payment was cancelled"
+            extra, description = {}, f"{cancelled.credits} credits"
+        case pc.PaymentRefunded() as refunded:
+            status, kind = "REFUNDED", "refund"
+            message = f"Refunded {refunded.amount_cents / 100:.2f} {refunded.currency}: {refunded.credits} credits back"
+            extra = {"refunded_cents": refunded.amount_cents, "credits_clawed_back": refunded.credits}
+            description = "refunded"
+        case _:
+            return
+    assert isinstance(body, pc.PaymentSucceeded | pc.PaymentFailed | pc.PaymentCancelled | pc.PaymentRefunded)
+    row = {**common, "id": body.transaction_id, "user_id": body.user_id, "status": status, "currency": body.currency,
+           "credits": body.credits, "amount_cents": body.amount_cents, "description": description,
+           "stripe_payment_intent_id": body.stripe_payment_intent_id, "metadata": extra}  # fmt: skip
+    await store.save_transaction(conn, row)
+    await _activity(conn, env, body.user_id, kind, message, notification=kind == "payment_failed",
+                    transaction_id=body.transaction_id, **extra)  # fmt: skip
+
+
+async def subscription(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    at = env.occurred_at
+    match body:
+        case pc.SubscriptionRenewed() as renewed:
+            await store.save_subscription(conn, {
+                "id": renewed.subscription_id, "user_id": renewed.user_id, "status": "ACTIVE",
+                "credits": renewed.credits, "amount_cents": renewed.amount_cents, "period_end": renewed.period_end,
+                "at": at,
+            })  # fmt: skip
+            await store.save_transaction(conn, {
+                "id": renewed.invoice_id, "user_id": renewed.user_id, "type": "SUBSCRIPTION", "status": "COMPLETED",
+                "currency": renewed.currency, "credits": renewed.credits, "amount_cents": renewed.amount_cents,
+                "description": f"Subscription renewal ({renewed.credits} credits)", "stripe_payment_intent_id": None,
+                "metadata": {"subscription_id": renewed.subscription_id}, "at": at,
+            })  # fmt: skip
+            await _activity(conn, env, renewed.user_id, "renewal",
+                            f"Subscription renewed: {renewed.credits} credits",
+                            subscription_id=renewed.subscription_id, credits=renewed.credits)  # fmt: skip
+        case pc.SubscriptionPastDue() as due:
+            row = {"id": due.subscription_id, "user_id": due.user_id, "plan_id": due.plan_id, "status": "PAST_DUE"}
+            await store.save_subscription(conn, {**row, "at": at})
+            await _activity(conn, env, due.user_id, "subscription_past_due",
+                            "A subscription payment failed: no credits until it is paid", notification=True,
+                            subscription_id=due.subscription_id)  # fmt: skip
+        case pc.SubscriptionCancelled() as ended:
+            row = {"id": ended.subscription_id, "user_id": ended.user_id, "plan_id": ended.plan_id}
+            await store.save_subscription(conn, {**row, "status": "CANCELLED", "at": at})
+            await _activity(conn, env, ended.user_id, "subscription_cancelled", "Subscription cancelled",
+                            subscription_id=ended.subscription_id)  # fmt: skip
+
+
+async def auto_recharge(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    match body:
+        case pc.AutoRechargeSucceeded() as bought:
+            await _activity(conn, env, bought.user_id, "auto_recharge",
+                            f"Auto-recharge bought {bought.credits} credits", transaction_id=bought.transaction_id,
+                            credits=bought.credits)  # fmt: skip
+        case pc.AutoRechargeFailed() as failed:
+            off = " (auto-recharge is now off)" if failed.disabled else ""
+            await _activity(conn, env, failed.user_id, "auto_recharge_failed",
+                            f"Auto-recharge bought nothing: {failed.reason}{off}", notification=True,
+                            disabled=failed.disabled)  # fmt: skip
+
+
+# -- media ---------------------------------------------------------------------------------------------------
+
+
+async def job_requested(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    assert isinstance(body, mc.JobRequested)
+    await store.job_requested(conn, {
+        "job_id": body.job_id, "user_id": body.user_id, "operation": body.operation,
+        "resource_type": body.resource_type, "resource_id": body.resource_id, "cost": body.cost,
+        "at": env.occurred_at,
+    })  # fmt: skip
+
+
+async def job_ended(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
+    extra: dict[str, Any]
+    match body:
+        case mc.JobCompleted() as done:
+            status, extra = "COMPLETED", {"resource_id": done.resource_id, "cost": done.cost}
+            message = f"{_OPERATIONS.get(done.operation, done.operation)} done ({done.cost} credits)"
+        case mc.JobFailed() as failed:
+            status, extra = "FAILED", {}
+            message = f"{_OPERATIONS.get(failed.operation, failed.operation)} failed: nothing charged"
+        case mc.JobCancelled() as cancelled:
+            status, extra = "CANCELLED", {}
+            message = f"{_OPERATIONS.get(cancelled.operation, cancelled.operation)} cancelled: nothing charged"
+        case _:
+            return
+    assert isinstance(body, mc.JobCompleted | mc.JobFailed | mc.JobCancelled)
+    row = {"job_id": body.job_id, "user_id": body.user_id, "operation": body.operation, "status": status, **extra}
+    await store.job_ended(conn, {**row, "at": env.occurred_at})
+    await _activity(conn, env, body.user_id, f"job_{status.lower()}", message, job_id=body.job_id,
+                    operation=body.operation, **extra)  # fmt: skip
+
+
+_OPERATIONS = {
+    "image_upload": "Image upload",
+    "image_transformation": "Image transform",
+    "background_removal": "Background removal",
+    "image_generation": "Image generation",
+    "image_extension": "Image extension",
+    "video_processing": "Video processing",
+}
+
+
 HANDLERS: dict[str, Apply] = {
     idc.UserRegistered.type: user_registered,
     idc.UserUpdated.type: user_updated,
@@ -75,10 +244,26 @@ HANDLERS: dict[str, Apply] = {
     idc.UserReactivated.type: user_reactivated,
     lc.CreditsGranted.type: credits_moved,
     lc.CreditsDebited.type: credits_moved,
-    lc.CreditsExpired.type: credits_moved,
+    lc.CreditsExpired.type: credits_expired,
     lc.CreditsCaptured.type: credits_moved,
     lc.CreditsReserved.type: hold_changed,
     lc.CreditsReleased.type: hold_changed,
+    lc.ReservationRejected.type: reservation_rejected,
+    lc.BalanceLow.type: balance_low,
+    lc.CreditsExpiring.type: credits_expiring,
+    pc.PaymentSucceeded.type: payment,
+    pc.PaymentFailed.type: payment,
+    pc.PaymentCancelled.type: payment,
+    pc.PaymentRefunded.type: payment,
+    pc.SubscriptionRenewed.type: subscription,
+    pc.SubscriptionPastDue.type: subscription,
+    pc.SubscriptionCancelled.type: subscription,
+    pc.AutoRechargeSucceeded.type: auto_recharge,
+    pc.AutoRechargeFailed.type: auto_recharge,
+    mc.JobRequested.type: job_requested,
+    mc.JobCompleted.type: job_ended,
+    mc.JobFailed.type: job_ended,
+    mc.JobCancelled.type: job_ended,
 }
 
 
@@ -101,7 +286,19 @@ def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -
 
         return Subscription(stream, durable, subjects, apply, apply_all)
 
-    return [
-        consumer("IDENTITY", "projections-identity", ("identity.>",)),
-        consumer("LEDGER", "projections-ledger", ("ledger.credits.>", "ledger.debit.>")),
-    ]
+    return [consumer(stream, durable, SUBJECTS[durable]) for stream, durable in CONSUMERS]
+
+
+# The read models' durable consumers: (stream, durable), and the subjects each applies.
+CONSUMERS = (
+    ("IDENTITY", "projections-identity"),
+    ("LEDGER", "projections-ledger"),
+    ("PAYMENTS", "projections-payments"),
+    ("MEDIA", "projections-media"),
+)
+SUBJECTS = {
+    "projections-identity": ("identity.>",),
+    "projections-ledger": ("ledger.credits.>", "ledger.debit.>", "ledger.balance.>"),
+    "projections-payments": ("payments.>",),
+    "projections-media": ("media.>",),
+}

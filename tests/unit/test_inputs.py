@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import timedelta
 from typing import Annotated, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, ValidationError
 
 from shared.inputs import (
     MAX_JSON_DEPTH,
@@ -22,6 +23,7 @@ from shared.inputs import (
     InputError,
     JsonObject,
     MediumText,
+    Moment,
     ShortText,
     load_json,
 )
@@ -123,3 +125,10 @@ def test_any_text_as_a_cursor_decodes_or_is_a_bad_cursor_never_another_error(cur
     for codec in (SEQUENCE, USERS):
         with contextlib.suppress(BadCursorError):
             codec.decode(cursor)
+
+
+@pytest.mark.parametrize("text", ["0.5", "12", "1e5", " -3 ", ".5"])
+def test_a_moment_is_iso_text_never_a_number_or_a_numbers_text(text: str) -> None:
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        TypeAdapter(Moment).validate_python(text)
+    assert TypeAdapter(Moment).validate_python("2026-11-25T10:00:00+01:00").utcoffset() == timedelta(hours=1)
