@@ -44,8 +44,10 @@ def test_profile_dashboard_and_past_balances_agree_with_the_ledger_and_payments(
     )  # fmt: skip
     assert debit.status_code == 201, debit.text
     assert refund(system, admin, tx_id, str(uuid.uuid4())).status_code == 200  # claws back the 50 → 2
-    ledger = assert_converged(system, token, user_id)
-    assert ledger["balance"] == 2
+    account = f"{system.url('ledger')}/api/accounts/{user_id}"
+    wait_until(lambda: httpx.get(account, headers=bearer(token), timeout=30).json()["balance"] == 2, timeout=20,
+               what="the claw-back applied by the ledger")  # fmt: skip
+    assert_converged(system, token, user_id)
 
     def dashboard_caught_up() -> bool:
         board = read(system, token, "/api/user/dashboard")
