@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterable
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
 from services.projections import store
 from services.projections.projection import CONSUMERS
-from shared.auth import CurrentPrincipal, Privileged, SignedInUser
+from shared.auth import CurrentPrincipal, Privileged, SignedInUser, bearer_scheme, current_principal, require_user
 from shared.bus import deadletters
 from shared.contracts import Envelope
 from shared.contracts.ledger import EntryType
@@ -286,3 +293,80 @@ async def _age_between(js: Any, stream: str, first: int, last: int) -> float:
 
     start, end = await moment(first), await moment(last)
     return round((end - start).total_seconds(), 3) if start and end else 0.0
+
+
+# -- the live stream ----------------------------------------------------------------------------------
+
+TICKET_SECONDS = 60
+# How often a stream looks for changes nobody woke it for (another copy of projections applied them).
+STREAM_POLL_SECONDS = 1.0
+FEED_BATCH = 100
+
+
+class StreamTicket(BaseModel):
+    ticket: str = Field(description="pass as ?ticket= to /api/user/credits/stream; single use")
+    expires_at: datetime
+
+
+@router.post("/api/user/credits/stream-ticket", response_model=StreamTicket)
+async def stream_ticket(principal: SignedInUser, pool: PoolDep) -> StreamTicket:
+    """A short-lived, single-use ticket that opens the caller's live stream: for a browser's EventSource,
+    which cannot send an Authorization header (a bearer token never goes in a URL)."""
+    ticket = secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + timedelta(seconds=TICKET_SECONDS)
+    async with pool.connection() as conn:
+        await store.issue_ticket(conn, _ticket_hash(ticket), principal.user_id, expires_at)
+    return StreamTicket(ticket=ticket, expires_at=expires_at)
+
+
+def _ticket_hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+async def stream_user(
+    request: Request,
+    pool: PoolDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    ticket: Annotated[str | None, Query(min_length=20, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+) -> str:
+    """Whose stream: a ticket's user (the ticket is used up), else the bearer token's."""
+    if ticket is None:
+        return (await require_user(await current_principal(request, None))).user_id
+    async with pool.connection() as conn:
+        user_id = await store.redeem_ticket(conn, _ticket_hash(ticket))
+    if user_id is None:
+        raise Problem(401, "This stream ticket is unknown, used or expired: ask for a new one.")
+    return user_id
+
+
+@router.get(
+    "/api/user/credits/stream", response_class=EventSourceResponse, responses=responses(400, 401),
+)  # fmt: skip
+async def credits_stream(
+    pool: PoolDep,
+    request: Request,
+    user_id: Annotated[str, Depends(stream_user)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=r"^\d{1,18}$")] = None,
+) -> AsyncIterable[ServerSentEvent]:
+    """Server-sent events: `balance` (balance, reserved, available) on every change of the account, and
+    `notification` (kind, message, data) for each notification, each with its position in the user's feed
+    as the event id. Without Last-Event-ID it opens with the balance as it stands; with it (a browser
+    reconnecting sends it) it resumes after that event, with no gap and no repeat."""
+    wakeups = request.app.state.wakeups
+    after = int(last_event_id) if last_event_id is not None else None
+    async with wakeups.watching(user_id) as woken:
+        if after is None:
+            async with pool.connection() as conn:
+                after = await store.feed_head(conn, user_id)  # first: a change after it is sent again
+                account = await _account(conn, user_id)
+            yield ServerSentEvent(id=str(after), event="balance", data=account.model_dump())
+        while True:
+            woken.clear()
+            async with pool.connection() as conn:
+                rows = await store.feed_after(conn, user_id, after, FEED_BATCH)
+            for row in rows:
+                after = int(row["n"])
+                yield ServerSentEvent(id=str(after), event=row["kind"], data=row["data"])
+            if len(rows) < FEED_BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), STREAM_POLL_SECONDS)

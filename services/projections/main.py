@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.projections import api, projection, store
+from services.projections.live import Wakeups
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -22,8 +23,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            for subscription in projection.subscriptions(rt.pool, lambda _user_id: None):
+            wakeups = Wakeups()
+            for subscription in projection.subscriptions(rt.pool, wakeups.wake):
                 rt.consume(subscription)
+            app.state.wakeups = wakeups
             app.state.runtime = rt
             yield
 

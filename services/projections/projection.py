@@ -66,11 +66,21 @@ async def credits_moved(conn: AsyncConnection, env: Envelope, body: EventData, s
     await store.set_balance(
         conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after, reserved=reserved
     )
+    await _balance_changed(conn, env, body.user_id)
 
 
 async def hold_changed(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
     assert isinstance(body, lc.CreditsReserved | lc.CreditsReleased)
     await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, reserved=body.reserved_after)
+    await _balance_changed(conn, env, body.user_id)
+
+
+async def _balance_changed(conn: AsyncConnection, env: Envelope, user_id: str) -> None:
+    """The account's figures as they now stand, for the user's live feed."""
+    row = await store.balance_of(conn, user_id)
+    assert row is not None, "just written"
+    figures = {"balance": row["balance"], "reserved": row["reserved"], "available": row["balance"] - row["reserved"]}
+    await store.add_to_feed(conn, user_id, "balance", figures, env.occurred_at)
 
 
 async def credits_expired(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
@@ -88,6 +98,9 @@ async def _activity(
         "event_id": env.id, "user_id": user_id, "kind": kind, "notification": notification, "message": message,
         "data": jsonable_encoder(data), "at": env.occurred_at,
     })  # fmt: skip
+    if notification:
+        note = {"kind": kind, "message": message, "data": jsonable_encoder(data)}
+        await store.add_to_feed(conn, user_id, "notification", note, env.occurred_at)
 
 
 # -- notifications from the ledger ---------------------------------------------------------------------

@@ -100,6 +100,24 @@ DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS activity_by_user ON activity (user_id, occurred_at DESC, event_id)",
     "CREATE INDEX IF NOT EXISTS credit_entries_by_user_time ON credit_entries (user_id, occurred_at, seq)",
+    # Each user's live feed (balance changes and notifications), numbered per user in commit order: the
+    # head row's lock makes a second transaction for the same user wait for the first one's number.
+    """CREATE TABLE IF NOT EXISTS feed (
+        user_id UUID NOT NULL,
+        n BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        data JSONB NOT NULL,
+        occurred_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (user_id, n)
+    )""",
+    "CREATE TABLE IF NOT EXISTS feed_heads (user_id UUID PRIMARY KEY, n BIGINT NOT NULL)",
+    # Single-use tickets for a browser's EventSource (it cannot send an Authorization header); only the
+    # ticket's hash is kept.
+    """CREATE TABLE IF NOT EXISTS stream_tickets (
+        ticket_hash TEXT PRIMARY KEY,
+        user_id UUID NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS positions (
         consumer TEXT PRIMARY KEY,
         stream TEXT NOT NULL,
@@ -408,3 +426,52 @@ async def balance_at(conn: AsyncConnection, user_id: str, at: Any) -> int:
 
 async def positions(conn: AsyncConnection) -> list[dict[str, Any]]:
     return await _all(conn, "SELECT consumer, stream, stream_seq, updated_at FROM positions ORDER BY consumer", ())
+
+
+# -- the live feed ------------------------------------------------------------------------------------
+
+
+async def add_to_feed(conn: AsyncConnection, user_id: str, kind: str, data: dict[str, Any], at: Any) -> None:
+    cursor = await conn.execute(
+        "INSERT INTO feed_heads AS h (user_id, n) VALUES (%s, 1) ON CONFLICT (user_id) DO UPDATE SET n = h.n + 1"
+        " RETURNING n",
+        (user_id,),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    await conn.execute(
+        "INSERT INTO feed (user_id, n, kind, data, occurred_at) VALUES (%s, %s, %s, %s, %s)",
+        (user_id, row[0], kind, Jsonb(data), at),
+    )
+
+
+async def feed_head(conn: AsyncConnection, user_id: str) -> int:
+    row = await _one(conn, "SELECT n FROM feed_heads WHERE user_id = %s", (user_id,))
+    return int(row["n"]) if row else 0
+
+
+async def feed_after(conn: AsyncConnection, user_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    return await _all(
+        conn,
+        "SELECT n, kind, data FROM feed WHERE user_id = %s AND n > %s ORDER BY n LIMIT %s",
+        (user_id, after, limit),
+    )
+
+
+async def issue_ticket(conn: AsyncConnection, ticket_hash: str, user_id: str, expires_at: Any) -> None:
+    await conn.execute("DELETE FROM stream_tickets WHERE expires_at < now()")
+    await conn.execute(
+        "INSERT INTO stream_tickets (ticket_hash, user_id, expires_at) VALUES (%s, %s, %s)",
+        (ticket_hash, user_id, expires_at),
+    )
+
+
+async def redeem_ticket(conn: AsyncConnection, ticket_hash: str) -> str | None:
+    """The ticket's user, once: a ticket is gone when used, and worth nothing once expired."""
+    row = await _one(
+        conn,
+        "DELETE FROM stream_tickets WHERE ticket_hash = %s"
+        " RETURNING user_id::text AS user_id, expires_at > now() AS ok",
+        (ticket_hash,),
+    )
+    return str(row["user_id"]) if row and row["ok"] else None
