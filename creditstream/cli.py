@@ -31,6 +31,29 @@ def streams() -> None:
     raise typer.Exit(show(console))
 
 
+@app.command()
+def audit() -> None:
+    """Recompute every account from the LEDGER stream; compare with the ledger's event store and accounts and
+    with the projections read models. Exit 1 on any difference, naming the account and the first event."""
+    from creditstream.audit import run
+
+    raise typer.Exit(run(console))
+
+
+# Unknown options taken as arguments: a negative amount (-5) is an amount, not an option.
+@app.command(context_settings={"ignore_unknown_options": True})
+def adjust(
+    user: Annotated[str, typer.Argument(help="the user id, or their Clerk id")],
+    amount: Annotated[int, typer.Argument(help="credits to add (or, negative, to take)")],
+    reason: Annotated[str, typer.Option(help="why: recorded with the entry")],
+    key: Annotated[str | None, typer.Option(help="the Idempotency-Key of an earlier try, to retry it")] = None,
+) -> None:
+    """An admin adjustment through the ledger (an ADMIN_ADJUSTMENT entry; never below zero)."""
+    from creditstream.adjust import adjust as run
+
+    raise typer.Exit(run(console, user, amount, reason, key))
+
+
 @app.command("clerk-webhook")
 def clerk_webhook(
     event: Annotated[str, typer.Option("--type", help="user.created, user.updated or user.deleted")] = "user.created",

@@ -340,7 +340,7 @@ async def stream_user(
 
 
 @router.get(
-    "/api/user/credits/stream", response_class=EventSourceResponse, responses=responses(400, 401),
+    "/api/user/credits/stream", response_class=EventSourceResponse, responses=responses(400, 401, 403),
 )  # fmt: skip
 async def credits_stream(
     pool: PoolDep,

@@ -1,0 +1,94 @@
+"""`creditstream audit` on a system of its own: clean after a history of grants, debits and media holds
+(exit 0), and after one projection row is tampered with it exits 1 naming that account and the first event
+where the read model parts from the stream."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from shared.db import schema_conninfo
+from shared.testing.servers import EmbeddedNats, fresh_database, wait_until
+from tests.conftest import System, running_system
+from tests.e2e.auth_support import bearer
+from tests.e2e.convergence import assert_converged, ledger_view, welcomed
+from tests.e2e.test_media_images import command, completed
+
+
+@pytest.fixture(scope="module")
+def audited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """A system nobody else writes to: what audit finds is only this module's doing."""
+    workdir = tmp_path_factory.mktemp("audit")
+    with fresh_database(database_url) as url:
+        nats = EmbeddedNats(workdir / "nats").start()
+        try:
+            with running_system(workdir / "data", url, nats.url) as running:
+                yield running
+        finally:
+            nats.stop()
+
+
+def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
+    ports = {f"{name.upper()}_PORT": str(process.port) for name, process in system.services.items()
+             if name != "media-worker"}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "creditstream"), *args]
+    return subprocess.run(command, env={**os.environ, **system.env, **ports}, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+
+
+def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -> None:
+    system = audited
+    first, first_id = welcomed(system)
+    second, second_id = welcomed(system)
+    for token, user_id, amount in ((first, first_id, 4), (second, second_id, 1)):
+        answer = httpx.post(
+            f"{system.url('ledger')}/api/accounts/{user_id}/debits", json={"amount": amount, "description": "audit"},
+            headers={**bearer(token), "Idempotency-Key": str(uuid.uuid4())}, timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 201, answer.text
+    made = command(system, second, "/api/images/generate", {"prompt": "ledger lines", "width": 32, "height": 32})
+    assert completed(system, second, made.json()["id"])["status"] == "COMPLETED"
+    wait_until(lambda: ledger_view(system, second, second_id)["balance"] == 6, timeout=20, what="the capture")
+    for token, user_id in ((first, first_id), (second, second_id)):
+        assert_converged(system, token, user_id)
+
+    clean = cli(system, "audit")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "agree" in clean.stdout and "2 accounts compared" in clean.stdout
+
+    entries = ledger_view(system, first, first_id)["entries"]  # newest first: the debit, then the bonus
+    tampered = entries[-1]["id"]  # the welcome bonus
+    with psycopg.connect(schema_conninfo(system.env["DATABASE_URL"], "projections"), autocommit=True) as conn:
+        conn.execute("UPDATE credit_entries SET amount = amount + 1 WHERE event_id = %s", (tampered,))
+    found = cli(system, "audit")
+    assert found.returncode == 1, found.stdout + found.stderr
+    mismatches = [line for line in found.stdout.splitlines() if "MISMATCH" in line]
+    assert len(mismatches) == 1, found.stdout
+    assert first_id in mismatches[0] and "projections entries" in mismatches[0]
+    assert f"first diverging event {tampered}" in mismatches[0]
+
+
+def test_adjust_goes_through_the_ledger_once_per_key_and_never_below_zero(audited: System) -> None:
+    token, user_id = welcomed(audited)
+    added = cli(audited, "adjust", user_id, "5", "--reason", "goodwill")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "by +5: balance 15" in added.stdout
+    key = added.stdout.split("Idempotency-Key: ")[1].split()[0]
+    again = cli(audited, "adjust", user_id, "5", "--reason", "goodwill", "--key", key)
+    assert again.returncode == 0 and "nothing changed now" in again.stdout, again.stdout
+    taken = cli(audited, "adjust", user_id, "-3", "--reason", "duplicate grant")
+    assert taken.returncode == 0 and "by -3: balance 12" in taken.stdout, taken.stdout + taken.stderr
+    refused = cli(audited, "adjust", user_id, "-100", "--reason", "too much")
+    assert refused.returncode == 1 and "Refused (402)" in refused.stdout, refused.stdout + refused.stderr
+    view = assert_converged(audited, token, user_id)
+    assert [(e["type"], e["amount"]) for e in view["entries"]] == [
+        ("ADMIN_ADJUSTMENT", -3), ("ADMIN_ADJUSTMENT", 5), ("BONUS", 10),
+    ]  # fmt: skip

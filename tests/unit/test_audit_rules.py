@@ -1,0 +1,58 @@
+"""The audit's rules on stream messages it is given: entries and balances recomputed, a broken balance chain
+and a message published twice caught, and each source compared entry by entry to the first difference."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from creditstream.audit import Account, apply, compare
+
+
+def message(event_id: str, kind: str, **data: Any) -> dict[str, Any]:
+    return {"id": event_id, "type": f"ledger.credits.{kind}", "data": {"user_id": "u", **data}}
+
+
+HISTORY = [
+    message("e1", "granted", entry_type="BONUS", amount=10, balance_after=10),
+    message("e2", "reserved", amount=3, reserved_after=3),
+    message("e3", "captured", amount=3, balance_after=7, reserved_after=0),
+    message("e4", "debited", entry_type="USAGE", amount=2, balance_after=5),
+]
+ENTRIES = [("e1", "BONUS", 10, 10), ("e3", "USAGE", -3, 7), ("e4", "USAGE", -2, 5)]
+
+
+def replayed(messages: list[dict[str, Any]]) -> Account:
+    accounts: defaultdict[str, Account] = defaultdict(Account)
+    seen: dict[str, int] = {}
+    for seq, msg in enumerate(messages, start=1):
+        apply(accounts, seen, msg, seq)
+    return accounts["u"]
+
+
+def test_an_account_is_recomputed_from_its_messages() -> None:
+    account = replayed(HISTORY)
+    assert (account.entries, account.balance, account.reserved, account.broken_chain) == (ENTRIES, 5, 0, None)
+
+
+def test_a_broken_chain_and_a_message_published_twice_are_caught() -> None:
+    broken = [*HISTORY[:3], message("e4", "debited", entry_type="USAGE", amount=2, balance_after=6)]
+    assert replayed(broken).broken_chain == "e4"
+    assert replayed([*HISTORY, HISTORY[0]]).broken_chain == "e1 (published twice: 1, 5)"
+
+
+def test_each_source_is_compared_to_its_first_difference() -> None:
+    stream = replayed(HISTORY)
+    ledger = {"balance": 5, "reserved": 0, "entries": ENTRIES}
+    projected = {"balance": 5, "reserved": 0, "last_seq": 4, "entries": ENTRIES}
+    assert compare("u", stream, ledger, projected, 4) == []
+    tampered = {**projected, "entries": [ENTRIES[0], ("e3", "USAGE", -2, 8), ENTRIES[2]]}
+    [found] = compare("u", stream, ledger, tampered, 4)
+    assert (found.what, found.first_event) == ("projections entries", "e3")
+    missing = compare("u", stream, {**ledger, "entries": ENTRIES[:2], "balance": 7}, projected, 4)
+    assert [(m.what, m.first_event) for m in missing] == [
+        ("ledger event store entries", "e4"),
+        ("ledger balance", "e4"),
+    ]
+    moved_on = {**ledger, "entries": [*ENTRIES, ("e9", "USAGE", -1, 4)], "balance": 4}
+    assert compare("u", stream, moved_on, {**projected, "balance": 4, "last_seq": 9}, 4) == []  # audited to then
