@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 
 from shared import db, problems
@@ -45,6 +46,11 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
     )
     app.router.route_class = GuardedRoute
     problems.install(app)
+    # The pages projections serves call every service from the browser: their origin, and only it, may.
+    app.add_middleware(
+        CORSMiddleware, allow_origins=settings.page_origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"], max_age=600,
+    )  # fmt: skip
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Status:

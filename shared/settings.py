@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     clerk_issuer: str | None = None
     clerk_authorized_parties: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admin_clerk_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Origins besides projections' own that may call the APIs from a browser (a front end elsewhere).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     clerk_webhook_secret: SecretStr | None = None
     # PEM keys of service tokens (shared/service_tokens.py); dev mode generates one in data_dir.
     service_jwt_private_key: SecretStr | None = None
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = 900
     otel_service_namespace: str = "creditstream"
 
-    @field_validator("clerk_authorized_parties", "admin_clerk_ids", mode="before")
+    @field_validator("clerk_authorized_parties", "admin_clerk_ids", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -87,6 +89,12 @@ class Settings(BaseSettings):
         if self.auth_mode == "clerk" and not self.clerk_authorized_parties:
             raise ValueError("AUTH_MODE=clerk needs CLERK_AUTHORIZED_PARTIES (comma-separated origins)")
         return self
+
+    @property
+    def page_origins(self) -> list[str]:
+        """Where the pages come from (projections, by address and by name) and any origin CORS_ORIGINS adds."""
+        port = self.port("projections")
+        return [self.url("projections"), f"http://localhost:{port}", f"http://127.0.0.1:{port}", *self.cors_origins]
 
     def port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

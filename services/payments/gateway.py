@@ -21,6 +21,10 @@ from services.payments.stripe_objects import card, invoice_state, payment_state,
 from shared.credits import SubscriptionPlan
 
 
+class NotPayableError(Exception):
+    """The PaymentIntent takes no card now: it is paid, being paid, or cancelled."""
+
+
 @dataclass(frozen=True)
 class ListedIntent:
     id: str
@@ -198,6 +202,30 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
         return await self.payment_state(intent.id)
+
+    async def pay_with_card(self, payment_intent_id: str, number: str) -> PaymentState:
+        """What Stripe.js does with a card the customer typed (development against localstripe only): a card
+        PaymentMethod, set on the intent, then confirmed. A decline raises CardRefusedError; an intent that is
+        paid already (or cancelled) raises NotPayableError."""
+        before = await self.payment_state(payment_intent_id)
+        if before.status not in ("requires_payment_method", "requires_confirmation"):
+            raise NotPayableError(before.status)
+        # Raw card numbers are a Stripe.js-only parameter (the SDK's types leave them out): localstripe takes them.
+        params: dict[str, Any] = {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034,
+                                                            "cvc": "123"}}  # fmt: skip
+        method = await self._call(self._client.v1.payment_methods.create_async(params))  # type: ignore[arg-type]
+        intents = self._client.v1.payment_intents
+        await self._call(intents.update_async(payment_intent_id, {"payment_method": method.id}))
+        try:
+            await self._client.v1.payment_intents.confirm_async(payment_intent_id)
+        except stripe.CardError as exc:
+            raise CardRefusedError(exc.user_message or "the card was declined") from exc
+        except stripe.StripeError as exc:
+            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+        state = await self.payment_state(payment_intent_id)
+        if state.status == "requires_payment_method":  # charged and declined: the intent waits for another card
+            raise CardRefusedError(state.failure or "the card was declined")
+        return state
 
     async def cancel_payment(self, payment_intent_id: str) -> PaymentState:
         await self._call(self._client.v1.payment_intents.cancel_async(payment_intent_id))

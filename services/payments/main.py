@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.payments import admin, api, billing_api, store, webhooks
+from services.payments import admin, api, billing_api, dev, store, webhooks
 from services.payments.application import Payments
 from services.payments.gateway import StripeGateway
 from services.payments.recharge import AutoRecharger
@@ -36,9 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
             yield
 
-    app = create_service_app(
-        SERVICE, settings, lifespan, [api.router, billing_api.router, admin.router, webhooks.router]
-    )
+    routers = [api.router, billing_api.router, admin.router, webhooks.router]
+    if settings.auth_mode == "dev" and settings.stripe_api_base:  # a fake Stripe: the test-card form may pay
+        routers.append(dev.router)
+    app = create_service_app(SERVICE, settings, lifespan, routers)
     secret = settings.stripe_webhook_secret
     app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
     return app

@@ -347,13 +347,14 @@ async def credits_stream(
     request: Request,
     user_id: Annotated[str, Depends(stream_user)],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=r"^\d{1,18}$")] = None,
+    after: Annotated[int | None, Query(ge=0, le=10**18, description="as Last-Event-ID, for a new EventSource")] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events: `balance` (balance, reserved, available) on every change of the account, and
     `notification` (kind, message, data) for each notification, each with its position in the user's feed
     as the event id. Without Last-Event-ID it opens with the balance as it stands; with it (a browser
     reconnecting sends it) it resumes after that event, with no gap and no repeat."""
     wakeups = request.app.state.wakeups
-    after = int(last_event_id) if last_event_id is not None else None
+    after = int(last_event_id) if last_event_id is not None else after
     async with wakeups.watching(user_id) as woken:
         if after is None:
             async with pool.connection() as conn:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.projections import api, projection, store
+from services.projections import api, pages, projection, store
 from services.projections.live import Wakeups
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
@@ -30,4 +30,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
             yield
 
-    return create_service_app(SERVICE, settings, lifespan, [api.router])
+    return create_service_app(SERVICE, settings, lifespan, [api.router, pages.router])

@@ -1,0 +1,78 @@
+"""The dashboard and credits pages in a real browser (Debian's chromium driven by Playwright): sign in as a
+developer, see the 10 welcome credits, buy the Basic pack with a test card, and watch the balance badge turn
+60 without reloading (the live stream). Screenshots of both pages are kept under test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import System
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS") or Path(__file__).parents[2] / "test-artifacts")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
+        pytest.skip(f"no {CHROMIUM} here: `apt-get install chromium` (.ci/run installs it; in CI this fails)")
+    with sync_playwright() as playwright:
+        # Playwright's own browser download cannot work here; Debian's chromium can. No sandbox: CI runs as root.
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def signed_in(browser: Browser, system: System, path: str) -> Page:
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{system.url('projections')}{path}")
+    page.get_by_label("User id (Clerk id)").fill(f"browser_{uuid.uuid4().hex[:10]}")
+    page.get_by_label("Email").fill("browser@example.com")
+    page.get_by_label("First name").fill("Bea")
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
+def test_sign_in_see_ten_buy_basic_and_see_sixty_without_reloading(browser: Browser, system: System) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = signed_in(browser, system, "/credits")
+    badge = page.locator("#balance")
+    expect(badge).to_have_text("10", timeout=20_000)  # the welcome bonus, projected
+    expect(page.locator("#history tr")).to_have_count(1)
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+    page.get_by_role("button", name="Buy Basic Pack").click()
+    expect(page.get_by_label("Card number")).to_be_visible()
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page.locator("#pay-status")).to_contain_text("Paid", timeout=20_000)
+    expect(badge).to_have_text("60", timeout=20_000)  # localstripe's webhook → ledger → projections → stream
+    expect(page.locator("#history tr").first).to_contain_text("+50")
+    assert navigations == []  # the badge changed with no reload
+    page.screenshot(path=str(ARTIFACTS / "credits.png"), full_page=True)
+
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.locator("#stat-balance")).to_have_text("60", timeout=20_000)
+    expect(page.locator("#stat-transactions")).to_have_text("1")
+    expect(page.locator("#activity")).to_contain_text("Bought Basic Pack: 50 credits")
+    expect(page.get_by_role("img", name="Credits used per day over 30 days: 0 in all")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.close()
+
+
+def test_a_declined_test_card_says_so_and_changes_nothing(browser: Browser, system: System) -> None:
+    page = signed_in(browser, system, "/credits")
+    expect(page.locator("#balance")).to_have_text("10", timeout=20_000)
+    page.get_by_role("button", name="Buy Pro Pack").click()
+    page.get_by_label("Card number").fill("4000 0000 0000 0341")
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page.locator("#pay-status")).to_contain_text("refused", timeout=20_000)
+    expect(page.locator("#balance")).to_have_text("10")
+    page.close()
