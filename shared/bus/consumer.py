@@ -111,7 +111,7 @@ class Consumer:
             )
             return
         with consumer_span(self._sub.durable, msg.subject, msg.headers or {}):
-            beats = asyncio.create_task(self._beat(msg))
+            beats = Beats(msg, self._ack_wait / 3, self._sub.durable)
             try:
                 await self._sub.handler(envelope, msg.metadata.sequence.stream)
             except asyncio.CancelledError:
@@ -125,17 +125,8 @@ class Consumer:
                     await msg.nak(delay=min(0.2 * 2**delivered, 10.0))
                 return
             finally:
-                beats.cancel()
+                beats.stop()
         await msg.ack()
-
-    async def _beat(self, msg: Msg) -> None:
-        """Tell the server, a few times per ack wait, that the message is still being worked on."""
-        while True:
-            await asyncio.sleep(self._ack_wait / 3)
-            try:
-                await msg.in_progress()
-            except nats.errors.Error as exc:  # a lost beat costs at most a duplicate delivery, which is harmless
-                log.warning("%s: a progress beat failed (%s)", self._sub.durable, exc)
 
     async def _give_up(self, msg: Msg, envelope: Envelope, reason: str) -> None:
         if await self._settled(envelope, reason):
@@ -157,3 +148,29 @@ class Consumer:
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         await deadletters.park(self._js, msg, self._sub.durable, reason)
         await msg.term()
+
+
+class Beats:
+    """Tells the server, a few times per ack wait, that a message is still being worked on. A timer until a
+    beat is due, not a task: most handlers are done long before, and a task per message would cost them."""
+
+    def __init__(self, msg: Msg, every: float, durable: str) -> None:
+        self._msg, self._every, self._durable = msg, every, durable
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(every, self._beat)
+        self._sending: asyncio.Task[None] | None = None
+
+    def _beat(self) -> None:
+        self._sending = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(self._every, self._beat)
+
+    async def _send(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except nats.errors.Error as exc:  # a lost beat costs at most a duplicate delivery, which is harmless
+            log.warning("%s: a progress beat failed (%s)", self._durable, exc)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._sending is not None:
+            self._sending.cancel()
