@@ -40,6 +40,17 @@ def audit() -> None:
     raise typer.Exit(run(console))
 
 
+@app.command()
+def replay(
+    read_model: Annotated[str, typer.Argument(help="the read model to rebuild: projections")],
+    timeout: Annotated[float, typer.Option(help="seconds to follow it for")] = 3600,
+) -> None:
+    """Rebuild a read model from sequence 1 beside the live one, then swap it in atomically (blue/green)."""
+    from creditstream.replay import replay as run
+
+    raise typer.Exit(run(console, read_model, timeout))
+
+
 # Unknown options taken as arguments: a negative amount (-5) is an amount, not an option.
 @app.command(context_settings={"ignore_unknown_options": True})
 def adjust(

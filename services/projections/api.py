@@ -371,3 +371,32 @@ async def credits_stream(
             if len(rows) < FEED_BATCH:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), STREAM_POLL_SECONDS)
+
+
+# -- replay ---------------------------------------------------------------------------------------------
+
+
+class ReplayStatus(BaseModel):
+    state: str = Field(description="idle | rebuilding | swapping | done | failed")
+    applied: int
+    total: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    seconds: float | None
+    error: str | None
+    streams: dict[str, int]
+
+
+@router.post("/api/projections/replay", response_model=ReplayStatus, status_code=202, responses=responses(403, 409))
+async def replay(principal: Privileged, request: Request) -> ReplayStatus:
+    """Rebuild every read model from sequence 1 of each stream beside the live ones, then swap them in
+    atomically (admin or service). Reads go on meanwhile; GET this path for progress."""
+    replayer = request.app.state.replayer
+    if replayer.running:
+        raise Problem(409, "A replay is running already: GET /api/projections/replay shows how far it is.")
+    return ReplayStatus(**replayer.start().public())
+
+
+@router.get("/api/projections/replay", response_model=ReplayStatus, responses=responses(403))
+async def replay_status(principal: Privileged, request: Request) -> ReplayStatus:
+    return ReplayStatus(**request.app.state.replayer.progress.public())

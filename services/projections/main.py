@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.projections import api, pages, projection, store
 from services.projections.live import Wakeups
+from services.projections.replay import Replayer
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for subscription in projection.subscriptions(rt.pool, wakeups.wake):
                 rt.consume(subscription)
             app.state.wakeups = wakeups
+            app.state.replayer = Replayer(settings.database_url, SERVICE, rt.pool, rt.nc)
             app.state.runtime = rt
             yield
 

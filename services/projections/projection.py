@@ -63,24 +63,23 @@ async def credits_moved(conn: AsyncConnection, env: Envelope, body: EventData, s
             },
         )
     reserved = body.reserved_after if isinstance(body, lc.CreditsCaptured) else None
-    await store.set_balance(
+    figures = await store.set_balance(
         conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after, reserved=reserved
     )
-    await _balance_changed(conn, env, body.user_id)
+    await _balance_changed(conn, env, body.user_id, figures)
 
 
 async def hold_changed(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
     assert isinstance(body, lc.CreditsReserved | lc.CreditsReleased)
-    await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, reserved=body.reserved_after)
-    await _balance_changed(conn, env, body.user_id)
+    figures = await store.set_balance(conn, body.user_id, seq=seq, at=env.occurred_at, reserved=body.reserved_after)
+    await _balance_changed(conn, env, body.user_id, figures)
 
 
-async def _balance_changed(conn: AsyncConnection, env: Envelope, user_id: str) -> None:
+async def _balance_changed(conn: AsyncConnection, env: Envelope, user_id: str, figures: tuple[int, int]) -> None:
     """The account's figures as they now stand, for the user's live feed."""
-    row = await store.balance_of(conn, user_id)
-    assert row is not None, "just written"
-    figures = {"balance": row["balance"], "reserved": row["reserved"], "available": row["balance"] - row["reserved"]}
-    await store.add_to_feed(conn, user_id, "balance", figures, env.occurred_at)
+    balance, reserved = figures
+    data = {"balance": balance, "reserved": reserved, "available": balance - reserved}
+    await store.add_to_feed(conn, user_id, "balance", data, env.occurred_at)
 
 
 async def credits_expired(conn: AsyncConnection, env: Envelope, body: EventData, seq: int) -> None:
@@ -280,17 +279,27 @@ HANDLERS: dict[str, Apply] = {
 }
 
 
+async def apply_events(
+    conn: AsyncConnection, durable: str, stream: str, events: Sequence[tuple[Envelope, int]]
+) -> set[str]:
+    """Apply events of `stream` as consumer `durable` in the caller's transaction: each effect once (the
+    inbox), then the position. The users whose read models changed."""
+    changed: set[str] = set()
+    for envelope, seq in events:
+        handler = HANDLERS.get(envelope.type)
+        if await first_delivery(conn, durable, envelope.id) and handler is not None:
+            await handler(conn, envelope, envelope.body(), seq)
+            changed.update([envelope.user_id] if envelope.user_id else [])
+    await store.record_position(conn, durable, stream, max(seq for _, seq in events))
+    return changed
+
+
 def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -> list[Subscription]:
     def consumer(stream: str, durable: str, subjects: tuple[str, ...]) -> Subscription:
         async def apply_all(events: Sequence[tuple[Envelope, int]]) -> None:
-            changed: set[str] = set()
             async with pool.connection() as conn, conn.transaction():
-                for envelope, seq in events:
-                    handler = HANDLERS.get(envelope.type)
-                    if await first_delivery(conn, durable, envelope.id) and handler is not None:
-                        await handler(conn, envelope, envelope.body(), seq)
-                        changed.update([envelope.user_id] if envelope.user_id else [])
-                await store.record_position(conn, durable, stream, max(seq for _, seq in events))
+                await store.lock_apply(conn, exclusive=False)  # a replay's swap waits for this batch
+                changed = await apply_events(conn, durable, stream, events)
             for user_id in changed:
                 on_change(user_id)
 

@@ -169,9 +169,10 @@ async def set_balance(
     at: Any,
     balance: int | None = None,
     reserved: int | None = None,
-) -> None:
-    """Move the account's figures to the state after stream message `seq`, each never back to an older one."""
-    await conn.execute(
+) -> tuple[int, int]:
+    """Move the account's figures to the state after stream message `seq`, each never back to an older one;
+    the (balance, reserved) the row holds after."""
+    cursor = await conn.execute(
         "INSERT INTO balances AS b (user_id, balance, reserved, last_seq, updated_at, balance_seq, reserved_seq)"
         " VALUES (%(user_id)s, COALESCE(%(balance)s, 0), COALESCE(%(reserved)s, 0), %(seq)s, %(at)s,"
         " CASE WHEN %(balance)s::bigint IS NULL THEN 0 ELSE %(seq)s END,"
@@ -182,9 +183,12 @@ async def set_balance(
         " reserved = CASE WHEN EXCLUDED.reserved_seq > b.reserved_seq THEN EXCLUDED.reserved ELSE b.reserved END,"
         " reserved_seq = GREATEST(b.reserved_seq, EXCLUDED.reserved_seq),"
         " updated_at = CASE WHEN EXCLUDED.last_seq > b.last_seq THEN EXCLUDED.updated_at ELSE b.updated_at END,"
-        " last_seq = GREATEST(b.last_seq, EXCLUDED.last_seq)",
+        " last_seq = GREATEST(b.last_seq, EXCLUDED.last_seq) RETURNING balance, reserved",
         {"user_id": user_id, "balance": balance, "reserved": reserved, "seq": seq, "at": at},
     )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 async def add_entry(conn: AsyncConnection, row: dict[str, Any]) -> None:
@@ -432,16 +436,11 @@ async def positions(conn: AsyncConnection) -> list[dict[str, Any]]:
 
 
 async def add_to_feed(conn: AsyncConnection, user_id: str, kind: str, data: dict[str, Any], at: Any) -> None:
-    cursor = await conn.execute(
-        "INSERT INTO feed_heads AS h (user_id, n) VALUES (%s, 1) ON CONFLICT (user_id) DO UPDATE SET n = h.n + 1"
-        " RETURNING n",
-        (user_id,),
-    )
-    row = await cursor.fetchone()
-    assert row is not None
     await conn.execute(
-        "INSERT INTO feed (user_id, n, kind, data, occurred_at) VALUES (%s, %s, %s, %s, %s)",
-        (user_id, row[0], kind, Jsonb(data), at),
+        "WITH head AS (INSERT INTO feed_heads AS h (user_id, n) VALUES (%(u)s, 1)"
+        " ON CONFLICT (user_id) DO UPDATE SET n = h.n + 1 RETURNING n)"
+        " INSERT INTO feed (user_id, n, kind, data, occurred_at) SELECT %(u)s, n, %(kind)s, %(data)s, %(at)s FROM head",
+        {"u": user_id, "kind": kind, "data": Jsonb(data), "at": at},
     )
 
 
@@ -475,3 +474,10 @@ async def redeem_ticket(conn: AsyncConnection, ticket_hash: str) -> str | None:
         (ticket_hash,),
     )
     return str(row["user_id"]) if row and row["ok"] else None
+
+
+async def lock_apply(conn: AsyncConnection, *, exclusive: bool) -> None:
+    """For the rest of the transaction: shared by every batch the consumers apply, exclusive for a replay's
+    swap, which so finds no batch half-way and lets none start until it is done."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await conn.execute(f"SELECT {function}(hashtext(current_schema() || ':apply'))")
