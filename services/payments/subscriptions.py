@@ -150,7 +150,7 @@ class Billing:
             renewed = pc.SubscriptionRenewed(
                 user_id=sub.user_id, subscription_id=sub.id, invoice_id=invoice.id, credits=plan.credits,
                 amount_cents=invoice.amount_paid, currency=tx.currency, period_start=invoice.period_start,
-                period_end=invoice.period_end, rolls_over=plan.rolls_over,
+                period_end=invoice.period_end, rolls_over=plan.rolls_over, plan_id=sub.plan_id, transaction_id=tx.id,
             )  # fmt: skip
             await _emit(conn, sub.user_id, renewed, derive_id("payments", "invoice", invoice.id, "paid"))
             if sub.current_period_end is None or invoice.period_end >= sub.current_period_end:

@@ -168,14 +168,15 @@ async def subscription(conn: AsyncConnection, env: Envelope, body: EventData, se
         case pc.SubscriptionRenewed() as renewed:
             await store.save_subscription(conn, {
                 "id": renewed.subscription_id, "user_id": renewed.user_id, "status": "ACTIVE",
-                "credits": renewed.credits, "amount_cents": renewed.amount_cents, "period_end": renewed.period_end,
-                "at": at,
+                "plan_id": renewed.plan_id, "credits": renewed.credits, "amount_cents": renewed.amount_cents,
+                "period_end": renewed.period_end, "at": at,
             })  # fmt: skip
             await store.save_transaction(conn, {
-                "id": renewed.invoice_id, "user_id": renewed.user_id, "type": "SUBSCRIPTION", "status": "COMPLETED",
+                "id": renewed.transaction_id or renewed.invoice_id, "user_id": renewed.user_id, "type": "SUBSCRIPTION",
+                "status": "COMPLETED",
                 "currency": renewed.currency, "credits": renewed.credits, "amount_cents": renewed.amount_cents,
                 "description": f"Subscription renewal ({renewed.credits} credits)", "stripe_payment_intent_id": None,
-                "metadata": {"subscription_id": renewed.subscription_id}, "at": at,
+                "metadata": {"subscription_id": renewed.subscription_id, "invoice_id": renewed.invoice_id}, "at": at,
             })  # fmt: skip
             await _activity(conn, env, renewed.user_id, "renewal",
                             f"Subscription renewed: {renewed.credits} credits",

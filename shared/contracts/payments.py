@@ -50,6 +50,9 @@ class SubscriptionRenewed(EventData):
     period_end: datetime
     # Whether the period's credits outlive it (the plan says so); else they expire at period_end.
     rolls_over: bool = False
+    # The plan, and payments' transaction of the invoice (older events lack them).
+    plan_id: ShortText | None = None
+    transaction_id: ShortText | None = None
 
 
 class SubscriptionPastDue(EventData):

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from shared.credits import PACKAGES, PLANS
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer
@@ -48,6 +49,7 @@ def test_a_month_of_credits_reads_back_entry_by_entry(system: System) -> None:
     assert ledger(system, admin, f"{account}/grants", promo).status_code == 201
     assert ledger(system, token, f"{account}/debits", {"amount": 12, "description": "renders"}).status_code == 201
     wait_until(lambda: balance() == 110, timeout=20, what="the promotion's unspent 8 expiring")
+    after_expiry = datetime.now(UTC)
 
     setting = {"enabled": True, "threshold": 5, "package_id": "basic", "monthly_cap_cents": 2000}
     assert payments(system, token, "PUT", "/api/billing/auto-recharge", json=setting).status_code == 200
@@ -73,3 +75,45 @@ def test_a_month_of_credits_reads_back_entry_by_entry(system: System) -> None:
     lots = httpx.get(f"{system.url('ledger')}{account}", headers=bearer(token)).json()["lots"]
     assert [(lot["remaining"], lot["expires_at"] is None) for lot in lots] == [(4, True), (50, True)]
     assert_converged(system, token, user_id)
+    _the_read_models_tell_the_same_month(system, token, entries, after_expiry)
+
+
+def projected(system: System, token: str, path: str, **params: str) -> dict[str, Any]:
+    response = httpx.get(f"{system.url('projections')}{path}", params=params, headers=bearer(token), timeout=30)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _the_read_models_tell_the_same_month(
+    system: System, token: str, entries: list[dict[str, Any]], after_expiry: datetime
+) -> None:
+    """What the dashboard, the profile and the past balance say of that month equals the ledger and payments."""
+
+    def caught_up() -> bool:
+        board = projected(system, token, "/api/user/dashboard")
+        return board["counts"]["transactions"] == 2 and any(
+            a["kind"] == "auto_recharge" for a in board["recent_activity"]
+        )
+
+    wait_until(caught_up, timeout=20, what="the payments read models caught up")
+    board = projected(system, token, "/api/user/dashboard")
+    assert [(e["id"], e["amount"]) for e in board["credit_history"]] == [(e["id"], e["amount"]) for e in entries]
+    sub = board["subscription"]
+    assert (sub["status"], sub["plan_id"], sub["credits"]) == ("ACTIVE", "starter", 100)
+    paid = PLANS["starter"].price_cents + PACKAGES["basic"].price_cents
+    assert board["totals"] == {"credits_bought": 150, "credits_spent": 118, "money_spent_cents": paid}
+    today = datetime.now(UTC).date().isoformat()
+    assert [(u["day"], u["operation"], u["credits"]) for u in board["usage"]] == [(today, "other", 118)]
+    kinds = {a["kind"] for a in board["recent_activity"]}
+    assert {"renewal", "credits_expired", "auto_recharge", "purchase", "balance_low"} <= kinds
+    assert board["expiring_soon"] == []  # the subscription's lot is spent; the promotion's expired
+
+    mine = httpx.get(f"{system.url('payments')}/api/user/transactions", headers=bearer(token), timeout=30).json()
+    fields = ("id", "type", "status", "amount", "credits")
+    profile = projected(system, token, "/api/user/profile")
+    assert sorted(tuple(t[f] for f in fields) for t in profile["transactions"]) == sorted(
+        tuple(t[f] for f in fields) for t in mine["transactions"]
+    )
+
+    past = projected(system, token, "/api/user/credits", at=after_expiry.isoformat())
+    assert past["balance"] == 110 and [e["amount"] for e in past["history"]] == [-8, -12, 20, 100, 10]
