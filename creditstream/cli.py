@@ -23,12 +23,25 @@ def up() -> None:
     raise typer.Exit(run(console))
 
 
-@app.command()
-def streams() -> None:
-    """Show each stream's and consumer's state, dead letters, and each service's readiness."""
-    from creditstream.streams import show
+streams_app = typer.Typer(help="The NATS streams: their state, or a refill from PostgreSQL.")
+app.add_typer(streams_app, name="streams")
 
-    raise typer.Exit(show(console))
+
+@streams_app.callback(invoke_without_command=True)
+def streams(context: typer.Context) -> None:
+    """Show each stream's and consumer's state, dead letters, and each service's readiness."""
+    if context.invoked_subcommand is None:
+        from creditstream.streams import show
+
+        raise typer.Exit(show(console))
+
+
+@streams_app.command("rebuild")
+def streams_rebuild() -> None:
+    """Refill lost streams from PostgreSQL (the event store and the outboxes), with the original event ids."""
+    from creditstream.rebuild import rebuild
+
+    raise typer.Exit(rebuild(console))
 
 
 @app.command()

@@ -10,6 +10,7 @@ import httpx
 import nats
 
 from shared.bus import deadletters
+from shared.bus.streams import STREAMS
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer, signed_in
@@ -116,3 +117,17 @@ def consumer_state(system: System, stream: str, durable: str) -> dict[str, int]:
             await nc.close()
 
     return asyncio.run(info())
+
+
+def stream_sizes(system: System) -> dict[str, int]:
+    """How many messages each stream holds."""
+
+    async def sizes() -> dict[str, int]:
+        nc = await nats.connect(system.env["NATS_URL"])
+        try:
+            js = nc.jetstream()
+            return {name: int((await js.stream_info(name)).state.messages) for name in STREAMS}
+        finally:
+            await nc.close()
+
+    return asyncio.run(sizes())

@@ -41,7 +41,7 @@ def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
              if name != "media-worker"}  # fmt: skip
     command = [str(Path(sys.executable).parent / "creditstream"), *args]
     return subprocess.run(command, env={**os.environ, **system.env, **ports}, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+                          timeout=60, check=False)  # fmt: skip
 
 
 def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -> None:
