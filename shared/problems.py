@@ -6,6 +6,9 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
+import psycopg_pool
+from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -101,6 +104,19 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")} for e in exc.errors()]
         return Problem(422, "The request is not valid.", errors=errors).response(request.url.path)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg_pool.PoolTimeout)
+    @app.exception_handler(persistence.OperationalError)
+    @app.exception_handler(persistence.ConnectionUnavailableError)
+    @app.exception_handler(persistence.InterfaceError)
+    async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL restarting or out of reach: nothing was committed, and a retry with the same
+        # Idempotency-Key either applies the command or answers what it did.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        problem = Problem(503, "The database is unavailable for a moment; retry (with the same Idempotency-Key).",
+                          headers={"Retry-After": "1"})  # fmt: skip
+        return problem.response(request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

