@@ -85,18 +85,23 @@ def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Itera
         yield running
 
 
-@pytest.fixture(scope="module")
-def isolated_system(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """A whole system of the module's own (database, NATS, services), for tests that break things on
-    purpose: whatever they leave behind never reaches the session's `system`."""
-    workdir = tmp_path_factory.mktemp("isolated")
+@contextlib.contextmanager
+def system_of_its_own(database_url: str, workdir: Path, **settings: str) -> Iterator[tuple[System, EmbeddedNats]]:
+    """A whole system (a fresh database, its own nats-server, the services) for a module that breaks things
+    on purpose or must know everything written: nothing of it reaches the session's `system`."""
     with fresh_database(database_url) as url:
         nats = EmbeddedNats(workdir / "nats").start()
         try:
-            with running_system(workdir / "data", url, nats.url, MAX_DELIVER="2") as running:
-                yield running
+            with running_system(workdir / "data", url, nats.url, **settings) as running:
+                yield running, nats
         finally:
             nats.stop()
+
+
+@pytest.fixture(scope="module")
+def isolated_system(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with system_of_its_own(database_url, tmp_path_factory.mktemp("isolated"), MAX_DELIVER="2") as (running, _):
+        yield running
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from shared.db import schema_conninfo
-from shared.testing.servers import EmbeddedNats, fresh_database, wait_until
-from tests.conftest import System, running_system
+from shared.testing.servers import wait_until
+from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, ledger_view, welcomed
 from tests.e2e.test_media_images import command, completed
@@ -26,14 +26,8 @@ from tests.e2e.test_media_images import command, completed
 @pytest.fixture(scope="module")
 def audited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """A system nobody else writes to: what audit finds is only this module's doing."""
-    workdir = tmp_path_factory.mktemp("audit")
-    with fresh_database(database_url) as url:
-        nats = EmbeddedNats(workdir / "nats").start()
-        try:
-            with running_system(workdir / "data", url, nats.url) as running:
-                yield running
-        finally:
-            nats.stop()
+    with system_of_its_own(database_url, tmp_path_factory.mktemp("audited")) as (running, _):
+        yield running
 
 
 def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedNats, fresh_database, wait_until
-from tests.conftest import System, running_system
+from shared.testing.servers import wait_until
+from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, welcomed
 from tests.e2e.test_audit import cli
@@ -20,14 +20,9 @@ from tests.e2e.test_audit import cli
 
 @pytest.fixture(scope="module")
 def replayed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    workdir = tmp_path_factory.mktemp("replay")
-    with fresh_database(database_url) as url:
-        nats = EmbeddedNats(workdir / "nats").start()
-        try:
-            with running_system(workdir / "data", url, nats.url) as running:
-                yield running
-        finally:
-            nats.stop()
+    """A system of its own: the replay rebuilds everything it holds."""
+    with system_of_its_own(database_url, tmp_path_factory.mktemp("replayed")) as (running, _):
+        yield running
 
 
 def test_a_replay_during_a_stream_of_debits_swaps_in_an_equal_read_model_and_reads_never_fail(

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedNats, fresh_database, wait_until
-from tests.conftest import System, running_system
+from shared.testing.servers import EmbeddedNats, wait_until
+from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, stream_sizes, welcomed
 from tests.e2e.stripe_support import paid_pack
@@ -22,14 +22,8 @@ from tests.e2e.test_media_images import command, completed
 
 @pytest.fixture(scope="module")
 def lost(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, EmbeddedNats]]:
-    workdir = tmp_path_factory.mktemp("bus-loss")
-    with fresh_database(database_url) as url:
-        nats = EmbeddedNats(workdir / "nats").start()
-        try:
-            with running_system(workdir / "data", url, nats.url) as running:
-                yield running, nats
-        finally:
-            nats.stop()
+    with system_of_its_own(database_url, tmp_path_factory.mktemp("bus-loss")) as (running, nats):
+        yield running, nats
 
 
 def debit(system: System, token: str, user_id: str, amount: int) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.testing.servers import EmbeddedNats, fresh_database, wait_until
-from tests.conftest import System, running_system
+from shared.testing.servers import wait_until
+from tests.conftest import System, system_of_its_own
 from tests.e2e.convergence import assert_converged, consumer_state, welcomed
 from tests.e2e.test_media_videos import ended, settled, upload
 from tests.media_clips import clip
@@ -21,16 +21,11 @@ ACK_WAIT_SECONDS = 2  # how soon a dead worker's job is delivered again (30 s by
 
 @pytest.fixture(scope="module")
 def crashing(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """A system of the module's own, its consumers giving up after 2 deliveries."""
-    workdir = tmp_path_factory.mktemp("worker-crash")
-    with fresh_database(database_url) as url:
-        nats = EmbeddedNats(workdir / "nats").start()
-        try:
-            settings = {"MAX_DELIVER": "2", "ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS)}
-            with running_system(workdir / "data", url, nats.url, **settings) as running:
-                yield running
-        finally:
-            nats.stop()
+    """A system of its own, its consumers giving up after 2 deliveries."""
+    with system_of_its_own(
+        database_url, tmp_path_factory.mktemp("crashing"), MAX_DELIVER="2", ACK_WAIT_SECONDS=str(ACK_WAIT_SECONDS)
+    ) as (running, _):
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, fresh_database, wait_until
-from tests.conftest import System, running_system
+from shared.testing.servers import EmbeddedPostgres, wait_until
+from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, ledger_view, welcomed
 from tests.e2e.test_audit import cli
@@ -38,13 +38,8 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, E
     workdir = tmp_path_factory.mktemp("postgres-outage")
     postgres = EmbeddedPostgres(workdir / "pg")
     try:
-        with fresh_database(postgres.url) as url:
-            nats = EmbeddedNats(workdir / "nats").start()
-            try:
-                with running_system(workdir / "data", url, nats.url) as running:
-                    yield running, postgres
-            finally:
-                nats.stop()
+        with system_of_its_own(postgres.url, workdir) as (running, _):
+            yield running, postgres
     finally:
         postgres.stop()
 

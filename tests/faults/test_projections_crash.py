@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedNats, fresh_database, wait_until
-from tests.conftest import System, running_system
+from shared.testing.servers import wait_until
+from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, consumer_state, welcomed
 from tests.e2e.test_audit import cli
@@ -22,14 +22,9 @@ DEBITS_PER_USER = 60
 
 @pytest.fixture(scope="module")
 def crashing(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    workdir = tmp_path_factory.mktemp("projections-crash")
-    with fresh_database(database_url) as url:
-        nats = EmbeddedNats(workdir / "nats").start()
-        try:
-            with running_system(workdir / "data", url, nats.url) as running:
-                yield running
-        finally:
-            nats.stop()
+    """A system of its own: projections is killed in it."""
+    with system_of_its_own(database_url, tmp_path_factory.mktemp("crashing")) as (running, _):
+        yield running
 
 
 def test_projections_killed_mid_stream_and_restarted_converge_to_the_ledger(crashing: System) -> None:
