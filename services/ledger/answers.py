@@ -148,13 +148,17 @@ def to_contract(event: AnyEvent) -> EventData | None:
         case CreditAccount.Granted():
             expires = getattr(event, "expires_at", None)  # older events lack it
             expires_at = datetime.fromisoformat(expires) if expires else None
-            return contracts.CreditsGranted(**_entry_fields(event), expires_at=expires_at)
+            return contracts.CreditsGranted(
+                **_entry_fields(event), expires_at=expires_at, lot_id=str(event.originator_version)
+            )
         case CreditAccount.Expired():
             return contracts.CreditsExpired(
                 **_entry_fields(event), lot_id=event.lot_id, expires_at=datetime.fromisoformat(event.expires_at)
             )
         case CreditAccount.Debited():
-            return contracts.CreditsDebited(**_entry_fields(event), shortfall=event.shortfall)
+            return contracts.CreditsDebited(
+                **_entry_fields(event), shortfall=event.shortfall, lots=getattr(event, "lots", None)
+            )
         case CreditAccount.DebitRejected():
             return contracts.DebitRejected(
                 **_stamp(event), amount=event.amount, available=event.available, balance=event.balance_after,
@@ -172,7 +176,7 @@ def to_contract(event: AnyEvent) -> EventData | None:
         case CreditAccount.Captured():
             return contracts.CreditsCaptured(
                 **_hold_fields(event), released=event.released, balance_after=event.balance_after,
-                reserved_after=event.reserved_after, description=event.description,
+                reserved_after=event.reserved_after, description=event.description, lots=getattr(event, "lots", None),
             )  # fmt: skip
         case CreditAccount.Released():
             return contracts.CreditsReleased(

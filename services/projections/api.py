@@ -174,6 +174,14 @@ class Expiring(BaseModel):
     expires_at: datetime
 
 
+class LotView(BaseModel):
+    lot_id: str
+    amount: int
+    remaining: int
+    expires_at: datetime | None  # null: never
+    description: str | None
+
+
 class Totals(BaseModel):
     credits_bought: int
     credits_spent: int
@@ -190,6 +198,7 @@ class Dashboard(BaseModel):
     recent_activity: list[Activity]
     credit_history: list[CreditEntry]
     usage: list[UsageDay]
+    lots: list[LotView] = Field(description="credit left by lot, in spending order (soonest expiry first)")
     expiring_soon: list[Expiring]
     subscription: SubscriptionView | None
 
@@ -241,6 +250,7 @@ async def dashboard(principal: SignedInUser, pool: PoolDep) -> Dashboard:
             recent_activity=[Activity(**a) for a in await store.activity_of(conn, user_id, 20)],
             credit_history=[CreditEntry.of(e) for e in entries],
             usage=[UsageDay(**u) for u in await store.usage_by_day(conn, user_id, USAGE_DAYS)],
+            lots=[LotView(**lot) for lot in await store.lots_of(conn, user_id)],
             expiring_soon=[Expiring(**x) for x in await store.expiring_of(conn, user_id)],
             subscription=await _subscription(conn, user_id),
         )  # fmt: skip

@@ -62,6 +62,15 @@ async def credits_moved(conn: AsyncConnection, env: Envelope, body: EventData, s
                 "occurred_at": env.occurred_at,
             },
         )
+    match body:
+        case lc.CreditsGranted(lot_id=str(lot_id)):
+            await store.lot_granted(conn, {"user_id": body.user_id, "lot_id": lot_id, "amount": body.amount,
+                                           "expires_at": body.expires_at, "description": body.description,
+                                           "at": env.occurred_at})  # fmt: skip
+        case lc.CreditsDebited(lots=dict(portions)) | lc.CreditsCaptured(lots=dict(portions)):
+            await store.lots_taken(conn, body.user_id, portions)
+        case lc.CreditsExpired(lot_id=lot_id):
+            await store.lot_expired(conn, body.user_id, lot_id)
     reserved = body.reserved_after if isinstance(body, lc.CreditsCaptured) else None
     figures = await store.set_balance(
         conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after, reserved=reserved

@@ -40,7 +40,7 @@ NEXT = "projections_next"
 BATCH = 500
 # Every table the consumers write (not the stream tickets: those are the API's, not a read model's).
 TABLES = (
-    "users", "balances", "credit_entries", "transactions", "subscriptions", "media_jobs", "activity", "feed",
+    "users", "balances", "credit_entries", "transactions", "subscriptions", "media_jobs", "activity", "lots", "feed",
     "feed_heads", "positions", "inbox",
 )  # fmt: skip
 V1_ACK_TOKENS = 9

@@ -100,6 +100,19 @@ DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS activity_by_user ON activity (user_id, occurred_at DESC, event_id)",
     "CREATE INDEX IF NOT EXISTS credit_entries_by_user_time ON credit_entries (user_id, occurred_at, seq)",
+    # Each account's lots: what each grant added, what entries took from it (added up, so any order of
+    # delivery gives the same), and whether its rest expired.
+    """CREATE TABLE IF NOT EXISTS lots (
+        user_id UUID NOT NULL,
+        lot_id TEXT NOT NULL,
+        amount BIGINT,
+        taken BIGINT NOT NULL DEFAULT 0,
+        expired BOOLEAN NOT NULL DEFAULT FALSE,
+        expires_at TIMESTAMPTZ,
+        description TEXT,
+        granted_at TIMESTAMPTZ,
+        PRIMARY KEY (user_id, lot_id)
+    )""",
     # Each user's live feed (balance changes and notifications), numbered per user in commit order: the
     # head row's lock makes a second transaction for the same user wait for the first one's number.
     """CREATE TABLE IF NOT EXISTS feed (
@@ -481,3 +494,44 @@ async def lock_apply(conn: AsyncConnection, *, exclusive: bool) -> None:
     swap, which so finds no batch half-way and lets none start until it is done."""
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     await conn.execute(f"SELECT {function}(hashtext(current_schema() || ':apply'))")
+
+
+# -- lots ---------------------------------------------------------------------------------------------
+
+
+async def lot_granted(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO lots (user_id, lot_id, amount, expires_at, description, granted_at) VALUES (%(user_id)s,"
+        " %(lot_id)s, %(amount)s, %(expires_at)s, %(description)s, %(at)s) ON CONFLICT (user_id, lot_id) DO UPDATE"
+        " SET amount = EXCLUDED.amount, expires_at = EXCLUDED.expires_at, description = EXCLUDED.description,"
+        " granted_at = EXCLUDED.granted_at",
+        row,
+    )
+
+
+async def lots_taken(conn: AsyncConnection, user_id: str, portions: dict[str, int]) -> None:
+    for lot_id, taken in portions.items():
+        await conn.execute(
+            "INSERT INTO lots AS l (user_id, lot_id, taken) VALUES (%s, %s, %s)"
+            " ON CONFLICT (user_id, lot_id) DO UPDATE SET taken = l.taken + EXCLUDED.taken",
+            (user_id, lot_id, taken),
+        )
+
+
+async def lot_expired(conn: AsyncConnection, user_id: str, lot_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO lots (user_id, lot_id, expired) VALUES (%s, %s, TRUE)"
+        " ON CONFLICT (user_id, lot_id) DO UPDATE SET expired = TRUE",
+        (user_id, lot_id),
+    )
+
+
+async def lots_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    """The lots with credit left, in the order the ledger spends them: soonest expiry first, lasting ones last."""
+    return await _all(
+        conn,
+        "SELECT lot_id, amount, amount - taken AS remaining, expires_at, description FROM lots"
+        " WHERE user_id = %s AND amount IS NOT NULL AND NOT expired AND amount > taken"
+        " ORDER BY expires_at IS NULL, expires_at, length(lot_id), lot_id",
+        (user_id,),
+    )

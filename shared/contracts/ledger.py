@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -36,10 +36,16 @@ class _Entry(EventData):
     available_after: int | None = None
 
 
+# What an entry took from each lot (by lot id): spending order is the ledger's, readers only add it up.
+Portions = dict[ShortText, Annotated[int, Field(ge=0)]]
+
+
 class CreditsGranted(_Entry):
     type = "ledger.credits.granted"
     # When the credit of this grant (its lot) expires; None: never (older events lack it too).
     expires_at: datetime | None = None
+    # The lot this grant made (older events lack it).
+    lot_id: ShortText | None = None
 
 
 class CreditsExpired(_Entry):
@@ -54,6 +60,7 @@ class CreditsDebited(_Entry):
     type = "ledger.credits.debited"
     # A claw-back that found fewer credits than it wanted records what it could not take.
     shortfall: int = 0
+    lots: Portions | None = None  # older events lack it
 
 
 class CreditsReserved(EventData):
@@ -81,6 +88,7 @@ class CreditsCaptured(EventData):
     description: MediumText
     idempotency_key: MediumText
     cause_id: ShortText | None
+    lots: Portions | None = None  # what the capture took from each lot (older events lack it)
 
 
 class CreditsReleased(EventData):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import pytest
 from pydantic import ValidationError
@@ -34,6 +34,13 @@ SAMPLES: dict[type, Any] = {
 }
 
 
+def _mapping(annotation: Any) -> dict[str, Any]:
+    """A one-entry mapping whose value has the mapping's value type (an int for lot portions)."""
+    value = get_args(annotation)[1] if len(get_args(annotation)) == 2 else Any
+    base = get_args(value)[0] if get_origin(value) is Annotated else value
+    return {"k": SAMPLES.get(base, "v")}
+
+
 def sample(model: type[EventData]) -> EventData:
     """A valid instance built from the model's own field types."""
     values: dict[str, Any] = {}
@@ -43,11 +50,13 @@ def sample(model: type[EventData]) -> EventData:
             values[name] = "BONUS"
         elif annotation in SAMPLES:
             values[name] = SAMPLES[annotation]
-        elif getattr(annotation, "__origin__", None) is dict:
-            values[name] = {"k": "v"}
+        elif get_origin(annotation) is dict:
+            values[name] = _mapping(annotation)
         else:  # optional fields: give them a value too, so the round trip covers them
             args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
-            values[name] = SAMPLES.get(args[0], "x") if args else None
+            values[name] = (
+                (_mapping(args[0]) if get_origin(args[0]) is dict else SAMPLES.get(args[0], "x")) if args else None
+            )
     return model.model_validate(values)
 
 

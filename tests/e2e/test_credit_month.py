@@ -107,6 +107,12 @@ def _the_read_models_tell_the_same_month(
     kinds = {a["kind"] for a in board["recent_activity"]}
     assert {"renewal", "credits_expired", "auto_recharge", "purchase", "balance_low"} <= kinds
     assert board["expiring_soon"] == []  # the subscription's lot is spent; the promotion's expired
+    held = httpx.get(f"{system.url('ledger')}/api/accounts/{board['user']['id']}", headers=bearer(token)).json()
+    assert (
+        [(lot["remaining"], lot["expires_at"]) for lot in board["lots"]]
+        == [(lot["remaining"], lot["expires_at"]) for lot in held["lots"] if lot["remaining"] > 0]
+        == [(4, None), (50, None)]
+    )
 
     mine = httpx.get(f"{system.url('payments')}/api/user/transactions", headers=bearer(token), timeout=30).json()
     fields = ("id", "type", "status", "amount", "credits")

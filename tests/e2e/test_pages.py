@@ -62,6 +62,8 @@ def test_sign_in_see_ten_buy_basic_and_see_sixty_without_reloading(browser: Brow
     expect(page.locator("#stat-balance")).to_have_text("60", timeout=20_000)
     expect(page.locator("#stat-transactions")).to_have_text("1")
     expect(page.locator("#activity")).to_contain_text("Bought Basic Pack: 50 credits")
+    expect(page.locator("#lots li")).to_have_count(2)  # the welcome bonus's lot and the pack's
+    expect(page.locator("#lots")).to_contain_text("50 of 50")
     expect(page.get_by_role("img", name="Credits used per day over 30 days: 0 in all")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     page.close()

@@ -24,7 +24,7 @@ from tests.integration.conftest import make_pool
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
 TABLES = {
     "users": "user_id", "balances": "user_id", "credit_entries": "seq", "transactions": "id",
-    "subscriptions": "id", "media_jobs": "job_id", "activity": "event_id",
+    "subscriptions": "id", "media_jobs": "job_id", "activity": "event_id", "lots": "user_id, lot_id",
 }  # fmt: skip
 
 
@@ -46,30 +46,31 @@ def history(user: str) -> list[tuple[str, Envelope, int]]:
     job, rejected, lot = str(uuid.uuid4()), str(uuid.uuid4()), "7"
     add("IDENTITY", idc.UserRegistered(user_id=user, clerk_id="c1", email="a@example.com", first_name="Ada",
                                       last_name=None, avatar=None))  # fmt: skip
-    add("LEDGER", entry(lc.CreditsGranted, "BONUS", 10, 10))
+    add("LEDGER", entry(lc.CreditsGranted, "BONUS", 10, 10, lot_id="1"))
     add("PAYMENTS", pc.PaymentSucceeded(transaction_id="tx1", user_id=user, credits=50, amount_cents=999,
                                         currency="USD", stripe_payment_intent_id="pi_1",
                                         package_id="basic"))  # fmt: skip
-    add("LEDGER", entry(lc.CreditsGranted, "PURCHASE", 50, 60))
+    add("LEDGER", entry(lc.CreditsGranted, "PURCHASE", 50, 60, lot_id="2"))
     add("MEDIA", mc.JobRequested(job_id=job, user_id=user, operation="image_generation", cost=3,
                                  resource_type="image", resource_id="img1", hold_seconds=300))  # fmt: skip
     add("LEDGER", lc.CreditsReserved(user_id=user, reservation_id="r1", amount=3, job_id=job, balance=60,
                                      reserved_after=3, expires_at=T0 + timedelta(hours=1), **ledger))  # fmt: skip
     add("MEDIA", mc.JobCompleted(job_id=job, user_id=user, operation="image_generation", cost=3, resource_id="img1"))
     add("LEDGER", lc.CreditsCaptured(user_id=user, reservation_id="r1", job_id=job, amount=3, released=0,
-                                     balance_after=57, reserved_after=0, description="gen", **ledger))  # fmt: skip
+                                     balance_after=57, reserved_after=0, description="gen", lots={"1": 3},
+                                     **ledger))  # fmt: skip
     add("MEDIA", mc.JobRequested(job_id=rejected, user_id=user, operation="video_processing", cost=2,
                                  resource_type="video", resource_id="vid1"))  # fmt: skip
     add("LEDGER", lc.ReservationRejected(user_id=user, reservation_id="r2", job_id=rejected, amount=2, available=1,
                                          balance=1, reason="too few", **ledger))  # fmt: skip
     add("PAYMENTS", pc.PaymentRefunded(transaction_id="tx1", user_id=user, credits=50, amount_cents=999,
                                        currency="USD", stripe_payment_intent_id="pi_1"))  # fmt: skip
-    add("LEDGER", entry(lc.CreditsDebited, "REFUND", 50, 7))
+    add("LEDGER", entry(lc.CreditsDebited, "REFUND", 50, 7, lots={"2": 50}))
     add("LEDGER", lc.BalanceLow(user_id=user, available=7, threshold=8, **ledger))
     add("PAYMENTS", pc.SubscriptionRenewed(user_id=user, subscription_id="sub1", invoice_id="in1", credits=100,
                                            amount_cents=1999, currency="USD", period_start=T0,
                                            period_end=T0 + timedelta(days=30)))  # fmt: skip
-    add("LEDGER", entry(lc.CreditsGranted, "PURCHASE", 100, 107, expires_at=T0 + timedelta(days=30)))
+    add("LEDGER", entry(lc.CreditsGranted, "PURCHASE", 100, 107, expires_at=T0 + timedelta(days=30), lot_id="3"))
     add("LEDGER", lc.CreditsExpiring(user_id=user, lot_id=lot, remaining=100, expires_at=T0 + timedelta(days=30),
                                      **ledger))  # fmt: skip
     add("LEDGER", lc.CreditsExpiring(user_id=user, lot_id="6", remaining=4, expires_at=T0 + timedelta(days=1),
@@ -150,6 +151,8 @@ async def test_the_dashboards_queries_say_what_happened(read_pool: Any) -> None:
         )
         usage = await store.usage_by_day(conn, user, 30)
         assert [(u["operation"], u["credits"], u["count"]) for u in usage] == [("image_generation", 3, 1)]
+        lots = [(lot["lot_id"], lot["amount"], lot["remaining"]) for lot in await store.lots_of(conn, user)]
+        assert lots == [("3", 100, 100), ("1", 10, 7)]  # spending order: the expiring lot first; lot 2 all taken
         expiring = await store.expiring_of(conn, user)
         assert [(x["lot_id"], x["remaining"]) for x in expiring] == [("7", 100)]  # lot 6 expired already
         kinds = [a["kind"] for a in await store.activity_of(conn, user, 50)]

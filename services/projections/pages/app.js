@@ -116,6 +116,9 @@ async function loadDashboard() {
   $("activity").replaceChildren(...(board.recent_activity.length ? board.recent_activity.map((a) =>
     el("li", a.notification ? { class: "notification" } : {}, a.notification ? "⚠ " : "", a.message,
       el("small", {}, ` · ${when(a.occurred_at)}`))) : [el("li", {}, "Nothing yet.")]));
+  $("lots").replaceChildren(...(board.lots.length ? board.lots.map((lot) => el("li", {},
+    `${lot.remaining} of ${lot.amount}`, lot.description ? ` · ${lot.description}` : "",
+    lot.expires_at ? ` · expires ${when(lot.expires_at)}` : " · never expires")) : [el("li", {}, "No credit.")]));
   $("expiring").replaceChildren(...(board.expiring_soon.length ? board.expiring_soon.map((x) =>
     el("li", {}, `${x.remaining} credits on ${when(x.expires_at)}`)) : [el("li", {}, "Nothing expires soon.")]));
   const sub = board.subscription;
