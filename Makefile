@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test bench lint
+.PHONY: install up test test-faults bench lint
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "creditstream needs Python >= 3.11")'
@@ -23,6 +23,10 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault tests alone (each breaks a system of its own: crashes, outages, a lost bus); also part of `make test`.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults -v $(PYTEST_ARGS)
 
 # Starts its own system in a temp dir (never collides with `make up`); prints a table, writes bench/results/latest.json.
 bench: $(STAMP)
