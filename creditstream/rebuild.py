@@ -19,7 +19,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from creditstream.audit import _database_url
+from creditstream.connect import database_url as find_database
 from creditstream.connect import nats_url
 from shared import bus
 from shared.bus.streams import STREAMS
@@ -30,7 +30,7 @@ WAIT_SECONDS = 600
 
 
 def rebuild(console: Console) -> int:
-    database_url = _database_url()
+    database_url = find_database()
     if database_url is None:
         console.print("[red]No database:[/] set DATABASE_URL, or DATA_DIR to where `up` keeps its PostgreSQL.")
         return 2

@@ -79,14 +79,17 @@ class Worker:
     async def fail(self, envelope: Envelope, reason: str) -> None:
         """After the last attempt (a worker that keeps dying or erring on it): the job fails and the ledger
         releases its hold."""
+        if found := await self._load(envelope):
+            await self._fail(*found, reason)
+
+    async def _load(self, envelope: Envelope) -> tuple[Job, Media] | None:
+        """The queued job and the record it makes (None: not media's, or gone)."""
         work = envelope.body()
         assert isinstance(work, mc.WorkQueued)
         async with self._pool.connection() as conn:
             job = await store.job(conn, work.job_id)
             media = await store.media(conn, job.media_id) if job else None
-        if job is None or media is None:
-            return
-        await self._fail(job, media, reason)
+        return (job, media) if job is not None and media is not None else None
 
     async def _fail(self, job: Job, media: Media, reason: str) -> None:
         failed = replace(media, status=Status.FAILED, metadata={**media.metadata, "error": reason[:500]},
@@ -96,13 +99,9 @@ class Worker:
         await self._drop_input(job)
 
     async def on_work(self, envelope: Envelope, _seq: int) -> None:
-        work = envelope.body()
-        assert isinstance(work, mc.WorkQueued)
-        async with self._pool.connection() as conn:
-            job = await store.job(conn, work.job_id)
-            media = await store.media(conn, job.media_id) if job else None
-        if job is None or media is None:
+        if (found := await self._load(envelope)) is None:
             return
+        job, media = found
         if media.status != Status.PROCESSING:
             await self._drop_input(job)  # recorded before (a redelivery), or cancelled before it began
             return

@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.projections import store
 from services.projections.projection import CONSUMERS, apply_events
 from shared import db
+from shared.bus.replaying import stream_sequence
 from shared.contracts import Envelope
 from shared.inbox import INBOX_DDL
 
@@ -43,7 +44,6 @@ TABLES = (
     "users", "balances", "credit_entries", "transactions", "subscriptions", "media_jobs", "activity", "lots", "feed",
     "feed_heads", "positions", "inbox",
 )  # fmt: skip
-V1_ACK_TOKENS = 9
 
 
 @dataclass
@@ -136,7 +136,7 @@ class Replayer:
         queue: asyncio.Queue[tuple[Envelope, int] | None] = asyncio.Queue()
 
         async def take(msg: Msg) -> None:
-            seq = _stream_seq(msg.reply)
+            seq = stream_sequence(msg)
             if seq <= last:
                 queue.put_nowait((Envelope.from_bytes(msg.data), seq))
             if seq >= last:
@@ -166,11 +166,6 @@ class Replayer:
                     self.progress.applied += len(batch)
         finally:
             await sub.unsubscribe()
-
-
-def _stream_seq(reply: str) -> int:
-    tokens = reply.split(".")
-    return int(tokens[5] if len(tokens) == V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
 
 
 async def _replace(live: AsyncConnection, schema: str, table: str) -> None:
