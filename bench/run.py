@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import nats
 from rich.console import Console
 
 from bench import cpu, lag, long_account, machine, pgbench, system
@@ -19,6 +18,7 @@ from bench.http_client import RequestFactory, get, post
 from bench.load import http_calls, measure, nats_calls
 from bench.stats import Point, percentile
 from bench.users import User, bearer, sign_in
+from shared import bus
 
 CLIENTS = (1, 8, 32)
 DEBIT = b'{"amount":1}'
@@ -139,7 +139,7 @@ class Run:
         return lags
 
     async def ledger_over_nats(self, users: list[User]) -> None:
-        nc = await nats.connect(self.sut.nats.url)
+        nc = await bus.connect(self.sut.nats.url, name="bench")
         try:
             for clients in CLIENTS:
                 await self.settle()

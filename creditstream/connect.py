@@ -14,6 +14,12 @@ def nats_url() -> str:
     return os.environ.get("NATS_URL") or f"nats://127.0.0.1:{os.environ.get('NATS_PORT') or 4222}"
 
 
+def stream_replicas() -> int:
+    """STREAM_REPLICAS (3 on a three-node cluster): the setting the services create the streams with
+    (shared/settings.py), so that `up` and `streams rebuild` create them alike."""
+    return int(os.environ.get("STREAM_REPLICAS") or 1)
+
+
 def service_urls() -> dict[str, str]:
     host = os.environ.get("HOST") or "127.0.0.1"
     ports = {name: os.environ.get(f"{name.upper()}_PORT") or DEFAULT_PORTS[name] for name in SERVICES}

@@ -10,7 +10,6 @@ Refused when the streams hold messages: refilling a live stream would put every 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import psycopg
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from creditstream.connect import database_url as find_database
-from creditstream.connect import nats_url
+from creditstream.connect import nats_url, stream_replicas
 from shared import bus
 from shared.bus.streams import STREAMS
 
@@ -65,7 +64,7 @@ async def _rebuild(console: Console, database_url: str) -> int:
             )
             row = await cursor.fetchone()
             target = int(row[0]) if row else 0
-        await bus.ensure_streams(js, replicas=int(os.environ.get("STREAM_REPLICAS") or 1))
+        await bus.ensure_streams(js, replicas=stream_replicas())
         console.print(f"Streams created; {requeued:,} outbox events and {target:,} ledger notifications to publish"
                       " again, in their order, with their ids.", highlight=False)  # fmt: skip
         return await _wait(console, database_url, target)

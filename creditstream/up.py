@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from creditstream import clerk_webhook
+from creditstream.connect import stream_replicas
 from creditstream.supervisor import Output, StopRequest, StopRequested, Supervisor, wait_or_stop
 from shared import bus, db
 from shared.settings import DEFAULT_PORTS, SERVICES, WORKER_PORTS, WORKERS
@@ -63,7 +64,7 @@ async def _prepare(database_url: str, nats_url: str) -> None:
         await db.migrate(database_url, service, ())
     nc = await bus.connect(nats_url, name="creditstream-up")
     try:
-        await bus.ensure_streams(nc.jetstream())
+        await bus.ensure_streams(nc.jetstream(), replicas=stream_replicas())
     finally:
         await nc.drain()
 

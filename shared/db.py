@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import psycopg
+import psycopg_pool
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
+
+# PostgreSQL restarting or out of reach (a lost connection, or none to be had from the pool).
+UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
 def schema_conninfo(database_url: str, schema: str) -> str:

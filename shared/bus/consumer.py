@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 
 from shared.bus import deadletters
 from shared.bus.subscription import InvalidMessageError, Subscription, validated
@@ -56,10 +58,21 @@ class Consumer:
             max_deliver=-1,
             filter_subjects=list(s.subjects),
             max_ack_pending=10_000,
+            # No num_replicas: as many as its stream's (R3 on a cluster), so its position outlives a node.
         )
         # Consumer CREATE with a name creates or updates, so a changed filter takes effect.
         await self._js.add_consumer(s.stream, config)
         return await self._js.pull_subscribe_bind(durable=s.durable, stream=s.stream)
+
+    async def _bind_again(self) -> JetStreamContext.PullSubscription:
+        """After a fetch nobody answered: on a cluster, the consumer's leader died and the next is being
+        elected (seconds, while binding times out); or the consumer is gone, and binding creates it again.
+        A gone stream raises, as at the start."""
+        log.warning("%s: no leader answers for the consumer; binding again", self._sub.durable)
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError, ServiceUnavailableError):
+                return await self._bind()
 
     async def run(self) -> None:
         psub = await self._bind()
@@ -70,6 +83,10 @@ class Consumer:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                 await asyncio.sleep(0.5)
+                continue
+            except ServiceUnavailableError:
+                await psub.unsubscribe()
+                psub = await self._bind_again()
                 continue
             if self._sub.batch_handler is not None and len(msgs) > 1 and await self._handle_batch(msgs):
                 continue

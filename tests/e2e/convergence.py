@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 import httpx
-import nats
 
+from shared import bus
 from shared.bus import deadletters
 from shared.bus.streams import STREAMS
 from shared.testing.servers import wait_until
@@ -95,7 +95,7 @@ def parked_messages(system: System) -> dict[str, int]:
     """Dead-lettered messages per consumer: none, when every reader applied everything."""
 
     async def count() -> dict[str, int]:
-        nc = await nats.connect(system.env["NATS_URL"])
+        nc = await bus.connect(system.env["NATS_URL"], name="test")
         try:
             return dict(await deadletters.counts(nc.jetstream()))
         finally:
@@ -108,7 +108,7 @@ def consumer_state(system: System, stream: str, durable: str) -> dict[str, int]:
     """A durable consumer's counts: deliveries made (redeliveries included), unacknowledged, not yet delivered."""
 
     async def info() -> dict[str, int]:
-        nc = await nats.connect(system.env["NATS_URL"])
+        nc = await bus.connect(system.env["NATS_URL"], name="test")
         try:
             found = await nc.jetstream().consumer_info(stream, durable)
             return {"delivered": found.delivered.consumer_seq or 0 if found.delivered else 0,
@@ -123,7 +123,7 @@ def stream_sizes(system: System) -> dict[str, int]:
     """How many messages each stream holds."""
 
     async def sizes() -> dict[str, int]:
-        nc = await nats.connect(system.env["NATS_URL"])
+        nc = await bus.connect(system.env["NATS_URL"], name="test")
         try:
             js = nc.jetstream()
             return {name: int((await js.stream_info(name)).state.messages) for name in STREAMS}

@@ -30,12 +30,12 @@ def audited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
-def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(system: System, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     ports = {f"{name.upper()}_PORT": str(process.port) for name, process in system.services.items()
              if name != "media-worker"}  # fmt: skip
     command = [str(Path(sys.executable).parent / "creditstream"), *args]
     return subprocess.run(command, env={**os.environ, **system.env, **ports}, capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+                          timeout=timeout, check=False)  # fmt: skip
 
 
 def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -> None:

@@ -28,12 +28,15 @@ CARD = {"type": "card", "card[number]": GOOD_CARD, "card[exp_month]": "12", "car
 GRANT = 100
 PACK, PLAN = "basic", "starter"
 OPS_PER_USER = 25  # then the virtual user signs a new user in
+UNSETTLED = (None, 503)  # answers that leave the outcome open (see `Sent`)
 
 
 @dataclass
 class Sent:
     """One command of the load and what became of it. `status` is the answer the client saw (None: no
-    answer at all); `settled` what a retry with the same key answered afterwards, for one with none."""
+    answer at all); `settled` what a retry with the same key answered afterwards, for one with none or a 503:
+    a 503 may come after PostgreSQL stored the commit but before it could say so (it crashed in between),
+    so, as no answer, it leaves the outcome open, and a retry with the key settles it."""
 
     kind: str
     key: str
@@ -46,7 +49,7 @@ class Sent:
 
     @property
     def outcome(self) -> int | None:
-        return self.status if self.status is not None else self.settled
+        return self.settled if self.settled is not None else self.status
 
     @property
     def applied(self) -> bool:
@@ -78,6 +81,10 @@ class Mix:
     def __init__(self, system: System, clients: int, *, seed: int = 13) -> None:
         self.system = system
         self.clients = clients
+        # Commands per second over all clients, None: as fast as answers come (closed loop). May change
+        # while it runs (the soak measures the peak, then runs at half of it).
+        self.rate: float | None = None
+        self._next_slot = 0.0
         self.sent: list[Sent] = []
         self.users: list[User] = []
         self.retries: dict[int, Retry] = {}  # index in `sent` → how to send it again
@@ -135,6 +142,7 @@ class Mix:
         headers: dict[str, str] | None = None, content: bytes | None = None,
     ) -> httpx.Response | None:  # fmt: skip
         """Send a command and record its answer; None when it got none (refused connection, cut, timeout)."""
+        await self._pace()
         index = len(self.sent)
         self.sent.append(sent)
         self.retries[index] = Retry(method, service, path, json, headers or {}, content)
@@ -149,6 +157,13 @@ class Mix:
         if response.status_code in (503, 502):
             await asyncio.sleep(0.05)
         return response
+
+    async def _pace(self) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        slot, self._next_slot = max(now, self._next_slot), max(now, self._next_slot) + 1 / self.rate
+        await asyncio.sleep(slot - now)
 
     def _keyed(self, token: str) -> tuple[str, dict[str, str]]:
         key = f"load-{next(self._numbers)}-{uuid.uuid4().hex[:8]}"
@@ -283,11 +298,11 @@ class Mix:
     # -- after the load
 
     async def settle(self, *, within: float = 120) -> None:
-        """Retry every command that got no answer with its own key until it gets one: that answer says
-        whether it is applied (now, or it was already). A hold settled so is then released."""
+        """Retry every command that got no answer (or a 503) with its own key until it gets one: that answer
+        says whether it is applied (now, or it was already). A hold settled so is then released."""
         deadline = time.monotonic() + within
         for index, sent in enumerate(list(self.sent)):
-            if sent.status is not None:
+            if sent.status not in UNSETTLED or sent.settled is not None:
                 continue
             retry = self.retries[index]
             response: httpx.Response | None = None
@@ -327,11 +342,12 @@ class Mix:
                 sent.ref = str(answer["id"])
 
     async def release_settled_holds(self) -> None:
-        """A hold whose reservation was settled by a retry has no capture or release yet: release it."""
-        decided = {s.ref for s in self.sent if s.kind in ("capture", "release")}
+        """A hold with no capture or release applied (its reservation settled by a retry, or its capture
+        refused with a 503) is released, as a client retrying would."""
+        decided = {s.ref for s in self.sent if s.kind in ("capture", "release") and s.applied}
         tokens = {u.user_id: u.token for u in self.users}
         for sent in list(self.sent):
             if sent.kind == "hold" and sent.applied and sent.ref not in decided and sent.user_id in tokens:
                 await self.settle_hold(tokens[sent.user_id], sent.user_id, sent.ref, sent.amount, capture=False)
-        if any(s.status is None for s in self.sent):
+        if any(s.status in UNSETTLED and s.settled is None for s in self.sent):
             await self.settle()

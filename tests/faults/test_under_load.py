@@ -11,67 +11,21 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, wait_until
-from tests.e2e.auth_support import admin_token, bearer, signed_in
+from shared.testing.servers import EmbeddedNats, EmbeddedNatsCluster, EmbeddedPostgres, fresh_database
+from tests.e2e.auth_support import admin_token
+from tests.faults import duplicates
 from tests.faults.mix import Mix
-from tests.faults.up_system import PROCESSES, UpSystem, copies, creditstream_up
+from tests.faults.probe import Probe
+from tests.faults.up_system import ACK_WAIT_SECONDS, PROCESSES, UpSystem, copies, creditstream_up
 from tests.faults.verdict import ROWS, Row, judge
 
 LOAD_SECONDS = float(os.environ.get("FAULT_LOAD_SECONDS") or 6)
 CLIENTS = int(os.environ.get("FAULT_CLIENTS") or 8)
 OUTAGE_SECONDS = 2.0  # how long a crashed PostgreSQL or nats-server stays down
-
-
-class Probe:
-    """A debit on an account of its own, followed until projections show it: how long after a fault the
-    whole path (a command, its event on the bus, the read model) works again."""
-
-    def __init__(self, system: UpSystem) -> None:
-        self.system = system
-        self.token, self.user_id = signed_in(system)
-        granted = httpx.post(
-            f"{system.url('ledger')}/api/accounts/{self.user_id}/grants",
-            json={"amount": 1_000_000, "type": "ADMIN_ADJUSTMENT", "description": "probe"},
-            headers={**bearer(admin_token(system)), "Idempotency-Key": str(uuid.uuid4())}, timeout=30,
-        )  # fmt: skip
-        assert granted.status_code == 201, granted.text
-
-    def _debited(self, key: str) -> int | None:
-        try:
-            answer = httpx.post(
-                f"{self.system.url('ledger')}/api/accounts/{self.user_id}/debits", json={"amount": 1},
-                headers={**bearer(self.token), "Idempotency-Key": key}, timeout=5,
-            )  # fmt: skip
-        except httpx.HTTPError:
-            return None
-        return int(answer.json()["balance_after"]) if answer.status_code == 201 else None
-
-    def _projected(self, balance: int) -> bool:
-        try:
-            url = f"{self.system.url('projections')}/api/user/credits"
-            return bool(httpx.get(url, headers=bearer(self.token), timeout=5).json()["balance"] == balance)
-        except (httpx.HTTPError, ValueError, KeyError):
-            return False
-
-    def recovered(self, since: float) -> float:
-        """Seconds from `since` until a debit made now is answered and seen in projections."""
-        key, balance = str(uuid.uuid4()), None
-
-        def debited() -> bool:
-            nonlocal balance
-            balance = self._debited(key)
-            return balance is not None
-
-        wait_until(debited, timeout=120, interval=0.1, what="a probe debit answered")
-        assert balance is not None
-        wait_until(lambda: self._projected(balance), timeout=120, interval=0.1, what="the probe debit projected")
-        return time.monotonic() - since
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +43,7 @@ def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[U
         postgres.stop()
 
 
-def under_load(system: UpSystem, case: str, fault: Callable[[], float]) -> Row:
+def under_load(system: UpSystem, case: str, fault: Callable[[Mix], float]) -> Row:
     """Run the mix, apply `fault` (it answers the recovery time) half-way, stop, settle, drain, judge."""
 
     async def run() -> tuple[Mix, float]:
@@ -97,7 +51,7 @@ def under_load(system: UpSystem, case: str, fault: Callable[[], float]) -> Row:
         await mix.start()
         try:
             await asyncio.sleep(LOAD_SECONDS / 2)
-            recovery = await asyncio.to_thread(fault)
+            recovery = await asyncio.to_thread(fault, mix)
             await asyncio.sleep(LOAD_SECONDS / 2)
         finally:
             await mix.stop()
@@ -121,12 +75,41 @@ def assert_clean(row: Row, system: UpSystem) -> None:
     assert row.acknowledged > 0
 
 
+def test_every_message_and_webhook_delivered_twice_is_applied_once(
+    infrastructure: tuple[UpSystem, EmbeddedPostgres, EmbeddedNats, Probe],
+) -> None:
+    """First of the cases on this system: it republishes every message the streams hold, and the later
+    cases would multiply that (after them, tens of thousands: minutes of catching up, not a fault's).
+    Republished stream messages (a new Nats-Msg-Id, the same event: a job request too), consumers frozen
+    past their ack wait so what they held is delivered again, and every Stripe and Clerk webhook again."""
+    system, _, _, probe = infrastructure
+    nats_url = system.env["NATS_URL"]
+    figures: dict[str, int] = {}
+
+    def duplicate_everything(mix: Mix) -> float:
+        since = time.monotonic()
+        frozen = [system.kill(name, signal.SIGSTOP) for name in ("projections", "payments", "media-worker", "media")]
+        figures["republished"] = asyncio.run(duplicates.republish(nats_url))  # reaching the frozen consumers too
+        time.sleep(ACK_WAIT_SECONDS + 1)  # frozen past the ack wait: NATS must deliver what they hold again
+        figures["held past the ack wait"] = asyncio.run(duplicates.unacknowledged(nats_url))
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        figures["stripe events"] = duplicates.replay_stripe(system)
+        figures["clerk webhooks"] = duplicates.replay_clerk(system, mix.deliveries)
+        return probe.recovered(since)
+
+    row = under_load(system, "everything delivered twice", duplicate_everything)
+    print(f"\nduplicated: {figures}")
+    assert_clean(row, system)
+    assert all(figures.values()), figures
+
+
 def test_every_process_sigkilled_in_turn_is_restarted_by_creditstream_up(
     infrastructure: tuple[UpSystem, EmbeddedPostgres, EmbeddedNats, Probe],
 ) -> None:
     system, _, _, probe = infrastructure
 
-    def kill_each() -> float:
+    def kill_each(_: Mix) -> float:
         slowest = 0.0
         for name in PROCESSES:
             killed, since = system.kill(name), time.monotonic()
@@ -146,7 +129,7 @@ def test_nats_server_killed_and_restarted_mid_load(
 ) -> None:
     system, _, nats, probe = infrastructure
 
-    def outage() -> float:
+    def outage(_: Mix) -> float:
         nats.stop(signal.SIGKILL)
         since = time.monotonic()
         time.sleep(OUTAGE_SECONDS)  # the outage itself: what is measured is what follows it
@@ -161,7 +144,7 @@ def test_postgres_crashed_and_restarted_mid_load(
 ) -> None:
     system, postgres, _, probe = infrastructure
 
-    def outage() -> float:
+    def outage(_: Mix) -> float:
         postgres.crash()
         since = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
@@ -178,7 +161,7 @@ def test_two_copies_of_ledger_payments_and_worker_one_of_each_killed(
     pair = ("ledger", "payments", "media-worker")
     with copies(system, *pair):
 
-        def kill_one_of_each() -> float:
+        def kill_one_of_each(_: Mix) -> float:
             since = time.monotonic()
             killed = {name: system.kill(name) for name in pair}  # the copies carry on meanwhile
             recovery = probe.recovered(since)
@@ -188,3 +171,48 @@ def test_two_copies_of_ledger_payments_and_worker_one_of_each_killed(
 
         row = under_load(system, "two copies, one of each killed", kill_one_of_each)
     assert_clean(row, system)
+
+
+@pytest.fixture(scope="module")
+def on_a_cluster(
+    infrastructure: tuple[UpSystem, EmbeddedPostgres, EmbeddedNats, Probe], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[UpSystem, EmbeddedNatsCluster, Probe]]:
+    """`creditstream up` on a three-node NATS cluster (R3 streams, each node `sync_interval: always`) and a
+    database of its own in this module's PostgreSQL."""
+    _, postgres, _, _ = infrastructure
+    workdir = tmp_path_factory.mktemp("cluster")
+    cluster = EmbeddedNatsCluster(workdir / "nats").start()
+    try:
+        with fresh_database(postgres.url) as url, creditstream_up(workdir, url, cluster.url, STREAM_REPLICAS="3") as up:
+            yield up, cluster, Probe(up)
+    finally:
+        cluster.stop()
+
+
+def test_a_three_node_cluster_loses_a_node_and_then_the_stream_leader(
+    on_a_cluster: tuple[UpSystem, EmbeddedNatsCluster, Probe],
+) -> None:
+    system, cluster, probe = on_a_cluster
+    recovery: dict[str, float] = {}
+    leaders: list[str] = []
+
+    def kill_a_node_then_the_leader(_: Mix) -> float:
+        leader = asyncio.run(cluster.stream_leader("LEDGER"))
+        follower = (leader + 1) % len(cluster.nodes)
+        since = time.monotonic()
+        cluster.nodes[follower].stop(signal.SIGKILL)
+        recovery["a node killed"] = probe.recovered(since)
+        cluster.nodes[follower].start()
+        leader = asyncio.run(cluster.stream_leader("LEDGER"))
+        since = time.monotonic()
+        cluster.nodes[leader].stop(signal.SIGKILL)
+        recovery["the LEDGER leader killed"] = probe.recovered(since)
+        elected = asyncio.run(cluster.stream_leader("LEDGER"))
+        leaders.extend(str(cluster.nodes[i].server_name) for i in (leader, elected))
+        cluster.nodes[leader].start()
+        return max(recovery.values())
+
+    row = under_load(system, "3-node cluster: a node, then the leader killed", kill_a_node_then_the_leader)
+    print(f"\ncluster: recovery {recovery}, LEDGER leader {leaders[0]} killed, {leaders[1]} elected")
+    assert_clean(row, system)
+    assert leaders[0] != leaders[1]

@@ -20,7 +20,7 @@ from tests.conftest import System
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import ledger_view, parked_messages, projected_view
 from tests.e2e.test_audit import cli
-from tests.faults.mix import Mix, Sent
+from tests.faults.mix import UNSETTLED, Mix, Sent
 
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")
 # Per kind: the entry type an applied command leaves (a release and a profile update leave none).
@@ -33,8 +33,8 @@ class Row:
     case: str
     sent: int = 0
     acknowledged: int = 0
-    refused: int = 0  # a 4xx or a 5xx answer: must have left no trace
-    unanswered: int = 0  # settled afterwards by a retry with the same key
+    refused: int = 0  # a 4xx or a 502 answer: must have left no trace
+    unanswered: int = 0  # no answer or a 503: settled afterwards by a retry with the same key
     lost: int = 0
     duplicated: int = 0
     leaked: int = 0  # refused, yet applied
@@ -43,7 +43,7 @@ class Row:
     answers: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
-    COLUMNS = ("case", "sent", "acknowledged", "refused", "unanswered", "lost", "duplicated", "leaked",
+    COLUMNS = ("case", "sent", "acknowledged", "refused", "no answer or 503", "lost", "duplicated", "leaked",
                "recovery s", "drained s")  # fmt: skip
 
     def cells(self) -> list[str]:
@@ -74,7 +74,8 @@ def drain(system: System, mix: Mix, admin: str) -> None:
             wait_until(ended, timeout=180, what=f"image job {sent.ref} ended")
     for user in mix.users:
         decided = functools.partial(_decided, system, user.token, user.user_id)
-        wait_until(decided, timeout=120, what=f"{user.user_id}'s holds decided")
+        mine = [(s.kind, s.status, s.settled, s.ref) for s in mix.sent if s.user_id == user.user_id]
+        wait_until(decided, timeout=120, what=f"{user.user_id}'s holds decided; its commands: {mine}")
         caught_up = functools.partial(_caught_up, system, user.token, ledger_view(system, user.token, user.user_id))
         wait_until(caught_up, timeout=120, what=f"projections = ledger for {user.user_id}")
 
@@ -102,13 +103,13 @@ def judge(system: System, mix: Mix, row: Row, admin: str) -> Row:
     row.sent = len(mix.sent)
     for sent in mix.sent:
         row.answers[f"{sent.kind} {sent.status}"] += 1
-        if sent.status is None:
+        if sent.status in UNSETTLED:
             row.unanswered += 1
         elif 200 <= sent.status < 300:
             row.acknowledged += 1
         else:
             row.refused += 1
-            if sent.status >= 500 and sent.status != 503 and sent.status != 502:
+            if sent.status >= 500 and sent.status != 502:  # Stripe unreachable is a 502 by design
                 row.problems.append(f"{sent.kind} {sent.key} answered {sent.status}")
     tokens = {u.user_id: u.token for u in mix.users}
     views = {user_id: ledger_view(system, token, user_id) for user_id, token in tokens.items()}
@@ -121,7 +122,7 @@ def judge(system: System, mix: Mix, row: Row, admin: str) -> Row:
         _never_negative(row, system, user_id, tokens[user_id], view)
     if parked := {k: v for k, v in parked_messages(system).items() if v}:
         row.problems.append(f"parked messages: {parked}")
-    audit = cli(system, "audit")
+    audit = cli(system, "audit", timeout=300)  # after a fault it may wait for projections (30 s) and reconnect
     if audit.returncode != 0:
         row.problems.append(f"audit exited {audit.returncode}:\n{audit.stdout[-3000:]}{audit.stderr[-2000:]}")
     return row

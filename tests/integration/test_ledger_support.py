@@ -19,7 +19,7 @@ import nats
 
 from services.ledger import store
 from services.ledger.application import Ledger
-from shared import keys
+from shared import bus, keys
 from shared.contracts import Envelope
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, fresh_database, service_env
@@ -109,7 +109,7 @@ def stream_messages(nats_url: str, stream: str = "LEDGER") -> list[tuple[Envelop
     """Every message on `stream`, in order, with its headers."""
 
     async def read() -> list[tuple[Envelope, dict[str, str]]]:
-        nc = await nats.connect(nats_url)
+        nc = await bus.connect(nats_url, name="test")
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)

@@ -1,8 +1,10 @@
 """The audit's rules on stream messages it is given: entries and balances recomputed, a broken balance chain
-and a message published twice caught, and each source compared entry by entry to the first difference."""
+and one event id with two contents caught, a byte-for-byte copy skipped as readers skip it, and each source
+compared entry by entry to the first difference."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -24,9 +26,9 @@ ENTRIES = [("e1", "BONUS", 10, 10), ("e3", "USAGE", -3, 7), ("e4", "USAGE", -2, 
 
 def replayed(messages: list[dict[str, Any]]) -> Account:
     accounts: defaultdict[str, Account] = defaultdict(Account)
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, int]] = {}
     for seq, msg in enumerate(messages, start=1):
-        apply(accounts, seen, msg, seq)
+        apply(accounts, seen, json.dumps(msg).encode(), seq)
     return accounts["u"]
 
 
@@ -35,10 +37,19 @@ def test_an_account_is_recomputed_from_its_messages() -> None:
     assert (account.entries, account.balance, account.reserved, account.broken_chain) == (ENTRIES, 5, 0, None)
 
 
-def test_a_broken_chain_and_a_message_published_twice_are_caught() -> None:
+def test_a_broken_chain_and_one_event_id_with_two_contents_are_caught() -> None:
     broken = [*HISTORY[:3], message("e4", "debited", entry_type="USAGE", amount=2, balance_after=6)]
     assert replayed(broken).broken_chain == "e4"
-    assert replayed([*HISTORY, HISTORY[0]]).broken_chain == "e1 (published twice: 1, 5)"
+    forged = message("e1", "granted", entry_type="BONUS", amount=20, balance_after=20)
+    assert replayed([*HISTORY, forged]).broken_chain == "e1 (two different events: 1, 5)"
+
+
+def test_a_message_repeated_byte_for_byte_is_skipped_and_counted() -> None:
+    accounts: defaultdict[str, Account] = defaultdict(Account)
+    seen: dict[str, tuple[int, int]] = {}
+    raws = [json.dumps(m).encode() for m in [*HISTORY, HISTORY[0], HISTORY[2], HISTORY[1]]]
+    assert [apply(accounts, seen, raw, seq) for seq, raw in enumerate(raws, start=1)] == [False] * 4 + [True] * 3
+    assert (accounts["u"].entries, accounts["u"].balance, accounts["u"].broken_chain) == (ENTRIES, 5, None)
 
 
 def test_each_source_is_compared_to_its_first_difference() -> None:
