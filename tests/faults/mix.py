@@ -341,6 +341,14 @@ class Mix:
             case "media":
                 sent.ref = str(answer["id"])
 
+    async def finish(self) -> None:
+        """After `stop()`: settle every open command, release the holds left undecided, close the client."""
+        try:
+            await self.settle()
+            await self.release_settled_holds()
+        finally:
+            await self.close()
+
     async def release_settled_holds(self) -> None:
         """A hold with no capture or release applied (its reservation settled by a retry, or its capture
         refused with a 503) is released, as a client retrying would."""

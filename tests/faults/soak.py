@@ -69,11 +69,7 @@ async def soak(system: UpSystem, minutes: float) -> tuple[Mix, Figures]:
         rss_end = rss_mb(system)
     finally:
         await mix.stop()
-    try:
-        await mix.settle()
-        await mix.release_settled_holds()
-    finally:
-        await mix.close()
+    await mix.finish()
     return mix, Figures(peak, rate, lags, rss_start, rss_end)
 
 

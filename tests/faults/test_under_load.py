@@ -55,11 +55,7 @@ def under_load(system: UpSystem, case: str, fault: Callable[[Mix], float]) -> Ro
             await asyncio.sleep(LOAD_SECONDS / 2)
         finally:
             await mix.stop()
-        try:
-            await mix.settle()
-            await mix.release_settled_holds()
-        finally:
-            await mix.close()
+        await mix.finish()
         return mix, recovery
 
     mix, recovery = asyncio.run(run())
