@@ -25,14 +25,13 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from services.projections import store
 from services.projections.projection import CONSUMERS, apply_events
 from shared import db
-from shared.bus.replaying import stream_sequence
+from shared.bus.replaying import read_range
 from shared.contracts import Envelope
 from shared.inbox import INBOX_DDL
 
@@ -135,23 +134,15 @@ class Replayer:
             return
         queue: asyncio.Queue[tuple[Envelope, int] | None] = asyncio.Queue()
 
-        async def take(msg: Msg) -> None:
-            seq = stream_sequence(msg)
-            if seq <= last:
-                queue.put_nowait((Envelope.from_bytes(msg.data), seq))
-            if seq >= last:
-                queue.put_nowait(None)
+        async def take(msg: Msg, seq: int) -> None:
+            queue.put_nowait((Envelope.from_bytes(msg.data), seq))
 
-        js = self._nc.jetstream()
-        sub = await js.subscribe(
-            f"{stream.lower()}.>", stream=stream, cb=take, ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first),
-            pending_msgs_limit=-1, pending_bytes_limit=-1,
-        )  # fmt: skip
+        reader = asyncio.create_task(read_range(self._nc.jetstream(), stream, first, last, take))
+        reader.add_done_callback(lambda _: queue.put_nowait(None))  # read to `last`, or failed
         try:
             ended = False
             while not ended:
-                item = await asyncio.wait_for(queue.get(), timeout=30)
+                item = await queue.get()
                 batch: list[tuple[Envelope, int]] = []
                 while item is not None:
                     batch.append(item)
@@ -159,13 +150,14 @@ class Replayer:
                         break
                     item = queue.get_nowait()
                 else:
-                    ended = True  # the stream's last message asked for is in
+                    ended = True
                 if batch:
                     async with conn.transaction():
                         await apply_events(conn, durable, stream, batch)
                     self.progress.applied += len(batch)
+            await reader  # raises what stopped it short of `last`
         finally:
-            await sub.unsubscribe()
+            reader.cancel()
 
 
 async def _replace(live: AsyncConnection, schema: str, table: str) -> None:

@@ -7,6 +7,7 @@ equal the ledger and the audit is clean. The figures become one row of the summa
 from __future__ import annotations
 
 import functools
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,10 +123,19 @@ def judge(system: System, mix: Mix, row: Row, admin: str) -> Row:
         _never_negative(row, system, user_id, tokens[user_id], view)
     if parked := {k: v for k, v in parked_messages(system).items() if v}:
         row.problems.append(f"parked messages: {parked}")
-    audit = cli(system, "audit", timeout=300)  # after a fault it may wait for projections (30 s) and reconnect
-    if audit.returncode != 0:
-        row.problems.append(f"audit exited {audit.returncode}:\n{audit.stdout[-3000:]}{audit.stderr[-2000:]}")
+    try:  # after a fault it may wait for projections (30 s) and for a stalled stream read (about 80 s)
+        audit = cli(system, "audit", timeout=240)
+    except subprocess.TimeoutExpired as hung:
+        row.problems.append(f"audit still running after 240 s; it had said:\n{_text(hung.output)}{_text(hung.stderr)}")
+    else:
+        if audit.returncode != 0:
+            row.problems.append(f"audit exited {audit.returncode}:\n{audit.stdout[-3000:]}{audit.stderr[-2000:]}")
     return row
+
+
+def _text(output: str | bytes | None) -> str:
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    return text[-3000:]
 
 
 def _jobs(system: System, mix: Mix, tokens: dict[str, str]) -> dict[str, dict[str, Any]]:
