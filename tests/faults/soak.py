@@ -45,6 +45,7 @@ class Figures:
     rate: float  # commands/s while soaking
     lags: list[float]
     rss_start: dict[str, float]
+    rss_middle: dict[str, float]  # half-way: growth that stops after warming up is not a leak; steady growth is
     rss_end: dict[str, float]
 
 
@@ -62,15 +63,18 @@ async def soak(system: UpSystem, minutes: float) -> tuple[Mix, Figures]:
         lags: list[float] = []
         counted, started = len(mix.sent), time.monotonic()
         deadline = started + minutes * 60
+        rss_middle: dict[str, float] = {}
         while time.monotonic() < deadline:
             lags.append(await asyncio.to_thread(probe.lag))
+            if not rss_middle and time.monotonic() >= started + minutes * 30:
+                rss_middle = rss_mb(system)
             await asyncio.sleep(max(0.0, min(SAMPLE_EVERY, deadline - time.monotonic())))
         rate = (len(mix.sent) - counted) / (time.monotonic() - started)
         rss_end = rss_mb(system)
     finally:
         await mix.stop()
     await mix.finish()
-    return mix, Figures(peak, rate, lags, rss_start, rss_end)
+    return mix, Figures(peak, rate, lags, rss_start, rss_middle or rss_end, rss_end)
 
 
 def report(figures: Figures, row: Row) -> str:
@@ -80,11 +84,14 @@ def report(figures: Figures, row: Row) -> str:
         f"projection lag over {len(lags)} samples: p50 {statistics.median(lags) * 1000:.0f} ms,"
         f" p99 {lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms",
         "",
-        "| process | RSS start MB | RSS end MB | change |",
-        "|---|---|---|---|",
+        "| process | RSS start MB | half-way MB | end MB | start to end | half-way to end |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {name} | {rss_start[name]:.1f} | {rss_end[name]:.1f} | {rss_end[name] - rss_start[name]:+.1f} |"
+    middle = figures.rss_middle
+    lines += [f"| {name} | {rss_start[name]:.1f} | {middle[name]:.1f} | {rss_end[name]:.1f}"
+              f" | {rss_end[name] - rss_start[name]:+.1f} | {rss_end[name] - middle[name]:+.1f} |"
               for name in PROCESSES]  # fmt: skip
+    lines += ["", f"drained in {row.drained:.1f} s, of which payments' reconcile {row.reconciled:.1f} s"]
     return "\n".join([*lines, "", table([row])])
 
 

@@ -41,6 +41,7 @@ class Row:
     leaked: int = 0  # refused, yet applied
     recovery: float = 0.0
     drained: float = 0.0
+    reconciled: float = 0.0  # of `drained`: payments' reconcile (it reads every PaymentIntent back from Stripe)
     answers: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -61,13 +62,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def drain(system: System, mix: Mix, admin: str) -> None:
+def drain(system: System, mix: Mix, admin: str) -> float:
     """Until nothing is on its way: Stripe's missed webhooks recovered (localstripe never retries one, as
     Stripe would: reconcile asks Stripe), every image job ended, every hold decided, every read model
-    caught up with the ledger."""
+    caught up with the ledger. Answers how long the reconcile took."""
+    # Generous: after a 10-minute soak it reads thousands of PaymentIntents back from localstripe, whose
+    # every list page scans its whole store.
+    started = time.monotonic()
     reconciled = httpx.post(f"{system.url('payments')}/api/admin/payments/reconcile", json={}, headers=bearer(admin),
-                            timeout=120)  # fmt: skip
+                            timeout=900)  # fmt: skip
     assert reconciled.status_code == 200, reconciled.text
+    reconcile_seconds = time.monotonic() - started
     tokens = {u.user_id: u.token for u in mix.users}
     for sent in mix.sent:
         if sent.kind == "media" and sent.applied:
@@ -79,6 +84,7 @@ def drain(system: System, mix: Mix, admin: str) -> None:
         wait_until(decided, timeout=120, what=f"{user.user_id}'s holds decided; its commands: {mine}")
         caught_up = functools.partial(_caught_up, system, user.token, ledger_view(system, user.token, user.user_id))
         wait_until(caught_up, timeout=120, what=f"projections = ledger for {user.user_id}")
+    return reconcile_seconds
 
 
 def _job(system: System, token: str, job_id: str) -> dict[str, Any]:
@@ -99,7 +105,7 @@ def _caught_up(system: System, token: str, expected: dict[str, Any]) -> bool:
 
 def judge(system: System, mix: Mix, row: Row, admin: str) -> Row:
     started = time.monotonic()
-    drain(system, mix, admin)
+    row.reconciled = drain(system, mix, admin)
     row.drained = time.monotonic() - started
     row.sent = len(mix.sent)
     for sent in mix.sent:
