@@ -50,6 +50,8 @@ async def read_range(
     however often the consumer behind it is made again. `tick(position)` is called a few times a second (a
     progress bar), `on_stall(position)` when a consumer is given up. Raises StreamStalled when consumer after
     consumer delivers nothing."""
+    if last < first:
+        return
     position = first - 1
     done = asyncio.Event()
 
@@ -62,8 +64,6 @@ async def read_range(
         if seq >= last:
             done.set()
 
-    if last < first:
-        return
     stalls = 0
     while not done.is_set():
         sub = None
