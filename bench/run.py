@@ -18,7 +18,6 @@ from bench.http_client import RequestFactory, get, post
 from bench.load import http_calls, measure, nats_calls
 from bench.stats import Point, percentile
 from bench.users import User, bearer, sign_in
-from shared import bus
 
 CLIENTS = (1, 8, 32)
 DEBIT = b'{"amount":1}'
@@ -139,7 +138,8 @@ class Run:
         return lags
 
     async def ledger_over_nats(self, users: list[User]) -> None:
-        nc = await bus.connect(self.sut.nats.url, name="bench")
+        # As the media worker, the one user NATS lets call the ledger's request/reply API (shared/bus/users.py).
+        nc = await self.sut.nats.connect("media-worker", "bench")
         try:
             for clients in CLIENTS:
                 await self.settle()
