@@ -39,6 +39,7 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
     app.state.service_key = load_service_key(settings)
     app.state.verifier = TokenVerifier(
         settings.jwks_url,
+        audience=service,
         issuer=settings.issuer,
         authorized_parties=settings.authorized_parties,
         admin_clerk_ids=settings.admin_clerk_ids,

@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     # Origins besides projections' own that may call the APIs from a browser (a front end elsewhere).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     clerk_webhook_secret: SecretStr | None = None
-    # PEM keys of service tokens (shared/service_tokens.py); dev mode generates one in data_dir.
-    service_jwt_private_key: SecretStr | None = None
+    # The PEM public key service tokens are verified with (shared/service_tokens.py). There is no private
+    # key setting: a service never signs, only the CLI does (with SERVICE_JWT_PRIVATE_KEY, its own env).
     service_jwt_public_key: str | None = None
 
     # Stripe: the API base (unset: api.stripe.com; `make up` and the tests point it at localstripe).
@@ -69,7 +69,6 @@ class Settings(BaseSettings):
         "clerk_jwks_url",
         "clerk_issuer",
         "clerk_webhook_secret",
-        "service_jwt_private_key",
         "service_jwt_public_key",
         "stripe_api_base",
         "stripe_secret_key",

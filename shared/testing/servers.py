@@ -28,6 +28,7 @@ from psycopg import Connection, sql
 from psycopg.conninfo import make_conninfo
 
 from shared import bus
+from shared.service_tokens import dev_public_key_pem
 from shared.settings import SERVICES, WORKERS
 
 
@@ -440,6 +441,8 @@ def five_services(
         "DATABASE_URL": database_url,
         "NATS_URL": nats_url,
         "DATA_DIR": str(data_dir),
+        # Only the public half: the tests sign service tokens with the key file it leaves in data_dir.
+        "SERVICE_JWT_PUBLIC_KEY": dev_public_key_pem(data_dir),
         # Svix format (whsec_ + base64); tests sign Clerk webhooks with it.
         "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
         **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},
