@@ -139,13 +139,14 @@ class TokenVerifier:
         return Principal(clerk_id=sub, user_id=user_id_for(sub), role="service", claims=claims, scopes=held)
 
     def _user_role(self, sub: str, claims: dict[str, Any]) -> Role:
-        """Admin from ADMIN_CLERK_IDS or a claim; never `service`, whatever a user token says."""
+        """Admin from ADMIN_CLERK_IDS or `public_metadata.role`; never `service`, whatever a user token says.
+
+        Clerk lets only the backend write a user's public metadata; unsafe metadata (and so any claim made
+        from it, a `metadata` or a top-level `role`) the user can write themselves."""
         if sub in self._admins:
             return "admin"
-        for holder in (claims, claims.get("metadata"), claims.get("public_metadata")):
-            if isinstance(holder, dict) and holder.get("role") == "admin":
-                return "admin"
-        return "user"
+        public = claims.get("public_metadata")
+        return "admin" if isinstance(public, dict) and public.get("role") == "admin" else "user"
 
 
 def _checked_kid(token: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from shared.scopes import Scope
@@ -158,3 +159,23 @@ def test_a_user_token_claiming_the_service_role_gets_no_privilege(system: System
     token = DevKey(system).sign(dev_claims(sub="user_pretender", role="service"))
     response = httpx.get(f"{system.url('identity')}/api/admin/users", headers=bearer(token), timeout=30)
     assert response.status_code == 403, response.text
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"metadata": {"role": "admin"}}, 403),  # a claim a session-token template fills from unsafe metadata
+        ({"role": "admin"}, 403),
+        ({"public_metadata": {"role": "admin"}}, 200),  # only Clerk's backend writes public metadata
+    ],
+)
+def test_only_public_metadata_makes_a_user_token_an_admin(system: System, claims: dict[str, Any], status: int) -> None:
+    clerk_id = f"user_role_{uuid.uuid4().hex[:8]}"
+    token = DevKey(system).sign(dev_claims(sub=clerk_id, email=f"{clerk_id}@example.com", **claims))
+    response = httpx.get(f"{system.url('identity')}/api/admin/users", headers=bearer(token), timeout=30)
+    assert response.status_code == status, response.text
+
+
+def test_identitys_dev_admin_token_carries_the_role_in_public_metadata(system: System) -> None:
+    claims = jwt.decode(system.token("user_dev_admin", role="admin"), options={"verify_signature": False})
+    assert claims["public_metadata"] == {"role": "admin"} and "role" not in claims

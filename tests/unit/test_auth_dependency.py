@@ -100,7 +100,8 @@ def test_a_deactivated_user_is_forbidden(app: FastAPI, key: SigningKey) -> None:
 
 def test_a_deactivated_admin_is_forbidden_too(app: FastAPI, key: SigningKey) -> None:
     app.state.access.user_ids.add(user_id_for("user_boss"))
-    status, _ = get(app, "/admin", {"Authorization": f"Bearer {key.sign({'sub': 'user_boss', 'role': 'admin'})}"})
+    admin = key.sign({"sub": "user_boss", "public_metadata": {"role": "admin"}})
+    status, _ = get(app, "/admin", {"Authorization": f"Bearer {admin}"})
     assert status == 403
 
 
@@ -112,6 +113,8 @@ def test_admin_endpoints_refuse_users_and_admit_admins_and_services_holding_the_
     app: FastAPI, key: SigningKey, service_key: ServiceKey
 ) -> None:
     assert get(app, "/admin", {"Authorization": f"Bearer {key.sign({})}"})[0] == 403
+    for claims in ({"role": "admin"}, {"metadata": {"role": "admin"}}):  # what a user may write themselves
+        assert get(app, "/admin", {"Authorization": f"Bearer {key.sign(claims)}"})[0] == 403
     admin = key.sign({"public_metadata": {"role": "admin"}})
     assert get(app, "/admin", {"Authorization": f"Bearer {admin}"}) == (200, {"role": "admin"})
     assert get(app, "/admin", service(service_key, Scope.LEDGER_ADJUST)) == (200, {"role": "service"})

@@ -114,14 +114,25 @@ def test_garbage_is_refused(verifier: TokenVerifier) -> None:
     refused(verifier, "not-a-jwt", "malformed")
 
 
-def test_admin_comes_from_the_role_claim_or_public_metadata_or_the_admin_list(
-    verifier: TokenVerifier, clerk_key: SigningKey
-) -> None:
-    assert verifier.verify(clerk_key.sign({"role": "admin"})).role == "admin"
-    assert verifier.verify(clerk_key.sign({"metadata": {"role": "admin"}})).role == "admin"
+def test_admin_comes_from_public_metadata_or_the_admin_list(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
     assert verifier.verify(clerk_key.sign({"public_metadata": {"role": "admin"}})).role == "admin"
     assert verifier.verify(clerk_key.sign({"sub": "user_boss"})).role == "admin"
-    assert verifier.verify(clerk_key.sign({"metadata": {"role": "superuser"}})).role == "user"
+    assert verifier.verify(clerk_key.sign({"public_metadata": {"role": "superuser"}})).role == "user"
+    assert verifier.verify(clerk_key.sign({"public_metadata": "admin"})).role == "user"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"role": "admin"},  # a top-level claim: a session-token template may fill it from unsafe metadata
+        {"metadata": {"role": "admin"}},
+        {"unsafe_metadata": {"role": "admin"}},
+    ],
+)
+def test_admin_never_comes_from_a_claim_the_user_can_write(
+    verifier: TokenVerifier, clerk_key: SigningKey, claims: dict[str, Any]
+) -> None:
+    assert verifier.verify(clerk_key.sign(claims)).role == "user"
 
 
 def test_a_user_token_can_never_claim_the_service_role(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
