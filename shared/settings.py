@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -81,6 +82,16 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
+    def _dev_mode_stays_on_loopback(self) -> Settings:
+        # Dev mode hands anyone who can reach identity an admin token (/dev/token): never on a network.
+        if self.auth_mode == "dev" and not _is_loopback(self.host):
+            raise ValueError(
+                f"AUTH_MODE=dev serves unauthenticated /dev/token: HOST must be a loopback address"
+                f" (127.0.0.0/8, ::1 or localhost), not {self.host!r}; use AUTH_MODE=clerk on a network"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _clerk_mode_needs_jwks(self) -> Settings:
         if self.auth_mode == "clerk" and not self.clerk_jwks_url:
             raise ValueError("AUTH_MODE=clerk needs CLERK_JWKS_URL")
@@ -117,3 +128,12 @@ class Settings(BaseSettings):
         if self.auth_mode == "dev" and not self.clerk_authorized_parties:
             return [DEV_AUTHORIZED_PARTY]
         return self.clerk_authorized_parties
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
