@@ -192,7 +192,6 @@ async def reserve(
     cmd = commands.reserve(
         str(user_id),
         amount=body.amount,
-        job_id=body.job_id,
         ttl_seconds=ttl,
         now=datetime.now(UTC),
         key=key,
@@ -214,6 +213,8 @@ async def capture(
     request_id: RequestId,
     body: CaptureIn | None = None,
 ) -> JSONResponse:
+    """Capture a hold you placed (all of it, or part: the rest is released). A media job's hold is a 409:
+    only the job settles it, for admins and services too (CreditAccount.check_not_held_for_a_job says why)."""
     ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
     body = body or CaptureIn()
     cmd = commands.capture(
@@ -240,6 +241,7 @@ async def release(
     request_id: RequestId,
     body: ReleaseIn | None = None,
 ) -> JSONResponse:
+    """Release a hold you placed. A media job's hold is a 409, as for capture."""
     ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
     body = body or ReleaseIn()
     cmd = commands.release(
