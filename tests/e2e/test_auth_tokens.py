@@ -111,6 +111,10 @@ def test_a_service_token_without_the_scope_is_forbidden_and_changes_nothing(syst
     assert refused.status_code == 403, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["scope"] == "ledger:adjust"
+    reader = service_key(system).sign("tests", audience="ledger", scopes=[Scope.LEDGER_READ])
+    debit = httpx.post(f"{system.url('ledger')}/api/accounts/{user_id}/debits", json={"amount": 1},
+                       headers={**bearer(reader), "Idempotency-Key": f"debit-{uuid.uuid4()}"}, timeout=30)  # fmt: skip
+    assert (debit.status_code, debit.json().get("scope")) == (403, "ledger:debit"), debit.text
     assert account_of(system, token, user_id)["balance"] == balance
     allowed = adjust(system, user_id, Scope.LEDGER_ADJUST)
     assert allowed.status_code == 201, allowed.text
