@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.contracts import derive_id
@@ -249,7 +249,7 @@ def ensure_holds(principal: Principal, scope: Scope) -> None:
         )
 
 
-def privileged(scope: Scope) -> Any:
+def privileged(scope: Scope) -> params.Depends:
     """The dependency of an endpoint for admins and for service tokens holding `scope`:
     `principal: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)]`."""
 
