@@ -52,7 +52,9 @@ class DebitIn(BaseModel):
 
 def create_app() -> FastAPI:
     settings = Settings()  # the system's environment, as a service reads it
-    verifier = TokenVerifier(settings.jwks_url, issuer=settings.issuer, authorized_parties=settings.authorized_parties)
+    verifier = TokenVerifier(  # user tokens only: the audience of service tokens does not matter here
+        settings.jwks_url, audience="naive", issuer=settings.issuer, authorized_parties=settings.authorized_parties
+    )
     update, insert = UPDATE.format(**PSYCOPG), INSERT.format(**PSYCOPG)
 
     @asynccontextmanager

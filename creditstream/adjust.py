@@ -13,11 +13,12 @@ from rich.console import Console
 from creditstream.connect import service_token, service_urls
 from shared.auth import user_id_for
 from shared.inputs import is_uuid
+from shared.scopes import Scope
 
 
 def adjust(console: Console, user: str, amount: int, reason: str, key: str | None) -> int:
     """0 when the ledger recorded it (or had, under this key), 1 when it refused or did not answer."""
-    token = service_token("creditstream-cli")
+    token = service_token("creditstream-cli", audience="ledger", scopes=[Scope.LEDGER_ADJUST])
     if token is None:
         console.print("[red]No service key:[/] set SERVICE_JWT_PRIVATE_KEY, or DATA_DIR to where `up` keeps its key.")
         return 2

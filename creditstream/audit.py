@@ -29,6 +29,7 @@ from creditstream.connect import connect_nats, service_token, service_urls
 from shared.bus.replaying import StreamStalled, read_range
 from shared.contracts import ledger as lc
 from shared.db import schema_conninfo
+from shared.scopes import Scope
 
 PROJECTIONS_WAIT_SECONDS = 30
 # A credit entry as all three sources show it: (event id, type, amount, balance after).
@@ -70,7 +71,7 @@ def run(console: Console) -> int:
     if database_url is None:
         console.print("[red]No database:[/] set DATABASE_URL, or DATA_DIR to where `up` keeps its PostgreSQL.")
         return 2
-    token = service_token("creditstream-audit")
+    token = service_token("creditstream-audit", audience="ledger", scopes=[Scope.LEDGER_READ])
     if token is None:
         console.print("[red]No service key:[/] set SERVICE_JWT_PRIVATE_KEY, or DATA_DIR to where `up` keeps its key.")
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -10,6 +11,7 @@ from nats.aio.client import Client
 from shared import bus, keys
 from shared.bus import credentials
 from shared.bus.users import OPS
+from shared.scopes import Scope
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.settings import DEFAULT_PORTS, SERVICES
 
@@ -53,16 +55,16 @@ def service_urls() -> dict[str, str]:
     return {name: f"http://{host}:{port}" for name, port in ports.items()}
 
 
-def service_token(caller: str) -> str | None:
-    """A service token the services accept: signed with SERVICE_JWT_PRIVATE_KEY, else with the dev key
-    `creditstream up` keeps in DATA_DIR; None when neither is there."""
+def service_token(caller: str, *, audience: str, scopes: Sequence[Scope]) -> str | None:
+    """A token for `audience` holding just `scopes`: signed with SERVICE_JWT_PRIVATE_KEY, else with the dev
+    key `creditstream up` keeps in DATA_DIR; None when neither is there."""
     pem = os.environ.get("SERVICE_JWT_PRIVATE_KEY", "").strip()
     path = Path(os.environ.get("DATA_DIR") or ".data") / DEV_KEY_FILE
     if not pem and path.exists():
         pem = path.read_text()
     if not pem:
         return None
-    return ServiceKey.of_private(keys.private_from_pem(pem)).sign(caller)
+    return ServiceKey.of_private(keys.private_from_pem(pem)).sign(caller, audience=audience, scopes=scopes)
 
 
 def database_url() -> str | None:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from creditstream.connect import service_token, service_urls
+from shared.scopes import Scope
 
 app = typer.Typer(help="Payments: reconcile with Stripe.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -36,7 +37,7 @@ def reconcile(
 ) -> None:
     """Compare Stripe's PaymentIntents and events with our transactions; repair what webhooks missed."""
     moment = parse_since(since)
-    token = service_token("creditstream-cli")
+    token = service_token("creditstream-cli", audience="payments", scopes=[Scope.PAYMENTS_RECONCILE])
     if token is None:
         console.print("[red]No service key:[/] set SERVICE_JWT_PRIVATE_KEY, or DATA_DIR to where `up` keeps its key.")
         raise typer.Exit(2)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from creditstream.connect import service_token, service_urls
+from shared.scopes import Scope
 
 READ_MODELS = ("projections",)  # its consumers share their tables: one unit to rebuild
 POLL_SECONDS = 0.25
@@ -20,7 +21,9 @@ def replay(console: Console, read_model: str, timeout: float) -> int:
     if read_model not in READ_MODELS:
         console.print(f"[red]No read model {read_model!r}:[/] there is {', '.join(READ_MODELS)}.", highlight=False)
         return 2
-    token = service_token("creditstream-cli")
+    token = service_token(
+        "creditstream-cli", audience="projections", scopes=[Scope.PROJECTIONS_REPLAY, Scope.PROJECTIONS_STATUS]
+    )
     if token is None:
         console.print("[red]No service key:[/] set SERVICE_JWT_PRIVATE_KEY, or DATA_DIR to where `up` keeps its key.")
         return 2

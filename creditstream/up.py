@@ -29,6 +29,7 @@ from creditstream.supervisor import Output, StopRequest, StopRequested, Supervis
 from shared import bus, db_roles
 from shared.bus.credentials import Credentials
 from shared.bus.users import OPS
+from shared.service_tokens import dev_public_key_pem
 from shared.settings import DEFAULT_PORTS, SERVICES, WORKER_PORTS, WORKERS
 from shared.testing.localstripe_server import register_webhook
 from shared.testing.servers import (
@@ -120,6 +121,9 @@ def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> Infr
     if os.environ.get("AUTH_MODE") == "dev" and not os.environ.get("CLERK_WEBHOOK_SECRET", "").strip():
         # Without one identity answers 503 on /webhooks/clerk; kept in DATA_DIR so a restart keeps it.
         overrides["CLERK_WEBHOOK_SECRET"] = clerk_webhook.dev_secret(data_dir)
+    if os.environ.get("AUTH_MODE") == "dev" and not os.environ.get("SERVICE_JWT_PUBLIC_KEY", "").strip():
+        # The services verify the CLI's tokens with the public half; the private one stays in DATA_DIR.
+        overrides["SERVICE_JWT_PUBLIC_KEY"] = dev_public_key_pem(data_dir)
     return Infrastructure(overrides, nats_users, database_urls)
 
 

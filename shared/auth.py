@@ -2,9 +2,11 @@
 
 User tokens are RS256 JWTs checked against a JWKS: Clerk's in production, identity's dev key under
 AUTH_MODE=dev. Service tokens are RS256 JWTs signed with the service key (shared/service_tokens.py),
-recognised by its kid and checked against that key alone. The user id every service uses is derived
-from the token's `sub` (the Clerk id), so a service can act for a user without asking identity first.
-A user deactivated by identity is refused by every service (shared/access.py).
+recognised by its kid and checked against its public half alone; each is for one service (`aud`) and
+holds scopes there (shared/scopes.py), which privileged endpoints ask for (`privileged`). The user id
+every service uses is derived from the token's `sub` (the Clerk id), so a service can act for a user
+without asking identity first. A user deactivated by identity is refused by every service
+(shared/access.py).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.contracts import derive_id
 from shared.inputs import InputError, check_text
 from shared.problems import Problem
+from shared.scopes import Scope, of_audience
 from shared.service_tokens import SERVICE_ISSUER, SERVICE_SUBJECT_PREFIX, ServiceKey
 
 Role = Literal["user", "admin", "service"]
@@ -41,10 +44,11 @@ class Principal:
     user_id: str
     role: Role
     claims: dict[str, Any] = field(default_factory=dict, repr=False)
+    scopes: frozenset[Scope] = frozenset()  # a service token's, at the service that verified it
 
-    @property
-    def is_privileged(self) -> bool:
-        return self.role in ("admin", "service")
+    def holds(self, scope: Scope) -> bool:
+        """An admin holds every scope; a service token the ones it names; a user none."""
+        return self.role == "admin" or (self.role == "service" and scope in self.scopes)
 
 
 class AuthError(Exception):
@@ -60,6 +64,7 @@ class TokenVerifier:
         self,
         jwks_url: str,
         *,
+        audience: str,
         issuer: str | None,
         authorized_parties: Iterable[str],
         admin_clerk_ids: Iterable[str] = (),
@@ -75,6 +80,10 @@ class TokenVerifier:
         self._parties = frozenset(authorized_parties)
         self._admins = frozenset(admin_clerk_ids)
         self._service_key = service_key
+        # Service tokens must be addressed to this service and may hold only its scopes: a token made
+        # for the ledger is worth nothing at payments.
+        self._audience = audience
+        self._scopes = {scope.value: scope for scope in of_audience(audience)}
         # A token is verified once and trusted until it expires: a frontend sends the same token with
         # every request, and the RS256 check (on a thread) cost more than the rest of a debit. A key
         # removed from the JWKS stops new tokens at once; the ones it signed live out their minutes.
@@ -117,20 +126,27 @@ class TokenVerifier:
         return Principal(clerk_id=sub, user_id=user_id_for(sub), role=self._user_role(sub, claims), claims=claims)
 
     def _verify_service(self, token: str, key: ServiceKey) -> Principal:
-        claims = _decode(token, key.public, issuer=SERVICE_ISSUER)
+        claims = _decode(token, key.public, issuer=SERVICE_ISSUER, audience=self._audience)
         sub = _subject(claims)
         if not sub.startswith(SERVICE_SUBJECT_PREFIX):
             raise AuthError("service tokens must name a service subject")
-        return Principal(clerk_id=sub, user_id=user_id_for(sub), role="service", claims=claims)
+        scopes = claims.get("scope")
+        if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+            raise AuthError("a service token must carry its scopes as a list of strings")
+        if unknown := [scope for scope in scopes if scope not in self._scopes]:
+            raise AuthError(f"scopes {unknown!r} are not {self._audience}'s")
+        held = frozenset(self._scopes[scope] for scope in scopes)
+        return Principal(clerk_id=sub, user_id=user_id_for(sub), role="service", claims=claims, scopes=held)
 
     def _user_role(self, sub: str, claims: dict[str, Any]) -> Role:
-        """Admin from ADMIN_CLERK_IDS or a claim; never `service`, whatever a user token says."""
+        """Admin from ADMIN_CLERK_IDS or `public_metadata.role`; never `service`, whatever a user token says.
+
+        Clerk lets only the backend write a user's public metadata; unsafe metadata (and so any claim made
+        from it, a `metadata` or a top-level `role`) the user can write themselves."""
         if sub in self._admins:
             return "admin"
-        for holder in (claims, claims.get("metadata"), claims.get("public_metadata")):
-            if isinstance(holder, dict) and holder.get("role") == "admin":
-                return "admin"
-        return "user"
+        public = claims.get("public_metadata")
+        return "admin" if isinstance(public, dict) and public.get("role") == "admin" else "user"
 
 
 def _checked_kid(token: str) -> str:
@@ -147,15 +163,22 @@ def _checked_kid(token: str) -> str:
     return kid
 
 
-def _decode(token: str, key: Any, *, issuer: str | None) -> dict[str, Any]:
+def _decode(token: str, key: Any, *, issuer: str | None, audience: str | None = None) -> dict[str, Any]:
+    """The verified claims; `aud` is checked only when an audience is given (service tokens), and then
+    strictly: one string, equal to it (a list naming several services is refused)."""
     try:
         return jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
             issuer=issuer,
+            audience=audience,
             leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "sub"], "verify_aud": False},
+            options={
+                "require": ["exp", "sub", *(["aud"] if audience else [])],
+                "verify_aud": audience is not None,
+                "strict_aud": True,
+            },
         )
     except jwt.PyJWTError as exc:
         raise AuthError(str(exc)) from exc
@@ -219,13 +242,22 @@ async def _verified(verifier: TokenVerifier, token: str) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-async def require_privileged(principal: CurrentPrincipal) -> Principal:
-    if not principal.is_privileged:
-        raise Problem(403, "This endpoint is for admins and services only.")
-    return principal
+def ensure_holds(principal: Principal, scope: Scope) -> None:
+    if not principal.holds(scope):
+        raise Problem(
+            403, f"This needs an admin, or a service token holding the scope {scope.value!r}.", scope=scope.value
+        )
 
 
-Privileged = Annotated[Principal, Depends(require_privileged)]
+def privileged(scope: Scope) -> params.Depends:
+    """The dependency of an endpoint for admins and for service tokens holding `scope`:
+    `principal: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)]`."""
+
+    async def require(principal: CurrentPrincipal) -> Principal:
+        ensure_holds(principal, scope)
+        return principal
+
+    return Depends(require)
 
 
 async def require_user(principal: CurrentPrincipal) -> Principal:
@@ -238,6 +270,10 @@ async def require_user(principal: CurrentPrincipal) -> Principal:
 SignedInUser = Annotated[Principal, Depends(require_user)]
 
 
-def ensure_may_act_for(principal: Principal, user_id: str) -> None:
-    if principal.user_id != user_id and not principal.is_privileged:
+def ensure_may_act_for(principal: Principal, user_id: str, scope: Scope) -> None:
+    """A user acts on their own account; on another's only an admin, or a service token holding `scope`."""
+    if principal.user_id == user_id:
+        return
+    if principal.role == "user":
         raise Problem(403, "You may only act on your own account.")
+    ensure_holds(principal, scope)

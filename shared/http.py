@@ -15,7 +15,6 @@ from shared.access import ACCESS_DDL, AccessList
 from shared.auth import TokenVerifier
 from shared.guard import GuardedRoute, assert_guarded
 from shared.openapi import documented
-from shared.runtime import NotReadyError
 from shared.service_tokens import load_service_key
 from shared.settings import Settings
 
@@ -39,6 +38,7 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
     app.state.service_key = load_service_key(settings)
     app.state.verifier = TokenVerifier(
         settings.jwks_url,
+        audience=service,
         issuer=settings.issuer,
         authorized_parties=settings.authorized_parties,
         admin_clerk_ids=settings.admin_clerk_ids,
@@ -61,12 +61,9 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
     async def readyz(request: Request) -> Any:
         """Ready for traffic: database and NATS reachable, no relay stuck, no dead-lettered message waiting."""
         runtime = getattr(request.app.state, "runtime", None)
-        try:
-            if runtime is None:
-                raise NotReadyError("starting")
-            await runtime.check_ready()
-        except Exception as exc:
-            return problems.Problem(503, str(exc) or type(exc).__name__).response(request.url.path)
+        problem = "starting" if runtime is None else await runtime.not_ready()
+        if problem:
+            return problems.Problem(503, problem).response(request.url.path)
         return Status(status="ready", service=service)
 
     for router in routers:

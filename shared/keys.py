@@ -45,6 +45,10 @@ def private_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+def public_pem(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def load_or_create(path: Path) -> rsa.RSAPrivateKey:
     """The key in `path`, created there (mode 0600) on first use."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,6 @@ from shared.settings import Settings
 Alarm = Callable[[], Awaitable[str | None]]
 
 
-class NotReadyError(Exception):
-    pass
-
-
 log = logging.getLogger(__name__)
 
 
@@ -85,15 +81,34 @@ class Runtime:
         self.start_relay("outbox-relay", relay)
         return relay
 
-    async def check_ready(self) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute("SELECT 1")
+    async def not_ready(self) -> str | None:
+        """Why this process should get no traffic now, in words for operators; None when it is ready.
+
+        The alarms' problems are written to be shown. Anything else that fails says only what failed: an
+        exception's own text can name hosts, users and connection strings, so it goes to the log."""
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except Exception:
+            log.warning("%s: not ready: the database is unreachable", self.service, exc_info=True)
+            return "database unreachable"
         if not self.nc.is_connected:
-            raise NotReadyError("NATS is not connected")
-        await self.js.account_info()
-        problems = [problem for alarm in self.alarms if (problem := await alarm())]
-        if problems:
-            raise NotReadyError("; ".join(problems))
+            return "NATS is not connected"
+        try:
+            await self.js.account_info()
+        except Exception:
+            log.warning("%s: not ready: JetStream does not answer", self.service, exc_info=True)
+            return "NATS unreachable"
+        problems = []
+        for alarm in self.alarms:
+            try:
+                problem = await alarm()
+            except Exception:
+                log.warning("%s: not ready: an alarm could not be checked", self.service, exc_info=True)
+                problem = "an alarm could not be checked"
+            if problem:
+                problems.append(problem)
+        return "; ".join(problems) or None
 
 
 def _refused(nc: Client) -> Alarm:

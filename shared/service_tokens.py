@@ -1,23 +1,28 @@
-"""Service tokens: short-lived RS256 JWTs for service-to-service calls (and the operator CLI).
+"""Service tokens: short-lived RS256 JWTs for the operator CLI (and tests) to call a service's
+privileged endpoints.
 
-They are signed with a key of their own, never Clerk's, so no end user can hold one. Production
-passes the key by env: SERVICE_JWT_PRIVATE_KEY (PEM) to every process that signs, and optionally
-SERVICE_JWT_PUBLIC_KEY (PEM) to a process that only verifies. Under AUTH_MODE=dev, when neither is
-set, every service shares one key generated in DATA_DIR. Without any key (clerk mode, nothing
-configured) no service token is accepted at all.
+They are signed with a key of their own, never Clerk's, so no end user can hold one. Each names one
+audience (the service it is for) and the scopes it holds there (shared/scopes.py). Services get only
+the public half (SERVICE_JWT_PUBLIC_KEY): none of them can mint a token for itself or another. The
+private half is for whoever signs: SERVICE_JWT_PRIVATE_KEY in the CLI's environment, or under
+AUTH_MODE=dev the key file in DATA_DIR that whoever starts the services creates (`dev_public_key_pem`).
+Without a public key (clerk mode, nothing configured) a service accepts no service token at all.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared import keys
-from shared.settings import Settings
+from shared.scopes import Scope
+from shared.settings import SERVICES, Settings
 
 SERVICE_ISSUER = "creditstream-service"
 SERVICE_SUBJECT_PREFIX = "service:"
@@ -34,13 +39,23 @@ class ServiceKey:
     def kid(self) -> str:
         return keys.key_id(self.public, "service")
 
-    def sign(self, service: str, *, lifetime: int = SERVICE_TOKEN_LIFETIME_SECONDS) -> str:
+    def sign(
+        self, caller: str, *, audience: str, scopes: Iterable[Scope], lifetime: int = SERVICE_TOKEN_LIFETIME_SECONDS
+    ) -> str:
+        """A token for `audience` (a service name) holding `scopes`, all of which must be that service's."""
         if self.private is None:
             raise RuntimeError("this process holds only the public service key: it cannot sign")
+        if audience not in SERVICES:
+            raise ValueError(f"no service {audience!r} to address a token to")
+        held = sorted({Scope(scope) for scope in scopes})
+        if foreign := [scope.value for scope in held if scope.audience != audience]:
+            raise ValueError(f"scopes {foreign} are not {audience}'s")
         now = int(time.time())
         claims = {
             "iss": SERVICE_ISSUER,
-            "sub": SERVICE_SUBJECT_PREFIX + service,
+            "sub": SERVICE_SUBJECT_PREFIX + caller,
+            "aud": audience,
+            "scope": [scope.value for scope in held],
             "iat": now,
             "nbf": now,
             "exp": now + lifetime,
@@ -53,10 +68,14 @@ class ServiceKey:
 
 
 def load_service_key(settings: Settings) -> ServiceKey | None:
-    if settings.service_jwt_private_key is not None:
-        return ServiceKey.of_private(keys.private_from_pem(settings.service_jwt_private_key.get_secret_value()))
+    """What a service verifies service tokens with: the public key only, whatever the mode."""
     if settings.service_jwt_public_key:
         return ServiceKey(public=keys.public_from_pem(settings.service_jwt_public_key))
-    if settings.auth_mode == "dev":
-        return ServiceKey.of_private(keys.load_or_create(settings.data_dir / DEV_KEY_FILE))
     return None
+
+
+def dev_public_key_pem(data_dir: Path) -> str:
+    """The public half of the dev service key in `data_dir` (created there, mode 0600, on first use), for
+    whoever starts services under AUTH_MODE=dev to pass them as SERVICE_JWT_PUBLIC_KEY. The private half
+    stays in the file, for the CLI and the tests to sign with."""
+    return keys.public_pem(keys.load_or_create(data_dir / DEV_KEY_FILE).public_key()).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,8 +48,8 @@ class Settings(BaseSettings):
     # Origins besides projections' own that may call the APIs from a browser (a front end elsewhere).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     clerk_webhook_secret: SecretStr | None = None
-    # PEM keys of service tokens (shared/service_tokens.py); dev mode generates one in data_dir.
-    service_jwt_private_key: SecretStr | None = None
+    # The PEM public key service tokens are verified with (shared/service_tokens.py). There is no private
+    # key setting: a service never signs, only the CLI does (with SERVICE_JWT_PRIVATE_KEY, its own env).
     service_jwt_public_key: str | None = None
 
     # Stripe: the API base (unset: api.stripe.com; `make up` and the tests point it at localstripe).
@@ -80,7 +81,6 @@ class Settings(BaseSettings):
         "nats_tls_cert",
         "nats_tls_key",
         "clerk_webhook_secret",
-        "service_jwt_private_key",
         "service_jwt_public_key",
         "stripe_api_base",
         "stripe_secret_key",
@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # Compose's `${VAR:-}` passes "": an empty issuer would refuse every token, an empty secret match none.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _dev_mode_stays_on_loopback(self) -> Settings:
+        # Dev mode hands anyone who can reach identity an admin token (/dev/token): never on a network.
+        if self.auth_mode == "dev" and not _is_loopback(self.host):
+            raise ValueError(
+                f"AUTH_MODE=dev serves unauthenticated /dev/token: HOST must be a loopback address"
+                f" (127.0.0.0/8, ::1 or localhost), not {self.host!r}; use AUTH_MODE=clerk on a network"
+            )
+        return self
 
     @model_validator(mode="after")
     def _clerk_mode_needs_jwks(self) -> Settings:
@@ -129,3 +139,12 @@ class Settings(BaseSettings):
         if self.auth_mode == "dev" and not self.clerk_authorized_parties:
             return [DEV_AUTHORIZED_PARTY]
         return self.clerk_authorized_parties
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -11,15 +11,18 @@ from pydantic import BaseModel, ConfigDict
 from services.identity.api import UserPublic, get_identity
 from services.identity.application import Identity
 from services.identity.domain import SelfDeactivationError, User, UserNotFoundError
-from shared.auth import Privileged
+from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
 from shared.inputs import MediumText, ShortText
 from shared.paging import After, newest_first
 from shared.params import CorrelationId, PageCursor
 from shared.problems import Problem, responses
+from shared.scopes import Scope
 
 router = APIRouter(prefix="/api/admin/users", tags=["admin"], route_class=GuardedRoute)
 IdentityDep = Annotated[Identity, Depends(get_identity)]
+Reader = Annotated[Principal, privileged(Scope.IDENTITY_READ)]
+Manager = Annotated[Principal, privileged(Scope.IDENTITY_MANAGE)]
 
 
 class UserPage(BaseModel):
@@ -40,7 +43,7 @@ class StatusResponse(BaseModel):
 
 @router.get("", response_model=UserPage, responses=responses(400))
 async def list_users(
-    _: Privileged,
+    _: Reader,
     identity: IdentityDep,
     q: Annotated[ShortText | None, Query(description="part of an email or name")] = None,
     cursor: PageCursor = None,
@@ -54,7 +57,7 @@ async def list_users(
 
 
 @router.get("/{user_id}", response_model=UserPublic)
-async def get_user(user_id: uuid.UUID, _: Privileged, identity: IdentityDep) -> UserPublic:
+async def get_user(user_id: uuid.UUID, _: Reader, identity: IdentityDep) -> UserPublic:
     try:
         return UserPublic.of(await identity.user(str(user_id)))
     except UserNotFoundError as exc:
@@ -64,7 +67,7 @@ async def get_user(user_id: uuid.UUID, _: Privileged, identity: IdentityDep) -> 
 @router.post("/{user_id}/deactivate", response_model=StatusResponse, responses=responses(409))
 async def deactivate(
     user_id: uuid.UUID,
-    principal: Privileged,
+    principal: Manager,
     identity: IdentityDep,
     correlation_id: CorrelationId = None,
     body: Annotated[DeactivateRequest | None, Body()] = None,
@@ -75,7 +78,7 @@ async def deactivate(
 
 @router.post("/{user_id}/reactivate", response_model=StatusResponse)
 async def reactivate(
-    user_id: uuid.UUID, principal: Privileged, identity: IdentityDep, correlation_id: CorrelationId = None
+    user_id: uuid.UUID, principal: Manager, identity: IdentityDep, correlation_id: CorrelationId = None
 ) -> StatusResponse:
     return await _set_active(identity, str(user_id), True, principal.user_id, None, correlation_id)
 

@@ -134,7 +134,7 @@ async def dev_token(body: DevTokenRequest, signer: Annotated[DevSigner, Depends(
         "last_name": body.last_name,
     }
     if body.role != "user":
-        claims["role"] = body.role
+        claims["public_metadata"] = {"role": body.role}  # where Clerk's session token carries it
     return DevTokenResponse(token=signer.sign(claims), user_id=user_id_for(body.clerk_id))
 
 

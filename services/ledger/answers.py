@@ -16,6 +16,7 @@ from services.ledger.domain import (
     AccountInactiveError,
     AccountNotFoundError,
     CreditAccount,
+    HeldForJobError,
     IdempotencyConflictError,
     InvalidCommandError,
     ReservationNotFoundError,
@@ -28,6 +29,7 @@ from shared.problems import problem_body
 ERROR_STATUS: dict[type[Exception], int] = {
     InvalidCommandError: 422,
     IdempotencyConflictError: 409,
+    HeldForJobError: 409,
     AccountInactiveError: 403,
     ReservationNotFoundError: 404,
     AccountNotFoundError: 404,

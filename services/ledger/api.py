@@ -32,12 +32,13 @@ from services.ledger.schemas import (
     ReservationIn,
 )
 from services.ledger.unit_of_work import UnitOfWork
-from shared.auth import CurrentPrincipal, Privileged, ensure_may_act_for
+from shared.auth import CurrentPrincipal, Principal, ensure_may_act_for, privileged
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec
 from shared.params import IdempotencyKey, PageCursor, RequestId
 from shared.problems import MEDIA_TYPE, Problem, responses
+from shared.scopes import Scope
 
 router = APIRouter(tags=["accounts"], route_class=GuardedRoute)
 
@@ -90,7 +91,7 @@ async def _account(ledger: Ledger, user_id: str) -> AccountPublic:
 
 @router.get("/api/accounts/{user_id}", response_model=AccountPublic)
 async def get_account(user_id: uuid.UUID, principal: CurrentPrincipal, ledger: LedgerDep) -> AccountPublic:
-    ensure_may_act_for(principal, str(user_id))
+    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_READ)
     return await _account(ledger, str(user_id))
 
 
@@ -101,7 +102,7 @@ async def can_spend(
     ledger: LedgerDep,
     amount: Annotated[int, Query(gt=0, le=1_000_000)],
 ) -> CanSpendPublic:
-    ensure_may_act_for(principal, str(user_id))
+    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_READ)
     account = await _account(ledger, str(user_id))
     return CanSpendPublic(
         user_id=account.user_id,
@@ -123,7 +124,7 @@ async def list_entries(
 ) -> EntriesPage:
     """The authoritative credit history, newest first, read from the ledger's event store."""
     uid = str(user_id)
-    ensure_may_act_for(principal, uid)
+    ensure_may_act_for(principal, uid, Scope.LEDGER_READ)
     types = {t.value for t in entry_type or ()}
     before = ENTRIES_CURSOR.decode(cursor)
     events, next_cursor = await asyncio.to_thread(
@@ -156,7 +157,7 @@ async def debit(
     key: IdempotencyKey,
     request_id: RequestId,
 ) -> JSONResponse:
-    ensure_may_act_for(principal, str(user_id))
+    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_DEBIT)
     cmd = commands.debit(str(user_id), **body.model_dump(), key=key, request_id=request_id, entry_type="USAGE")
     return await _run(request, d, cmd)
 
@@ -165,7 +166,7 @@ async def debit(
 async def grant(
     user_id: uuid.UUID,
     body: GrantIn,
-    _: Privileged,
+    _: Annotated[Principal, privileged(Scope.LEDGER_GRANT)],
     d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
@@ -186,12 +187,11 @@ async def reserve(
     key: IdempotencyKey,
     request_id: RequestId,
 ) -> JSONResponse:
-    ensure_may_act_for(principal, str(user_id))
+    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
     ttl = body.ttl_seconds or request.app.state.settings.reservation_ttl_seconds
     cmd = commands.reserve(
         str(user_id),
         amount=body.amount,
-        job_id=body.job_id,
         ttl_seconds=ttl,
         now=datetime.now(UTC),
         key=key,
@@ -213,7 +213,9 @@ async def capture(
     request_id: RequestId,
     body: CaptureIn | None = None,
 ) -> JSONResponse:
-    ensure_may_act_for(principal, str(user_id))
+    """Capture a hold you placed (all of it, or part: the rest is released). A media job's hold is a 409:
+    only the job settles it, for admins and services too (CreditAccount.check_not_held_for_a_job says why)."""
+    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
     body = body or CaptureIn()
     cmd = commands.capture(
         str(user_id),
@@ -239,7 +241,8 @@ async def release(
     request_id: RequestId,
     body: ReleaseIn | None = None,
 ) -> JSONResponse:
-    ensure_may_act_for(principal, str(user_id))
+    """Release a hold you placed. A media job's hold is a 409, as for capture."""
+    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
     body = body or ReleaseIn()
     cmd = commands.release(
         str(user_id),
@@ -261,7 +264,7 @@ async def release(
 async def adjust(
     user_id: uuid.UUID,
     body: AdjustmentIn,
-    admin: Privileged,
+    admin: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)],
     d: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,

@@ -95,11 +95,12 @@ class Adjust(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class Reserve(Command):
+    """A caller's own hold (never a media job's: HoldForJob places those)."""
+
     opens_account = False
     circumstances = frozenset({"expires_at"})  # a retry a second later is the same request
     reservation_id: str
     amount: int
-    job_id: str | None
     ttl_seconds: int
     expires_at: datetime
 
@@ -266,14 +267,16 @@ def _adjust(a: CreditAccount, c: Adjust, _seen: Seen) -> None:
 
 
 def _reserve(a: CreditAccount, c: Reserve, _seen: Seen) -> None:
-    a.reserve(c.stamp, reservation_id=c.reservation_id, amount=c.amount, job_id=c.job_id, expires_at=c.expires_at)
+    a.reserve(c.stamp, reservation_id=c.reservation_id, amount=c.amount, job_id=None, expires_at=c.expires_at)
 
 
 def _capture(a: CreditAccount, c: Capture, _seen: Seen) -> None:
+    a.check_not_held_for_a_job(c.reservation_id)
     a.capture(c.stamp, reservation_id=c.reservation_id, amount=c.amount, description=c.description)
 
 
 def _release(a: CreditAccount, c: Release, _seen: Seen) -> None:
+    a.check_not_held_for_a_job(c.reservation_id)
     a.release(c.stamp, reservation_id=c.reservation_id, reason=c.reason)
 
 
@@ -418,7 +421,6 @@ def reserve(
     user_id: str,
     *,
     amount: int,
-    job_id: str | None,
     ttl_seconds: int,
     now: datetime,
     key: str,
@@ -429,7 +431,6 @@ def reserve(
         **asked,
         reservation_id=reservation_id(user_id, asked["key"]),
         amount=amount,
-        job_id=job_id,
         ttl_seconds=ttl_seconds,
         expires_at=reservation_expiry(now, ttl_seconds),
     )

@@ -45,6 +45,10 @@ class ReservationNotFoundError(LedgerError):
     pass
 
 
+class HeldForJobError(LedgerError):
+    """The hold is a media job's: only that job's own events settle it."""
+
+
 class AccountNotFoundError(LedgerError):
     pass
 
@@ -500,6 +504,19 @@ class CreditAccount(Aggregate):
             reserved_after=self.reserved - hold.amount,
             **stamp.recorded(),
         )
+
+    def check_not_held_for_a_job(self, reservation_id: str) -> None:
+        """A caller may settle the holds it placed, never a media job's. The job's completion captures its
+        hold and its failure or cancellation releases it (`charge_job`, `end_job`): had anyone captured it
+        first, the completion would find no hold and charge the job again; had anyone released it, the work
+        would be done on credits that may be gone by then. So this holds for admins and services too: a
+        stuck job's hold is released when it expires, or when the job is cancelled through media."""
+        hold = self._hold(reservation_id)
+        if hold.job_id is not None:
+            raise HeldForJobError(
+                f"Reservation {reservation_id} belongs to media job {hold.job_id} and is settled by it: its"
+                " completion captures it, its failure or cancellation releases it."
+            )
 
     def expire(self, stamp: Stamp, *, reservation_id: str, now: datetime) -> None:
         """Release a hold whose time is up; one settled meanwhile is noted, one not yet due refused."""

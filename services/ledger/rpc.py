@@ -122,9 +122,7 @@ class LedgerRpc:
     async def reserve(self, r: ReserveRequest) -> Answer:
         ttl = r.ttl_seconds or self._ttl
         now = datetime.now(UTC)
-        cmd = commands.reserve(
-            str(r.user_id), amount=r.amount, job_id=r.job_id, ttl_seconds=ttl, now=now, key=r.key, request_id=None
-        )
+        cmd = commands.reserve(str(r.user_id), amount=r.amount, ttl_seconds=ttl, now=now, key=r.key, request_id=None)
         return await self._submit(cmd)
 
     async def capture(self, r: CaptureRequest) -> Answer:

@@ -40,8 +40,9 @@ class GrantIn(DebitIn):
 
 
 class ReservationIn(Body):
+    # No job id: only media's events place a job's hold (services/ledger/handlers.py). A caller naming one
+    # could make a job's completion capture its own small hold in place of the job's.
     amount: Amount
-    job_id: ShortText | None = None
     ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=86_400), Whole] | None = None
 
 

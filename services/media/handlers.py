@@ -46,7 +46,7 @@ class HoldAnswers:
             case _:
                 return
         if not is_uuid(job_id):
-            return  # a hold asked for directly, with a job id of the caller's own: not media's
+            return  # not a media job's id: a caller's hold from when the ledger still let callers name a job
         gone: str | None = None
         async with self._pool.connection() as conn, conn.transaction():
             if not await first_delivery(conn, DURABLE, envelope.id):

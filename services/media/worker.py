@@ -188,10 +188,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> Any:
-        try:
-            await request.app.state.runtime.check_ready()
-        except Exception as exc:
-            return JSONResponse({"status": "not ready", "detail": str(exc)}, status_code=503)
+        runtime = getattr(request.app.state, "runtime", None)
+        problem = "starting" if runtime is None else await runtime.not_ready()
+        if problem:
+            return JSONResponse({"status": "not ready", "detail": problem}, status_code=503)
         return {"status": "ready", "service": "media-worker"}
 
     return app

@@ -26,13 +26,15 @@ from services.payments.domain import (
     StripeUnavailableError,
     TransactionNotFoundError,
 )
-from shared.auth import Privileged
+from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
 from shared.inputs import MAX_SAFE_INTEGER, MediumText, Moment, Whole
 from shared.params import IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
+from shared.scopes import Scope
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute)
+Reader = Annotated[Principal, privileged(Scope.PAYMENTS_READ)]
 
 
 class RefundRequest(BaseModel):
@@ -69,7 +71,7 @@ class ReconcileReport(BaseModel):
 
 @router.get("/transactions", response_model=TransactionPage, responses=responses(400))
 async def all_transactions(
-    _: Privileged,
+    _: Reader,
     payments: PaymentsDep,
     user_id: uuid.UUID | None = None,
     status: StatusFilter = [],  # noqa: B006  # FastAPI copies defaults per request
@@ -81,7 +83,7 @@ async def all_transactions(
 
 
 @router.get("/transactions/{transaction_id}", response_model=TransactionPublic, responses=responses(404))
-async def one_transaction(transaction_id: uuid.UUID, _: Privileged, payments: PaymentsDep) -> TransactionPublic:
+async def one_transaction(transaction_id: uuid.UUID, _: Reader, payments: PaymentsDep) -> TransactionPublic:
     try:
         return TransactionPublic.of(await payments.transaction(str(transaction_id)))
     except TransactionNotFoundError as exc:
@@ -92,7 +94,11 @@ async def one_transaction(transaction_id: uuid.UUID, _: Privileged, payments: Pa
     "/transactions/{transaction_id}/refund", response_model=TransactionPublic, responses=responses(404, 409, 502, 503)
 )
 async def refund(
-    transaction_id: uuid.UUID, body: RefundRequest, principal: Privileged, payments: PaymentsDep, key: IdempotencyKey
+    transaction_id: uuid.UUID,
+    body: RefundRequest,
+    principal: Annotated[Principal, privileged(Scope.PAYMENTS_REFUND)],
+    payments: PaymentsDep,
+    key: IdempotencyKey,
 ) -> TransactionPublic:
     """Refund at Stripe and record its answer: the transaction is REFUNDED and the ledger takes the
     purchased credits back (never below zero; what was already spent is recorded as the shortfall).
@@ -112,7 +118,9 @@ async def refund(
 
 @router.post("/payments/reconcile", response_model=ReconcileReport, responses=responses(502, 503))
 async def reconcile(
-    _: Privileged, payments: PaymentsDep, body: Annotated[ReconcileRequest | None, Body()] = None
+    _: Annotated[Principal, privileged(Scope.PAYMENTS_RECONCILE)],
+    payments: PaymentsDep,
+    body: Annotated[ReconcileRequest | None, Body()] = None,
 ) -> ReconcileReport:
     """Compare Stripe (its PaymentIntents and events) with our transactions and repair what missed
     webhooks left. Safe to run any number of times."""

@@ -19,7 +19,15 @@ from pydantic import BaseModel, Field
 
 from services.projections import store
 from services.projections.projection import CONSUMERS
-from shared.auth import CurrentPrincipal, Privileged, SignedInUser, bearer_scheme, current_principal, require_user
+from shared.auth import (
+    CurrentPrincipal,
+    Principal,
+    SignedInUser,
+    bearer_scheme,
+    current_principal,
+    privileged,
+    require_user,
+)
 from shared.bus import deadletters
 from shared.contracts import Envelope
 from shared.contracts.ledger import EntryType
@@ -27,6 +35,7 @@ from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec, Moment
 from shared.params import PageCursor
 from shared.problems import Problem, responses
+from shared.scopes import Scope
 
 router = APIRouter(tags=["user"], route_class=GuardedRoute)
 
@@ -36,6 +45,7 @@ async def get_pool(request: Request) -> AsyncConnectionPool:
 
 
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+StatusReader = Annotated[Principal, privileged(Scope.PROJECTIONS_STATUS)]
 
 
 class CreditEntry(BaseModel):
@@ -271,7 +281,7 @@ class ProjectionsStatus(BaseModel):
 
 
 @router.get("/api/projections/status", response_model=ProjectionsStatus, responses=responses(403))
-async def status(principal: Privileged, request: Request, pool: PoolDep) -> ProjectionsStatus:
+async def status(principal: StatusReader, request: Request, pool: PoolDep) -> ProjectionsStatus:
     """Per read model (admin or service): where it stands in its stream and how far behind it is."""
     js = request.app.state.runtime.js
     async with pool.connection() as conn:
@@ -398,7 +408,9 @@ class ReplayStatus(BaseModel):
 
 
 @router.post("/api/projections/replay", response_model=ReplayStatus, status_code=202, responses=responses(403, 409))
-async def replay(principal: Privileged, request: Request) -> ReplayStatus:
+async def replay(
+    principal: Annotated[Principal, privileged(Scope.PROJECTIONS_REPLAY)], request: Request
+) -> ReplayStatus:
     """Rebuild every read model from sequence 1 of each stream beside the live ones, then swap them in
     atomically (admin or service). Reads go on meanwhile; GET this path for progress."""
     replayer = request.app.state.replayer
@@ -408,5 +420,5 @@ async def replay(principal: Privileged, request: Request) -> ReplayStatus:
 
 
 @router.get("/api/projections/replay", response_model=ReplayStatus, responses=responses(403))
-async def replay_status(principal: Privileged, request: Request) -> ReplayStatus:
+async def replay_status(principal: StatusReader, request: Request) -> ReplayStatus:
     return ReplayStatus(**request.app.state.replayer.progress.public())

@@ -32,6 +32,7 @@ from psycopg.conninfo import make_conninfo
 from shared import bus, db_roles
 from shared.bus import Login, credentials
 from shared.bus.users import HARNESS, OPS, USERS, authorization, quoted
+from shared.service_tokens import dev_public_key_pem
 from shared.settings import SERVICES, WORKERS
 from shared.testing.tls import TlsFiles
 
@@ -497,6 +498,8 @@ def five_services(
         "DATABASE_URL": database_url,
         "NATS_URL": nats.url,
         "DATA_DIR": str(data_dir),
+        # Only the public half: the tests sign service tokens with the key file it leaves in data_dir.
+        "SERVICE_JWT_PUBLIC_KEY": dev_public_key_pem(data_dir),
         # Svix format (whsec_ + base64); tests sign Clerk webhooks with it.
         "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
         **{f"{name.upper()}_PORT": str(free_port()) for name in SERVICES},

@@ -6,11 +6,18 @@ each refusal is for the stated reason and not for another one."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import pytest
 
+from shared.scopes import Scope
+from shared.service_tokens import DEV_KEY_FILE
+from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import DevKey, bearer, dev_claims, service_key, signed_in
 from tests.unit.auth_keys import SigningKey, hs256_with, unsigned
@@ -77,14 +84,102 @@ def test_the_same_claims_signed_properly_are_accepted(system: System) -> None:
 
 def test_a_service_token_reads_any_account_but_cannot_sign_in_as_a_user(system: System) -> None:
     _, user_id = signed_in(system)
-    token = service_key(system).sign("payments")
+    token = service_key(system).sign("tests", audience="ledger", scopes=[Scope.LEDGER_READ])
     account = httpx.get(f"{system.url('ledger')}/api/accounts/{user_id}", headers=bearer(token), timeout=30)
     assert account.status_code in (200, 404), account.text  # 404 until the welcome bonus lands
-    sync = httpx.post(f"{system.url('identity')}/api/user/sync", headers=bearer(token), timeout=30)
+    identity = service_key(system).sign("tests", audience="identity", scopes=[Scope.IDENTITY_READ])
+    sync = httpx.post(f"{system.url('identity')}/api/user/sync", headers=bearer(identity), timeout=30)
     assert sync.status_code == 403, sync.text
+
+
+def test_a_service_token_for_one_service_is_refused_by_another(system: System) -> None:
+    ledger = service_key(system).sign("tests", audience="ledger", scopes=[Scope.LEDGER_ADJUST])
+    refund = f"{system.url('payments')}/api/admin/transactions/{uuid.uuid4()}/refund"
+    body, key = {"reason": "a token made for the ledger"}, {"Idempotency-Key": f"refund-{uuid.uuid4()}"}
+    response = httpx.post(refund, json=body, headers={**bearer(ledger), **key}, timeout=30)
+    assert response.status_code == 401, response.text
+    assert "audience" in response.json()["detail"].lower()
+    # The control: payments' own token with the scope gets past auth, to a transaction that does not exist.
+    payments = service_key(system).sign("tests", audience="payments", scopes=[Scope.PAYMENTS_REFUND])
+    assert httpx.post(refund, json=body, headers={**bearer(payments), **key}, timeout=30).status_code == 404
+
+
+def test_a_service_token_without_the_scope_is_forbidden_and_changes_nothing(system: System) -> None:
+    token, user_id = signed_in(system)
+    balance = eventually_balance(system, token, user_id)
+    refused = adjust(system, user_id, Scope.LEDGER_READ, Scope.LEDGER_GRANT)
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["scope"] == "ledger:adjust"
+    reader = service_key(system).sign("tests", audience="ledger", scopes=[Scope.LEDGER_READ])
+    debit = httpx.post(f"{system.url('ledger')}/api/accounts/{user_id}/debits", json={"amount": 1},
+                       headers={**bearer(reader), "Idempotency-Key": f"debit-{uuid.uuid4()}"}, timeout=30)  # fmt: skip
+    assert (debit.status_code, debit.json().get("scope")) == (403, "ledger:debit"), debit.text
+    assert account_of(system, token, user_id)["balance"] == balance
+    allowed = adjust(system, user_id, Scope.LEDGER_ADJUST)
+    assert allowed.status_code == 201, allowed.text
+    assert account_of(system, token, user_id)["balance"] == balance + 5
+
+
+def adjust(system: System, user_id: str, *scopes: Scope) -> httpx.Response:
+    """+5 credits to the account, asked with a ledger token holding `scopes`."""
+    token = service_key(system).sign("tests", audience="ledger", scopes=scopes)
+    return httpx.post(
+        f"{system.url('ledger')}/api/admin/accounts/{user_id}/adjustments",
+        json={"amount": 5, "reason": "scope test"},
+        headers={**bearer(token), "Idempotency-Key": f"adjust-{uuid.uuid4()}"},
+        timeout=30,
+    )
+
+
+def account_of(system: System, token: str, user_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{system.url('ledger')}/api/accounts/{user_id}", headers=bearer(token), timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def eventually_balance(system: System, token: str, user_id: str) -> int:
+    """The balance once the welcome bonus has landed (the account opens with it)."""
+    url = f"{system.url('ledger')}/api/accounts/{user_id}"
+    wait_until(lambda: httpx.get(url, headers=bearer(token), timeout=30).status_code == 200, timeout=30,
+               what="the welcome bonus")  # fmt: skip
+    return int(account_of(system, token, user_id)["balance"])
+
+
+def test_the_running_services_hold_only_the_public_service_key(system: System) -> None:
+    public = system.env["SERVICE_JWT_PUBLIC_KEY"]
+    assert "PUBLIC KEY" in public and "PRIVATE" not in public
+    key_file = Path(system.env["DATA_DIR"]) / DEV_KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    for name, process in system.services.items():
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace").split("\0")
+        assert f"SERVICE_JWT_PUBLIC_KEY={public}" in environ, name
+        assert not any("PRIVATE KEY" in entry or entry.startswith("SERVICE_JWT_PRIVATE_KEY=") for entry in environ), (
+            name
+        )
 
 
 def test_a_user_token_claiming_the_service_role_gets_no_privilege(system: System) -> None:
     token = DevKey(system).sign(dev_claims(sub="user_pretender", role="service"))
     response = httpx.get(f"{system.url('identity')}/api/admin/users", headers=bearer(token), timeout=30)
     assert response.status_code == 403, response.text
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"metadata": {"role": "admin"}}, 403),  # a claim a session-token template fills from unsafe metadata
+        ({"role": "admin"}, 403),
+        ({"public_metadata": {"role": "admin"}}, 200),  # only Clerk's backend writes public metadata
+    ],
+)
+def test_only_public_metadata_makes_a_user_token_an_admin(system: System, claims: dict[str, Any], status: int) -> None:
+    clerk_id = f"user_role_{uuid.uuid4().hex[:8]}"
+    token = DevKey(system).sign(dev_claims(sub=clerk_id, email=f"{clerk_id}@example.com", **claims))
+    response = httpx.get(f"{system.url('identity')}/api/admin/users", headers=bearer(token), timeout=30)
+    assert response.status_code == status, response.text
+
+
+def test_identitys_dev_admin_token_carries_the_role_in_public_metadata(system: System) -> None:
+    claims = jwt.decode(system.token("user_dev_admin", role="admin"), options={"verify_signature": False})
+    assert claims["public_metadata"] == {"role": "admin"} and "role" not in claims

@@ -1,6 +1,7 @@
 """`creditstream up` as a developer runs it: a killed service comes back on its own while the others keep
-running, the dev Clerk webhook secret lets `creditstream clerk-webhook` create a user, and a terminal's
-Ctrl-C stops everything cleanly. One run of `up` serves the whole module; the Ctrl-C test goes last."""
+running, the dev Clerk webhook secret lets `creditstream clerk-webhook` create a user, the CLI's service
+tokens work while the services hold only the public service key, and a terminal's Ctrl-C stops everything
+cleanly. One run of `up` serves the whole module; the Ctrl-C test goes last."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from shared.bus import credentials
 from shared.bus.credentials import Credentials
 from shared.contracts import Envelope
 from shared.contracts.payments import PaymentSucceeded
+from shared.service_tokens import DEV_KEY_FILE, dev_public_key_pem
 from shared.settings import SERVICES
 from shared.testing.servers import free_port, port_open, wait_until
 
@@ -300,6 +302,22 @@ async def _payments_for(url: str, ops: bus.Login, user_id: str) -> list[str]:
         return found
     finally:
         await nc.close()
+def test_the_cli_signs_with_the_dev_key_up_made_and_the_services_hold_only_its_public_half(up: Up) -> None:
+    key_file = up.data_dir / DEV_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600, up.tail()
+    public = dev_public_key_pem(up.data_dir)  # the file exists: this only reads it
+    for name in SERVICES:
+        pid = listening_pid(up.ports[name])
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+        assert f"SERVICE_JWT_PUBLIC_KEY={public}" in environ, name
+        assert not [entry for entry in environ if "PRIVATE KEY" in entry or "SERVICE_JWT_PRIVATE" in entry], name
+
+    reconciled = subprocess.run(
+        [CLI, "payments", "reconcile", "--since", "1h"], env=up.env, capture_output=True, text=True, timeout=120
+    )
+
+    assert reconciled.returncode == 0, f"{reconciled.stdout}{reconciled.stderr}\n{up.tail()}"
+    assert "PaymentIntents checked" in reconciled.stdout
 
 
 def test_ctrl_c_stops_everything_cleanly(up: Up) -> None:

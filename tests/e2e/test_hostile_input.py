@@ -109,7 +109,6 @@ def test_a_debit_with_metadata_nested_300_levels_is_refused_and_the_stream_keeps
         ("debits", {"amount": 1, "metadata": {"m": nested(269)}}, "metadata"),
         ("debits", {"amount": 1, "metadata": {"m": nested(16)}}, "metadata"),
         ("debits", {"amount": 1, "metadata": {"n": 2**60}}, "metadata"),
-        ("reservations", {"amount": 1, "job_id": "job\x00"}, "job_id"),
         ("adjustments", {"amount": 1, "reason": "goodwill\x00"}, "reason"),
         ("adjustments", {"amount": -1, "reason": "\udfff"}, "reason"),
     ],

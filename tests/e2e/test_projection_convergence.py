@@ -31,8 +31,8 @@ def test_the_frontends_credits_equal_the_ledgers_entry_for_entry(system: System)
     assert _post(f"{ledger}/debits", token, {"amount": 5, "description": "upload"}).status_code == 201
     refused = _post(f"{ledger}/debits", token, {"amount": 100})
     assert (refused.status_code, refused.json()["balance"], refused.json()["available"]) == (402, 45, 45)
-    kept = _post(f"{ledger}/reservations", token, {"amount": 7, "job_id": "job-1"}).json()
-    dropped = _post(f"{ledger}/reservations", token, {"amount": 4, "job_id": "job-2"}).json()
+    kept = _post(f"{ledger}/reservations", token, {"amount": 7}).json()
+    dropped = _post(f"{ledger}/reservations", token, {"amount": 4}).json()
     assert _post(f"{ledger}/reservations/{kept['reservation_id']}/capture", token, {"amount": 3}).status_code == 200
     assert _post(f"{ledger}/reservations/{dropped['reservation_id']}/release", token).status_code == 200
     adjustment = _post(

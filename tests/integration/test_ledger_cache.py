@@ -65,8 +65,7 @@ def test_a_hold_made_by_another_process_can_be_captured_where_the_account_is_cac
     user = str(uuid.uuid4())
     a.execute_batch([commands.grant(user, entry_type="BONUS", amount=5, description="", metadata={}, key="g",
                                     request_id=None)])  # fmt: skip
-    held = b.execute_batch([commands.reserve(user, amount=3, job_id="j", ttl_seconds=60, now=T0, key="r",
-                                             request_id=None)])  # fmt: skip
+    held = b.execute_batch([commands.reserve(user, amount=3, ttl_seconds=60, now=T0, key="r", request_id=None)])
     rid = answer(held[0]).body["reservation_id"]
     taken = a.execute_batch([commands.capture(user, reservation_id=rid, amount=None, description="", key="c",
                                               request_id=None)])  # fmt: skip

@@ -35,9 +35,7 @@ def test_a_user_spends_reserves_and_reads_their_own_history(system: System) -> N
     assert refused.status_code == 402 and refused.headers["content-type"] == "application/problem+json"
     assert (refused.json()["balance"], refused.json()["available"]) == (6, 6)
 
-    hold = httpx.post(
-        f"{base}/reservations", json={"amount": 3, "job_id": "j"}, headers={**auth, "Idempotency-Key": "h"}
-    )
+    hold = httpx.post(f"{base}/reservations", json={"amount": 3}, headers={**auth, "Idempotency-Key": "h"})
     assert hold.status_code == 201 and hold.json()["available"] == 3
     assert httpx.get(f"{base}/can-spend", params={"amount": 4}, headers=auth).json()["can_spend"] is False
     rid = hold.json()["reservation_id"]

@@ -21,7 +21,8 @@ from services.ledger import store
 from services.ledger.application import Ledger
 from shared import keys
 from shared.contracts import Envelope
-from shared.service_tokens import DEV_KEY_FILE, ServiceKey
+from shared.scopes import of_audience
+from shared.service_tokens import DEV_KEY_FILE, ServiceKey, dev_public_key_pem
 from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, fresh_database, service_env
 
 
@@ -36,6 +37,7 @@ class LedgerCluster:
                 "DATABASE_URL": database_url,
                 **nats.env("ledger"),
                 "DATA_DIR": str(data_dir),
+                "SERVICE_JWT_PUBLIC_KEY": dev_public_key_pem(data_dir),
                 "IDENTITY_PORT": str(free_port()),  # nothing listens: only service tokens are used
             }
         )
@@ -61,8 +63,9 @@ class LedgerCluster:
             process.stop()
 
     def service_token(self) -> str:
+        """A token holding every ledger scope: these tests act as each of the ledger's callers."""
         key = ServiceKey.of_private(keys.load_or_create(self.data_dir / DEV_KEY_FILE))
-        return key.sign("tests")
+        return key.sign("tests", audience="ledger", scopes=of_audience("ledger"))
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.service_token()}"}

@@ -56,8 +56,10 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
     await dispatcher.submit(
         commands.grant(user, entry_type="BONUS", amount=20, description="", metadata={}, key="g", request_id=None)
     )
-    for i, ttl in enumerate([60, 60, 60, 3600]):
-        cmd = commands.reserve(user, amount=2, job_id=f"j{i}", ttl_seconds=ttl, now=NOW, key=f"r{i}", request_id=None)
+    for i, ttl in enumerate([60, 60, 60, 3600]):  # media jobs' holds: only their jobs, or their time, settle them
+        key = commands.job_key(f"j{i}", "reserve")
+        cmd = commands.HoldForJob(user_id=user, key=key, reservation_id=commands.reservation_id(user, key),
+                                  job_id=f"j{i}", cost=2, expires_at=NOW + timedelta(seconds=ttl))  # fmt: skip
         assert answer(await dispatcher.submit(cmd)).status == 201
     later = NOW + timedelta(minutes=5)
     counts = await asyncio.gather(sweeper.sweep_once(later), other.sweep_once(later), sweeper.sweep_once(later))
@@ -96,8 +98,9 @@ async def test_request_reply_debits_with_the_same_idempotency_as_http(
         for i, a in enumerate(answers):
             assert by_key.setdefault(i % 3, a) == a, "every retry of a key got its first answer"
         assert (await call("debit", user_id=user, amount=3, key="k0"))["status"] == 409
-        hold = await call("reserve", user_id=user, amount=1, key="h", job_id="job-1")
-        assert hold["status"] == 201 and hold["body"]["job_id"] == "job-1"
+        assert (await call("reserve", user_id=user, amount=1, key="h", job_id="job-1"))["status"] == 422
+        hold = await call("reserve", user_id=user, amount=1, key="h")
+        assert hold["status"] == 201 and hold["body"]["job_id"] is None
         rid = hold["body"]["reservation_id"]
         captured = await call("capture", user_id=user, reservation_id=rid, key="c")
         assert (captured["status"], captured["body"]["captured"], captured["body"]["balance"]) == (200, 1, 0)
@@ -125,7 +128,7 @@ async def test_two_sweepers_expire_each_due_lot_once_and_never_what_a_hold_keeps
     await _grant(dispatcher, user, "forever", 10, None)
     debit = commands.debit(user, amount=4, description="", metadata={}, key="d", request_id=None)
     assert answer(await dispatcher.submit(debit)).status == 201  # 4 of `soon`
-    hold = commands.reserve(user, amount=8, job_id="j", ttl_seconds=3600, now=NOW, key="h", request_id=None)
+    hold = commands.reserve(user, amount=8, ttl_seconds=3600, now=NOW, key="h", request_id=None)
     rid = answer(await dispatcher.submit(hold)).body["reservation_id"]  # 6 of `soon`, 2 of `later`
 
     after = NOW + timedelta(minutes=5)

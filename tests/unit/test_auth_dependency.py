@@ -1,15 +1,19 @@
-"""The auth dependency over HTTP: 401 for a missing or bad bearer, 403 for a deactivated account."""
+"""The auth dependency over HTTP: 401 for a missing or bad bearer, 403 for a deactivated account, and
+for a privileged endpoint whose scope the token does not hold."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from typing import Annotated
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shared import problems
-from shared.auth import CurrentPrincipal, Privileged, TokenVerifier, user_id_for
+from shared.auth import CurrentPrincipal, Principal, TokenVerifier, ensure_may_act_for, privileged, user_id_for
+from shared.scopes import Scope
 from shared.service_tokens import ServiceKey
 from tests.unit.auth_keys import ISSUER, PARTY, JwksServer, SigningKey
 
@@ -45,11 +49,18 @@ def app(key: SigningKey, service_key: ServiceKey) -> Iterator[FastAPI]:
         return {"user_id": principal.user_id, "role": principal.role}
 
     @app.get("/admin")
-    async def admin(principal: Privileged) -> dict[str, str]:
+    async def admin(principal: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)]) -> dict[str, str]:
+        return {"role": principal.role}
+
+    @app.get("/accounts/{user_id}")
+    async def account(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, str]:
+        ensure_may_act_for(principal, str(user_id), Scope.LEDGER_READ)
         return {"role": principal.role}
 
     with JwksServer(key).running() as jwks:
-        app.state.verifier = TokenVerifier(jwks.url, issuer=ISSUER, authorized_parties=[PARTY], service_key=service_key)
+        app.state.verifier = TokenVerifier(
+            jwks.url, audience="ledger", issuer=ISSUER, authorized_parties=[PARTY], service_key=service_key
+        )
         yield app
 
 
@@ -89,16 +100,48 @@ def test_a_deactivated_user_is_forbidden(app: FastAPI, key: SigningKey) -> None:
 
 def test_a_deactivated_admin_is_forbidden_too(app: FastAPI, key: SigningKey) -> None:
     app.state.access.user_ids.add(user_id_for("user_boss"))
-    status, _ = get(app, "/admin", {"Authorization": f"Bearer {key.sign({'sub': 'user_boss', 'role': 'admin'})}"})
+    admin = key.sign({"sub": "user_boss", "public_metadata": {"role": "admin"}})
+    status, _ = get(app, "/admin", {"Authorization": f"Bearer {admin}"})
     assert status == 403
 
 
-def test_admin_endpoints_refuse_users_and_admit_admins_and_services(
+def service(service_key: ServiceKey, *scopes: Scope) -> dict[str, str]:
+    return {"Authorization": f"Bearer {service_key.sign('cli', audience='ledger', scopes=scopes)}"}
+
+
+def test_admin_endpoints_refuse_users_and_admit_admins_and_services_holding_the_scope(
     app: FastAPI, key: SigningKey, service_key: ServiceKey
 ) -> None:
     assert get(app, "/admin", {"Authorization": f"Bearer {key.sign({})}"})[0] == 403
-    assert get(app, "/admin", {"Authorization": f"Bearer {key.sign({'role': 'admin'})}"}) == (200, {"role": "admin"})
-    assert get(app, "/admin", {"Authorization": f"Bearer {service_key.sign('cli')}"}) == (200, {"role": "service"})
+    for claims in ({"role": "admin"}, {"metadata": {"role": "admin"}}):  # what a user may write themselves
+        assert get(app, "/admin", {"Authorization": f"Bearer {key.sign(claims)}"})[0] == 403
+    admin = key.sign({"public_metadata": {"role": "admin"}})
+    assert get(app, "/admin", {"Authorization": f"Bearer {admin}"}) == (200, {"role": "admin"})
+    assert get(app, "/admin", service(service_key, Scope.LEDGER_ADJUST)) == (200, {"role": "service"})
+
+
+def test_a_service_token_without_the_endpoints_scope_is_forbidden_and_told_which_it_lacks(
+    app: FastAPI, service_key: ServiceKey
+) -> None:
+    for scopes in ((), (Scope.LEDGER_READ, Scope.LEDGER_GRANT)):
+        status, body = get(app, "/admin", service(service_key, *scopes))
+        assert status == 403
+        assert body["scope"] == "ledger:adjust" and "'ledger:adjust'" in body["detail"]
+
+
+def test_acting_on_another_users_account_needs_an_admin_or_the_operations_scope(
+    app: FastAPI, key: SigningKey, service_key: ServiceKey
+) -> None:
+    own, other = f"/accounts/{user_id_for('user_ada')}", f"/accounts/{user_id_for('user_bob')}"
+    ada = {"Authorization": f"Bearer {key.sign({'sub': 'user_ada'})}"}
+    assert get(app, own, ada) == (200, {"role": "user"})
+    status, body = get(app, other, ada)
+    assert (status, body["detail"]) == (403, "You may only act on your own account.")
+    admin = {"Authorization": f"Bearer {key.sign({'sub': 'user_boss', 'public_metadata': {'role': 'admin'}})}"}
+    assert get(app, other, admin) == (200, {"role": "admin"})
+    assert get(app, other, service(service_key, Scope.LEDGER_READ)) == (200, {"role": "service"})
+    status, body = get(app, other, service(service_key, Scope.LEDGER_DEBIT))
+    assert (status, body["scope"]) == (403, "ledger:read")
 
 
 def test_a_service_that_has_not_started_answers_503_not_200(app: FastAPI, key: SigningKey) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import jwt
 import pytest
 
 from shared.auth import AuthError, KeySetUnavailableError, TokenVerifier, user_id_for
+from shared.scopes import Scope
 from shared.service_tokens import ServiceKey
 from tests.unit.auth_keys import ISSUER, PARTY, JwksServer, SigningKey, hs256_with, session_claims, unsigned
 
@@ -37,6 +40,7 @@ def jwks(clerk_key: SigningKey) -> Iterator[JwksServer]:
 def verifier(jwks: JwksServer, service_key: ServiceKey) -> TokenVerifier:
     return TokenVerifier(
         jwks.url,
+        audience="ledger",
         issuer=ISSUER,
         authorized_parties=[PARTY],
         admin_clerk_ids=["user_boss"],
@@ -110,14 +114,25 @@ def test_garbage_is_refused(verifier: TokenVerifier) -> None:
     refused(verifier, "not-a-jwt", "malformed")
 
 
-def test_admin_comes_from_the_role_claim_or_public_metadata_or_the_admin_list(
-    verifier: TokenVerifier, clerk_key: SigningKey
-) -> None:
-    assert verifier.verify(clerk_key.sign({"role": "admin"})).role == "admin"
-    assert verifier.verify(clerk_key.sign({"metadata": {"role": "admin"}})).role == "admin"
+def test_admin_comes_from_public_metadata_or_the_admin_list(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
     assert verifier.verify(clerk_key.sign({"public_metadata": {"role": "admin"}})).role == "admin"
     assert verifier.verify(clerk_key.sign({"sub": "user_boss"})).role == "admin"
-    assert verifier.verify(clerk_key.sign({"metadata": {"role": "superuser"}})).role == "user"
+    assert verifier.verify(clerk_key.sign({"public_metadata": {"role": "superuser"}})).role == "user"
+    assert verifier.verify(clerk_key.sign({"public_metadata": "admin"})).role == "user"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"role": "admin"},  # a top-level claim: a session-token template may fill it from unsafe metadata
+        {"metadata": {"role": "admin"}},
+        {"unsafe_metadata": {"role": "admin"}},
+    ],
+)
+def test_admin_never_comes_from_a_claim_the_user_can_write(
+    verifier: TokenVerifier, clerk_key: SigningKey, claims: dict[str, Any]
+) -> None:
+    assert verifier.verify(clerk_key.sign(claims)).role == "user"
 
 
 def test_a_user_token_can_never_claim_the_service_role(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
@@ -125,11 +140,57 @@ def test_a_user_token_can_never_claim_the_service_role(verifier: TokenVerifier, 
     refused(verifier, clerk_key.sign({"sub": "service:ledger"}), "service subject")
 
 
-def test_a_service_token_signed_with_the_service_key_is_a_service(
+def test_a_service_token_signed_with_the_service_key_is_a_service_holding_its_scopes(
     verifier: TokenVerifier, service_key: ServiceKey
 ) -> None:
-    principal = verifier.verify(service_key.sign("payments"))
-    assert (principal.role, principal.clerk_id) == ("service", "service:payments")
+    principal = verifier.verify(service_key.sign("creditstream-cli", audience="ledger", scopes=[Scope.LEDGER_READ]))
+    assert (principal.role, principal.clerk_id) == ("service", "service:creditstream-cli")
+    assert principal.scopes == {Scope.LEDGER_READ}
+    assert principal.holds(Scope.LEDGER_READ) and not principal.holds(Scope.LEDGER_ADJUST)
+
+
+def test_a_service_token_for_another_service_is_refused(verifier: TokenVerifier, service_key: ServiceKey) -> None:
+    refused(verifier, service_key.sign("cli", audience="payments", scopes=[Scope.PAYMENTS_REFUND]), "[Aa]udience")
+
+
+def service_claims(**overrides: Any) -> dict[str, Any]:
+    """What ServiceKey.sign puts in a token for the ledger, changed in the ways a test says (None: left out)."""
+    now = int(time.time())
+    claims = {"iss": "creditstream-service", "sub": "service:cli", "aud": "ledger", "scope": ["ledger:read"],
+              "iat": now, "nbf": now, "exp": now + 60}  # fmt: skip
+    return {k: v for k, v in {**claims, **overrides}.items() if v is not None}
+
+
+def signed_as_service(service_key: ServiceKey, claims: dict[str, Any]) -> str:
+    assert service_key.private is not None
+    return jwt.encode(claims, service_key.private, algorithm="RS256", headers={"kid": service_key.kid})
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"aud": None}, "aud"),
+        ({"aud": ["ledger", "payments"]}, "claim format"),
+        ({"aud": "ledger-but-not-quite"}, "[Aa]udience"),
+        ({"scope": None}, "scopes as a list"),
+        ({"scope": "ledger:read"}, "scopes as a list"),
+        ({"scope": [1]}, "scopes as a list"),
+        ({"scope": ["payments:refund"]}, "not ledger's"),
+        ({"scope": ["ledger:everything"]}, "not ledger's"),
+    ],
+)
+def test_a_service_token_without_one_audience_or_with_malformed_scopes_is_refused(
+    verifier: TokenVerifier, service_key: ServiceKey, change: dict[str, Any], reason: str
+) -> None:
+    assert verifier.verify(signed_as_service(service_key, service_claims())).role == "service"  # the control
+    refused(verifier, signed_as_service(service_key, service_claims(**change)), reason)
+
+
+def test_a_service_key_signs_only_scopes_of_the_audience_it_addresses(service_key: ServiceKey) -> None:
+    with pytest.raises(ValueError, match="not ledger's"):
+        service_key.sign("cli", audience="ledger", scopes=[Scope.PAYMENTS_REFUND])
+    with pytest.raises(ValueError, match="no service"):
+        service_key.sign("cli", audience="everyone", scopes=[])
 
 
 def test_a_service_token_signed_with_another_key_is_refused(
@@ -158,7 +219,9 @@ def test_a_rotated_key_is_fetched_once_on_its_first_unknown_kid(
 def test_unknown_kids_do_not_refetch_the_key_set_during_the_cooldown(
     jwks: JwksServer, clerk_key: SigningKey, other_key: SigningKey
 ) -> None:
-    verifier = TokenVerifier(jwks.url, issuer=ISSUER, authorized_parties=[PARTY], refresh_cooldown=60)
+    verifier = TokenVerifier(
+        jwks.url, audience="ledger", issuer=ISSUER, authorized_parties=[PARTY], refresh_cooldown=60
+    )
     verifier.verify(clerk_key.sign({}))
     for _ in range(5):
         refused(verifier, other_key.sign({}), "unknown signing key")
@@ -166,7 +229,9 @@ def test_unknown_kids_do_not_refetch_the_key_set_during_the_cooldown(
 
 
 def test_an_unreachable_key_set_is_not_blamed_on_the_token(clerk_key: SigningKey) -> None:
-    verifier = TokenVerifier("http://127.0.0.1:9/jwks.json", issuer=ISSUER, authorized_parties=[PARTY])
+    verifier = TokenVerifier(
+        "http://127.0.0.1:9/jwks.json", audience="ledger", issuer=ISSUER, authorized_parties=[PARTY]
+    )
     with pytest.raises(KeySetUnavailableError):
         verifier.verify(clerk_key.sign({}))
 

@@ -96,9 +96,7 @@ def test_a_refund_that_overtakes_its_purchase_leaves_the_purchase_ungranted(ledg
 def test_a_partial_capture_releases_the_rest_of_the_hold(ledger: Ledger) -> None:
     user = _funded(ledger, 10)
     hold = answer(
-        ledger.execute_batch(
-            [commands.reserve(user, amount=4, job_id="j", ttl_seconds=60, now=T0, key="r", request_id=None)]
-        )[0]
+        ledger.execute_batch([commands.reserve(user, amount=4, ttl_seconds=60, now=T0, key="r", request_id=None)])[0]
     )
     assert (hold.status, hold.body["reserved"], hold.body["available"]) == (201, 4, 6)
     rid = hold.body["reservation_id"]
@@ -120,7 +118,7 @@ def test_a_deactivated_account_refuses_spending_but_still_takes_grants(ledger: L
     _run(ledger, _status(user, "s1", active=False, at=T0))
     (refused,) = ledger.execute_batch([_debit(user, 1, "d")])
     assert isinstance(refused, AccountInactiveError) and answer(refused).status == 403
-    hold = commands.reserve(user, amount=1, job_id=None, ttl_seconds=5, now=T0, key="r", request_id=None)
+    hold = commands.reserve(user, amount=1, ttl_seconds=5, now=T0, key="r", request_id=None)
     assert answer(ledger.execute_batch([hold])[0]).status == 403
     grant = commands.grant(user, entry_type="BONUS", amount=1, description="", metadata={}, key="g", request_id=None)
     assert answer(ledger.execute_batch([grant])[0]).status == 201
@@ -170,10 +168,36 @@ def test_an_accounts_snapshot_does_not_grow_with_its_history(ledger: Ledger) -> 
     assert again.replayed and again.status == 201 and state(ledger, user).balance == 10_000 - 1_010
 
 
+def _job_hold(user: str, job_id: str, cost: int) -> commands.HoldForJob:
+    """What media's media.job.requested asks of the ledger (services/ledger/handlers.py)."""
+    key = commands.job_key(job_id, "reserve")
+    return commands.HoldForJob(
+        user_id=user, key=key, reservation_id=commands.reservation_id(user, key), job_id=job_id, cost=cost,
+        expires_at=T0 + timedelta(seconds=60),
+    )  # fmt: skip
+
+
+def test_a_media_jobs_hold_is_settled_by_its_job_and_by_no_caller(ledger: Ledger) -> None:
+    user = _funded(ledger, 10)
+    rid = answer(ledger.execute_batch([_job_hold(user, "job-1", 4)])[0]).body["reservation_id"]
+    by_hand = [
+        commands.capture(user, reservation_id=rid, amount=0, description="", key="c", request_id=None),
+        commands.release(user, reservation_id=rid, reason="mine", key="r", request_id=None),
+    ]
+    for refused in map(answer, ledger.execute_batch(by_hand)):
+        assert refused.status == 409
+        assert "belongs to media job job-1 and is settled by it" in refused.body["detail"]
+    assert (state(ledger, user).balance, state(ledger, user).reserved) == (10, 4)
+    charge = commands.ChargeJob(user_id=user, key=commands.job_key("job-1", "capture"), job_id="job-1", cost=4,
+                                operation="image.upload")  # fmt: skip
+    captured = answer(ledger.execute_batch([charge])[0])
+    assert (captured.status, captured.body["captured"]) == (200, 4)
+    assert (state(ledger, user).balance, state(ledger, user).reserved) == (6, 0)
+
+
 def test_an_open_hold_survives_a_snapshot_as_a_hold(ledger: Ledger) -> None:
     user = _funded(ledger, 10)
-    hold = commands.reserve(user, amount=4, job_id="j", ttl_seconds=60, now=T0, key="r", request_id=None)
-    rid = answer(ledger.execute_batch([hold])[0]).body["reservation_id"]
+    rid = answer(ledger.execute_batch([_job_hold(user, "j", 4)])[0]).body["reservation_id"]
     ledger.take_snapshot(uuid.UUID(user))
     assert ledger.snapshots is not None
     assert [s.originator_version for s in ledger.snapshots.get(uuid.UUID(user))] == [3]

@@ -160,7 +160,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def reserve(self, amount: int, ttl: int) -> None:
         ok = amount <= self.balance - self.reserved
         status = 201 if ok else 402
-        result = self.run(commands.reserve, status, amount=amount, job_id=None, ttl_seconds=ttl, now=self.now)
+        result = self.run(commands.reserve, status, amount=amount, ttl_seconds=ttl, now=self.now)
         if ok:
             parts = self.take(amount, self.free())
             self.holds[result.body["reservation_id"]] = (amount, self.now + timedelta(seconds=ttl), parts)
