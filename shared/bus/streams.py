@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,14 @@ def stream_of(subject: str) -> str:
     raise KeyError(f"no stream stores {subject!r}")
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int = 1, within: float = STREAMS_WAIT_SECONDS) -> None:
     """Create or update every stream: for `ops` (the CLI, `creditstream up`, the test fixtures) only; a
-    service may not (shared/bus/users.py) and waits for them instead (`require_streams`)."""
+    service may not (shared/bus/users.py) and waits for them instead (`require_streams`).
+
+    A cluster that has just started may not place a replicated stream yet (its nodes learn each other's
+    JetStream state seconds after the routes connect: "no suitable peers for placement"), or may have no
+    leader to answer: tried again until `within` has passed."""
+    deadline = time.monotonic() + within
     for name, subjects in STREAMS.items():
         config = StreamConfig(
             name=name,
@@ -49,13 +54,25 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             discard=DiscardPolicy.OLD,
         )
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            await js.add_stream(config)
-            log.info("created stream %s", name)
-        else:
-            await js.update_stream(config)
+        while True:
+            try:
+                await _ensure(js, config)
+                break
+            except (BadRequestError, ServiceUnavailableError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("stream %s cannot be made yet (%s); trying again", name, exc)
+                await asyncio.sleep(1.0)
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.stream_info(str(config.name))
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s", config.name)
+    else:
+        await js.update_stream(config)
 
 
 async def require_streams(js: JetStreamContext, names: Iterable[str], within: float = STREAMS_WAIT_SECONDS) -> None:
