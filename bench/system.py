@@ -91,7 +91,7 @@ def running(workdir: Path) -> Iterator[System]:
     postgres = EmbeddedPostgres(postgres_dir)
     nats = EmbeddedNats(workdir / "nats").start()
     try:
-        with five_services(workdir / "data", postgres.url, nats.url) as (env, services):
+        with five_services(workdir / "data", postgres.url, nats) as (env, services):
             naive = NaiveProcess(env, workdir / "naive.log").start()
             try:
                 yield System(env, postgres, postgres_dir, nats, services, naive)

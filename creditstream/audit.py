@@ -25,8 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from creditstream import connect
-from creditstream.connect import nats_url, service_token, service_urls
-from shared import bus
+from creditstream.connect import connect_nats, service_token, service_urls
 from shared.bus.replaying import StreamStalled, read_range
 from shared.contracts import ledger as lc
 from shared.db import schema_conninfo
@@ -124,7 +123,7 @@ async def audit(console: Console, database_url: str, token: str) -> Report:
 async def read_stream(console: Console, report: Report) -> tuple[dict[str, Account], int]:
     """Every account as the LEDGER stream tells it, from sequence 1 to the last message when we began,
     applied as it arrives (see shared/bus/replaying.py)."""
-    nc = await bus.connect(nats_url(), name="creditstream-audit", pending_size=64 * 1024 * 1024)
+    nc = await connect_nats("creditstream-audit", pending_size=64 * 1024 * 1024)
     accounts: defaultdict[str, Account] = defaultdict(Account)
     seen: dict[str, tuple[int, int]] = {}
     try:

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from creditstream.connect import nats_url
-from shared import bus
+from creditstream.connect import connect_nats
 from shared.bus import deadletters
 
 app = typer.Typer(help="List dead-lettered messages; re-drive them after a fix.", no_args_is_help=False)
@@ -49,7 +48,7 @@ def redrive(
 
 
 async def _listing(consumer: str | None) -> list[deadletters.DeadLetter]:
-    nc = await bus.connect(nats_url(), name="creditstream-cli")
+    nc = await connect_nats("creditstream-cli")
     try:
         return await deadletters.listing(nc.jetstream(), consumer)
     finally:
@@ -57,7 +56,7 @@ async def _listing(consumer: str | None) -> list[deadletters.DeadLetter]:
 
 
 async def _redrive(consumer: str | None, wanted: set[int]) -> list[tuple[deadletters.DeadLetter, tuple[str, str]]]:
-    nc = await bus.connect(nats_url(), name="creditstream-cli")
+    nc = await connect_nats("creditstream-cli")
     try:
         letters = await deadletters.listing(nc.jetstream(), consumer)
         chosen = [letter for letter in letters if not wanted or letter.seq in wanted]

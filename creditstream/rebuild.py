@@ -18,8 +18,8 @@ from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from creditstream.connect import connect_nats, stream_replicas
 from creditstream.connect import database_url as find_database
-from creditstream.connect import nats_url, stream_replicas
 from shared import bus
 from shared.bus.streams import STREAMS
 
@@ -37,7 +37,7 @@ def rebuild(console: Console) -> int:
 
 
 async def _rebuild(console: Console, database_url: str) -> int:
-    nc = await bus.connect(nats_url(), name="creditstream-rebuild")
+    nc = await connect_nats("creditstream-rebuild")
     try:
         js = nc.jetstream()
         held = {}

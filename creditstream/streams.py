@@ -11,7 +11,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from creditstream.connect import nats_url, service_urls
+from creditstream.connect import connect_nats, service_urls
 from shared import bus
 from shared.bus import deadletters
 
@@ -24,7 +24,7 @@ class Snapshot:
 
 
 async def _collect() -> Snapshot:
-    nc = await bus.connect(nats_url(), name="creditstream-cli")
+    nc = await connect_nats("creditstream-cli")
     try:
         js = nc.jetstream()
         streams, consumers = [], []

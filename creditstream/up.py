@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -23,9 +24,11 @@ from rich.table import Table
 from rich.text import Text
 
 from creditstream import clerk_webhook
-from creditstream.connect import stream_replicas
+from creditstream.connect import nats_login, nats_users_file, stream_replicas
 from creditstream.supervisor import Output, StopRequest, StopRequested, Supervisor, wait_or_stop
-from shared import bus, db
+from shared import bus, db_roles
+from shared.bus.credentials import Credentials
+from shared.bus.users import OPS
 from shared.settings import DEFAULT_PORTS, SERVICES, WORKER_PORTS, WORKERS
 from shared.testing.localstripe_server import register_webhook
 from shared.testing.servers import (
@@ -58,31 +61,51 @@ def _localstripe(port: int, state: Path, stop: StopRequest) -> Iterator[str]:
             process.wait()
 
 
-async def _prepare(database_url: str, nats_url: str) -> None:
-    """Each service's schema and the streams, before any service starts."""
-    for service in SERVICES:
-        await db.migrate(database_url, service, ())
-    nc = await bus.connect(nats_url, name="creditstream-up")
+async def _create_streams(nats_url: str, ops: bus.Login) -> None:
+    """As ops (no service may create them), before any service starts."""
+    nc = await bus.connect(nats_url, "creditstream-up", ops)
     try:
         await bus.ensure_streams(nc.jetstream(), replicas=stream_replicas())
     finally:
         await nc.drain()
 
 
-def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> dict[str, str]:
-    """PostgreSQL, NATS and localstripe unless the environment names them; the services' overrides."""
+@dataclass(frozen=True)
+class Infrastructure:
+    overrides: dict[str, str]  # what every service is given
+    nats_users: Credentials | None  # each process's own NATS login, when the server has users
+    database_urls: dict[str, str]  # each process's own role
+
+    def env(self, process: str) -> dict[str, str]:
+        logins = self.nats_users.env(process) if self.nats_users else {}
+        return service_env(self.overrides, **logins, DATABASE_URL=self.database_urls[process])
+
+
+def _nats_users(nats: EmbeddedNats | None) -> Credentials | None:
+    """The embedded server's users; for a NATS_URL, those of NATS_USERS_FILE if it names one."""
+    if nats is not None:
+        return nats.credentials
+    path = nats_users_file()
+    return Credentials.load_or_create(path) if os.environ.get("NATS_USERS_FILE") and path.exists() else None
+
+
+def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> Infrastructure:
+    """PostgreSQL, NATS and localstripe unless the environment names them; what the services are given."""
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         pg = EmbeddedPostgres(data_dir / "postgres")  # pg_ctl puts the server in a session of its own
         stack.callback(pg.stop)
         database_url = pg.url
     nats_url = os.environ.get("NATS_URL")
+    nats = None
     if not nats_url:
         nats = EmbeddedNats(data_dir / "nats", port=int(os.environ.get("NATS_PORT", "4222")), new_session=True)
         stack.callback(nats.stop)
         nats_url = nats.start().url
+    nats_users = _nats_users(nats)
     stop.checkpoint()
-    asyncio.run(_prepare(database_url, nats_url))
+    database_urls = db_roles.service_urls(database_url, data_dir / db_roles.FILE)
+    asyncio.run(_create_streams(nats_url, nats_users.login(OPS) if nats_users else nats_login()))
     overrides = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "DATA_DIR": str(data_dir)}
     if not os.environ.get("STRIPE_API_BASE"):
         port = int(os.environ.get("LOCALSTRIPE_PORT", "8420") or free_port())
@@ -97,16 +120,18 @@ def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> dict
     if os.environ.get("AUTH_MODE") == "dev" and not os.environ.get("CLERK_WEBHOOK_SECRET", "").strip():
         # Without one identity answers 503 on /webhooks/clerk; kept in DATA_DIR so a restart keeps it.
         overrides["CLERK_WEBHOOK_SECRET"] = clerk_webhook.dev_secret(data_dir)
-    return overrides
+    return Infrastructure(overrides, nats_users, database_urls)
 
 
-def _services(env: dict[str, str], out: Output) -> list[ServiceProcess]:
+def _services(infrastructure: Infrastructure, out: Output) -> list[ServiceProcess]:
+    env = infrastructure.env
     services = [
-        ServiceProcess(name, int(env.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])), env, out.echo, new_session=True)
+        ServiceProcess(name, int(os.environ.get(f"{name.upper()}_PORT") or DEFAULT_PORTS[name]), env(name), out.echo,
+                       new_session=True)
         for name in SERVICES
-    ]
+    ]  # fmt: skip
     workers = [
-        ServiceProcess(name, int(env.get(_port_variable(name)) or WORKER_PORTS[name]), env, out.echo,
+        ServiceProcess(name, int(os.environ.get(_port_variable(name)) or WORKER_PORTS[name]), env(name), out.echo,
                        new_session=True, app=app)
         for name, app in WORKERS.items()
     ]  # fmt: skip
@@ -133,8 +158,9 @@ def run(console: Console) -> int:
 def _run(data_dir: Path, stop: StopRequest, out: Output) -> int:
     with ExitStack() as stack:
         try:
-            overrides = _infrastructure(stack, data_dir, stop)
-            supervisor = Supervisor(_services(service_env(overrides), out), out)
+            infrastructure = _infrastructure(stack, data_dir, stop)
+            overrides = infrastructure.overrides
+            supervisor = Supervisor(_services(infrastructure, out), out)
             stack.callback(supervisor.stop_all)
             supervisor.start_all(stop)
             _announce(out, supervisor.processes, overrides)

@@ -30,10 +30,13 @@ def conninfo_parts(database_url: str) -> dict[str, str]:
 
 
 async def migrate(database_url: str, schema: str, ddl: Sequence[str]) -> None:
-    """Create the schema and its tables; an advisory lock keeps parallel starts from racing."""
+    """Create the schema's tables (and the schema, where this role may: a service's own role may not, its
+    schema is made for it, shared/db_roles.py); an advisory lock keeps parallel starts from racing."""
     async with await AsyncConnection.connect(database_url) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"migrate:{schema}",))
-        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        exists = await (await conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,))).fetchone()
+        if not (exists and exists[0]):
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         for statement in ddl:
             await conn.execute(statement)  # DDL is static text

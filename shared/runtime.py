@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shared import bus, db
 from shared.bus import Consumer, Subscription, deadletters
+from shared.bus.users import USERS
 from shared.inbox import INBOX_DDL
 from shared.outbox import OUTBOX_DDL, OutboxRelay
 from shared.relay import Relay
@@ -95,15 +96,25 @@ class Runtime:
             raise NotReadyError("; ".join(problems))
 
 
+def _refused(nc: Client) -> Alarm:
+    async def alarm() -> str | None:
+        return bus.refusals(nc).problem()
+
+    return alarm
+
+
 @contextlib.asynccontextmanager
 async def running(service: str, settings: Settings, ddl: Sequence[str] = ()) -> AsyncIterator[Runtime]:
     """Migrate the service schema (with outbox and inbox), connect to NATS, ensure streams."""
     await db.migrate(settings.database_url, service, (*OUTBOX_DDL, *INBOX_DDL, *ddl))
     pool = await db.open_pool(settings.database_url, service)
-    nc = await bus.connect(settings.nats_url, name=service)
+    nc = await bus.connect(settings.nats_url, service, bus.login(settings))
     js = nc.jetstream()
-    await bus.ensure_streams(js, replicas=settings.stream_replicas)
+    user = USERS.get(settings.nats_user or "")
+    # Created by ops (`creditstream up`, `creditstream streams ensure`); a service may not create them.
+    await bus.require_streams(js, user.streams if user else bus.STREAMS)
     runtime = Runtime(service, settings, pool, nc, js)
+    runtime.alarms.append(_refused(nc))
     try:
         yield runtime
     finally:

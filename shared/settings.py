@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     auth_mode: Literal["dev", "clerk"]
     database_url: str
     nats_url: str
+    # This process's NATS user (shared/bus/users.py) and password; the TLS files of its connection.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
     data_dir: Path = Path(".data")
     host: str = "127.0.0.1"
 
@@ -68,6 +74,11 @@ class Settings(BaseSettings):
     @field_validator(
         "clerk_jwks_url",
         "clerk_issuer",
+        "nats_user",
+        "nats_password",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
         "clerk_webhook_secret",
         "service_jwt_private_key",
         "service_jwt_public_key",

@@ -13,7 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.client import Client
 
+from shared import bus
+from shared.bus.credentials import Credentials
 from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, ServiceProcess, five_services, fresh_database
 
 # Support modules assert too: show their differences the way a test's own asserts do.
@@ -44,8 +47,10 @@ def system_nats(workdir: Path) -> Iterator[EmbeddedNats]:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A NATS server of the test's own, for tests that publish to the streams directly."""
-    server = EmbeddedNats(tmp_path / "nats").start()
+    """A NATS server of the test's own, for tests that publish to the streams directly: with the users of
+    shared/bus/users.py and `tests` (harness), which may do anything, for a test of one mechanism that plays
+    every part (a consumer's test publishes what it consumes)."""
+    server = EmbeddedNats(tmp_path / "nats", harness=True).start()
     yield server
     server.stop()
 
@@ -59,6 +64,12 @@ def schema() -> str:
 class System:
     env: dict[str, str]
     services: dict[str, ServiceProcess]
+    nats_users: Credentials
+
+    async def connect(self, user: str, name: str = "test") -> Client:
+        """A NATS connection as `user` of shared/bus/users.py (a test publishing identity's events logs in
+        as identity, one reading a stream as ops): every test runs with the bus's permissions on."""
+        return await bus.connect(self.env["NATS_URL"], name, self.nats_users.login(user))
 
     def url(self, service: str) -> str:
         return self.services[service].url
@@ -73,15 +84,15 @@ class System:
 
 
 @contextlib.contextmanager
-def running_system(data_dir: Path, database_url: str, nats_url: str, **settings: str) -> Iterator[System]:
+def running_system(data_dir: Path, database_url: str, nats: EmbeddedNats, **settings: str) -> Iterator[System]:
     """The five services as subprocesses on free ports, on the given database and NATS."""
-    with five_services(data_dir, database_url, nats_url, **settings) as (env, processes):
-        yield System(env, processes)
+    with five_services(data_dir, database_url, nats, **settings) as (env, processes):
+        yield System(env, processes, nats.credentials)
 
 
 @pytest.fixture(scope="session")
 def system(workdir: Path, database_url: str, system_nats: EmbeddedNats) -> Iterator[System]:
-    with running_system(workdir / "data", database_url, system_nats.url) as running:
+    with running_system(workdir / "data", database_url, system_nats) as running:
         yield running
 
 
@@ -92,7 +103,7 @@ def system_of_its_own(database_url: str, workdir: Path, **settings: str) -> Iter
     with fresh_database(database_url) as url:
         nats = EmbeddedNats(workdir / "nats").start()
         try:
-            with running_system(workdir / "data", url, nats.url, **settings) as running:
+            with running_system(workdir / "data", url, nats, **settings) as running:
                 yield running, nats
         finally:
             nats.stop()

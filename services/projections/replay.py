@@ -32,11 +32,13 @@ from services.projections import store
 from services.projections.projection import CONSUMERS, apply_events
 from shared import db
 from shared.bus.replaying import read_range
+from shared.bus.users import replay_consumer
 from shared.contracts import Envelope
 from shared.inbox import INBOX_DDL
 
 log = logging.getLogger(__name__)
 NEXT = "projections_next"
+SERVICE_USER = "projections"
 BATCH = 500
 # Every table the consumers write (not the stream tickets: those are the API's, not a read model's).
 TABLES = (
@@ -137,7 +139,8 @@ class Replayer:
         async def take(msg: Msg, seq: int) -> None:
             queue.put_nowait((Envelope.from_bytes(msg.data), seq))
 
-        reader = asyncio.create_task(read_range(self._nc.jetstream(), stream, first, last, take))
+        name = replay_consumer(SERVICE_USER, stream)  # the one its NATS user may create on `stream`
+        reader = asyncio.create_task(read_range(self._nc.jetstream(), stream, first, last, take, name=name))
         reader.add_done_callback(lambda _: queue.put_nowait(None))  # read to `last`, or failed
         try:
             ended = False
@@ -178,5 +181,8 @@ async def _columns(conn: AsyncConnection, schema: str, table: str) -> Sequence[s
 
 
 async def _drop(database_url: str, schema: str) -> None:
+    """Every table of `schema`, not the schema: projections' role owns it but may not create schemas."""
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        cursor = await conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
+        for (table,) in await cursor.fetchall():
+            await conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(schema, table)))

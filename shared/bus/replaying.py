@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 V1_ACK_TOKENS = 9  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
 # An ordered consumer that delivers nothing for this long is given up and made again from where it stopped.
@@ -45,11 +46,15 @@ async def read_range(
     *,
     tick: Callable[[int], None] | None = None,
     on_stall: Callable[[int], None] | None = None,
+    name: str | None = None,
 ) -> None:
     """Give `take(msg, seq)` every message of `stream` from sequence `first` to `last`, in order, each once,
     however often the consumer behind it is made again. `tick(position)` is called a few times a second (a
     progress bar), `on_stall(position)` when a consumer is given up. Raises StreamStalled when consumer after
-    consumer delivers nothing."""
+    consumer delivers nothing.
+
+    `name`: the consumer's name, for a reader whose NATS user may create only that one (a service, see
+    shared/bus/users.py); one left by an earlier read is deleted first. Unnamed, the server names it."""
     if last < first:
         return
     position = first - 1
@@ -68,9 +73,14 @@ async def read_range(
     while not done.is_set():
         sub = None
         try:
+            if name is not None:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(stream, name)
             sub = await js.subscribe(
                 f"{stream.lower()}.>", stream=stream, cb=deliver, ordered_consumer=True,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=position + 1),
+                config=ConsumerConfig(
+                    name=name, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=position + 1
+                ),
                 pending_msgs_limit=-1, pending_bytes_limit=-1,
             )  # fmt: skip
             await _until_done_or_stalled(done, lambda: position, tick)

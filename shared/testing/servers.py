@@ -8,6 +8,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,13 +23,17 @@ from pathlib import Path
 
 import httpx
 import nats.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import ClusterInfo, StreamConfig
 from psycopg import Connection, sql
 from psycopg.conninfo import make_conninfo
 
-from shared import bus
+from shared import bus, db_roles
+from shared.bus import Login, credentials
+from shared.bus.users import HARNESS, OPS, USERS, authorization, quoted
 from shared.settings import SERVICES, WORKERS
+from shared.testing.tls import TlsFiles
 
 
 def free_port() -> int:
@@ -79,7 +84,10 @@ class EmbeddedPostgres:
 
 
 class EmbeddedNats:
-    """nats-server with JetStream on 127.0.0.1; fsync on every write (see LIBRARY-NOTES.md, Jepsen)."""
+    """nats-server with JetStream on 127.0.0.1; fsync on every write (see LIBRARY-NOTES.md, Jepsen). Every
+    connection logs in as a user of shared/bus/users.py, whose passwords are made once and kept in
+    `credentials_file` (by default in `data_dir`); an anonymous one is refused. `harness`: one more user,
+    `tests`, that may do anything, for tests of a mechanism (a consumer, a relay) that play several parts."""
 
     def __init__(
         self,
@@ -89,10 +97,17 @@ class EmbeddedNats:
         new_session: bool = False,
         server_name: str | None = None,
         extra_config: str = "",
+        credentials_file: Path | None = None,
+        harness: bool = False,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'tls' if tls else 'nats'}://127.0.0.1:{self.port}"
+        self.credentials_file = credentials_file or data_dir / credentials.FILE
+        self.credentials = credentials.Credentials.load_or_create(self.credentials_file, harness=harness)
+        self.harness = harness
         self.process: subprocess.Popen[bytes] | None = None
         # True: a terminal's Ctrl-C does not reach it, so its owner can stop it after what depends on it.
         self.new_session = new_session
@@ -110,12 +125,16 @@ class EmbeddedNats:
         """Start the process without waiting for it (see `EmbeddedNatsCluster.start`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats.conf"
+        users = [*USERS.values(), *([HARNESS] if self.harness else [])]
         config.write_text(
             (f"server_name: {self.server_name}\n" if self.server_name else "")
             + f'listen: "127.0.0.1:{self.port}"\n'
             + f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n  sync_interval: always\n}}\n'
+            + (self.tls.server_block() if self.tls else "")
+            + authorization(quoted(self.credentials.hashes), users)
             + self.extra_config
         )
+        config.chmod(0o600)
         binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
         self.process = process = subprocess.Popen(
             [binary, "-c", str(config)],
@@ -138,6 +157,31 @@ class EmbeddedNats:
             if self._drain_thread:
                 self._drain_thread.join(5)
             raise RuntimeError("nats-server exited: " + "\n".join(self.log))
+
+    def login(self, user: str) -> Login:
+        return self.credentials.login(user)
+
+    def create_streams(self, replicas: int = 1) -> None:
+        """As ops, what `creditstream up` does before any service starts. Blocking (its client runs on a
+        thread with an event loop of its own, so an async test may call it too)."""
+
+        async def create() -> None:
+            nc = await bus.connect(self.url, "embedded-nats", self.login(OPS))
+            try:
+                await bus.ensure_streams(nc.jetstream(), replicas=replicas)
+            finally:
+                await nc.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, create()).result()
+
+    async def connect(self, user: str, name: str = "test") -> Client:
+        """A connection as `user` (refused operations are on `bus.refusals` of it)."""
+        return await bus.connect(self.url, name, self.login(user))
+
+    def env(self, user: str) -> dict[str, str]:
+        """NATS_URL and the login a process running as `user` is given."""
+        return {"NATS_URL": self.url, **self.credentials.env(user)}
 
     def _drain(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stderr
@@ -171,17 +215,24 @@ class EmbeddedNatsCluster:
     SIZE = 3
     PROBE_STREAM = "CLUSTER_PROBE"
 
-    def __init__(self, data_dir: Path, *, name: str | None = None, new_session: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, name: str | None = None, new_session: bool = False, harness: bool = False
+    ) -> None:
         # A name of its own: two clusters on one machine (parallel test runs) must not merge into one when
         # a port the one frees (its killed node's, reused at restart) is handed to the other.
         name = name or f"creditstream-{os.urandom(3).hex()}"
         self.route_ports = [free_port() for _ in range(self.SIZE)]
+        # One set of users for the three: a client logs in to whichever node it reaches.
+        self.credentials_file = data_dir / credentials.FILE
+        route = credentials.Credentials.load_or_create(self.credentials_file, harness=harness)
         self.nodes = [
             EmbeddedNats(
                 data_dir / f"n{i + 1}",
                 new_session=new_session,
                 server_name=f"n{i + 1}",
-                extra_config=_cluster_block(name, self.route_ports[i], self.route_ports[: i + 1]),
+                extra_config=_cluster_block(name, self.route_ports[i], self.route_ports[: i + 1], route),
+                credentials_file=self.credentials_file,
+                harness=harness,
             )
             for i in range(self.SIZE)
         ]
@@ -241,7 +292,7 @@ class EmbeddedNatsCluster:
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[JetStreamContext]:
-        nc = await bus.connect(self.url, name="embedded-nats-cluster")
+        nc = await bus.connect(self.url, "embedded-nats-cluster", self.nodes[0].login(OPS))
         try:
             # Short: a stream without a leader answers nothing, and the next poll may find the new one.
             yield nc.jetstream(timeout=0.5)
@@ -271,9 +322,12 @@ async def _cluster_info(js: JetStreamContext, stream: str, durable: str | None) 
     return info.cluster or ClusterInfo()
 
 
-def _cluster_block(name: str, port: int, routes: list[int]) -> str:
-    listed = "".join(f'    "nats-route://127.0.0.1:{route}"\n' for route in routes)
-    return f'cluster {{\n  name: {name}\n  listen: "127.0.0.1:{port}"\n  routes: [\n{listed}  ]\n}}\n'
+def _cluster_block(name: str, port: int, routes: list[int], logins: credentials.Credentials) -> str:
+    """The node's cluster: it accepts only routes that log in as the route user, and logs in so itself."""
+    user, password = credentials.ROUTE_USER, logins.passwords[credentials.ROUTE_USER]
+    listed = "".join(f'    "nats-route://{user}:{password}@127.0.0.1:{route}"\n' for route in routes)
+    auth = f'  authorization {{ user: "{user}", password: {json.dumps(logins.hashes[user])} }}\n'
+    return f'cluster {{\n  name: {name}\n  listen: "127.0.0.1:{port}"\n{auth}  routes: [\n{listed}  ]\n}}\n'
 
 
 class ServiceProcess:
@@ -421,11 +475,14 @@ def started(*processes: ServiceProcess, timeout: float = 90) -> Iterator[tuple[S
 
 @contextlib.contextmanager
 def five_services(
-    data_dir: Path, database_url: str, nats_url: str, **settings: str
+    data_dir: Path, database_url: str, nats: EmbeddedNats, **settings: str
 ) -> Iterator[tuple[dict[str, str], dict[str, ServiceProcess]]]:
-    """The five services as subprocesses on free ports, in dev auth, on the given database and NATS,
-    with a localstripe of their own (unless STRIPE_API_BASE is given) whose webhooks reach payments:
-    the environment they run with, and the processes by service name."""
+    """The five services as subprocesses on free ports, in dev auth, on the given database and NATS (its
+    streams created first, as ops), each logged in to NATS as its own user and to PostgreSQL as its own role
+    (their passwords kept in `data_dir`), with a localstripe of their own
+    (unless STRIPE_API_BASE is given) whose webhooks reach payments: the environment they share (no
+    process's logins in it: DATABASE_URL is the administrator's, as tests read every schema), and the
+    processes by service name."""
     from shared.testing.localstripe_server import LocalStripe, register_webhook
 
     stripe = None if "STRIPE_API_BASE" in settings else LocalStripe().start()
@@ -438,7 +495,7 @@ def five_services(
     base = {
         "AUTH_MODE": "dev",
         "DATABASE_URL": database_url,
-        "NATS_URL": nats_url,
+        "NATS_URL": nats.url,
         "DATA_DIR": str(data_dir),
         # Svix format (whsec_ + base64); tests sign Clerk webhooks with it.
         "CLERK_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"creditstream-test-clerk-webhooks").decode(),
@@ -447,15 +504,25 @@ def five_services(
         **settings,
     }
     env = service_env(base)
-    processes = {name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), env, echo=None) for name in SERVICES}
+    # For the operator CLI the tests run against this system (it logs in as ops); no service is given it.
+    cli_env = env | {"NATS_USERS_FILE": str(nats.credentials_file)}
+    database_urls = db_roles.service_urls(database_url, data_dir / db_roles.FILE)
+
+    def own(name: str) -> dict[str, str]:
+        return env | nats.credentials.env(name) | {"DATABASE_URL": database_urls[name]}
+
+    processes = {
+        name: ServiceProcess(name, int(base[f"{name.upper()}_PORT"]), own(name), echo=None) for name in SERVICES
+    }
     for name, app in WORKERS.items():
-        processes[name] = ServiceProcess(name, free_port(), env, echo=None, app=app)
+        processes[name] = ServiceProcess(name, free_port(), own(name), echo=None, app=app)
+    nats.create_streams()
     try:
         if stripe:
             webhook = f"{processes['payments'].url}/webhooks/stripe"
             register_webhook(stripe.api_base, webhook, base["STRIPE_WEBHOOK_SECRET"])
         with started(*processes.values()):
-            yield env, processes
+            yield cli_env, processes
     finally:
         if stripe:
             stripe.stop()

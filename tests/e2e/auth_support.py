@@ -18,7 +18,7 @@ import psycopg
 from nats.js.errors import NotFoundError
 from svix.webhooks import Webhook
 
-from shared import bus, keys
+from shared import keys
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.settings import DEV_AUTHORIZED_PARTY, DEV_ISSUER
 from tests.conftest import System
@@ -120,7 +120,7 @@ def stream_events(system: System, stream: str, subject: str, user_id: str) -> li
     """Envelopes on `stream` with `subject` for `user_id`, read straight from JetStream."""
 
     async def read() -> list[dict[str, Any]]:
-        nc = await bus.connect(system.env["NATS_URL"], name="test")
+        nc = await system.connect("ops")
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-from shared import bus
 from shared.bus import deadletters
 from shared.bus.streams import STREAMS
 from shared.testing.servers import wait_until
@@ -95,7 +94,7 @@ def parked_messages(system: System) -> dict[str, int]:
     """Dead-lettered messages per consumer: none, when every reader applied everything."""
 
     async def count() -> dict[str, int]:
-        nc = await bus.connect(system.env["NATS_URL"], name="test")
+        nc = await system.connect("ops")
         try:
             return dict(await deadletters.counts(nc.jetstream()))
         finally:
@@ -108,7 +107,7 @@ def consumer_state(system: System, stream: str, durable: str) -> dict[str, int]:
     """A durable consumer's counts: deliveries made (redeliveries included), unacknowledged, not yet delivered."""
 
     async def info() -> dict[str, int]:
-        nc = await bus.connect(system.env["NATS_URL"], name="test")
+        nc = await system.connect("ops")
         try:
             found = await nc.jetstream().consumer_info(stream, durable)
             return {"delivered": found.delivered.consumer_seq or 0 if found.delivered else 0,
@@ -123,7 +122,7 @@ def stream_sizes(system: System) -> dict[str, int]:
     """How many messages each stream holds."""
 
     async def sizes() -> dict[str, int]:
-        nc = await bus.connect(system.env["NATS_URL"], name="test")
+        nc = await system.connect("ops")
         try:
             js = nc.jetstream()
             return {name: int((await js.stream_info(name)).state.messages) for name in STREAMS}

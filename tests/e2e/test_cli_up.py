@@ -4,6 +4,8 @@ Ctrl-C stops everything cleanly. One run of `up` serves the whole module; the Ct
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import stat
@@ -16,9 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
+import nats.js.errors
 import pytest
 
+from shared import bus
 from shared.auth import user_id_for
+from shared.bus import credentials
+from shared.bus.credentials import Credentials
+from shared.contracts import Envelope
+from shared.contracts.payments import PaymentSucceeded
 from shared.settings import SERVICES
 from shared.testing.servers import free_port, port_open, wait_until
 
@@ -201,6 +211,95 @@ def test_clerk_webhook_creates_a_user_signed_with_the_dev_secret_up_made(up: Up)
         "Ada",
         "Lovelace",
     )
+
+
+def test_a_purchase_forged_on_the_bus_is_refused_to_anyone_but_payments(up: Up) -> None:
+    """The attack of issue 19 on `creditstream up` as a newcomer runs it: a hand-written
+    `payments.payment.succeeded` naming a fresh transaction, its own user and a million credits."""
+    victim, control = _signed_in(up), _signed_in(up)
+    logins = Credentials.load_or_create(up.data_dir / "nats" / credentials.FILE)
+    url = f"nats://127.0.0.1:{up.ports['nats']}"
+
+    async def attack() -> dict[str, int]:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
+        refused = {}
+        for user in ("media", "identity", "ops"):
+            nc = await bus.connect(url, "attacker", logins.login(user))
+            try:
+                forged = _forged_purchase(victim)
+                with pytest.raises(nats.errors.TimeoutError):  # the server drops it: no ack comes
+                    await nc.jetstream().publish(forged.type, forged.to_bytes(), timeout=2)
+                await nc.flush()
+                refused[user] = bus.refusals(nc).count
+                assert 'publish to "payments.payment.succeeded"' in (bus.refusals(nc).last or "")
+            finally:
+                await nc.close()
+        # The control: the same envelope from payments' own user is a purchase, so the refusals above are
+        # what kept the victim's balance, not a malformed event.
+        nc = await bus.connect(url, "payments-as-itself", logins.login("payments"))
+        try:
+            genuine = _forged_purchase(control)
+            await bus.publish(nc.jetstream(), genuine.type, genuine.to_bytes(), msg_id=str(genuine.id))
+        finally:
+            await nc.close()
+        return refused
+
+    assert asyncio.run(attack()) == {"media": 1, "identity": 1, "ops": 1}
+    up.wait_for(lambda: _balance(up, control) == 1_000_010, timeout=30, what="the control's purchase applied")
+    assert _balance(up, victim) == 10
+    stored = asyncio.run(_payments_for(url, logins.login("ops"), victim.user_id))
+    assert stored == [], f"PAYMENTS holds the forged purchase: {stored}"
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user_id: str
+    token: str
+
+
+def _signed_in(up: Up) -> SignedIn:
+    clerk_id = f"user_{uuid.uuid4().hex[:12]}"
+    token = httpx.post(
+        f"{up.url('identity')}/dev/token", json={"clerk_id": clerk_id, "email": f"{clerk_id}@example.com"}, timeout=30
+    ).json()["token"]
+    user = SignedIn(user_id_for(clerk_id), token)
+    synced = httpx.post(f"{up.url('identity')}/api/user/sync", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert synced.status_code == 200, synced.text
+    up.wait_for(lambda: _balance(up, user) == 10, timeout=30, what="the welcome bonus")
+    return user
+
+
+def _balance(up: Up, user: SignedIn) -> int | None:
+    answer = httpx.get(
+        f"{up.url('ledger')}/api/accounts/{user.user_id}", headers={"Authorization": f"Bearer {user.token}"}, timeout=30
+    )
+    return int(answer.json()["balance"]) if answer.status_code == 200 else None
+
+
+def _forged_purchase(user: SignedIn) -> Envelope:
+    purchase = PaymentSucceeded(
+        transaction_id=str(uuid.uuid4()), user_id=user.user_id, credits=1_000_000, amount_cents=0, currency="usd",
+        stripe_payment_intent_id=None,
+    )  # fmt: skip
+    return Envelope.wrap(purchase, user_id=user.user_id)
+
+
+async def _payments_for(url: str, ops: bus.Login, user_id: str) -> list[str]:
+    """The PAYMENTS messages that name `user_id`, read as an operator would."""
+    nc = await bus.connect(url, "operator", ops)
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info("PAYMENTS")).state.last_seq
+        found = []
+        for seq in range(1, last + 1):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                data = (await js.get_msg("PAYMENTS", seq)).data or b""
+                if user_id.encode() in data:
+                    found.append(data.decode())
+        return found
+    finally:
+        await nc.close()
 
 
 def test_ctrl_c_stops_everything_cleanly(up: Up) -> None:

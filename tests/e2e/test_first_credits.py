@@ -89,13 +89,13 @@ def test_a_redelivered_registration_grants_nothing(system: System) -> None:
         ),
         user_id=user["id"],
     )
-    asyncio.run(_publish_twice(system.env["NATS_URL"], registered))
+    asyncio.run(_publish_twice(system, registered))
     wait_until(
-        lambda: asyncio.run(_settled(system.env["NATS_URL"], ("ledger-identity", "projections-identity"))),
+        lambda: asyncio.run(_settled(system, ("ledger-identity", "projections-identity"))),
         timeout=15,
         what="both consumers to handle the redelivery",
     )
-    wait_until(lambda: asyncio.run(_settled(system.env["NATS_URL"], ("projections-ledger",), "LEDGER")), timeout=15)
+    wait_until(lambda: asyncio.run(_settled(system, ("projections-ledger",), "LEDGER")), timeout=15)
 
     ledger = httpx.get(f"{system.url('ledger')}/api/accounts/{user['id']}", headers=auth).json()
     assert ledger["balance"] == 10
@@ -104,8 +104,8 @@ def test_a_redelivered_registration_grants_nothing(system: System) -> None:
     assert [e["type"] for e in credits["history"]] == ["BONUS"]
 
 
-async def _publish_twice(nats_url: str, envelope: Envelope) -> None:
-    nc = await bus.connect(nats_url, name="test")
+async def _publish_twice(system: System, envelope: Envelope) -> None:
+    nc = await system.connect("identity")  # as identity would
     try:
         js = nc.jetstream()
         for attempt in ("a", "b"):
@@ -114,8 +114,8 @@ async def _publish_twice(nats_url: str, envelope: Envelope) -> None:
         await nc.close()
 
 
-async def _settled(nats_url: str, consumers: tuple[str, ...], stream: str = "IDENTITY") -> bool:
-    nc = await bus.connect(nats_url, name="test")
+async def _settled(system: System, consumers: tuple[str, ...], stream: str = "IDENTITY") -> bool:
+    nc = await system.connect("ops")
     try:
         js = nc.jetstream()
         for name in consumers:

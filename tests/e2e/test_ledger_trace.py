@@ -8,7 +8,6 @@ import uuid
 
 import httpx
 
-from shared import bus
 from shared.testing.servers import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
@@ -19,7 +18,7 @@ def traceparents(system: System, user_id: str) -> list[str | None]:
     """The traceparent header of each message on LEDGER for `user_id`, in order."""
 
     async def read() -> list[str | None]:
-        nc = await bus.connect(system.env["NATS_URL"], name="test")
+        nc = await system.connect("ops")
         try:
             js = nc.jetstream()
             info = await js.stream_info("LEDGER", subjects_filter="ledger.>")

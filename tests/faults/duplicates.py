@@ -12,27 +12,33 @@ from typing import Any
 import httpx
 import stripe
 
-from shared import bus
 from shared.bus.replaying import stream_sequence
 from tests.conftest import System
 
-# The streams a service publishes its events to, and media's work queue (a job request again).
-REPUBLISHED = ("IDENTITY", "LEDGER", "PAYMENTS", "MEDIA", "MEDIAWORK")
+# The streams a service publishes its events to, and media's work queue (a job request again), with the
+# user that owns them: each copy goes out as its producer would send it again (only it may).
+REPUBLISHED = {"IDENTITY": "identity", "LEDGER": "ledger", "PAYMENTS": "payments", "MEDIA": "media",
+               "MEDIAWORK": "media"}  # fmt: skip
 
 
-async def republish(nats_url: str) -> int:
+async def republish(system: System) -> int:
     """Publish every message of the streams again: same subject, payload and headers, a new Nats-Msg-Id."""
-    nc = await bus.connect(nats_url, name="fault-duplicates")
+    reader = await system.connect("ops", "fault-duplicates")
     count = 0
     try:
-        js = nc.jetstream()
-        for stream in REPUBLISHED:
-            for subject, data, headers in await _read(js, stream):
-                headers = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
-                await js.publish(subject, data, headers={**headers, "Nats-Msg-Id": str(uuid.uuid4())})
-                count += 1
+        for stream, owner in REPUBLISHED.items():
+            found = await _read(reader.jetstream(), stream)
+            producer = await system.connect(owner, "fault-duplicates")
+            try:
+                js = producer.jetstream()
+                for subject, data, headers in found:
+                    headers = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+                    await js.publish(subject, data, headers={**headers, "Nats-Msg-Id": str(uuid.uuid4())})
+                    count += 1
+            finally:
+                await producer.close()
     finally:
-        await nc.close()
+        await reader.close()
     return count
 
 
@@ -58,10 +64,10 @@ async def _read(js: Any, stream: str) -> list[tuple[str, bytes, dict[str, str]]]
     return found
 
 
-async def unacknowledged(nats_url: str) -> int:
+async def unacknowledged(system: System) -> int:
     """Messages delivered to a durable consumer and not acknowledged, all streams together: held past the
     ack wait, JetStream must deliver each of them again."""
-    nc = await bus.connect(nats_url, name="fault-duplicates")
+    nc = await system.connect("ops", "fault-duplicates")
     try:
         js = nc.jetstream()
         total = 0

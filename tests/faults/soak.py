@@ -101,7 +101,7 @@ def main() -> int:
     postgres = EmbeddedPostgres(workdir / "pg")
     nats = EmbeddedNats(workdir / "nats").start()
     try:
-        with creditstream_up(workdir, postgres.url, nats.url) as system:
+        with creditstream_up(workdir, postgres.url, nats.url, nats.credentials_file) as system:
             print(f"soaking for {minutes:g} minutes (peak first, {PEAK_SECONDS:g} s) …", flush=True)
             mix, figures = asyncio.run(soak(system, minutes))
             row = judge(system, mix, Row(f"soak {minutes:g} min"), admin_token(system))

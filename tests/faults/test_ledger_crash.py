@@ -60,7 +60,7 @@ def test_a_ledger_killed_mid_burst_loses_no_answered_debit_and_half_applies_none
             return [e.idempotency_key for e in events if type(e).__name__ == "Debited"]
 
         def debits_on_stream() -> list[str]:
-            messages = stream_messages(cluster.nats.url)
+            messages = stream_messages(cluster.nats)
             return [m.data["idempotency_key"] for m, _ in messages if m.type == "ledger.credits.debited"]
 
         in_store = debits_in_store()

@@ -13,7 +13,7 @@ from tests.integration.conftest import stream_messages
 
 
 async def test_a_publish_during_a_nats_restart_lands_once_after_it(nats_server: EmbeddedNats) -> None:
-    nc = await bus.connect(nats_server.url, name="test")
+    nc = await nats_server.connect("tests")
     js = nc.jetstream()
     await bus.ensure_streams(js)
     before = Envelope.wrap(UserReactivated(user_id="before"), user_id="before")

@@ -36,7 +36,7 @@ def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[U
     postgres = EmbeddedPostgres(workdir / "pg")
     nats = EmbeddedNats(workdir / "nats").start()
     try:
-        with creditstream_up(workdir, postgres.url, nats.url) as system:
+        with creditstream_up(workdir, postgres.url, nats.url, nats.credentials_file) as system:
             yield system, postgres, nats, Probe(system)
     finally:
         nats.stop()
@@ -79,15 +79,14 @@ def test_every_message_and_webhook_delivered_twice_is_applied_once(
     Republished stream messages (a new Nats-Msg-Id, the same event: a job request too), consumers frozen
     past their ack wait so what they held is delivered again, and every Stripe and Clerk webhook again."""
     system, _, _, probe = infrastructure
-    nats_url = system.env["NATS_URL"]
     figures: dict[str, int] = {}
 
     def duplicate_everything(mix: Mix) -> float:
         since = time.monotonic()
         frozen = [system.kill(name, signal.SIGSTOP) for name in ("projections", "payments", "media-worker", "media")]
-        figures["republished"] = asyncio.run(duplicates.republish(nats_url))  # reaching the frozen consumers too
+        figures["republished"] = asyncio.run(duplicates.republish(system))  # reaching the frozen consumers too
         time.sleep(ACK_WAIT_SECONDS + 1)  # frozen past the ack wait: NATS must deliver what they hold again
-        figures["held past the ack wait"] = asyncio.run(duplicates.unacknowledged(nats_url))
+        figures["held past the ack wait"] = asyncio.run(duplicates.unacknowledged(system))
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
         figures["stripe events"] = duplicates.replay_stripe(system)
@@ -179,7 +178,10 @@ def on_a_cluster(
     workdir = tmp_path_factory.mktemp("cluster")
     cluster = EmbeddedNatsCluster(workdir / "nats").start()
     try:
-        with fresh_database(postgres.url) as url, creditstream_up(workdir, url, cluster.url, STREAM_REPLICAS="3") as up:
+        with (
+            fresh_database(postgres.url) as url,
+            creditstream_up(workdir, url, cluster.url, cluster.credentials_file, STREAM_REPLICAS="3") as up,
+        ):
             yield up, cluster, Probe(up)
     finally:
         cluster.stop()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from shared import db_roles
+from shared.bus.credentials import Credentials
 from shared.settings import SERVICES, WORKERS
 from shared.testing.localstripe_server import LocalStripe, register_webhook
 from shared.testing.servers import ServiceProcess, free_port, service_env, wait_until
@@ -30,8 +32,8 @@ class UpSystem(System):
     further instances of a service the load spreads its commands over (see `Mix.url`)."""
 
     def __init__(self, env: dict[str, str], services: dict[str, ServiceProcess], up: subprocess.Popen[bytes],
-                 log: Path) -> None:  # fmt: skip
-        super().__init__(env, services)
+                 log: Path, nats_users: Credentials) -> None:  # fmt: skip
+        super().__init__(env, services, nats_users)
         self.up = up
         self.log = log
         self.copies: dict[str, list[str]] = {}
@@ -77,7 +79,11 @@ class UpSystem(System):
 
 
 @contextlib.contextmanager
-def creditstream_up(workdir: Path, database_url: str, nats_url: str, **settings: str) -> Iterator[UpSystem]:
+def creditstream_up(
+    workdir: Path, database_url: str, nats_url: str, nats_users_file: Path, **settings: str
+) -> Iterator[UpSystem]:
+    """`creditstream up` on the given PostgreSQL and NATS (whose users' passwords `nats_users_file` holds:
+    `up` hands each process its own, as it does with its embedded server)."""
     stripe = LocalStripe().start()
     ports = {name: free_port() for name in PROCESSES}
     base = {
@@ -85,6 +91,7 @@ def creditstream_up(workdir: Path, database_url: str, nats_url: str, **settings:
         "DATA_DIR": str(workdir / "data"),
         "DATABASE_URL": database_url,
         "NATS_URL": nats_url,
+        "NATS_USERS_FILE": str(nats_users_file),
         "STRIPE_API_BASE": stripe.api_base,
         "STRIPE_SECRET_KEY": "sk_test_creditstream",
         "STRIPE_WEBHOOK_SECRET": "whsec_creditstream_test_stripe_webhooks",
@@ -100,7 +107,7 @@ def creditstream_up(workdir: Path, database_url: str, nats_url: str, **settings:
     with log.open("wb") as out:
         up = subprocess.Popen([str(Path(sys.executable).parent / "creditstream"), "up"], env=env, stdout=out,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    system = UpSystem(env, services, up, log)
+    system = UpSystem(env, services, up, log, Credentials.load_or_create(nats_users_file))
     try:
         wait_until(lambda: up.poll() is not None or all(map(system.answering, PROCESSES)), timeout=120,
                    what="every process under creditstream up")  # fmt: skip
@@ -122,9 +129,11 @@ def copies(system: UpSystem, *names: str) -> Iterator[dict[str, ServiceProcess]]
     """A second instance of each named service beside `creditstream up`'s, on the same database and bus;
     the load then spreads its commands over both."""
     made = {}
+    roles = db_roles.service_urls(system.env["DATABASE_URL"], Path(system.env["DATA_DIR"]) / db_roles.FILE)
     for name in names:
         app = WORKERS.get(name) or f"services.{name}.main:create_app"
-        made[name] = ServiceProcess(f"{name}-copy", free_port(), system.env, echo=None, app=app)
+        env = system.env | system.nats_users.env(name) | {"DATABASE_URL": roles[name]}  # its own logins
+        made[name] = ServiceProcess(f"{name}-copy", free_port(), env, echo=None, app=app)
     try:
         for process in made.values():
             process.start()

@@ -30,7 +30,7 @@ async def pool(database_url: str, schema: str) -> AsyncIterator[AsyncConnectionP
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    connection = await bus.connect(nats_server.url, name="test")
+    connection = await nats_server.connect("tests")
     yield connection
     await connection.close()
 

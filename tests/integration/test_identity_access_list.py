@@ -19,7 +19,7 @@ async def test_the_list_follows_deactivation_and_reactivation_and_ignores_stale_
 ) -> None:
     await db.migrate(database_url, schema, ACCESS_DDL)
     pool = await db.open_pool(database_url, schema)
-    nc = await bus.connect(nats_server.url, name="test")
+    nc = await nats_server.connect("tests")
     js = nc.jetstream()
     await bus.ensure_streams(js)
     access = AccessList(pool, cache_seconds=0)

@@ -25,7 +25,7 @@ def _debit(cluster: LedgerCluster, index: int, user_id: str, key: str, amount: i
 def _debited_on_stream(cluster: LedgerCluster, user_id: str) -> list[str]:
     return [
         env.data["idempotency_key"]
-        for env, _ in stream_messages(cluster.nats.url)
+        for env, _ in stream_messages(cluster.nats)
         if env.type == "ledger.credits.debited" and env.user_id == user_id
     ]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
+import nats.js.errors
 
 from services.ledger import store
 from services.ledger.application import Ledger
-from shared import bus, keys
+from shared import keys
 from shared.contracts import Envelope
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, fresh_database, service_env
@@ -34,7 +34,7 @@ class LedgerCluster:
             {
                 "AUTH_MODE": "dev",
                 "DATABASE_URL": database_url,
-                "NATS_URL": nats.url,
+                **nats.env("ledger"),
                 "DATA_DIR": str(data_dir),
                 "IDENTITY_PORT": str(free_port()),  # nothing listens: only service tokens are used
             }
@@ -42,6 +42,7 @@ class LedgerCluster:
         self.processes = [ServiceProcess("ledger", free_port(), self.env, echo=None) for _ in range(size)]
 
     def start(self, timeout: float = 90) -> LedgerCluster:
+        self.nats.create_streams()
         for process in self.processes:
             process.start()
         for process in self.processes:
@@ -105,11 +106,11 @@ def stored_events(database_url: str, user_id: str) -> list[Any]:
         ledger.close()
 
 
-def stream_messages(nats_url: str, stream: str = "LEDGER") -> list[tuple[Envelope, dict[str, str]]]:
+def stream_messages(server: EmbeddedNats, stream: str = "LEDGER") -> list[tuple[Envelope, dict[str, str]]]:
     """Every message on `stream`, in order, with its headers."""
 
     async def read() -> list[tuple[Envelope, dict[str, str]]]:
-        nc = await bus.connect(nats_url, name="test")
+        nc = await server.connect("ops")
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)

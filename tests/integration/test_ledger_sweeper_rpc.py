@@ -19,7 +19,7 @@ from services.ledger.domain import CreditAccount
 from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
-from shared import bus, db
+from shared import db
 from shared.testing.servers import EmbeddedNats, fresh_database
 
 NOW = datetime.now(UTC)
@@ -75,8 +75,8 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
 async def test_request_reply_debits_with_the_same_idempotency_as_http(
     two_instances: list[tuple[Ledger, UnitOfWork, Sweeper]], tmp_path: Path
 ) -> None:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    nc = await bus.connect(server.url, name="test")
+    server = EmbeddedNats(tmp_path / "nats", harness=True).start()
+    nc = await server.connect("tests")
     try:
         for app, dispatcher, _ in two_instances:  # both answer, in one queue group
             await LedgerRpc(app, dispatcher, 900).serve(nc)

@@ -32,7 +32,7 @@ DURING_OUTAGE = 50  # publishes acknowledged while a node is down, before it is 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[EmbeddedNatsCluster]:
-    started = EmbeddedNatsCluster(tmp_path / "nats").start()
+    started = EmbeddedNatsCluster(tmp_path / "nats", harness=True).start()
     yield started
     started.stop()
 
@@ -54,7 +54,7 @@ class Outage:
 async def test_acknowledged_publishes_survive_a_killed_node_and_a_killed_stream_leader(
     cluster: EmbeddedNatsCluster,
 ) -> None:
-    nc = await bus.connect(cluster.url, name="test")
+    nc = await bus.connect(cluster.url, "test", cluster.nodes[0].login("tests"))
     try:
         js = nc.jetstream()
         await bus.ensure_streams(js, replicas=3)
@@ -106,7 +106,7 @@ async def test_a_durable_consumer_is_replicated_and_consumes_on_when_its_leader_
     async def handle(envelope: Envelope, seq: int) -> None:
         handled.append(envelope.user_id or "")
 
-    nc = await bus.connect(cluster.url, name="test")
+    nc = await bus.connect(cluster.url, "test", cluster.nodes[0].login("tests"))
     try:
         js = nc.jetstream()
         await bus.ensure_streams(js, replicas=3)
