@@ -4,6 +4,8 @@ runs on this machine: its TLS files, data and ports here, all else as deployed."
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
@@ -11,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.bus.users import USERS, environment_variable
 from shared.testing.tls import TlsFiles
@@ -79,10 +85,19 @@ def host_env(logins: Mapping[str, str]) -> dict[str, str]:
     return {environment_variable(name): logins[name] for name in USERS}
 
 
-def local_copy(text: str, directory: Path, tls: TlsFiles, *, client_port: int = 4222, monitor_port: int = 8222) -> Path:
+def local_copy(
+    text: str,
+    directory: Path,
+    tls: TlsFiles,
+    *,
+    client_port: int = 4222,
+    monitor_port: int = 8222,
+    replace: Mapping[str, str] | None = None,
+) -> Path:
     """A copy of the deploy config `text` in `directory` that runs here: the certificates of `tls` (for routes
     too), its store in `directory`, clients on 127.0.0.1:`client_port`, monitoring on its own host and
-    `monitor_port`, routes on a port of 127.0.0.1. Every path it replaces must be in the file."""
+    `monitor_port`, routes on a port of 127.0.0.1; `replace` adds to those or overrides them. Every text it
+    replaces must be in the file, so a renamed path cannot slip past the tests unreplaced."""
     replacements = {
         "/etc/nats/tls/server.crt": str(tls.cert),
         "/etc/nats/tls/server.key": str(tls.key),
@@ -97,10 +112,50 @@ def local_copy(text: str, directory: Path, tls: TlsFiles, *, client_port: int = 
             "/etc/nats/tls/routes-ca.crt": str(tls.ca),
             "listen: 0.0.0.0:6222": "listen: 127.0.0.1:-1",  # any free port
         }
-    for old, new in replacements.items():
+    for old, new in (replacements | dict(replace or {})).items():
         assert old in text, f"the deploy config no longer names {old}"
         text = text.replace(old, new)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "nats.conf"
     path.write_text(text)
     return path
+
+
+def node_certificate(directory: Path, authority: str) -> tuple[Path, Path, Path]:
+    """A CA named `authority` and the one node certificate it signs, for 127.0.0.1: (ca, cert, key). A node
+    dials routes and accepts them, so its certificate serves as server and as client (TlsFiles' do not)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, authority)])
+
+    def signed(subject: x509.Name, public: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca = (
+        signed(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    node = (
+        signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nats node")]), key.public_key())
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "routes-ca.crt", directory / "routes.crt", directory / "routes.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(node.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    paths[2].write_bytes(pem)
+    paths[2].chmod(0o600)
+    return paths
