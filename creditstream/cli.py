@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,6 +43,50 @@ def streams_rebuild() -> None:
     from creditstream.rebuild import rebuild
 
     raise typer.Exit(rebuild(console))
+
+
+@streams_app.command("ensure")
+def streams_ensure() -> None:
+    """Create the streams (or bring their settings up to date) as ops, before any service starts:
+    services may not create them. STREAM_REPLICAS sets their replicas (3 on a three-node cluster)."""
+    from creditstream.streams import ensure
+
+    raise typer.Exit(ensure(console))
+
+
+@app.command("nats-config")
+def nats_config(
+    hashes: Annotated[
+        Path | None, typer.Option(help="a JSON file {user: bcrypt hash}: write the hashes into the block")
+    ] = None,
+    write: Annotated[
+        list[Path] | None, typer.Option(help="rewrite the block in this file (a .conf, or a YAML holding one)")
+    ] = None,
+) -> None:
+    """Print nats-server's `authorization` block for the users of shared/bus/users.py: each password read from
+    the server's environment ($NATS_PASSWORD_<USER>), or the bcrypt hashes of --hashes. --write: update the
+    generated block of each file in place instead."""
+    from creditstream import deploy_config
+
+    block = deploy_config.nats_block(deploy_config.from_hashes(hashes) if hashes else deploy_config.from_environment)
+    if not write:
+        typer.echo(block, nl=False)
+    for path in write or ():
+        path.write_text(deploy_config.rewrite(path.read_text(), block))
+        console.print(f"rewrote the authorization block of {path}")
+
+
+@app.command("postgres-init")
+def postgres_init(
+    write: Annotated[Path | None, typer.Option(help="write it to this file instead of printing it")] = None,
+) -> None:
+    """Print the SQL that makes the database roles of shared/db_roles.py, passwords as psql variables."""
+    from creditstream.deploy_config import postgres_init as render
+
+    if write is None:
+        typer.echo(render(), nl=False)
+    else:
+        write.write_text(render())
 
 
 @app.command()

@@ -11,7 +11,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from creditstream.connect import connect_nats, service_urls
+from creditstream.connect import connect_nats, service_urls, stream_replicas
 from shared import bus
 from shared.bus import deadletters
 
@@ -76,3 +76,19 @@ def show(console: Console) -> int:
     if snapshot.parked:
         console.print("Dead letters wait: `creditstream deadletters` lists them; fix the cause, then `... redrive`.")
     return 0 if all(state == "ready" for state in states.values()) and not snapshot.parked else 1
+
+
+async def _ensure() -> list[str]:
+    nc = await connect_nats("creditstream-streams")
+    try:
+        js = nc.jetstream()
+        await bus.ensure_streams(js, replicas=stream_replicas())
+        return [f"{name} ({(await js.stream_info(name)).config.num_replicas} replicas)" for name in bus.STREAMS]
+    finally:
+        await nc.drain()
+
+
+def ensure(console: Console) -> int:
+    """`creditstream streams ensure`: as ops, what every service waits for at start."""
+    console.print("streams ready: " + ", ".join(asyncio.run(_ensure())))
+    return 0

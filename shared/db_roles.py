@@ -50,9 +50,18 @@ def statements(password: Callable[[str], sql.Composable]) -> list[sql.Composed]:
         text = sql.Literal(role(service))
         out += [
             sql.SQL("DO $$ BEGIN CREATE ROLE {} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(name),
+            # Checked, not set: only a superuser may even name SUPERUSER or BYPASSRLS, and a new role has
+            # none of these; one made earlier by hand with more is refused rather than used.
             sql.SQL(
-                "ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}"
-            ).format(name, password(service)),
+                "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {} AND (rolsuper OR rolcreaterole"
+                " OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION"
+                " 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE"
+                " NOCREATEDB NOREPLICATION NOBYPASSRLS', {}; END IF; END $$"
+            ).format(text, text),
+            sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(name, password(service)),
+            # Whoever provisions must be able to SET ROLE to hand it its schemas: a superuser may already;
+            # since PostgreSQL 16 a role that made another (CREATEROLE) may only administer it until then.
+            sql.SQL("GRANT {} TO CURRENT_USER").format(name),
             sql.SQL(
                 "DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {}); END $$"
             ).format(text),

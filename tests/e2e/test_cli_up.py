@@ -302,6 +302,8 @@ async def _payments_for(url: str, ops: bus.Login, user_id: str) -> list[str]:
         return found
     finally:
         await nc.close()
+
+
 def test_the_cli_signs_with_the_dev_key_up_made_and_the_services_hold_only_its_public_half(up: Up) -> None:
     key_file = up.data_dir / DEV_KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600, up.tail()

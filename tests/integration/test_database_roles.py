@@ -9,9 +9,10 @@ import psycopg
 import psycopg.errors
 import pytest
 from psycopg import Connection
+from psycopg.conninfo import make_conninfo
 
 from shared import db_roles
-from shared.testing.servers import fresh_database
+from shared.testing.servers import EmbeddedPostgres, fresh_database
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,26 @@ def test_provisioning_again_keeps_what_the_schemas_hold(
         media.execute("INSERT INTO media.legacy VALUES (1)")
     with Connection.connect(db_roles.service_url(admin, "ledger", passwords["ledger"])) as ledger:
         assert ledger.execute("SELECT state FROM ledger.ledger_events").fetchall() == [(b"ten credits",)]
+
+
+def test_a_managed_postgres_administrator_without_superuser_can_provision(tmp_path: Path) -> None:
+    """What a managed PostgreSQL gives: a database owner with CREATEROLE, no superuser (a cluster of its own:
+    since PostgreSQL 16 such a role may manage only the roles it made itself)."""
+    server = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        with Connection.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE ROLE cloud_admin LOGIN CREATEROLE")
+            conn.execute("CREATE DATABASE app OWNER cloud_admin")
+        admin = make_conninfo(server.url, user="cloud_admin", dbname="app")
+        urls = db_roles.service_urls(admin, tmp_path / db_roles.FILE)
+        db_roles.service_urls(admin, tmp_path / db_roles.FILE)  # and again, as every start does
+        with Connection.connect(urls["ledger"], autocommit=True) as ledger:
+            ledger.execute("CREATE TABLE ledger.ledger_events (id int)")
+        assert refused(urls["media"], "SELECT * FROM ledger.ledger_events")
+        with Connection.connect(admin) as conn:
+            owners = conn.execute(
+                "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname LIKE %s", ("%i%",)
+            ).fetchall()
+        assert ("identity", "creditstream_identity") in owners and ("media", "creditstream_media") in owners
+    finally:
+        server.stop()

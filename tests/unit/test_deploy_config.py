@@ -1,0 +1,247 @@
+"""deploy/ says what the code's tables say: the NATS configs hold the authorization block shared/bus/users.py
+renders today, the PostgreSQL init script is what shared/db_roles.py renders, nats-server accepts each config
+with the environment its deployment gives it, every manifest is valid Kubernetes, and every process is given
+its own logins and nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import kubernetes_validate
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from creditstream import deploy_config
+from creditstream.cli import app
+from shared import db_roles
+from shared.bus.users import OPS, USERS, environment_variable
+from shared.testing.tls import TlsFiles, make_tls_files
+from tests import deploy_files
+from tests.deploy_files import CLUSTER, DEPLOY, MANIFESTS, SINGLE
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+NATS_CONFIGS = {"nats-single.conf": SINGLE.read_text(), "nats-cluster.conf": CLUSTER.read_text()}
+NATS_CONFIGS["k8s/nats.yaml ConfigMap"] = deploy_files.configmap_config()
+# Where each process's logins come from: its NATS user and its database role's service.
+PROCESSES = {name: name for name in db_roles.SCHEMAS} | {"media-worker": "media"}
+
+
+@pytest.mark.parametrize("path", [SINGLE, CLUSTER, DEPLOY / "k8s" / "nats.yaml"], ids=lambda p: p.name)
+def test_each_nats_config_holds_the_authorization_block_the_users_table_renders(path: Path) -> None:
+    text = path.read_text()
+    assert deploy_config.rewrite(text, deploy_config.nats_block()) == text, (
+        f"{path} is stale: creditstream nats-config --write {path.relative_to(DEPLOY.parent)}"
+    )
+    for name in USERS:
+        assert f'user: "{name}", password: ${environment_variable(name)},' in text
+
+
+def test_the_kubernetes_config_map_is_the_cluster_config_itself() -> None:
+    assert deploy_files.configmap_config() == CLUSTER.read_text()
+
+
+def test_the_postgres_init_script_is_what_the_role_statements_render() -> None:
+    sql = (DEPLOY / "postgres-init.sql").read_text()
+    assert sql == deploy_config.postgres_init(), "stale: creditstream postgres-init --write deploy/postgres-init.sql"
+    variables = set(re.findall(r":'(\w+)'", sql))
+    assert variables == {f"{service}_password" for service in db_roles.SCHEMAS}
+    # compose's init script passes every one of them, each from the variable compose gives it.
+    script = (DEPLOY / "postgres-init.sh").read_text()
+    passed = dict(re.findall(r'-v (\w+_password)="\$\{(\w+):\?\}"', script))
+    assert passed == {f"{s}_password": f"DB_PASSWORD_{s.upper()}" for s in db_roles.SCHEMAS}
+    postgres = deploy_files.compose()["services"]["postgres"]["environment"]
+    assert set(passed.values()) <= set(postgres)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def nats_check(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`nats-server -t`: parses the config as a start would (variables, certificates) and starts nothing."""
+    return subprocess.run(
+        [str(NATS_SERVER), "-t", "-c", str(config)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def deployed_env(name: str) -> dict[str, str]:
+    """What the deployment of config `name` gives nats-server: compose's nats service, or the StatefulSet's pod."""
+    logins = deploy_files.passwords()
+    if name == "nats-single.conf":
+        env = deploy_files.compose_env("nats", deploy_files.host_env(logins))
+    else:
+        env = deploy_files.statefulset_env(logins)
+    return {"PATH": os.environ.get("PATH", "")} | env
+
+
+@pytest.mark.parametrize("name", list(NATS_CONFIGS))
+def test_nats_server_accepts_each_deploy_config_with_the_environment_its_deployment_gives(
+    name: str, tls: TlsFiles, tmp_path: Path
+) -> None:
+    config = deploy_files.local_copy(NATS_CONFIGS[name], tmp_path, tls)
+    checked = nats_check(config, deployed_env(name))
+    assert (checked.returncode, "is valid" in checked.stderr + checked.stdout) == (0, True), checked.stderr
+
+
+@pytest.mark.parametrize("name", list(NATS_CONFIGS))
+def test_a_deploy_config_missing_a_users_password_does_not_start(name: str, tls: TlsFiles, tmp_path: Path) -> None:
+    config = deploy_files.local_copy(NATS_CONFIGS[name], tmp_path, tls)
+    env = deployed_env(name)
+    del env[environment_variable(OPS)]
+    checked = nats_check(config, env)
+    assert checked.returncode == 1
+    assert f"'{environment_variable(OPS)}'" in checked.stderr
+
+
+def test_nats_config_prints_the_block_and_rewrites_a_stale_one(tmp_path: Path) -> None:
+    printed = CliRunner().invoke(app, ["nats-config"])
+    assert (printed.exit_code, printed.output) == (0, deploy_config.nats_block())
+    stale = tmp_path / "nats.yaml"
+    stale.write_text(
+        "data:\n  nats.conf: |\n    listen: 0.0.0.0:4222\n"
+        f"    {deploy_config.BEGIN}\n    authorization {{ users = [] }}\n    {deploy_config.END}\n    # after\n"
+    )
+    assert CliRunner().invoke(app, ["nats-config", "--write", str(stale)]).exit_code == 0
+    rewritten = stale.read_text()
+    assert rewritten.startswith("data:\n  nats.conf: |\n    listen: 0.0.0.0:4222\n") and rewritten.endswith("# after\n")
+    conf = yaml.safe_load(rewritten)["data"]["nats.conf"]  # still YAML, the block inside the literal
+    assert deploy_config.nats_block() in conf
+
+
+def test_nats_config_writes_bcrypt_hashes_and_refuses_anything_else(tmp_path: Path) -> None:
+    hashes = {name: bcrypt.hashpw(name.encode(), bcrypt.gensalt(4)).decode() for name in USERS}
+    path = tmp_path / "hashes.json"
+    path.write_text(json.dumps(hashes))
+    printed = CliRunner().invoke(app, ["nats-config", "--hashes", str(path)])
+    assert printed.exit_code == 0
+    assert f'user: "ledger", password: "{hashes["ledger"]}",' in printed.output
+    path.write_text(json.dumps(hashes | {"ledger": "a plain password"}))
+    refused = CliRunner().invoke(app, ["nats-config", "--hashes", str(path)])
+    assert refused.exit_code != 0 and "not a bcrypt hash for ledger" in str(refused.exception)
+
+
+def resources() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in MANIFESTS:
+        for resource in yaml.safe_load_all(path.read_text()):
+            yield f"{path.name}:{resource['kind']}/{resource['metadata']['name']}", resource
+
+
+@pytest.mark.parametrize(("name", "resource"), list(resources()), ids=[name for name, _ in resources()])
+def test_every_manifest_is_valid_kubernetes(name: str, resource: dict[str, Any]) -> None:
+    # Offline: the package ships the schemas. Strict: a misspelt field is an error, not ignored.
+    kubernetes_validate.validate(resource, "1.37", strict=True)
+
+
+def pod_specs() -> dict[str, dict[str, Any]]:
+    """Every pod template of deploy/k8s/ (Deployments, the StatefulSet, the Job) by workload name."""
+    kinds = ("Deployment", "StatefulSet", "Job")
+    return {w["metadata"]["name"]: w["spec"]["template"] for kind in kinds for w in deploy_files.k8s(kind)}
+
+
+def env_of(template: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in template["spec"]["containers"][0].get("env", [])}
+
+
+def test_the_nats_pods_get_each_users_password_from_the_nats_users_secret() -> None:
+    env = env_of(pod_specs()["nats"])
+    given = {
+        name: ref["secretKeyRef"]["key"] for name, ref in env.items() if isinstance(ref, dict) and "secretKeyRef" in ref
+    }
+    assert given == {environment_variable(name): name for name in USERS}
+
+
+def test_each_kubernetes_process_logs_in_as_its_own_nats_user_and_database_role() -> None:
+    pods = pod_specs()
+    (config,) = [c for c in deploy_files.k8s("ConfigMap") if c["metadata"]["name"] == "creditstream"]
+    assert config["data"]["NATS_URL"] == "tls://nats:4222"
+    for process, service in PROCESSES.items():
+        pod = pods[process]
+        env = env_of(pod)
+        assert env["NATS_USER"] == process
+        assert env["NATS_PASSWORD"] == {"secretKeyRef": {"name": "nats-users", "key": process}}
+        assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "creditstream-db", "key": service}}
+        # The CA it verifies nats with is mounted where NATS_TLS_CA says.
+        mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert str(Path(config["data"]["NATS_TLS_CA"]).parent) in mounts, process
+    assert env_of(pods["media-worker"])["MEDIA_WORKER_PORT"] == "8005"
+    assert pods["media-worker"]["spec"]["containers"][0]["command"] == ["python", "-m", "services.media.worker"]
+    job = pods["nats-streams"]
+    assert job["spec"]["containers"][0]["command"] == ["creditstream", "streams", "ensure"]
+    assert env_of(job)["NATS_USER"] == OPS
+    assert env_of(job)["NATS_PASSWORD"] == {"secretKeyRef": {"name": "nats-users", "key": OPS}}
+
+
+def test_no_process_is_given_the_key_that_signs_service_tokens() -> None:
+    texts = [path.read_text() for path in [*MANIFESTS, DEPLOY / "compose.yaml"]]
+    assert not [t for t in texts if re.search(r"^\s*-?\s*\{?\s*(name: )?SERVICE_JWT_PRIVATE_KEY", t, re.M)]
+    compose = deploy_files.compose()["services"]
+    assert all("SERVICE_JWT_PRIVATE_KEY" not in s.get("environment", {}) for s in compose.values())
+    assert "SERVICE_JWT_PUBLIC_KEY" in compose["ledger"]["environment"]
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are checked here"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_every_network_policy_selects_pods_that_exist() -> None:
+    pods = {name: template["metadata"]["labels"] for name, template in pod_specs().items()}
+    policies = {p["metadata"]["name"]: p["spec"] for p in deploy_files.k8s("NetworkPolicy")}
+
+    def selected(selector: dict[str, Any]) -> set[str]:
+        return {name for name, labels in pods.items() if matches(selector, labels)}
+
+    assert (selected(policies["default-deny"]["podSelector"]), policies["default-deny"]["policyTypes"]) == (
+        set(pods), ["Ingress", "Egress"]
+    )  # fmt: skip
+    assert selected(policies["api"]["podSelector"]) == set(db_roles.SCHEMAS)
+    assert selected(policies["media-worker"]["podSelector"]) == {"media-worker"}
+    assert selected(policies["nats-streams"]["podSelector"]) == {"nats-streams"}
+    assert selected(policies["nats"]["podSelector"]) == {"nats"}
+    # NATS' clients are every creditstream process; its routes come from nats pods only.
+    (clients, routes) = policies["nats"]["ingress"]
+    assert ([p["port"] for p in clients["ports"]], selected(clients["from"][0]["podSelector"])) == (
+        [4222], set(PROCESSES) | {"nats-streams"}
+    )  # fmt: skip
+    assert ([p["port"] for p in routes["ports"]], selected(routes["from"][0]["podSelector"])) == ([6222], {"nats"})
+    for name, policy in policies.items():
+        for rule in policy.get("egress", []):
+            for peer in rule.get("to", []):
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    assert selected(peer["podSelector"]), (name, peer)
+    # The API pods accept their container port from the ingress controller only; the worker accepts nothing.
+    (api_ingress,) = policies["api"]["ingress"]
+    ports = {p["containerPort"] for n in db_roles.SCHEMAS for p in pod_specs()[n]["spec"]["containers"][0]["ports"]}
+    assert {p["port"] for p in api_ingress["ports"]} == ports == {8000}
+    assert "namespaceSelector" in api_ingress["from"][0]
+    assert "ingress" not in policies["media-worker"] and "Ingress" in policies["media-worker"]["policyTypes"]
+
+
+def test_compose_gives_each_process_its_own_logins_and_starts_them_after_the_streams() -> None:
+    logins = deploy_files.passwords()
+    databases = {service: deploy_files.password() for service in db_roles.SCHEMAS}
+    host = deploy_files.host_env(logins) | {f"DB_PASSWORD_{s.upper()}": p for s, p in databases.items()}
+    services = deploy_files.compose()["services"]
+    assert set(deploy_files.compose_env("nats", host)) == {environment_variable(name) for name in USERS}
+    assert "ports" not in services["nats"]
+    for process, service in PROCESSES.items():
+        env = deploy_files.compose_env(process, host)
+        assert (env["NATS_USER"], env["NATS_PASSWORD"]) == (process, logins[process])
+        role = db_roles.role(process)
+        assert env["DATABASE_URL"] == f"postgresql://{role}:{databases[service]}@postgres:5432/creditstream"
+        assert env["NATS_URL"] == "tls://nats:4222"
+        assert services[process]["depends_on"]["streams"] == {"condition": "service_completed_successfully"}
+    streams = deploy_files.compose_env("streams", host)
+    assert (streams["NATS_USER"], streams["NATS_PASSWORD"]) == (OPS, logins[OPS])
+    assert services["streams"]["command"] == ["creditstream", "streams", "ensure"]
+    assert services["media-worker"]["command"] == ["python", "-m", "services.media.worker"]
