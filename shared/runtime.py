@@ -118,13 +118,6 @@ def _refused(nc: Client) -> Alarm:
     return alarm
 
 
-def _refused(nc: Client) -> Alarm:
-    async def alarm() -> str | None:
-        return bus.refusals(nc).problem()
-
-    return alarm
-
-
 @contextlib.asynccontextmanager
 async def running(service: str, settings: Settings, ddl: Sequence[str] = ()) -> AsyncIterator[Runtime]:
     """Migrate the service schema (with outbox and inbox), connect to NATS, ensure streams."""
