@@ -52,12 +52,24 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"], max_age=600,
     )  # fmt: skip
 
-    @app.get("/healthz", tags=["ops"])
+    app.include_router(health(service))
+    for router in routers:
+        app.include_router(router)
+    assert_guarded(app)
+    app.openapi = documented(app)  # type: ignore[method-assign]
+    return app
+
+
+def health(service: str) -> APIRouter:
+    """/healthz and /readyz, for a service and for a process that serves no API (the media worker) alike."""
+    router = APIRouter(tags=["ops"], route_class=GuardedRoute)
+
+    @router.get("/healthz")
     async def healthz() -> Status:
         """The process is up (its start-up is done); says nothing of what it depends on."""
         return Status(status="ok", service=service)
 
-    @app.get("/readyz", tags=["ops"], response_model=Status, responses=problems.responses(503))
+    @router.get("/readyz", response_model=Status, responses=problems.responses(503))
     async def readyz(request: Request) -> Any:
         """Ready for traffic: database and NATS reachable, no relay stuck, no dead-lettered message waiting."""
         runtime = getattr(request.app.state, "runtime", None)
@@ -66,11 +78,7 @@ def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Se
             return problems.Problem(503, problem).response(request.url.path)
         return Status(status="ready", service=service)
 
-    for router in routers:
-        app.include_router(router)
-    assert_guarded(app)
-    app.openapi = documented(app)  # type: ignore[method-assign]
-    return app
+    return router
 
 
 def _with_access_list(service: str, lifespan: Lifespan) -> Lifespan:

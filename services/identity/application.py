@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.identity import store
 from services.identity.clerk import ClerkEvent
 from services.identity.domain import Profile, SelfDeactivationError, User, UserDeactivatedError, UserNotFoundError
-from shared import outbox
+from shared import outbox, webhooks
 from shared.auth import user_id_for
 from shared.contracts import Envelope, EventData
 from shared.outbox import OutboxRelay
@@ -50,10 +50,9 @@ class Identity:
         The delivery record and the effect share a transaction: a crash leaves neither, and Svix's
         retry applies both.
         """
-        async with self._pool.connection() as conn, conn.transaction():
-            if not await store.claim_webhook(conn, svix_id, event.type):
-                return False
-            correlation_id = f"clerk:{svix_id}"
+        correlation_id = f"clerk:{svix_id}"
+
+        async def effect(conn: AsyncConnection) -> None:
             if event.type == "user.created" and event.profile:
                 await self._create_or_get(conn, event.profile, correlation_id)
             elif event.type == "user.updated" and event.profile:
@@ -62,6 +61,9 @@ class Identity:
                 user = await store.by_clerk_id(conn, event.clerk_id)
                 if user is not None:
                     await self._set_active(conn, user.id, False, "deleted in Clerk", correlation_id)
+
+        if not await webhooks.apply_once(self._pool, store.CLERK_DELIVERIES, svix_id, effect):
+            return False
         self._relay.wake()
         return True
 

@@ -13,12 +13,13 @@ from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 from services.identity.domain import ROLES, Profile
 from shared.inputs import Email, LongText, ShortText
+from shared.webhooks import PayloadError
 
 HANDLED = ("user.created", "user.updated", "user.deleted")
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
-class ClerkPayloadError(ValueError):
+class ClerkPayloadError(PayloadError):
     pass
 
 

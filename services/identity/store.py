@@ -9,6 +9,8 @@ from psycopg.rows import class_row
 
 from services.identity.domain import Profile, User
 
+CLERK_DELIVERIES = "clerk-webhooks"  # the inbox's name (shared/inbox.py) for Svix deliveries
+
 DDL = (
     """CREATE TABLE IF NOT EXISTS users (
         id UUID PRIMARY KEY,
@@ -24,11 +26,14 @@ DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS users_newest ON users (created_at DESC, id DESC)",
     # Clerk webhook deliveries already applied, by svix-id: a replay finds its row and does nothing.
-    """CREATE TABLE IF NOT EXISTS clerk_webhooks (
-        svix_id TEXT PRIMARY KEY,
-        type TEXT NOT NULL,
-        received_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    )""",
+    # Deliveries are claimed in the inbox now (shared/inbox.py): the ones recorded before move there.
+    f"""DO $$ BEGIN
+        IF to_regclass('clerk_webhooks') IS NOT NULL THEN
+            INSERT INTO inbox (consumer, event_id) SELECT '{CLERK_DELIVERIES}', svix_id FROM clerk_webhooks
+                ON CONFLICT DO NOTHING;
+            DROP TABLE clerk_webhooks;
+        END IF;
+    END $$""",
 )
 
 _COLUMNS = "id::text AS id, clerk_id, email, first_name, last_name, avatar, is_active, role, created_at, updated_at"
@@ -95,14 +100,6 @@ async def set_active(conn: AsyncConnection, user_id: str, active: bool) -> User 
             (active, user_id, active),
         )
         return await cur.fetchone()
-
-
-async def claim_webhook(conn: AsyncConnection, svix_id: str, kind: str) -> bool:
-    """Record a delivery inside the caller's transaction; False when it was already applied."""
-    cursor = await conn.execute(
-        "INSERT INTO clerk_webhooks (svix_id, type) VALUES (%s, %s) ON CONFLICT DO NOTHING", (svix_id, kind)
-    )
-    return cursor.rowcount == 1
 
 
 async def search(conn: AsyncConnection, text: str | None, after: tuple[datetime, str] | None, limit: int) -> list[User]:

@@ -1,9 +1,10 @@
-"""POST /webhooks/clerk: Svix-signed Clerk events. The signature is checked on the raw bytes before
-anything is parsed; a delivery is applied once per svix-id."""
+"""POST /webhooks/clerk: Svix-signed Clerk events, taken in as every signed webhook is (shared/webhooks.py):
+the signature checked on the raw bytes before anything is parsed, a delivery applied once per svix-id."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -12,15 +13,13 @@ from svix.webhooks import Webhook, WebhookVerificationError
 
 from services.identity.api import get_identity
 from services.identity.application import Identity
-from services.identity.clerk import ClerkPayloadError, parse_event
+from services.identity.clerk import parse_event
 from shared.guard import GuardedRoute, body_limit
-from shared.inputs import InputError, load_json
 from shared.problems import Problem, responses
+from shared.webhooks import SignatureError, Verify, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Clerk's user payloads are a few KB
-# Clerk's payloads nest a few levels (user → email_addresses → verification); nothing needs more.
-MAX_DEPTH = 32
 # Svix ids look like msg_2LhM5Pj0qEhUyo4tLgbJ7ONgU9l: bounded so a claim row stays a small key.
 SVIX_ID = re.compile(r"[A-Za-z0-9_\-]{1,100}")
 
@@ -30,11 +29,23 @@ class WebhookReceipt(BaseModel):
     duplicate: bool
 
 
-async def get_webhook(request: Request) -> Webhook:
+async def get_verify(request: Request) -> Verify:
     webhook: Webhook | None = request.app.state.clerk_webhook
     if webhook is None:
         raise Problem(503, "Clerk webhooks are not configured (CLERK_WEBHOOK_SECRET).")
-    return webhook
+
+    def verify(raw: bytes, headers: Mapping[str, str]) -> str:
+        try:
+            webhook.verify(raw, dict(headers))
+        except WebhookVerificationError as exc:
+            raise SignatureError(str(exc)) from exc
+        # The id svix just verified (it reads svix-id, falling back to webhook-id).
+        svix_id = headers.get("svix-id") or headers.get("webhook-id") or ""
+        if not SVIX_ID.fullmatch(svix_id):
+            raise SignatureError("the svix-id header is not an id Svix sends (1-100 letters, digits, _ or -)")
+        return svix_id
+
+    return verify
 
 
 @router.post(
@@ -45,22 +56,11 @@ async def get_webhook(request: Request) -> Webhook:
 )
 async def clerk_webhook(
     request: Request,
-    webhook: Annotated[Webhook, Depends(get_webhook)],
+    verify: Annotated[Verify, Depends(get_verify)],
     identity: Annotated[Identity, Depends(get_identity)],
 ) -> WebhookReceipt:
     """Svix-signed Clerk events (user.created, user.updated, user.deleted); others are acknowledged."""
-    raw = await request.body()  # bounded by the route's limit
-    try:
-        webhook.verify(raw, dict(request.headers))
-    except WebhookVerificationError as exc:
-        raise Problem(400, f"Webhook signature rejected: {exc}") from exc
-    # The id svix just verified (it reads svix-id, falling back to webhook-id).
-    svix_id = request.headers.get("svix-id") or request.headers.get("webhook-id") or ""
-    if not SVIX_ID.fullmatch(svix_id):
-        raise Problem(400, "The svix-id header is not an id Svix sends (1-100 letters, digits, _ or -).")
-    try:
-        event = parse_event(load_json(raw, max_depth=MAX_DEPTH))
-    except (InputError, ClerkPayloadError) as exc:
-        raise Problem(400, f"Not a Clerk event this service understands: {exc}") from exc
+    svix_id, event = await verified(request, verify, parse_event, "Clerk")
+    assert svix_id is not None, "verify returns it"
     applied = await identity.apply_clerk_event(svix_id, event)
     return WebhookReceipt(type=event.type, duplicate=not applied)

@@ -10,8 +10,6 @@ meaning is a conflict.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +19,7 @@ from typing import Any, ClassVar
 from services.ledger.domain import CreditAccount, Stamp, reservation_expiry
 from shared.contracts import derive_id
 from shared.credits import WELCOME_BONUS
+from shared.idempotency import fingerprint
 from shared.telemetry import current_traceparent
 
 # Whether the account has already seen an idempotency key: how an event that arrives out of order
@@ -50,8 +49,7 @@ class Command:
             for f in dataclasses.fields(self)
             if f.name not in NOT_MEANING | self.circumstances
         }
-        canonical = json.dumps([type(self).__name__, meaning], sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return fingerprint(type(self).__name__, meaning)
 
     def related_keys(self) -> tuple[str, ...]:
         """Other keys it asks the account about (`Seen`), so a batch can fetch them with its own."""

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from services.media.application import MediaLibrary
 from services.media.domain import (
-    IdempotencyConflictError,
     InsufficientCreditsError,
     Media,
     MediaNotFoundError,
@@ -28,6 +27,7 @@ from services.media.video import MAX_VIDEO_BYTES
 from shared.auth import SignedInUser
 from shared.credits import OPERATION_COSTS
 from shared.guard import GuardedRoute, body_limit
+from shared.idempotency import IdempotencyConflictError
 from shared.inputs import TEXT_PATTERN, LongText, ShortText, Whole
 from shared.paging import After, newest_first
 from shared.params import IdempotencyKey, PageCursor

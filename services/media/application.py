@@ -5,6 +5,7 @@ refusal. The API never reads a balance to decide: it reserves."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -17,7 +18,6 @@ from psycopg_pool import AsyncConnectionPool
 from services.media import store
 from services.media.domain import (
     Hold,
-    IdempotencyConflictError,
     InsufficientCreditsError,
     Job,
     Media,
@@ -30,10 +30,11 @@ from services.media.handlers import INCOMING
 from services.media.images import inspect
 from services.media.storage import Storage
 from services.media.video import sniff
-from shared import db, outbox
+from shared import db, idempotency, outbox
 from shared.contracts import Envelope
 from shared.contracts import media as mc
 from shared.credits import HOLD_SECONDS, OPERATION_COSTS
+from shared.idempotency import fingerprint
 from shared.outbox import OutboxRelay
 
 # How long a request waits for the ledger's answer before it answers 202 with the hold still pending.
@@ -134,12 +135,10 @@ class MediaLibrary:
     ) -> Media:  # fmt: skip
         """Store the record, its job and `media.job.requested` in one transaction (with the input file, if
         any), then wait for the ledger's answer. A retry under `key` waits for the same job's answer."""
-        fingerprint = hashlib.sha256(repr(request).encode()).hexdigest()
+        meaning = fingerprint(dataclasses.asdict(request))
         job_id, media_id, now = str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC)
         async with self._pool.connection() as conn, conn.transaction():
-            held_fingerprint, held_job = await store.claim_key(conn, f"media:{user_id}", key, fingerprint, job_id)
-            if held_fingerprint != fingerprint:
-                raise IdempotencyConflictError(key)
+            held_job = await idempotency.claim(conn, f"media:{user_id}", key, meaning, job_id)
             if held_job == job_id:
                 if data is not None:
                     input_key = f"{INCOMING}{job_id}"

@@ -95,7 +95,3 @@ class MediaNotFoundError(LookupError):
 
 class NotReadyError(Exception):
     """The source image of an operation is not (yet) made."""
-
-
-class IdempotencyConflictError(Exception):
-    pass

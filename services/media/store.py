@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from services.media.domain import Hold, Job, Media
+from shared.idempotency import IDEMPOTENCY_DDL
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS media (
@@ -44,13 +45,7 @@ DDL = (
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS params JSONB NOT NULL DEFAULT '{}'",
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS hold_expires_at TIMESTAMPTZ",
     "CREATE INDEX IF NOT EXISTS jobs_of_media ON jobs (media_id)",
-    """CREATE TABLE IF NOT EXISTS idempotency_keys (
-        scope TEXT NOT NULL,
-        key TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        job_id UUID NOT NULL,
-        PRIMARY KEY (scope, key)
-    )""",
+    *IDEMPOTENCY_DDL,
 )
 
 _MEDIA = (
@@ -61,20 +56,6 @@ _JOB = (
     "id::text AS id, media_id::text AS media_id, user_id::text AS user_id, operation, cost, input_key, hold,"
     " balance, available, params, hold_expires_at"
 )
-
-
-async def claim_key(conn: AsyncConnection, scope: str, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
-    """Record `key` for `job_id` unless it is held: (fingerprint, job id) of whoever holds it."""
-    await conn.execute(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, job_id) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (scope, key, fingerprint, job_id),
-    )
-    cursor = await conn.execute(
-        "SELECT fingerprint, job_id::text FROM idempotency_keys WHERE scope = %s AND key = %s", (scope, key)
-    )
-    row = await cursor.fetchone()
-    assert row is not None
-    return str(row[0]), str(row[1])
 
 
 async def add(conn: AsyncConnection, media: Media, job: Job) -> None:

@@ -14,8 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
@@ -31,6 +30,7 @@ from shared import outbox, runtime, telemetry
 from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import media as mc
+from shared.http import health
 from shared.outbox import OutboxRelay
 from shared.settings import WORKER_PORTS, Settings
 
@@ -181,19 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="creditstream media worker", lifespan=lifespan, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": "media-worker"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> Any:
-        runtime = getattr(request.app.state, "runtime", None)
-        problem = "starting" if runtime is None else await runtime.not_ready()
-        if problem:
-            return JSONResponse({"status": "not ready", "detail": problem}, status_code=503)
-        return {"status": "ready", "service": "media-worker"}
-
+    app.include_router(health("media-worker"))
     return app
 
 

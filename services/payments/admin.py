@@ -20,7 +20,6 @@ from services.payments.api import (
     transaction_page,
 )
 from services.payments.domain import (
-    IdempotencyConflictError,
     NotRefundableError,
     Status,
     StripeUnavailableError,
@@ -28,6 +27,7 @@ from services.payments.domain import (
 )
 from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
+from shared.idempotency import IdempotencyConflictError
 from shared.inputs import MAX_SAFE_INTEGER, MediumText, Moment, Whole
 from shared.params import IdempotencyKey, PageCursor
 from shared.problems import Problem, responses

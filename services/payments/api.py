@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict
 
 from services.payments.application import Payments
 from services.payments.domain import (
-    IdempotencyConflictError,
     Kind,
     Status,
     StripeUnavailableError,
@@ -20,6 +19,7 @@ from services.payments.domain import (
 from shared.auth import SignedInUser
 from shared.credits import PACKAGES
 from shared.guard import GuardedRoute
+from shared.idempotency import IdempotencyConflictError
 from shared.inputs import ShortText
 from shared.paging import After, newest_first
 from shared.params import CorrelationId, IdempotencyKey, PageCursor

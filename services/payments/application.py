@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,6 @@ from psycopg_pool import AsyncConnectionPool
 from services.payments import store
 from services.payments.domain import (
     Change,
-    IdempotencyConflictError,
     Kind,
     NotAtStripeError,
     NotRefundableError,
@@ -38,10 +36,11 @@ from services.payments.domain import (
 from services.payments.gateway import StripeGateway
 from services.payments.stripe_objects import StripePayloadError, parse_event
 from services.payments.subscriptions import Billing
-from shared import outbox
+from shared import idempotency, outbox, webhooks
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import payments as pc
 from shared.credits import PACKAGES
+from shared.idempotency import IdempotencyConflictError, fingerprint
 from shared.inputs import is_uuid
 from shared.outbox import OutboxRelay
 
@@ -104,7 +103,7 @@ class Payments:
             created_at=now, updated_at=now,
         )  # fmt: skip
         async with self._pool.connection() as conn, conn.transaction():
-            tx_id = await _claim(conn, f"checkout:{user_id}", key, package.id, tx.id)
+            tx_id = await idempotency.claim(conn, f"checkout:{user_id}", key, fingerprint(package.id), tx.id)
             if tx_id == tx.id:
                 await store.insert(conn, tx)
         # The row lock makes concurrent retries wait for the one that creates the PaymentIntent.
@@ -122,8 +121,12 @@ class Payments:
 
     async def receive(self, event_id: str, kind: str, object_id: str | None) -> bool:
         """Take a verified webhook delivery into the inbox; False when it came before. The worker applies it."""
-        async with self._pool.connection() as conn, conn.transaction():
-            new = await store.receive_event(conn, event_id, kind, object_id)
+        new = await webhooks.apply_once(
+            self._pool,
+            store.STRIPE_DELIVERIES,
+            event_id,
+            lambda conn: store.queue_event(conn, event_id, kind, object_id),
+        )
         if new:
             self.events_waiting.set()
         return new
@@ -251,10 +254,10 @@ class Payments:
 
     async def refund(self, tx_id: str, reason: str, amount_cents: int | None, key: str, admin_id: str) -> Transaction:
         """Refund at Stripe and record Stripe's answer; a retry under `key` answers the same."""
-        fingerprint = _fingerprint(tx_id, reason, amount_cents)
+        meaning = fingerprint(tx_id, reason, amount_cents)
         gateway = self.gateway
         async with self._pool.connection() as conn, conn.transaction():
-            if await _claim(conn, "refund", key, fingerprint, tx_id) != tx_id:
+            if await idempotency.claim(conn, "refund", key, meaning, tx_id) != tx_id:
                 raise IdempotencyConflictError(key)
             tx = await store.get(conn, tx_id, lock=True)
             if tx is None:
@@ -304,20 +307,9 @@ class Payments:
             return await store.totals_by_status(conn, user_id)
 
 
-async def _claim(conn: AsyncConnection, scope: str, key: str, fingerprint: str, tx_id: str) -> str:
-    held_fingerprint, held_tx = await store.claim_key(conn, scope, key, fingerprint, tx_id)
-    if held_fingerprint != fingerprint:
-        raise IdempotencyConflictError(key)
-    return held_tx
-
-
 async def _replayed(conn: AsyncConnection, key: str, tx: Transaction) -> bool:
     """Whether this refund key already refunded `tx` (its retry answers with the refunded transaction)."""
     return tx.status is Status.REFUNDED and tx.metadata.get("refund", {}).get("idempotency_key") == key
-
-
-def _fingerprint(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
 def intent_of(tx: Transaction) -> str:

@@ -20,11 +20,12 @@ from services.payments.billing import (
     SubscriptionNotFoundError,
     SubscriptionStatus,
 )
-from services.payments.domain import IdempotencyConflictError, StripeUnavailableError
+from services.payments.domain import StripeUnavailableError
 from services.payments.subscriptions import Billing
 from shared.auth import SignedInUser
 from shared.credits import PACKAGES, PLANS, SubscriptionPlan
 from shared.guard import GuardedRoute
+from shared.idempotency import IdempotencyConflictError
 from shared.inputs import Whole
 from shared.params import IdempotencyKey
 from shared.problems import Problem, responses

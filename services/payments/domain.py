@@ -152,10 +152,6 @@ class TransactionNotFoundError(PaymentsError, LookupError):
     pass
 
 
-class IdempotencyConflictError(PaymentsError):
-    """The key was used before for a different request."""
-
-
 class NotRefundableError(PaymentsError):
     pass
 

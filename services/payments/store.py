@@ -11,6 +11,12 @@ from psycopg.types.json import Jsonb
 
 from services.payments.billing import AutoRecharge, Subscription, SubscriptionStatus
 from services.payments.domain import Kind, Status, Transaction
+from shared.idempotency import IDEMPOTENCY_DDL
+from shared.inbox import first_delivery
+
+# The inbox's names (shared/inbox.py) for Stripe's deliveries and for the low-balance crossings acted on.
+STRIPE_DELIVERIES = "stripe-webhooks"
+CROSSINGS = "auto-recharge-crossings"
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS transactions (
@@ -30,16 +36,7 @@ DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS transactions_of_user ON transactions (user_id, created_at DESC, id DESC)",
     "CREATE INDEX IF NOT EXISTS transactions_newest ON transactions (created_at DESC, id DESC)",
-    # A command's idempotency key and what it asked (its fingerprint), per scope (a user's checkouts,
-    # refunds): a retry finds its transaction, the same key for something else is a conflict.
-    """CREATE TABLE IF NOT EXISTS idempotency_keys (
-        scope TEXT NOT NULL,
-        key TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        transaction_id UUID NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (scope, key)
-    )""",
+    *IDEMPOTENCY_DDL,
     # Stripe events received (the webhook's inbox): claimed by id on arrival, processed by a worker
     # that reads the object from Stripe and applies it in the transaction that sets processed_at.
     """CREATE TABLE IF NOT EXISTS stripe_events (
@@ -104,6 +101,11 @@ DDL = (
         created_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
     "CREATE INDEX IF NOT EXISTS recharges_of_user ON recharges (user_id, created_at DESC)",
+    # Deliveries and crossings are claimed in the inbox (shared/inbox.py); the ones taken before it, once.
+    f"""INSERT INTO inbox (consumer, event_id) SELECT '{STRIPE_DELIVERIES}', id FROM stripe_events
+        WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE consumer = '{STRIPE_DELIVERIES}') ON CONFLICT DO NOTHING""",
+    f"""INSERT INTO inbox (consumer, event_id) SELECT '{CROSSINGS}', crossing_event_id::text FROM recharges
+        WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE consumer = '{CROSSINGS}') ON CONFLICT DO NOTHING""",
 )
 
 _COLUMNS = (
@@ -121,22 +123,6 @@ async def _one(conn: AsyncConnection, query: str, params: tuple[Any, ...]) -> Tr
         await cur.execute(query, params)
         row = await cur.fetchone()
     return _transaction(row) if row else None
-
-
-async def claim_key(conn: AsyncConnection, scope: str, key: str, fingerprint: str, tx_id: str) -> tuple[str, str]:
-    """Record `key` for `tx_id` unless it exists: (fingerprint, transaction id) of whoever holds it.
-    A concurrent claim of the same key waits for the first to commit, then reads its row."""
-    await conn.execute(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, transaction_id) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING",
-        (scope, key, fingerprint, tx_id),
-    )
-    cursor = await conn.execute(
-        "SELECT fingerprint, transaction_id::text FROM idempotency_keys WHERE scope = %s AND key = %s", (scope, key)
-    )
-    row = await cursor.fetchone()
-    assert row is not None, "inserted or already there"
-    return row[0], row[1]
 
 
 async def insert(conn: AsyncConnection, tx: Transaction) -> None:
@@ -229,25 +215,25 @@ async def totals_by_status(conn: AsyncConnection, user_id: str) -> list[dict[str
 # -- the Stripe event inbox -------------------------------------------------------------------------
 
 
-async def receive_event(conn: AsyncConnection, event_id: str, kind: str, object_id: str | None) -> bool:
-    """Record a Stripe event as received; False when it was received before."""
-    cursor = await conn.execute(
-        "INSERT INTO stripe_events (id, type, object_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (event_id, kind, object_id),
+async def queue_event(conn: AsyncConnection, event_id: str, kind: str, object_id: str | None) -> None:
+    """A Stripe event for the worker to apply (its delivery claimed in the inbox by the caller)."""
+    await conn.execute(
+        "INSERT INTO stripe_events (id, type, object_id) VALUES (%s, %s, %s)", (event_id, kind, object_id)
     )
-    return cursor.rowcount == 1
 
 
 async def receive_settled_event(
     conn: AsyncConnection, event_id: str, kind: str, object_id: str | None, outcome: str
 ) -> bool:
     """Record an event as received and already dealt with (reconciliation applies its object itself)."""
-    cursor = await conn.execute(
+    if not await first_delivery(conn, STRIPE_DELIVERIES, event_id):
+        return False
+    await conn.execute(
         "INSERT INTO stripe_events (id, type, object_id, processed_at, outcome, attempts)"
-        " VALUES (%s, %s, %s, now(), %s, 1) ON CONFLICT DO NOTHING",
+        " VALUES (%s, %s, %s, now(), %s, 1)",
         (event_id, kind, object_id, outcome),
     )
-    return cursor.rowcount == 1
+    return True
 
 
 async def claim_due_event(conn: AsyncConnection) -> tuple[str, str, str | None] | None:
@@ -409,12 +395,13 @@ async def save_auto_recharge(conn: AsyncConnection, setting: AutoRecharge) -> No
 
 
 async def claim_crossing(conn: AsyncConnection, event_id: str, user_id: str) -> bool:
-    """Claim a crossing for the caller's transaction; False when it was acted on before."""
-    cursor = await conn.execute(
-        "INSERT INTO recharges (crossing_event_id, user_id, outcome) VALUES (%s, %s, 'pending') ON CONFLICT DO NOTHING",
-        (event_id, user_id),
+    """Claim a crossing for the caller's transaction; False when it was acted on before (the inbox knows it)."""
+    if not await first_delivery(conn, CROSSINGS, event_id):
+        return False
+    await conn.execute(
+        "INSERT INTO recharges (crossing_event_id, user_id, outcome) VALUES (%s, %s, 'pending')", (event_id, user_id)
     )
-    return cursor.rowcount == 1
+    return True
 
 
 async def settle_crossing(

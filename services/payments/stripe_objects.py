@@ -10,6 +10,7 @@ from typing import Any
 
 from services.payments.billing import Card, InvoiceState, SubscriptionState
 from services.payments.domain import PaymentState
+from shared.webhooks import PayloadError
 
 # Events payments acts on: the field of the event's object that names what to read back from Stripe,
 # and what kind of object that is (by its id prefix).
@@ -35,7 +36,7 @@ HANDLED = tuple(OBJECT_FIELD)
 STRIPE_ID = re.compile(r"[a-z]{1,10}_[A-Za-z0-9_]{1,120}")
 
 
-class StripePayloadError(ValueError):
+class StripePayloadError(PayloadError):
     pass
 
 

@@ -29,7 +29,6 @@ from services.payments.billing import (
     SubscriptionStatus,
 )
 from services.payments.domain import (
-    IdempotencyConflictError,
     Kind,
     NotYetError,
     Status,
@@ -37,10 +36,11 @@ from services.payments.domain import (
     Transaction,
 )
 from services.payments.gateway import StripeGateway
-from shared import outbox
+from shared import idempotency, outbox
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import payments as pc
 from shared.credits import PLANS, SubscriptionPlan
+from shared.idempotency import fingerprint
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,7 @@ class Billing:
         gateway = self.gateway
         sub_id = str(derive_id("subscription", user_id, key))
         async with self._pool.connection() as conn, conn.transaction():
-            held_fingerprint, held_id = await store.claim_key(conn, f"subscribe:{user_id}", key, plan.id, sub_id)
-            if held_fingerprint != plan.id:
-                raise IdempotencyConflictError(key)
+            held_id = await idempotency.claim(conn, f"subscribe:{user_id}", key, fingerprint(plan.id), sub_id)
             if (existing := await store.subscription(conn, held_id)) is not None:
                 return existing
             customer = await store.customer_of(conn, user_id)

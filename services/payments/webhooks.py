@@ -1,25 +1,26 @@
-"""POST /webhooks/stripe: Stripe-signed events. The signature is checked on the raw bytes before
-anything is parsed; a delivery is taken into the inbox once per event id and answered at once. The
-worker then reads the PaymentIntent from Stripe and applies what it is now (application.py)."""
+"""POST /webhooks/stripe: Stripe-signed events, taken in as every signed webhook is (shared/webhooks.py): the
+signature checked on the raw bytes before anything is parsed, a delivery queued once per event id and
+answered at once. The worker then reads the object from Stripe and applies what it is now (application.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 import stripe
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from services.payments.api import PaymentsDep
-from services.payments.stripe_objects import StripePayloadError, parse_event
+from services.payments.stripe_objects import parse_event
 from shared.guard import GuardedRoute, body_limit
-from shared.inputs import InputError, load_json
 from shared.problems import Problem, responses
+from shared.webhooks import SignatureError, Verify, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Stripe's events are a few KB; an object with many line items tens
-MAX_DEPTH = 32  # a PaymentIntent with its charges and card details nests about ten levels
 TOLERANCE_SECONDS = 300  # Stripe's own default: an older signature is a replay
+MAX_SIGNATURE_LENGTH = 2000
 
 
 class WebhookReceipt(BaseModel):
@@ -28,11 +29,22 @@ class WebhookReceipt(BaseModel):
     duplicate: bool
 
 
-async def get_secret(request: Request) -> str:
+async def get_verify(request: Request) -> Verify:
     secret: str | None = request.app.state.stripe_webhook_secret
     if secret is None:
         raise Problem(503, "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET).")
-    return secret
+
+    def verify(raw: bytes, headers: Mapping[str, str]) -> None:
+        signature = headers.get("stripe-signature", "")
+        if len(signature) > MAX_SIGNATURE_LENGTH:
+            raise SignatureError(f"the Stripe-Signature header is longer than {MAX_SIGNATURE_LENGTH} characters")
+        try:
+            stripe.WebhookSignature.verify_header(raw.decode("utf-8", "replace"), signature, secret, TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError as exc:
+            raise SignatureError(exc.user_message or str(exc)) from exc
+        return None  # the delivery's id is the event's own
+
+    return verify
 
 
 @router.post(
@@ -42,20 +54,9 @@ async def get_secret(request: Request) -> str:
     openapi_extra=body_limit(MAX_BODY_BYTES),
 )
 async def stripe_webhook(
-    request: Request,
-    secret: Annotated[str, Depends(get_secret)],
-    payments: PaymentsDep,
-    signature: Annotated[str, Header(alias="Stripe-Signature", max_length=2000)] = "",
+    request: Request, verify: Annotated[Verify, Depends(get_verify)], payments: PaymentsDep
 ) -> WebhookReceipt:
     """Stripe events (payment_intent.*, charge.refunded, ...): received once per id, applied by a worker."""
-    raw = await request.body()  # bounded by the route's limit
-    try:
-        stripe.WebhookSignature.verify_header(raw.decode("utf-8", "replace"), signature, secret, TOLERANCE_SECONDS)
-    except stripe.SignatureVerificationError as exc:
-        raise Problem(400, f"Webhook signature rejected: {exc.user_message or exc}") from exc
-    try:
-        event = parse_event(load_json(raw, max_depth=MAX_DEPTH))
-    except (InputError, StripePayloadError) as exc:
-        raise Problem(400, f"Not a Stripe event this service understands: {exc}") from exc
+    _, event = await verified(request, verify, parse_event, "Stripe")
     new = await payments.receive(event.id, event.type, event.object_id)
     return WebhookReceipt(id=event.id, type=event.type, duplicate=not new)

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.projections import store
 from shared.bus import Subscription
+from shared.bus.streams import STREAMS
 from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc
 from shared.contracts import ledger as lc
@@ -318,19 +319,13 @@ def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -
 
         return Subscription(stream, durable, subjects, apply, apply_all)
 
-    return [consumer(stream, durable, SUBJECTS[durable]) for stream, durable in CONSUMERS]
+    return [consumer(stream, durable, tuple(STREAMS[stream])) for stream, durable in CONSUMERS]
 
 
-# The read models' durable consumers: (stream, durable), and the subjects each applies.
+# The read models' durable consumers: (stream, durable); each applies the whole of its stream.
 CONSUMERS = (
     ("IDENTITY", "projections-identity"),
     ("LEDGER", "projections-ledger"),
     ("PAYMENTS", "projections-payments"),
     ("MEDIA", "projections-media"),
 )
-SUBJECTS = {
-    "projections-identity": ("identity.>",),
-    "projections-ledger": ("ledger.credits.>", "ledger.debit.>", "ledger.balance.>"),
-    "projections-payments": ("payments.>",),
-    "projections-media": ("media.>",),
-}

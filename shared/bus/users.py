@@ -22,13 +22,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from shared.bus.streams import STREAMS, stream_of
+
 OPS = "ops"
 # The ledger's request/reply API (services/ledger/rpc.py): answers whoever may publish there.
 LEDGER_RPC = "ledger.rpc.>"
 REDRIVE_PREFIX = "creditstream.redrive"
 DEADLETTER = "DEADLETTER"
 READ_MODEL_STREAMS = ("IDENTITY", "LEDGER", "PAYMENTS", "MEDIA")
-LEDGER_EVENTS = ("ledger.credits.>", "ledger.debit.>", "ledger.balance.>")
 
 
 def inbox_prefix(user: str) -> str:
@@ -57,8 +58,6 @@ class NatsUser:
     @property
     def streams(self) -> tuple[str, ...]:
         """Every stream it touches: a service waits at start until each exists."""
-        from shared.bus.streams import stream_of
-
         owned = {stream_of(subject) for subject in self.publishes}
         used = {stream for stream, _ in self.consumes} | set(self.reads) | set(self.replays)
         if self.consumes:
@@ -119,7 +118,7 @@ USERS: dict[str, NatsUser] = {
         NatsUser("identity", publishes=("identity.>",), consumes=(_access("identity"),)),
         NatsUser(
             "ledger",
-            publishes=LEDGER_EVENTS,
+            publishes=tuple(STREAMS["LEDGER"]),
             consumes=(
                 ("IDENTITY", "ledger-identity"),
                 ("PAYMENTS", "ledger-payments"),

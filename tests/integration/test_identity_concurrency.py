@@ -13,6 +13,7 @@ from services.identity.application import Identity
 from services.identity.clerk import ClerkEvent
 from services.identity.domain import Profile
 from shared import db
+from shared.inbox import INBOX_DDL
 from shared.outbox import OUTBOX_DDL, OutboxRelay
 
 IdentityAndPool = tuple[Identity, AsyncConnectionPool]
@@ -20,7 +21,7 @@ IdentityAndPool = tuple[Identity, AsyncConnectionPool]
 
 @pytest.fixture
 async def identity(database_url: str, schema: str) -> AsyncIterator[IdentityAndPool]:
-    await db.migrate(database_url, schema, (*OUTBOX_DDL, *store.DDL))
+    await db.migrate(database_url, schema, (*OUTBOX_DDL, *INBOX_DDL, *store.DDL))
     pool = await db.open_pool(database_url, schema, max_size=20)
     # The relay is only woken here, never run: these tests read the outbox itself.
     yield Identity(pool, OutboxRelay(pool, js=None)), pool  # type: ignore[arg-type]
