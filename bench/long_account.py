@@ -13,8 +13,10 @@ import statistics
 import time
 import uuid
 
-from services.ledger import commands, store
-from services.ledger.application import Command, Ledger
+from services.ledger import store
+from services.ledger.application import Command, Ledger, open_ledger
+from services.ledger.operations import Asked, command
+from services.ledger.schemas import DebitIn, GrantIn
 from shared import db
 from shared.testing.servers import fresh_database
 
@@ -31,7 +33,7 @@ async def measure(database_url: str, entries: int) -> dict[str, float]:
 
 
 def _build_and_time(url: str, entries: int) -> dict[str, float]:
-    ledger = store.open_ledger(url)
+    ledger = open_ledger(url)
     try:
         long_user, fresh_user = str(uuid.uuid4()), str(uuid.uuid4())
         for user in (long_user, fresh_user):
@@ -69,10 +71,8 @@ def _timings(ledger: Ledger, user: str) -> tuple[float, float]:
 
 
 def _grant(user: str, amount: int) -> Command:
-    return commands.grant(
-        user, entry_type="BONUS", amount=amount, description="", metadata={}, key="seed", request_id=None
-    )
+    return command("grant", GrantIn.model_construct(type="BONUS", amount=amount), Asked(user, "seed"))
 
 
 def _debit(user: str, key: str) -> Command:
-    return commands.debit(user, amount=1, description="", metadata={}, key=key, request_id=None)
+    return command("debit", DebitIn(amount=1), Asked(user, key))

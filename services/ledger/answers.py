@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.ledger import events
 from services.ledger.application import AnyEvent, ConcurrencyError, Result
-from services.ledger.domain import (
+from services.ledger.domain import CreditAccount
+from services.ledger.values import (
     AccountInactiveError,
     AccountNotFoundError,
-    CreditAccount,
     HeldForJobError,
     IdempotencyConflictError,
     InvalidCommandError,
@@ -86,7 +87,7 @@ def entry(event: AnyEvent) -> dict[str, Any]:
     """The event's credit-log line (shared/contracts/ledger.py says what it is), as the API answers it."""
     contract = to_contract(event)
     line = credit_entry(contract) if contract is not None else None
-    if line is None or not isinstance(event, CreditAccount.BalanceChanged | CreditAccount.Captured):
+    if line is None or not isinstance(event, events.BalanceChanged | CreditAccount.Captured):
         raise TypeError(f"{type(event).__name__} is not a credit-log entry")
     return {
         "id": str(event_id(event)),
@@ -108,7 +109,7 @@ def is_entry(event: AnyEvent, types: set[str] | frozenset[str] = frozenset()) ->
     match event:
         case CreditAccount.Captured():
             return event.amount > 0 and (not types or "USAGE" in types)
-        case CreditAccount.BalanceChanged():
+        case events.BalanceChanged():
             return not types or event.entry_type in types
         case _:
             return False
@@ -148,8 +149,7 @@ def to_contract(event: AnyEvent) -> EventData | None:
     """The public contract of a stored account event, or None for one that stays inside the ledger."""
     match event:
         case CreditAccount.Granted():
-            expires = getattr(event, "expires_at", None)  # older events lack it
-            expires_at = datetime.fromisoformat(expires) if expires else None
+            expires_at = datetime.fromisoformat(event.expires_at) if event.expires_at else None
             return contracts.CreditsGranted(
                 **_entry_fields(event), expires_at=expires_at, lot_id=str(event.originator_version)
             )
@@ -158,9 +158,7 @@ def to_contract(event: AnyEvent) -> EventData | None:
                 **_entry_fields(event), lot_id=event.lot_id, expires_at=datetime.fromisoformat(event.expires_at)
             )
         case CreditAccount.Debited():
-            return contracts.CreditsDebited(
-                **_entry_fields(event), shortfall=event.shortfall, lots=getattr(event, "lots", None)
-            )
+            return contracts.CreditsDebited(**_entry_fields(event), shortfall=event.shortfall, lots=event.lots)
         case CreditAccount.DebitRejected():
             return contracts.DebitRejected(
                 **_stamp(event), amount=event.amount, available=event.available, balance=event.balance_after,
@@ -178,7 +176,7 @@ def to_contract(event: AnyEvent) -> EventData | None:
         case CreditAccount.Captured():
             return contracts.CreditsCaptured(
                 **_hold_fields(event), released=event.released, balance_after=event.balance_after,
-                reserved_after=event.reserved_after, description=event.description, lots=getattr(event, "lots", None),
+                reserved_after=event.reserved_after, description=event.description, lots=event.lots,
             )  # fmt: skip
         case CreditAccount.Released():
             return contracts.CreditsReleased(
@@ -201,11 +199,11 @@ def to_contract(event: AnyEvent) -> EventData | None:
 
 def to_envelope(event: AnyEvent) -> Envelope | None:
     body = to_contract(event)
-    if body is None or not isinstance(event, CreditAccount.Stamped):
+    if body is None or not isinstance(event, events.Stamped):
         return None
     stream_id = event_id(event)
-    correlation_id = getattr(event, "correlation_id", None) or str(stream_id)
-    cause_id = getattr(event, "cause_id", None)
+    correlation_id = event.correlation_id or str(stream_id)
+    cause_id = event.cause_id
     return Envelope.wrap(
         body,
         user_id=str(event.originator_id),
@@ -216,12 +214,12 @@ def to_envelope(event: AnyEvent) -> Envelope | None:
     )
 
 
-def _stamp(event: CreditAccount.Stamped) -> dict[str, Any]:
+def _stamp(event: events.Stamped) -> dict[str, Any]:
     return {"user_id": str(event.originator_id), "idempotency_key": event.idempotency_key, "cause_id": event.cause_id}
 
 
-def _entry_fields(event: CreditAccount.BalanceChanged) -> dict[str, Any]:
-    reserved = getattr(event, "reserved_after", None)  # events stored before it was recorded lack it
+def _entry_fields(event: events.BalanceChanged) -> dict[str, Any]:
+    reserved = event.reserved_after
     return {
         **_stamp(event),
         "entry_type": event.entry_type,

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from services.ledger import commands
 from services.ledger.answers import Answer, answer, entry, is_entry
-from services.ledger.application import Command, ConcurrencyError, Ledger, Result
+from services.ledger.application import ConcurrencyError, Ledger, Result
+from services.ledger.operations import Asked, command
 from services.ledger.schemas import (
     AccountPublic,
     AdjustmentIn,
+    Body,
     CanSpendPublic,
     CaptureIn,
     DebitIn,
@@ -85,7 +85,7 @@ async def _account(ledger: Ledger, user_id: str) -> AccountPublic:
         available=account.available,
         active=account.active,
         lots=lots,
-        recharge_threshold=getattr(account, "recharge_threshold", None),
+        recharge_threshold=account.recharge_threshold,
     )
 
 
@@ -139,12 +139,17 @@ async def list_entries(
     )
 
 
-async def _run(request: Request, unit: UnitOfWork, command: Command) -> JSONResponse:
+async def _run(request: Request, unit: UnitOfWork, operation: str, body: Body, asked: Asked) -> JSONResponse:
     try:
-        result: Result | Exception = await unit.submit(command)
+        result: Result | Exception = await unit.submit(command(operation, body, asked))
     except ConcurrencyError as error:
         result = error
     return respond(request, answer(result))
+
+
+def _asked(request: Request, user_id: uuid.UUID, key: str, request_id: str | None, **more: Any) -> Asked:
+    ttl = request.app.state.settings.reservation_ttl_seconds
+    return Asked(str(user_id), key, request_id, ttl_seconds=ttl, **more)
 
 
 @router.post("/api/accounts/{user_id}/debits", status_code=201, response_model=EntryPublic, responses=REFUSALS)
@@ -152,14 +157,13 @@ async def debit(
     user_id: uuid.UUID,
     body: DebitIn,
     principal: CurrentPrincipal,
-    d: UnitOfWorkDep,
+    unit: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
 ) -> JSONResponse:
     ensure_may_act_for(principal, str(user_id), Scope.LEDGER_DEBIT)
-    cmd = commands.debit(str(user_id), **body.model_dump(), key=key, request_id=request_id, entry_type="USAGE")
-    return await _run(request, d, cmd)
+    return await _run(request, unit, "debit", body, _asked(request, user_id, key, request_id))
 
 
 @router.post("/api/accounts/{user_id}/grants", status_code=201, response_model=EntryPublic, responses=REFUSALS)
@@ -167,14 +171,12 @@ async def grant(
     user_id: uuid.UUID,
     body: GrantIn,
     _: Annotated[Principal, privileged(Scope.LEDGER_GRANT)],
-    d: UnitOfWorkDep,
+    unit: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
 ) -> JSONResponse:
-    fields = body.model_dump()
-    cmd = commands.grant(str(user_id), entry_type=fields.pop("type"), **fields, key=key, request_id=request_id)
-    return await _run(request, d, cmd)
+    return await _run(request, unit, "grant", body, _asked(request, user_id, key, request_id))
 
 
 @router.post("/api/accounts/{user_id}/reservations", status_code=201, response_model=HoldPublic, responses=REFUSALS)
@@ -182,22 +184,13 @@ async def reserve(
     user_id: uuid.UUID,
     body: ReservationIn,
     principal: CurrentPrincipal,
-    d: UnitOfWorkDep,
+    unit: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
 ) -> JSONResponse:
     ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
-    ttl = body.ttl_seconds or request.app.state.settings.reservation_ttl_seconds
-    cmd = commands.reserve(
-        str(user_id),
-        amount=body.amount,
-        ttl_seconds=ttl,
-        now=datetime.now(UTC),
-        key=key,
-        request_id=request_id,
-    )
-    return await _run(request, d, cmd)
+    return await _run(request, unit, "reserve", body, _asked(request, user_id, key, request_id))
 
 
 @router.post(
@@ -207,7 +200,7 @@ async def capture(
     user_id: uuid.UUID,
     reservation_id: uuid.UUID,
     principal: CurrentPrincipal,
-    d: UnitOfWorkDep,
+    unit: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -216,16 +209,8 @@ async def capture(
     """Capture a hold you placed (all of it, or part: the rest is released). A media job's hold is a 409:
     only the job settles it, for admins and services too (CreditAccount.check_not_held_for_a_job says why)."""
     ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
-    body = body or CaptureIn()
-    cmd = commands.capture(
-        str(user_id),
-        reservation_id=str(reservation_id),
-        amount=body.amount,
-        description=body.description,
-        key=key,
-        request_id=request_id,
-    )
-    return await _run(request, d, cmd)
+    asked = _asked(request, user_id, key, request_id, reservation_id=str(reservation_id))
+    return await _run(request, unit, "capture", body or CaptureIn(), asked)
 
 
 @router.post(
@@ -235,7 +220,7 @@ async def release(
     user_id: uuid.UUID,
     reservation_id: uuid.UUID,
     principal: CurrentPrincipal,
-    d: UnitOfWorkDep,
+    unit: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
@@ -243,15 +228,8 @@ async def release(
 ) -> JSONResponse:
     """Release a hold you placed. A media job's hold is a 409, as for capture."""
     ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
-    body = body or ReleaseIn()
-    cmd = commands.release(
-        str(user_id),
-        reservation_id=str(reservation_id),
-        reason=body.reason,
-        key=key,
-        request_id=request_id,
-    )
-    return await _run(request, d, cmd)
+    asked = _asked(request, user_id, key, request_id, reservation_id=str(reservation_id))
+    return await _run(request, unit, "release", body or ReleaseIn(), asked)
 
 
 @router.post(
@@ -265,17 +243,9 @@ async def adjust(
     user_id: uuid.UUID,
     body: AdjustmentIn,
     admin: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)],
-    d: UnitOfWorkDep,
+    unit: UnitOfWorkDep,
     request: Request,
     key: IdempotencyKey,
     request_id: RequestId,
 ) -> JSONResponse:
-    cmd = commands.adjust(
-        str(user_id),
-        amount=body.amount,
-        reason=body.reason,
-        admin_id=admin.user_id,
-        key=key,
-        request_id=request_id,
-    )
-    return await _run(request, d, cmd)
+    return await _run(request, unit, "adjust", body, _asked(request, user_id, key, request_id, admin_id=admin.user_id))

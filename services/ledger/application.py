@@ -20,10 +20,12 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoding
+from psycopg import Connection
 
 from services.ledger import store
 from services.ledger.commands import COMMAND_HANDLERS, Command
-from services.ledger.domain import AccountNotFoundError, CreditAccount, Hold, IdempotencyRecord, LedgerError, Lot
+from services.ledger.domain import CreditAccount, IdempotencyRecord
+from services.ledger.values import AccountNotFoundError, Hold, LedgerError, Lot
 
 MAX_ATTEMPTS = 20
 # Accounts the writer keeps in memory (a few KB each: an account's state is the size of its open holds).
@@ -256,3 +258,14 @@ class _Batch:
         self._records[(account.id, command.key)] = record
         self._new.append(record)
         return account, before + 1, False
+
+
+def open_ledger(database_url: str) -> Ledger:
+    """The application, its tables created under a lock: eventsourcing's CREATE TABLE IF NOT EXISTS
+    is not safe when several ledger instances start at once (one fails on a duplicate type)."""
+    with Connection.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('ledger:create-tables'))")
+        try:
+            return Ledger(env=store.eventsourcing_env(database_url))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('ledger:create-tables'))")

@@ -16,7 +16,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
-from services.ledger.domain import CreditAccount, Stamp, reservation_expiry
+from services.ledger.domain import CreditAccount
+from services.ledger.values import Stamp
 from shared.contracts import derive_id
 from shared.credits import WELCOME_BONUS
 from shared.idempotency import fingerprint
@@ -239,6 +240,19 @@ def job_key(job_id: str, step: str) -> str:
     return f"job:{job_id}:{step}"
 
 
+# What the sweeper asks of a hold or a lot whose time is up (or near): any number of sweepers ask under one key.
+def expire_key(reservation_id: str) -> str:
+    return f"expire:{reservation_id}"
+
+
+def expire_lot_key(lot_id: str) -> str:
+    return f"expire-lot:{lot_id}"
+
+
+def expiring_key(lot_id: str) -> str:
+    return f"expiring:{lot_id}"
+
+
 def reservation_id(user_id: str, key: str) -> str:
     """Derived from the key, so a retried reservation names the same hold."""
     return str(derive_id("reservation", user_id, key))
@@ -369,91 +383,3 @@ COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]
     ChargeJob: _charge_job,
     EndJob: _end_job,
 }
-
-
-# -- what HTTP and NATS request/reply build ---------------------------------------------------------
-
-
-def _asked(user_id: str, key: str, request_id: str | None) -> dict[str, Any]:
-    """What every client command carries: its account, its prefixed key, and the request behind it."""
-    return {"user_id": user_id, "key": client_key(key), "cause_id": request_id, "correlation_id": request_id}
-
-
-def grant(
-    user_id: str,
-    *,
-    entry_type: str,
-    amount: int,
-    description: str,
-    metadata: dict[str, Any],
-    key: str,
-    request_id: str | None,
-    expires_at: datetime | None = None,
-) -> Grant:
-    asked = _asked(user_id, key, request_id)
-    return Grant(
-        **asked, entry_type=entry_type, amount=amount, description=description, metadata=metadata,
-        expires_at=expires_at,
-    )  # fmt: skip
-
-
-def debit(
-    user_id: str,
-    *,
-    amount: int,
-    description: str,
-    metadata: dict[str, Any],
-    key: str,
-    request_id: str | None,
-    entry_type: str = "USAGE",
-) -> Debit:
-    asked = _asked(user_id, key, request_id)
-    return Debit(**asked, entry_type=entry_type, amount=amount, description=description, metadata=metadata)
-
-
-def adjust(user_id: str, *, amount: int, reason: str, admin_id: str, key: str, request_id: str | None) -> Adjust:
-    return Adjust(**_asked(user_id, key, request_id), amount=amount, reason=reason, admin_id=admin_id)
-
-
-def reserve(
-    user_id: str,
-    *,
-    amount: int,
-    ttl_seconds: int,
-    now: datetime,
-    key: str,
-    request_id: str | None,
-) -> Reserve:
-    asked = _asked(user_id, key, request_id)
-    return Reserve(
-        **asked,
-        reservation_id=reservation_id(user_id, asked["key"]),
-        amount=amount,
-        ttl_seconds=ttl_seconds,
-        expires_at=reservation_expiry(now, ttl_seconds),
-    )
-
-
-def capture(
-    user_id: str, *, reservation_id: str, amount: int | None, description: str, key: str, request_id: str | None
-) -> Capture:
-    asked = _asked(user_id, key, request_id)
-    return Capture(**asked, reservation_id=reservation_id, amount=amount, description=description)
-
-
-def release(user_id: str, *, reservation_id: str, reason: str, key: str, request_id: str | None) -> Release:
-    return Release(**_asked(user_id, key, request_id), reservation_id=reservation_id, reason=reason)
-
-
-def expire(user_id: str, reservation_id: str, now: datetime) -> Expire:
-    """What a sweeper asks of a hold whose time is up; any number of sweepers ask under one key."""
-    return Expire(user_id=user_id, key=f"expire:{reservation_id}", reservation_id=reservation_id, now=now)
-
-
-def expire_lot(user_id: str, lot_id: str, now: datetime) -> ExpireLot:
-    """What a sweeper asks of a lot whose time is up; any number of sweepers ask under one key."""
-    return ExpireLot(user_id=user_id, key=f"expire-lot:{lot_id}", lot_id=lot_id, now=now)
-
-
-def warn_expiring(user_id: str, lot_id: str) -> WarnExpiring:
-    return WarnExpiring(user_id=user_id, key=f"expiring:{lot_id}", lot_id=lot_id)

@@ -12,92 +12,29 @@ the sibling keys the account has already seen.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
+from services.ledger import events
+from services.ledger.events import Upcast
+from services.ledger.holds import Holds
+from services.ledger.values import (
+    DEBIT_TYPES,
+    GRANT_TYPES,
+    AccountInactiveError,
+    Hold,
+    IdempotencyConflictError,
+    InvalidCommandError,
+    Lot,
+    Portions,
+    Stamp,
+    check_positive,
+    in_spending_order,
+)
 from shared.credits import LOW_BALANCE_THRESHOLD
-
-GRANT_TYPES = frozenset({"PURCHASE", "BONUS", "REFUND", "ADMIN_ADJUSTMENT"})
-DEBIT_TYPES = frozenset({"USAGE", "ADMIN_ADJUSTMENT", "REFUND"})
-Portions = dict[str, int]  # credits taken from (or set aside in) each lot, by lot id
-
-
-class LedgerError(Exception):
-    pass
-
-
-class InvalidCommandError(LedgerError):
-    pass
-
-
-class IdempotencyConflictError(LedgerError):
-    """The key was used before for a different request."""
-
-
-class AccountInactiveError(LedgerError):
-    pass
-
-
-class ReservationNotFoundError(LedgerError):
-    pass
-
-
-class HeldForJobError(LedgerError):
-    """The hold is a media job's: only that job's own events settle it."""
-
-
-class AccountNotFoundError(LedgerError):
-    pass
-
-
-@dataclass(frozen=True)
-class Stamp:
-    """Under which idempotency key a command runs, what it meant, and what caused it (the request or
-    event, and the trace it was part of, so the stream can carry that trace on)."""
-
-    key: str
-    fingerprint: str
-    cause_id: str | None = None
-    correlation_id: str | None = None
-    traceparent: str | None = None
-
-    def recorded(self) -> dict[str, Any]:
-        """The stamp as every account event records it."""
-        return {
-            "idempotency_key": self.key,
-            "fingerprint": self.fingerprint,
-            "cause_id": self.cause_id,
-            "correlation_id": self.correlation_id,
-            "traceparent": self.traceparent,
-        }
-
-
-@dataclass(frozen=True)
-class Hold:
-    """Credits set aside for a job until it is captured, released or expires, and the lots they
-    were set aside from (a hold keeps its lots: expiry never takes what a hold has reserved)."""
-
-    amount: int
-    job_id: str | None
-    expires_at: datetime
-    lots: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Lot:
-    """Credit from one grant: what it gave, what is left of it (spent last when it never expires)."""
-
-    source: str  # the idempotency key of the grant, so a refund finds the lot its purchase made
-    amount: int
-    remaining: int
-    expires_at: datetime | None
-
-    def order(self, lot_id: str) -> tuple[bool, datetime, int]:
-        """The spending order: soonest expiry first, non-expiring last, older first among equals."""
-        return (self.expires_at is None, self.expires_at or datetime.max.replace(tzinfo=UTC), int(lot_id))
 
 
 class IdempotencyRecord(Aggregate):
@@ -121,167 +58,42 @@ class IdempotencyRecord(Aggregate):
         return self.event_version
 
 
-class CreditAccount(Aggregate):
-    # -- events (their names are their stored topics: never rename one) --------------------------
+class CreditAccount(Upcast, Holds, Aggregate):
+    # -- events: each stored one by the name it is stored under (its topic: never rename one), its body in
+    # events.py
 
-    class Keyed(Aggregate.Event):
-        """An event that records only the key and meaning of the command behind it (no trace)."""
+    class Granted(events.Granted): ...
 
-        idempotency_key: str
-        fingerprint: str
-        cause_id: str | None
+    class Debited(events.Debited): ...
 
-    class Stamped(Aggregate.Event):
-        idempotency_key: str
-        fingerprint: str
-        cause_id: str | None
-        correlation_id: str | None
-        traceparent: str | None  # events stored before it was recorded read back without it
+    class Expired(events.Expired): ...
 
-    class BalanceChanged(Stamped):
-        entry_type: str
-        amount: int
-        balance_after: int
-        reserved_after: int  # so the stream can say what is available after (older events lack it)
-        description: str
-        metadata: dict[str, Any]
+    class DebitRejected(events.DebitRejected): ...
 
-        def apply(self, aggregate: Aggregate) -> None:
-            _account(aggregate).balance = self.balance_after
+    class Reserved(events.Reserved): ...
 
-    class Granted(BalanceChanged):
-        expires_at: str | None  # events stored before lots read back without it: never expiring
+    class ReservationRejected(events.ReservationRejected): ...
 
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            account.balance = self.balance_after
-            expires = getattr(self, "expires_at", None)
-            expires_at = datetime.fromisoformat(expires) if expires else None
-            account.lots[str(self.originator_version)] = Lot(self.idempotency_key, self.amount, self.amount, expires_at)
+    class Captured(events.Captured): ...
 
-    class Debited(BalanceChanged):
-        shortfall: int  # what a claw-back could not take
-        lots: Portions  # events stored before lots read back without it: taken in spending order
+    class Released(events.Released): ...
 
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            account.balance = self.balance_after
-            account.spend(getattr(self, "lots", None) or account.portions(self.amount))
+    class BalanceLow(events.BalanceLow): ...
 
-    class Expired(BalanceChanged):
-        """The unspent remainder of a lot left the balance at its expiry."""
+    class RechargeThresholdSet(events.RechargeThresholdSet): ...
 
-        lot_id: str
-        expires_at: str
+    class ExpiringSoon(events.ExpiringSoon): ...
 
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            account.balance = self.balance_after
-            account.spend({self.lot_id: self.amount})
+    class Noted(events.Noted): ...
 
-    class DebitRejected(Stamped):
-        amount: int
-        balance_after: int
-        available: int
-        reason: str
+    class Deactivated(events.Deactivated): ...
 
-    class Reserved(Stamped):
-        reservation_id: str
-        amount: int
-        job_id: str | None
-        expires_at: str
-        balance_after: int
-        reserved_after: int
-
-        lots: Portions  # events stored before lots read back without it
-
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            portions = getattr(self, "lots", None) or account.portions(self.amount)
-            hold = Hold(self.amount, self.job_id, datetime.fromisoformat(self.expires_at), portions)
-            account.reservations[self.reservation_id] = hold
-            account.reserved += self.amount
-
-    class ReservationRejected(Stamped):
-        reservation_id: str
-        amount: int
-        job_id: str | None
-        balance_after: int
-        available: int
-        reason: str
-
-    class HoldClosed(Stamped):
-        reservation_id: str
-        job_id: str | None
-        amount: int  # captured, or released
-        balance_after: int
-        reserved_after: int
-
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            account.reserved -= account.reservations.pop(self.reservation_id).amount
-            account.balance = self.balance_after
-
-    class Captured(HoldClosed):
-        released: int  # the rest of the hold, given back
-        description: str
-        lots: Portions  # what the capture took from each lot (events stored before lots lack it)
-
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            hold = account.reservations.pop(self.reservation_id)
-            account.reserved -= hold.amount
-            account.balance = self.balance_after
-            account.spend(getattr(self, "lots", None) or _first(hold.lots, self.amount, account.lots))
-
-    class Released(HoldClosed):
-        reason: str
-
-    class BalanceLow(Stamped):
-        """Available credit crossed below a threshold (a notification: nothing moves)."""
-
-        available: int
-        threshold: int | None  # the notification threshold, when crossed
-        recharge_threshold: int | None  # the user's auto-recharge threshold, when crossed
-        cause_version: int  # the event that crossed
-
-    class RechargeThresholdSet(Keyed):
-        """Where payments wants the account watched for auto-recharge (None: not at all)."""
-
-        threshold: int | None
-        at: str
-
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            account.recharge_threshold, account.recharge_at = self.threshold, self.at
-
-    class ExpiringSoon(Stamped):
-        """A lot will expire within the warning period with credit left (a notification: nothing moves)."""
-
-        lot_id: str
-        remaining: int
-        expires_at: str
-
-    class Noted(Keyed):
-        """A command seen that deliberately changed nothing: its retry, and siblings asking, can tell."""
-
-        reason: str
-
-    class StatusChanged(Keyed):
-        active: ClassVar[bool]
-        at: str
-
-        def apply(self, aggregate: Aggregate) -> None:
-            account = _account(aggregate)
-            account.active, account.status_at = self.active, self.at
-
-    class Deactivated(StatusChanged):
-        active = False
-
-    class Reactivated(StatusChanged):
-        active = True
+    class Reactivated(events.Reactivated): ...
 
     # -- state ----------------------------------------------------------------------------------
+
+    # What a snapshot taken before auto-recharge lacks: no threshold watched.
+    ADDED: ClassVar[dict[str, Any]] = {"recharge_threshold": None, "recharge_at": None}
 
     @staticmethod
     def create_id(user_id: str) -> uuid.UUID:
@@ -317,7 +129,7 @@ class CreditAccount(Aggregate):
     def portions(self, amount: int) -> Portions:
         """Which lots `amount` of free credit comes from, in spending order."""
         free = {lot_id: self.free(lot_id) for lot_id in self.lots}
-        return _first(free, amount, self.lots)
+        return in_spending_order(free, amount, self.lots)
 
     def spend(self, portions: Portions) -> None:
         """Take what `portions` says from each lot; a lot with nothing left is gone."""
@@ -331,9 +143,6 @@ class CreditAccount(Aggregate):
     def lot_of(self, source: str) -> str | None:
         """The lot a grant made, by the grant's idempotency key (None once it is spent)."""
         return next((lot_id for lot_id, lot in self.lots.items() if lot.source == source), None)
-
-    def reservation_for_job(self, job_id: str) -> str | None:
-        return next((rid for rid, hold in self.reservations.items() if hold.job_id == job_id), None)
 
     # -- credits in and out ---------------------------------------------------------------------
 
@@ -349,7 +158,7 @@ class CreditAccount(Aggregate):
     ) -> None:
         if entry_type not in GRANT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a grant type")
-        _positive(amount)
+        check_positive(amount)
         self.trigger_event(
             self.Granted,
             entry_type=entry_type,
@@ -374,7 +183,7 @@ class CreditAccount(Aggregate):
         """Debit whole or not at all; a refusal is recorded too, so its retry answers the same."""
         if entry_type not in DEBIT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a debit type")
-        _positive(amount)
+        check_positive(amount)
         self._must_be_active()
         if amount > self.available:
             self.trigger_event(
@@ -393,7 +202,7 @@ class CreditAccount(Aggregate):
     ) -> None:
         """Take back refunded credits from the lot their purchase made: as many as it has left free,
         recording what could not be taken (spent already, or set aside by a hold)."""
-        _positive(amount)
+        check_positive(amount)
         lot_id = self.lot_of(lot_source)
         taken = min(amount, self.free(lot_id)) if lot_id is not None else 0
         portions = {lot_id: taken} if lot_id is not None and taken else {}
@@ -449,104 +258,6 @@ class CreditAccount(Aggregate):
             )
             self._announce_if_low(stamp, self.available + lot.remaining)
 
-    # -- holds ----------------------------------------------------------------------------------
-
-    def reserve(
-        self, stamp: Stamp, *, reservation_id: str, amount: int, job_id: str | None, expires_at: datetime
-    ) -> None:
-        _positive(amount)
-        self._must_be_active()
-        if reservation_id in self.reservations:
-            raise InvalidCommandError(f"reservation {reservation_id} exists")
-        if amount > self.available:
-            self._refuse_hold(stamp, reservation_id, amount, job_id, "insufficient credits")
-            return
-        self.trigger_event(
-            self.Reserved,
-            reservation_id=reservation_id,
-            amount=amount,
-            job_id=job_id,
-            expires_at=expires_at.isoformat(),
-            balance_after=self.balance,
-            reserved_after=self.reserved + amount,
-            lots=self.portions(amount),
-            **stamp.recorded(),
-        )
-        self._announce_if_low(stamp, self.available + amount)
-
-    def capture(self, stamp: Stamp, *, reservation_id: str, amount: int | None, description: str) -> None:
-        hold = self._hold(reservation_id)
-        taken = hold.amount if amount is None else amount
-        if not 0 <= taken <= hold.amount:
-            raise InvalidCommandError(f"capture of {taken} from a hold of {hold.amount}")
-        self.trigger_event(
-            self.Captured,
-            reservation_id=reservation_id,
-            job_id=hold.job_id,
-            amount=taken,
-            released=hold.amount - taken,
-            balance_after=self.balance - taken,
-            reserved_after=self.reserved - hold.amount,
-            description=description,
-            lots=_first(hold.lots, taken, self.lots),
-            **stamp.recorded(),
-        )
-
-    def release(self, stamp: Stamp, *, reservation_id: str, reason: str) -> None:
-        hold = self._hold(reservation_id)
-        self.trigger_event(
-            self.Released,
-            reservation_id=reservation_id,
-            job_id=hold.job_id,
-            amount=hold.amount,
-            reason=reason,
-            balance_after=self.balance,
-            reserved_after=self.reserved - hold.amount,
-            **stamp.recorded(),
-        )
-
-    def check_not_held_for_a_job(self, reservation_id: str) -> None:
-        """A caller may settle the holds it placed, never a media job's. The job's completion captures its
-        hold and its failure or cancellation releases it (`charge_job`, `end_job`): had anyone captured it
-        first, the completion would find no hold and charge the job again; had anyone released it, the work
-        would be done on credits that may be gone by then. So this holds for admins and services too: a
-        stuck job's hold is released when it expires, or when the job is cancelled through media."""
-        hold = self._hold(reservation_id)
-        if hold.job_id is not None:
-            raise HeldForJobError(
-                f"Reservation {reservation_id} belongs to media job {hold.job_id} and is settled by it: its"
-                " completion captures it, its failure or cancellation releases it."
-            )
-
-    def expire(self, stamp: Stamp, *, reservation_id: str, now: datetime) -> None:
-        """Release a hold whose time is up; one settled meanwhile is noted, one not yet due refused."""
-        hold = self.reservations.get(reservation_id)
-        if hold is None:
-            self.note(stamp, reason="hold settled before it expired")
-        elif hold.expires_at > now:
-            # Refused without an event, so the key stays free for when it does expire.
-            raise InvalidCommandError(f"reservation {reservation_id} has not expired")
-        else:
-            self.release(stamp, reservation_id=reservation_id, reason="expired")
-
-    def _refuse_hold(self, stamp: Stamp, reservation_id: str, amount: int, job_id: str | None, reason: str) -> None:
-        self.trigger_event(
-            self.ReservationRejected,
-            reservation_id=reservation_id,
-            amount=amount,
-            job_id=job_id,
-            balance_after=self.balance,
-            available=self.available,
-            reason=reason,
-            **stamp.recorded(),
-        )
-
-    def _hold(self, reservation_id: str) -> Hold:
-        hold = self.reservations.get(reservation_id)
-        if hold is None:
-            raise ReservationNotFoundError(f"no open reservation {reservation_id}")
-        return hold
-
     # -- what other services' events ask for, in whatever order they arrive ----------------------
 
     def purchase(
@@ -573,37 +284,6 @@ class CreditAccount(Aggregate):
         else:
             self.claw_back(stamp, amount=credits, lot_source=purchase_key, description=description, metadata=metadata)
 
-    def hold_for_job(
-        self, stamp: Stamp, *, reservation_id: str, job_id: str, cost: int, expires_at: datetime, job_settled: bool
-    ) -> None:
-        if job_settled:
-            self.note(stamp, reason="job settled before its hold was asked")
-        elif not self.active:
-            self._refuse_hold(stamp, reservation_id, cost, job_id, "account deactivated")
-        else:
-            self.reserve(stamp, reservation_id=reservation_id, amount=cost, job_id=job_id, expires_at=expires_at)
-
-    def charge_job(self, stamp: Stamp, *, job_id: str, cost: int, operation: str) -> None:
-        description = f"{operation} ({job_id})"
-        rid = self.reservation_for_job(job_id)
-        if rid is not None:
-            taken = min(cost, self.reservations[rid].amount)
-            self.capture(stamp, reservation_id=rid, amount=taken, description=description)
-        elif cost > 0 and self.active:
-            # No hold (it expired, or the completion overtook the request): charge the work now, whole
-            # or refused; a refusal goes on the stream as ledger.debit.rejected for operators to see.
-            metadata = {"job_id": job_id, "operation": operation}
-            self.debit(stamp, entry_type="USAGE", amount=cost, description=description, metadata=metadata)
-        else:
-            self.note(stamp, reason="nothing to capture")
-
-    def end_job(self, stamp: Stamp, *, job_id: str, reason: str) -> None:
-        rid = self.reservation_for_job(job_id)
-        if rid is None:
-            self.note(stamp, reason="nothing held")
-        else:
-            self.release(stamp, reservation_id=rid, reason=reason)
-
     # -- status ---------------------------------------------------------------------------------
 
     def set_active(self, stamp: Stamp, *, active: bool, at: datetime) -> None:
@@ -624,7 +304,7 @@ class CreditAccount(Aggregate):
         exactly once per crossing, in the same transaction)."""
         after = self.available
         low = LOW_BALANCE_THRESHOLD if available_before >= LOW_BALANCE_THRESHOLD > after else None
-        recharge = getattr(self, "recharge_threshold", None)  # snapshots from before it lack it
+        recharge = self.recharge_threshold
         recharge = recharge if recharge is not None and available_before >= recharge > after else None
         if low is not None or recharge is not None:
             self.trigger_event(
@@ -634,7 +314,7 @@ class CreditAccount(Aggregate):
 
     def set_recharge_threshold(self, stamp: Stamp, *, threshold: int | None, at: datetime) -> None:
         """Apply payments' auto-recharge threshold unless a newer one was applied already."""
-        current = getattr(self, "recharge_at", None)
+        current = self.recharge_at
         if current is not None and at <= datetime.fromisoformat(current):
             self.note(stamp, reason="stale auto-recharge setting")
             return
@@ -663,30 +343,3 @@ class CreditAccount(Aggregate):
     def _must_be_active(self) -> None:
         if not self.active:
             raise AccountInactiveError("the account is deactivated")
-
-
-def _account(aggregate: Aggregate) -> CreditAccount:
-    assert isinstance(aggregate, CreditAccount)
-    return aggregate
-
-
-def _positive(amount: int) -> None:
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise InvalidCommandError("amount must be a positive integer")
-
-
-def _first(available: Portions, amount: int, lots: dict[str, Lot]) -> Portions:
-    """`amount` taken from `available` (credits by lot id) in the lots' spending order."""
-    taken: Portions = {}
-    for lot_id in sorted(available, key=lambda i: lots[i].order(i)):
-        if amount <= 0:
-            break
-        part = min(amount, available[lot_id])
-        if part > 0:
-            taken[lot_id] = part
-            amount -= part
-    return taken
-
-
-def reservation_expiry(now: datetime, ttl_seconds: int) -> datetime:
-    return now + timedelta(seconds=ttl_seconds)

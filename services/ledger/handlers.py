@@ -26,8 +26,8 @@ from services.ledger.commands import (
     refund_key,
     reservation_id,
 )
-from services.ledger.domain import LedgerError, reservation_expiry
 from services.ledger.unit_of_work import UnitOfWork
+from services.ledger.values import LedgerError, reservation_expiry
 from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc

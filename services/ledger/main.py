@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ledger import api, handlers, store
+from services.ledger.application import open_ledger
 from services.ledger.rpc import LedgerRpc
 from services.ledger.stream_relay import LedgerRelay
 from services.ledger.sweeper import Sweeper
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            ledger = await asyncio.to_thread(store.open_ledger, settings.database_url)
+            ledger = await asyncio.to_thread(open_ledger, settings.database_url)
             rt.closers.append(ledger.close)
             relay = LedgerRelay(ledger, rt.pool, rt.js)
             rt.start_relay("ledger-relay", relay)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection
 from psycopg.sql import SQL, Identifier
 
 from shared.db import conninfo_parts
-
-if TYPE_CHECKING:
-    from services.ledger.application import Ledger
 
 SCHEMA = "ledger"
 
@@ -97,19 +93,6 @@ def select_for_batch(
             )
             for row in cursor.fetchall()
         ]
-
-
-def open_ledger(database_url: str) -> Ledger:
-    """The application, its tables created under a lock: eventsourcing's CREATE TABLE IF NOT EXISTS
-    is not safe when several ledger instances start at once (one fails on a duplicate type)."""
-    from services.ledger.application import Ledger  # the application reads this module's queries
-
-    with Connection.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext('ledger:create-tables'))")
-        try:
-            return Ledger(env=eventsourcing_env(database_url))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext('ledger:create-tables'))")
 
 
 async def load_position(conn: AsyncConnection, name: str) -> int:

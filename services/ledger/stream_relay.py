@@ -26,6 +26,7 @@ from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from services.ledger import events
 from services.ledger.answers import STREAMED_EVENTS, to_envelope
 from services.ledger.application import AnyEvent, Ledger
 from services.ledger.log_follower import LogFollower
@@ -70,7 +71,7 @@ class LedgerRelay(Relay):
         headers = {NOTIFICATION_HEADER: str(notification.id), Header.MSG_ID.value: str(envelope.id)}
         if self._last_id is not None:
             headers[Header.EXPECTED_LAST_MSG_ID.value] = self._last_id
-        if traceparent := getattr(event, "traceparent", None):
+        if isinstance(event, events.Stamped) and (traceparent := event.traceparent):
             headers["traceparent"] = traceparent  # the trace of the request that caused it goes on
         publish = self._js.publish(envelope.type, envelope.to_bytes(), timeout=ACK_TIMEOUT_SECONDS, headers=headers)
         self._acks.append(asyncio.create_task(publish))

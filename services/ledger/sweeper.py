@@ -24,15 +24,24 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.ledger import store
 from services.ledger.application import AnyEvent, Ledger
-from services.ledger.commands import Command, expire, expire_lot, warn_expiring
-from services.ledger.domain import CreditAccount, InvalidCommandError, LedgerError
+from services.ledger.commands import (
+    Command,
+    Expire,
+    ExpireLot,
+    WarnExpiring,
+    expire_key,
+    expire_lot_key,
+    expiring_key,
+)
+from services.ledger.domain import CreditAccount
 from services.ledger.log_follower import LogFollower
 from services.ledger.unit_of_work import UnitOfWork
+from services.ledger.values import InvalidCommandError, LedgerError
 from shared.credits import EXPIRY_WARNING_DAYS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sweeper", "expire", "expire_lot"]
+__all__ = ["Sweeper"]
 
 C = TypeVar("C", bound=Command)
 Close = Callable[[AsyncConnection, C], Awaitable[None]]
@@ -83,7 +92,9 @@ class Sweeper:
     async def _warn_expiring(self, now: datetime, batch: int) -> None:
         async with self._pool.connection() as conn:
             due = await store.lots_to_warn(conn, now + timedelta(days=EXPIRY_WARNING_DAYS), batch)
-        results = await asyncio.gather(*(self._unit.submit(warn_expiring(u, lot)) for u, lot in due))
+        results = await asyncio.gather(
+            *(self._unit.submit(WarnExpiring(user_id=u, key=expiring_key(lot), lot_id=lot)) for u, lot in due)
+        )
         async with self._pool.connection() as conn:
             for (user_id, lot_id), result in zip(due, results, strict=True):
                 if isinstance(result, LedgerError):
@@ -93,7 +104,7 @@ class Sweeper:
     async def _release_holds(self, now: datetime, batch: int) -> int:
         async with self._pool.connection() as conn:
             due = await store.expired_holds(conn, now, batch)
-        commands = [expire(user_id, rid, now) for user_id, rid in due]
+        commands = [Expire(user_id=u, key=expire_key(rid), reservation_id=rid, now=now) for u, rid in due]
         return await self._settle(
             commands, CreditAccount.Released, lambda c, cmd: store.hold_closed(c, cmd.reservation_id)
         )
@@ -101,7 +112,7 @@ class Sweeper:
     async def _expire_lots(self, now: datetime, batch: int) -> int:
         async with self._pool.connection() as conn:
             due = await store.expired_lots(conn, now, batch)
-        commands = [expire_lot(user_id, lot_id, now) for user_id, lot_id in due]
+        commands = [ExpireLot(user_id=u, key=expire_lot_key(lot), lot_id=lot, now=now) for u, lot in due]
         return await self._settle(
             commands, CreditAccount.Expired, lambda c, cmd: store.lot_closed(c, cmd.user_id, cmd.lot_id)
         )

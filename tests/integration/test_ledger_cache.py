@@ -15,6 +15,7 @@ from psycopg import sql
 from services.ledger import commands, store
 from services.ledger.answers import answer
 from services.ledger.application import Ledger
+from tests.ledger_asks import ask
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -35,8 +36,8 @@ def status(user: str, key: str, *, active: bool, minute: int) -> commands.SetSta
     return commands.SetStatus(user_id=user, key=key, active=active, at=T0.replace(minute=minute))
 
 
-def debit(user: str, amount: int, key: str) -> commands.Debit:
-    return commands.debit(user, amount=amount, description="", metadata={}, key=key, request_id=None)
+def debit(user: str, amount: int, key: str) -> commands.Command:
+    return ask("debit", user, amount=amount, description="", metadata={}, key=key, request_id=None)
 
 
 def test_an_account_cached_by_one_process_catches_up_with_what_another_wrote(
@@ -44,7 +45,7 @@ def test_an_account_cached_by_one_process_catches_up_with_what_another_wrote(
 ) -> None:
     a, b = two_ledgers
     user = str(uuid.uuid4())
-    grant = commands.grant(user, entry_type="BONUS", amount=10, description="", metadata={}, key="g", request_id=None)
+    grant = ask("grant", user, entry_type="BONUS", amount=10, description="", metadata={}, key="g", request_id=None)
     a.execute_batch([grant, status(user, "off", active=False, minute=1)])  # `a` now holds it: inactive
     assert answer(a.execute_batch([debit(user, 1, "d1")])[0]).status == 403
 
@@ -63,10 +64,10 @@ def test_a_hold_made_by_another_process_can_be_captured_where_the_account_is_cac
 ) -> None:
     a, b = two_ledgers
     user = str(uuid.uuid4())
-    a.execute_batch([commands.grant(user, entry_type="BONUS", amount=5, description="", metadata={}, key="g",
+    a.execute_batch([ask("grant", user, entry_type="BONUS", amount=5, description="", metadata={}, key="g",
                                     request_id=None)])  # fmt: skip
-    held = b.execute_batch([commands.reserve(user, amount=3, ttl_seconds=60, now=T0, key="r", request_id=None)])
+    held = b.execute_batch([ask("reserve", user, amount=3, ttl_seconds=60, now=T0, key="r", request_id=None)])
     rid = answer(held[0]).body["reservation_id"]
-    taken = a.execute_batch([commands.capture(user, reservation_id=rid, amount=None, description="", key="c",
+    taken = a.execute_batch([ask("capture", user, reservation_id=rid, amount=None, description="", key="c",
                                               request_id=None)])  # fmt: skip
     assert (answer(taken[0]).status, answer(taken[0]).body["balance"]) == (200, 2)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from services.ledger import store
-from services.ledger.application import Ledger
+from services.ledger.application import Ledger, open_ledger
 from services.ledger.domain import CreditAccount
 from services.ledger.handlers import handle
 from services.ledger.unit_of_work import UnitOfWork
@@ -31,7 +31,7 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 async def ledger(database_url: str) -> AsyncIterator[tuple[Ledger, UnitOfWork]]:
     with fresh_database(database_url) as url:
         await db.migrate(url, store.SCHEMA, store.DDL)
-        app = await asyncio.to_thread(store.open_ledger, url)
+        app = await asyncio.to_thread(open_ledger, url)
         dispatcher = UnitOfWork(app)
         task = asyncio.create_task(dispatcher.run())
         try:

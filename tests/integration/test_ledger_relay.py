@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
-from services.ledger import commands, handlers, store
+from services.ledger import handlers, store
 from services.ledger.application import Ledger
 from services.ledger.commands import Debit
 from services.ledger.stream_relay import LedgerRelay
@@ -28,6 +28,7 @@ from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
 from shared.testing.servers import EmbeddedNats, eventually
 from tests.integration.conftest import FailingAfter, make_pool, stream_messages
+from tests.ledger_asks import ask
 
 
 @pytest.fixture
@@ -210,7 +211,7 @@ async def test_a_credit_event_carries_on_the_trace_of_the_request_that_caused_it
         trace.set_tracer_provider(TracerProvider())
     [user] = welcome_users(ledger, 1)
     with trace.get_tracer("test").start_as_current_span("POST /api/accounts/{user_id}/debits") as request:
-        spend = commands.debit(user, amount=1, description="", metadata={}, key="traced", request_id=None)
+        spend = ask("debit", user, amount=1, description="", metadata={}, key="traced", request_id=None)
     ledger.execute_batch([spend])
     await relay_all(LedgerRelay(ledger, ledger_pool, js))
 

@@ -14,13 +14,14 @@ import pytest
 
 from services.ledger import commands, store
 from services.ledger.answers import answer
-from services.ledger.application import Ledger
+from services.ledger.application import Ledger, open_ledger
 from services.ledger.domain import CreditAccount
 from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
 from shared import db
 from shared.testing.servers import EmbeddedNats, fresh_database
+from tests.ledger_asks import ask
 
 NOW = datetime.now(UTC)
 
@@ -33,7 +34,7 @@ async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, U
         pool = await db.open_pool(url, store.SCHEMA)
         instances, tasks = [], []
         for _ in range(2):
-            app = await asyncio.to_thread(store.open_ledger, url)
+            app = await asyncio.to_thread(open_ledger, url)
             dispatcher = UnitOfWork(app)
             tasks.append(asyncio.create_task(dispatcher.run()))
             instances.append((app, dispatcher, Sweeper(app, pool, dispatcher)))
@@ -54,7 +55,7 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
     (app, dispatcher, sweeper), (_, _, other) = two_instances
     user = str(uuid.uuid4())
     await dispatcher.submit(
-        commands.grant(user, entry_type="BONUS", amount=20, description="", metadata={}, key="g", request_id=None)
+        ask("grant", user, entry_type="BONUS", amount=20, description="", metadata={}, key="g", request_id=None)
     )
     for i, ttl in enumerate([60, 60, 60, 3600]):  # media jobs' holds: only their jobs, or their time, settle them
         key = commands.job_key(f"j{i}", "reserve")
@@ -90,7 +91,7 @@ async def test_request_reply_debits_with_the_same_idempotency_as_http(
 
         dispatcher = two_instances[0][1]
         await dispatcher.submit(
-            commands.grant(user, entry_type="BONUS", amount=5, description="", metadata={}, key="g", request_id=None)
+            ask("grant", user, entry_type="BONUS", amount=5, description="", metadata={}, key="g", request_id=None)
         )
         answers = await asyncio.gather(*(call("debit", user_id=user, amount=2, key=f"k{i % 3}") for i in range(9)))
         assert sorted(a["status"] for a in answers) == [201] * 6 + [402] * 3
@@ -126,15 +127,15 @@ async def test_two_sweepers_expire_each_due_lot_once_and_never_what_a_hold_keeps
     soon = await _grant(dispatcher, user, "soon", 10, NOW + timedelta(minutes=1))  # spent first
     later = await _grant(dispatcher, user, "later", 10, NOW + timedelta(minutes=2))
     await _grant(dispatcher, user, "forever", 10, None)
-    debit = commands.debit(user, amount=4, description="", metadata={}, key="d", request_id=None)
+    debit = ask("debit", user, amount=4, description="", metadata={}, key="d", request_id=None)
     assert answer(await dispatcher.submit(debit)).status == 201  # 4 of `soon`
-    hold = commands.reserve(user, amount=8, ttl_seconds=3600, now=NOW, key="h", request_id=None)
+    hold = ask("reserve", user, amount=8, ttl_seconds=3600, now=NOW, key="h", request_id=None)
     rid = answer(await dispatcher.submit(hold)).body["reservation_id"]  # 6 of `soon`, 2 of `later`
 
     after = NOW + timedelta(minutes=5)
     counts = await asyncio.gather(sweeper.sweep_once(after), other.sweep_once(after), sweeper.sweep_once(after))
     assert sum(counts) == 0  # both expiring lots are drawn on by the hold: nothing leaves
-    release = commands.release(user, reservation_id=rid, reason="job failed", key="x", request_id=None)
+    release = ask("release", user, reservation_id=rid, reason="job failed", key="x", request_id=None)
     assert answer(await dispatcher.submit(release)).status == 200
     counts = await asyncio.gather(sweeper.sweep_once(after), other.sweep_once(after), sweeper.sweep_once(after))
     assert sum(counts) == 2
@@ -157,7 +158,7 @@ async def test_a_low_balance_and_a_coming_expiry_are_announced_once_however_many
 
     await _grant(dispatcher, user, "bonus", 11, None)
     for i, amount in enumerate((2, 3, 1, 4)):  # available 11 → 9 → 6 → 5 → 1: crosses below 5 once
-        debit = commands.debit(user, amount=amount, description="", metadata={}, key=f"d{i}", request_id=None)
+        debit = ask("debit", user, amount=amount, description="", metadata={}, key=f"d{i}", request_id=None)
         assert answer(await dispatcher.submit(debit)).status == 201
     soon = NOW + timedelta(days=3)
     await _grant(dispatcher, user, "promo", 3, soon)  # within the 7-day warning
@@ -174,7 +175,7 @@ async def test_a_low_balance_and_a_coming_expiry_are_announced_once_however_many
 
 async def _grant(dispatcher: UnitOfWork, user: str, key: str, amount: int, expires_at: datetime | None) -> int:
     """A bonus of `amount` (expiring at `expires_at`, if given); the version of its grant: its lot's id."""
-    cmd = commands.grant(
+    cmd = ask("grant",
         user, entry_type="BONUS", amount=amount, description="", metadata={}, key=key, request_id=None,
         expires_at=expires_at,
     )  # fmt: skip

@@ -13,7 +13,9 @@ from eventsourcing.domain import Snapshot
 from services.ledger import commands
 from services.ledger.answers import answer
 from services.ledger.application import Ledger, Outcome
-from services.ledger.domain import AccountInactiveError, CreditAccount, Hold, InvalidCommandError, Stamp
+from services.ledger.domain import CreditAccount
+from services.ledger.values import AccountInactiveError, Hold, InvalidCommandError, Stamp
+from tests.ledger_asks import ask
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,15 +33,15 @@ def state(ledger: Ledger, user: str) -> CreditAccount:
 
 def _funded(ledger: Ledger, amount: int) -> str:
     user = str(uuid.uuid4())
-    cmd = commands.grant(
-        user, entry_type="PURCHASE", amount=amount, description="", metadata={}, key="seed", request_id=None
+    cmd = ask(
+        "grant", user, entry_type="PURCHASE", amount=amount, description="", metadata={}, key="seed", request_id=None
     )
     ledger.execute_batch([cmd])
     return user
 
 
 def _debit(user: str, amount: int, key: str) -> commands.Command:
-    return commands.debit(user, amount=amount, description="", metadata={}, key=key, request_id=None)
+    return ask("debit", user, amount=amount, description="", metadata={}, key=key, request_id=None)
 
 
 def test_a_debit_that_would_overdraw_is_refused_whole_and_its_retry_is_refused_the_same(ledger: Ledger) -> None:
@@ -96,19 +98,19 @@ def test_a_refund_that_overtakes_its_purchase_leaves_the_purchase_ungranted(ledg
 def test_a_partial_capture_releases_the_rest_of_the_hold(ledger: Ledger) -> None:
     user = _funded(ledger, 10)
     hold = answer(
-        ledger.execute_batch([commands.reserve(user, amount=4, ttl_seconds=60, now=T0, key="r", request_id=None)])[0]
+        ledger.execute_batch([ask("reserve", user, amount=4, ttl_seconds=60, now=T0, key="r", request_id=None)])[0]
     )
     assert (hold.status, hold.body["reserved"], hold.body["available"]) == (201, 4, 6)
     rid = hold.body["reservation_id"]
     done = answer(
         ledger.execute_batch(
-            [commands.capture(user, reservation_id=rid, amount=3, description="", key="c", request_id=None)]
+            [ask("capture", user, reservation_id=rid, amount=3, description="", key="c", request_id=None)]
         )[0]
     )
     assert (done.status, done.body["captured"], done.body["released"], done.body["balance"]) == (200, 3, 1, 7)
     assert (done.body["reserved"], done.body["available"]) == (0, 7)
     gone = answer(
-        ledger.execute_batch([commands.release(user, reservation_id=rid, reason="", key="z", request_id=None)])[0]
+        ledger.execute_batch([ask("release", user, reservation_id=rid, reason="", key="z", request_id=None)])[0]
     )
     assert gone.status == 404
 
@@ -118,9 +120,9 @@ def test_a_deactivated_account_refuses_spending_but_still_takes_grants(ledger: L
     _run(ledger, _status(user, "s1", active=False, at=T0))
     (refused,) = ledger.execute_batch([_debit(user, 1, "d")])
     assert isinstance(refused, AccountInactiveError) and answer(refused).status == 403
-    hold = commands.reserve(user, amount=1, ttl_seconds=5, now=T0, key="r", request_id=None)
+    hold = ask("reserve", user, amount=1, ttl_seconds=5, now=T0, key="r", request_id=None)
     assert answer(ledger.execute_batch([hold])[0]).status == 403
-    grant = commands.grant(user, entry_type="BONUS", amount=1, description="", metadata={}, key="g", request_id=None)
+    grant = ask("grant", user, entry_type="BONUS", amount=1, description="", metadata={}, key="g", request_id=None)
     assert answer(ledger.execute_batch([grant])[0]).status == 201
     # The refusals left no trace, so the same keys work once the account is active again.
     _run(ledger, _status(user, "s2", active=True, at=T0 + timedelta(1)))
@@ -181,8 +183,8 @@ def test_a_media_jobs_hold_is_settled_by_its_job_and_by_no_caller(ledger: Ledger
     user = _funded(ledger, 10)
     rid = answer(ledger.execute_batch([_job_hold(user, "job-1", 4)])[0]).body["reservation_id"]
     by_hand = [
-        commands.capture(user, reservation_id=rid, amount=0, description="", key="c", request_id=None),
-        commands.release(user, reservation_id=rid, reason="mine", key="r", request_id=None),
+        ask("capture", user, reservation_id=rid, amount=0, description="", key="c", request_id=None),
+        ask("release", user, reservation_id=rid, reason="mine", key="r", request_id=None),
     ]
     for refused in map(answer, ledger.execute_batch(by_hand)):
         assert refused.status == 409

@@ -20,8 +20,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from services.ledger import commands
 from services.ledger.answers import Answer, answer, entry, is_entry
 from services.ledger.application import Command, Ledger
-from services.ledger.domain import IdempotencyConflictError, InvalidCommandError
-from services.ledger.sweeper import expire, expire_lot
+from services.ledger.commands import Expire, ExpireLot, expire_key, expire_lot_key
+from services.ledger.values import IdempotencyConflictError, InvalidCommandError
+from tests.ledger_asks import ask
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NEVER = datetime.max.replace(tzinfo=UTC)
@@ -85,9 +86,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.keys += 1
         return f"k{self.keys}"
 
-    def run(self, build: Any, status: int | None = None, **fields: Any) -> Answer:
+    def run(self, operation: str, status: int | None = None, **fields: Any) -> Answer:
         key = self.key()
-        command = build(self.user, key=key, request_id=None, **fields)
+        command = ask(operation, self.user, key, **fields)
         result = answer(self.ledger.execute_batch([command])[0])
         if status is not None:
             assert result.status == status, (result, status)
@@ -96,7 +97,7 @@ class LedgerMachine(RuleBasedStateMachine):
             other["ttl_seconds"] += 1
         else:
             other["description" if "description" in other else "reason"] = "something else"
-        self.sent.append((command, result, build(self.user, key=key, request_id=None, **other)))
+        self.sent.append((command, result, ask(operation, self.user, key, **other)))
         return result
 
     @rule(
@@ -107,7 +108,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def grant(self, amount: int, kind: str, lifetime: int | None) -> None:
         expires_at = self.now + timedelta(seconds=lifetime) if lifetime is not None else None
         result = self.run(
-            commands.grant, 201, entry_type=kind, amount=amount, description="", metadata={}, expires_at=expires_at
+            "grant", 201, entry_type=kind, amount=amount, description="", metadata={}, expires_at=expires_at
         )
         self.new_lot(result, amount, expires_at)
         self.balance += amount
@@ -148,7 +149,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(amount=st.integers(1, 50))
     def debit(self, amount: int) -> None:
         ok = amount <= self.balance - self.reserved
-        result = self.run(commands.debit, 201 if ok else 402, amount=amount, description="", metadata={})
+        result = self.run("debit", 201 if ok else 402, amount=amount, description="", metadata={})
         if ok:
             self.spend(self.take(amount, self.free()))
             self.balance -= amount
@@ -160,7 +161,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def reserve(self, amount: int, ttl: int) -> None:
         ok = amount <= self.balance - self.reserved
         status = 201 if ok else 402
-        result = self.run(commands.reserve, status, amount=amount, ttl_seconds=ttl, now=self.now)
+        result = self.run("reserve", status, amount=amount, ttl_seconds=ttl, now=self.now)
         if ok:
             parts = self.take(amount, self.free())
             self.holds[result.body["reservation_id"]] = (amount, self.now + timedelta(seconds=ttl), parts)
@@ -171,7 +172,7 @@ class LedgerMachine(RuleBasedStateMachine):
         rid = data.draw(st.sampled_from(list(self.holds)))  # insertion order: ids are random
         held, _, parts = self.holds[rid]
         amount = None if whole else data.draw(st.integers(0, held))
-        result = self.run(commands.capture, 200, reservation_id=rid, amount=amount, description="")
+        result = self.run("capture", 200, reservation_id=rid, amount=amount, description="")
         taken = held if amount is None else amount
         assert (result.body["captured"], result.body["released"]) == (taken, held - taken)
         del self.holds[rid]
@@ -184,7 +185,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         rid = data.draw(st.sampled_from(list(self.holds)))  # insertion order: ids are random
-        self.run(commands.release, 200, reservation_id=rid, reason="job failed")
+        self.run("release", 200, reservation_id=rid, reason="job failed")
         del self.holds[rid]
         self.spend({})
 
@@ -193,14 +194,22 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now += timedelta(seconds=seconds)
         for rid, (_, expires_at, _) in sorted(self.holds.items()):
             if expires_at <= self.now:
-                result = answer(self.ledger.execute_batch([expire(self.user, rid, self.now)])[0])
+                result = answer(
+                    self.ledger.execute_batch(
+                        [Expire(user_id=self.user, key=expire_key(rid), reservation_id=rid, now=self.now)]
+                    )[0]
+                )
                 assert (result.status, result.body["reason"]) == (200, "expired")
                 del self.holds[rid]
                 # A second sweeper (another instance) finds the work done: nothing changes.
-                again = self.ledger.execute_batch([expire(self.user, rid, self.now)])[0]
+                again = self.ledger.execute_batch(
+                    [Expire(user_id=self.user, key=expire_key(rid), reservation_id=rid, now=self.now)]
+                )[0]
                 assert answer(again).body == result.body
         for lot_id, lot in sorted(self.lots.items()):
-            outcome = self.ledger.execute_batch([expire_lot(self.user, lot_id, self.now)])[0]
+            outcome = self.ledger.execute_batch(
+                [ExpireLot(user_id=self.user, key=expire_lot_key(lot_id), lot_id=lot_id, now=self.now)]
+            )[0]
             if lot.expires_at is None or lot.expires_at > self.now or self.held(lot_id):
                 assert isinstance(outcome, InvalidCommandError)  # not early, and never what a hold keeps
                 continue
@@ -210,7 +219,11 @@ class LedgerMachine(RuleBasedStateMachine):
             self.entries.append(("EXPIRED", -lot.remaining, self.balance))
             del self.lots[lot_id]
             # A second sweeper asks again: the same answer, nothing expires twice.
-            repeat = answer(self.ledger.execute_batch([expire_lot(self.user, lot_id, self.now)])[0])
+            repeat = answer(
+                self.ledger.execute_batch(
+                    [ExpireLot(user_id=self.user, key=expire_lot_key(lot_id), lot_id=lot_id, now=self.now)]
+                )[0]
+            )
             assert (repeat.body, repeat.replayed) == (first.body, True)
 
     @precondition(lambda self: self.sent)
