@@ -18,7 +18,7 @@ from services.ledger.application import Command, Ledger, open_ledger
 from services.ledger.operations import Asked, command
 from services.ledger.schemas import DebitIn, GrantIn
 from shared import db
-from shared.testing.servers import fresh_database
+from shared.testing.postgres import fresh_database
 
 BATCH = 250  # below the dispatcher's MAX_BATCH (services/ledger/dispatch.py), for the same reason
 LOADS = 5

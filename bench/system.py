@@ -13,7 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, ServiceProcess, five_services, free_port, wait_until
+from shared.testing.nats import EmbeddedNats
+from shared.testing.postgres import EmbeddedPostgres
+from shared.testing.servers import ServiceProcess, five_services
+from shared.testing.waiting import free_port, wait_until
 
 UVICORN = (sys.executable, "-m", "uvicorn", "--factory", "bench.naive:create_app")
 

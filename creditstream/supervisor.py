@@ -16,7 +16,8 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
-from shared.testing.servers import ServiceProcess, wait_until
+from shared.testing.servers import ServiceProcess
+from shared.testing.waiting import wait_until
 
 COLOURS = {"projections": "cyan", "identity": "magenta", "ledger": "green", "payments": "yellow", "media": "blue"}
 # SIGHUP too: when the terminal closes, children in sessions of their own would otherwise outlive us.

@@ -32,14 +32,10 @@ from shared.bus.users import OPS
 from shared.service_tokens import dev_public_key_pem
 from shared.settings import DEFAULT_PORTS, SERVICES, WORKER_PORTS, WORKERS
 from shared.testing.localstripe_server import register_webhook
-from shared.testing.servers import (
-    EmbeddedNats,
-    EmbeddedPostgres,
-    ServiceProcess,
-    free_port,
-    port_open,
-    service_env,
-)
+from shared.testing.nats import EmbeddedNats
+from shared.testing.postgres import EmbeddedPostgres
+from shared.testing.servers import ServiceProcess, service_env
+from shared.testing.waiting import free_port, port_open
 
 
 @contextmanager

@@ -17,7 +17,9 @@ from nats.aio.client import Client
 
 from shared import bus
 from shared.bus.credentials import Credentials
-from shared.testing.servers import EmbeddedNats, EmbeddedPostgres, ServiceProcess, five_services, fresh_database
+from shared.testing.nats import EmbeddedNats
+from shared.testing.postgres import EmbeddedPostgres, fresh_database
+from shared.testing.servers import ServiceProcess, five_services
 
 # Support modules assert too: show their differences the way a test's own asserts do.
 pytest.register_assert_rewrite("tests.e2e.convergence", "tests.e2e.auth_support")

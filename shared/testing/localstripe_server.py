@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
-from shared.testing.servers import free_port, port_open, wait_until
+from shared.testing.waiting import free_port, port_open, wait_until
 
 
 def _keep_state_in(path: Path | None) -> None:

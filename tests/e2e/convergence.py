@@ -10,7 +10,7 @@ import httpx
 
 from shared.bus import deadletters
 from shared.bus.streams import STREAMS
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer, signed_in
 

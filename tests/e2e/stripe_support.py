@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import stripe
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
 

@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer, signed_in
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from shared.db import schema_conninfo
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, ledger_view, welcomed

@@ -17,7 +17,7 @@ import pytest
 
 from shared.scopes import Scope
 from shared.service_tokens import DEV_KEY_FILE
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import DevKey, bearer, dev_claims, service_key, signed_in
 from tests.unit.auth_keys import SigningKey, hs256_with, unsigned

@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, welcomed

@@ -32,7 +32,7 @@ from shared.contracts import Envelope
 from shared.contracts.payments import PaymentSucceeded
 from shared.service_tokens import DEV_KEY_FILE, dev_public_key_pem
 from shared.settings import SERVICES
-from shared.testing.servers import free_port, port_open, wait_until
+from shared.testing.waiting import free_port, port_open, wait_until
 
 CLI = str(Path(sys.executable).with_name("creditstream"))
 # Unset, so that `up` starts its own PostgreSQL, NATS, localstripe and webhook secret.

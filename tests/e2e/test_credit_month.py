@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from shared.credits import PACKAGES, PLANS
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import all_pages, assert_converged, welcomed

@@ -10,7 +10,7 @@ import httpx
 from shared import bus
 from shared.contracts import Envelope
 from shared.contracts.identity import UserRegistered
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer, new_clerk_id, outbox_events, stream_events
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from shared.auth import user_id_for
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import (
     admin_token,

@@ -12,7 +12,7 @@ import httpx
 from PIL import Image
 
 from services.media.video import probe
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, consumer_state, welcomed

@@ -12,7 +12,7 @@ import psycopg
 
 from shared.contracts import Envelope
 from shared.inputs import MAX_JSON_DEPTH, MAX_JSON_STRING, MAX_METADATA_BYTES, MAX_SAFE_INTEGER
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer, clerk_delivery, clerk_user, new_clerk_id, stream_events
 from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus, parked_messages

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, welcomed

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 
 

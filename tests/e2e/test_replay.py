@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, welcomed

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.testing.servers import EmbeddedNats, EmbeddedPostgres
+from shared.testing.nats import EmbeddedNats
+from shared.testing.postgres import EmbeddedPostgres
 from tests.e2e.auth_support import admin_token
 from tests.faults.mix import Mix
 from tests.faults.probe import Probe

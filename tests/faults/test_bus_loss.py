@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedNats, wait_until
+from shared.testing.nats import EmbeddedNats
+from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, stream_sizes, welcomed

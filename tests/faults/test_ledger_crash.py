@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.integration.test_ledger_support import grant, ledger_cluster, stored_events, stream_messages
 
 BURST = 400

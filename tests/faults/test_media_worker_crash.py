@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.convergence import assert_converged, consumer_state, welcomed
 from tests.e2e.test_media_videos import ended, settled, upload

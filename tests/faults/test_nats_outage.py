@@ -8,7 +8,8 @@ import asyncio
 from shared import bus
 from shared.contracts import Envelope
 from shared.contracts.identity import UserReactivated
-from shared.testing.servers import EmbeddedNats, eventually
+from shared.testing.nats import EmbeddedNats
+from shared.testing.waiting import eventually
 from tests.integration.conftest import stream_messages
 
 

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from shared.testing.servers import EmbeddedPostgres, wait_until
+from shared.testing.postgres import EmbeddedPostgres
+from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, ledger_view, welcomed

@@ -17,7 +17,7 @@ import psycopg
 from services.ledger import store
 from services.ledger.application import Ledger
 from services.ledger.commands import Debit
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, assert_new_user_gets_the_welcome_bonus, welcomed

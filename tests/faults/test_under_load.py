@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shared.testing.servers import EmbeddedNats, EmbeddedNatsCluster, EmbeddedPostgres, fresh_database
+from shared.testing.nats import EmbeddedNats, EmbeddedNatsCluster
+from shared.testing.postgres import EmbeddedPostgres, fresh_database
 from tests.e2e.auth_support import admin_token
 from tests.faults import duplicates
 from tests.faults.mix import Mix

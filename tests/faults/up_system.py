@@ -19,7 +19,8 @@ from shared import db_roles
 from shared.bus.credentials import Credentials
 from shared.settings import SERVICES, WORKERS
 from shared.testing.localstripe_server import LocalStripe, register_webhook
-from shared.testing.servers import ServiceProcess, free_port, service_env, wait_until
+from shared.testing.servers import ServiceProcess, service_env
+from shared.testing.waiting import free_port, wait_until
 from tests.conftest import System
 
 PROCESSES = (*SERVICES, *WORKERS)

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from shared import bus, db
 from shared.inbox import INBOX_DDL
 from shared.outbox import OUTBOX_DDL
-from shared.testing.servers import EmbeddedNats
+from shared.testing.nats import EmbeddedNats
 
 
 async def make_pool(database_url: str, schema: str, ddl: Sequence[str] = ()) -> AsyncConnectionPool:

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from shared.bus import Consumer, Subscription, deadletter_subject, publish
 from shared.contracts import Envelope
 from shared.contracts.identity import UserDeactivated
-from shared.testing.servers import eventually
+from shared.testing.waiting import eventually
 from tests.integration.conftest import stream_messages
 
 

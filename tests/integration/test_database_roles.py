@@ -12,7 +12,7 @@ from psycopg import Connection
 from psycopg.conninfo import make_conninfo
 
 from shared import db_roles
-from shared.testing.servers import EmbeddedPostgres, fresh_database
+from shared.testing.postgres import EmbeddedPostgres, fresh_database
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from shared.bus import Consumer, Subscription, deadletters, publish
 from shared.contracts import Envelope
 from shared.contracts.identity import UserDeactivated
-from shared.testing.servers import eventually
+from shared.testing.waiting import eventually
 
 
 def deactivated(user: str) -> Envelope:

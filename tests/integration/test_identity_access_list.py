@@ -11,7 +11,8 @@ from shared.access import ACCESS_DDL, AccessList
 from shared.bus import Consumer
 from shared.contracts import Envelope
 from shared.contracts.identity import UserDeactivated, UserReactivated
-from shared.testing.servers import EmbeddedNats, eventually
+from shared.testing.nats import EmbeddedNats
+from shared.testing.waiting import eventually
 
 
 async def test_the_list_follows_deactivation_and_reactivation_and_ignores_stale_redelivery(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.integration.test_ledger_support import LedgerCluster, grant, ledger_cluster, stored_events, stream_messages
 
 

@@ -22,7 +22,7 @@ from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc
 from shared.contracts import media as mc
 from shared.contracts import payments as pc
-from shared.testing.servers import fresh_database
+from shared.testing.postgres import fresh_database
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

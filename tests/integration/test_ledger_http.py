@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 
-from shared.testing.servers import wait_until
+from shared.testing.waiting import wait_until
 from tests.conftest import System
 
 

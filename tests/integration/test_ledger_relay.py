@@ -26,7 +26,8 @@ from shared import bus
 from shared.contracts import Envelope
 from shared.contracts.identity import UserRegistered
 from shared.contracts.ledger import CreditsGranted
-from shared.testing.servers import EmbeddedNats, eventually
+from shared.testing.nats import EmbeddedNats
+from shared.testing.waiting import eventually
 from tests.integration.conftest import FailingAfter, make_pool, stream_messages
 from tests.ledger_asks import ask
 

@@ -23,7 +23,10 @@ from shared import keys
 from shared.contracts import Envelope
 from shared.scopes import of_audience
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey, dev_public_key_pem
-from shared.testing.servers import EmbeddedNats, ServiceProcess, free_port, fresh_database, service_env
+from shared.testing.nats import EmbeddedNats
+from shared.testing.postgres import fresh_database
+from shared.testing.servers import ServiceProcess, service_env
+from shared.testing.waiting import free_port
 
 
 class LedgerCluster:

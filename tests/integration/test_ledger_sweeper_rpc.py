@@ -20,7 +20,8 @@ from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
 from shared import db
-from shared.testing.servers import EmbeddedNats, fresh_database
+from shared.testing.nats import EmbeddedNats
+from shared.testing.postgres import fresh_database
 from tests.ledger_asks import ask
 
 NOW = datetime.now(UTC)

@@ -20,7 +20,8 @@ from nats.js.api import PubAck
 from shared import bus
 from shared.bus import Subscription
 from shared.contracts import Envelope
-from shared.testing.servers import EmbeddedNatsCluster, eventually
+from shared.testing.nats import EmbeddedNatsCluster
+from shared.testing.waiting import eventually
 from tests.integration.conftest import stream_messages
 from tests.integration.test_consumer import deactivated, running
 

@@ -27,7 +27,7 @@ from shared import bus
 from shared.bus.users import LEDGER_RPC, OPS, SERVICE_USERS, USERS, inbox_prefix
 from shared.contracts import Envelope
 from shared.contracts.payments import PaymentSucceeded
-from shared.testing.servers import EmbeddedNats
+from shared.testing.nats import EmbeddedNats
 
 # A subject of each stream, and the one user that owns it (the media worker relays media's too).
 OWNED = {

@@ -27,15 +27,10 @@ from shared import bus, db_roles
 from shared.bus import Login
 from shared.bus.connection import tls_context
 from shared.bus.users import OPS
-from shared.testing.servers import (
-    ServiceProcess,
-    free_port,
-    fresh_database,
-    port_open,
-    service_env,
-    wait_until,
-)
+from shared.testing.postgres import fresh_database
+from shared.testing.servers import ServiceProcess, service_env
 from shared.testing.tls import TlsFiles, make_tls_files
+from shared.testing.waiting import free_port, port_open, wait_until
 from tests import deploy_files
 from tests.deploy_files import CLUSTER, SINGLE
 

@@ -15,7 +15,7 @@ from services.payments.application import STUCK_AFTER_ATTEMPTS, Payments
 from services.payments.domain import StripeUnavailableError
 from services.payments.gateway import StripeGateway
 from shared.outbox import OutboxRelay
-from shared.testing.servers import free_port
+from shared.testing.waiting import free_port
 from tests.integration.conftest import make_pool
 
 

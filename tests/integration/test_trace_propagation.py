@@ -16,7 +16,7 @@ from shared.bus import Consumer, Subscription
 from shared.contracts import Envelope
 from shared.contracts.identity import UserReactivated
 from shared.outbox import OutboxRelay
-from shared.testing.servers import eventually
+from shared.testing.waiting import eventually
 
 
 async def test_the_consumer_span_continues_the_trace_of_the_request_that_wrote_the_event(
