@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict
 
 from services.identity.api import UserPublic, get_identity
-from services.identity.application import Identity
+from services.identity.application import Identity, SetActive
 from services.identity.domain import SelfDeactivationError, User, UserNotFoundError
 from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
@@ -87,9 +87,7 @@ async def _set_active(
     identity: Identity, user_id: str, active: bool, actor: str, reason: str | None, correlation_id: str | None
 ) -> StatusResponse:
     try:
-        change = await identity.set_active(
-            user_id, active, reason=reason, actor_user_id=actor, correlation_id=correlation_id
-        )
+        change = await identity.execute(SetActive(user_id, active, reason, actor, correlation_id))
     except UserNotFoundError as exc:
         raise Problem(404, f"No user {user_id}.") from exc
     except SelfDeactivationError as exc:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from services.identity.application import Identity
+from services.identity.application import Identity, SyncUser
 from services.identity.devtokens import DevSigner
 from services.identity.domain import Profile, User, UserDeactivatedError
 from shared.auth import SignedInUser, user_id_for
@@ -95,7 +95,7 @@ async def sync_user(
         role="admin" if principal.role == "admin" else "user",
     )
     try:
-        result = await identity.sync_user(profile, correlation_id=correlation_id)
+        result = await identity.execute(SyncUser(profile, correlation_id))
     except UserDeactivatedError as exc:
         raise Problem(403, "This account is deactivated.") from exc
     return SyncResponse(user=UserPublic.of(result.user), created=result.created)

@@ -1,9 +1,12 @@
-"""Identity's use cases: each writes its state and its event in one transaction."""
+"""Identity's use cases: typed commands, each run by its handler in COMMAND_HANDLERS, writing its state and
+its event in one transaction; and the reads admins make."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, overload
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -15,6 +18,33 @@ from shared import outbox, webhooks
 from shared.auth import user_id_for
 from shared.contracts import Envelope, EventData
 from shared.outbox import OutboxRelay
+
+
+@dataclass(frozen=True)
+class SyncUser:
+    """createOrGetUser: a sign-in, with what the token says of the user."""
+
+    profile: Profile
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyClerkEvent:
+    """One verified Clerk webhook delivery (its svix-id and what it says)."""
+
+    svix_id: str
+    event: ClerkEvent
+
+
+@dataclass(frozen=True)
+class SetActive:
+    """An admin's deactivation or reactivation of a user."""
+
+    user_id: str
+    active: bool
+    reason: str | None = None
+    actor_user_id: str | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,22 +64,36 @@ class Identity:
         self._pool = pool
         self._relay = relay
 
-    async def sync_user(self, profile: Profile, *, correlation_id: str | None = None) -> SyncResult:
+    @overload
+    async def execute(self, command: SyncUser) -> SyncResult: ...
+    @overload
+    async def execute(self, command: ApplyClerkEvent) -> bool: ...
+    @overload
+    async def execute(self, command: SetActive) -> StatusChange: ...
+
+    async def execute(self, command: SyncUser | ApplyClerkEvent | SetActive) -> SyncResult | bool | StatusChange:
+        handler: Callable[[Identity, Any], Awaitable[SyncResult | bool | StatusChange]] = COMMAND_HANDLERS[
+            type(command)
+        ]
+        return await handler(self, command)
+
+    async def sync_user(self, command: SyncUser) -> SyncResult:
         """createOrGetUser: the first sign-in stores the user and queues identity.user.registered."""
         async with self._pool.connection() as conn, conn.transaction():
-            result = await self._create_or_get(conn, profile, correlation_id)
+            result = await self._create_or_get(conn, command.profile, command.correlation_id)
         if result.created:
             self._relay.wake()
         if not result.user.is_active:
             raise UserDeactivatedError(result.user.id)
         return result
 
-    async def apply_clerk_event(self, svix_id: str, event: ClerkEvent) -> bool:
+    async def apply_clerk_event(self, command: ApplyClerkEvent) -> bool:
         """Apply one verified webhook delivery; False when this svix-id was applied before.
 
         The delivery record and the effect share a transaction: a crash leaves neither, and Svix's
         retry applies both.
         """
+        svix_id, event = command.svix_id, command.event
         correlation_id = f"clerk:{svix_id}"
 
         async def effect(conn: AsyncConnection) -> None:
@@ -67,17 +111,15 @@ class Identity:
         self._relay.wake()
         return True
 
-    async def set_active(
-        self,
-        user_id: str,
-        active: bool,
-        *,
-        reason: str | None = None,
-        actor_user_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> StatusChange:
+    async def set_active(self, command: SetActive) -> StatusChange:
         """Deactivate or reactivate; a repeat changes nothing and writes no event."""
-        if not active and actor_user_id == user_id:
+        user_id, active, reason, correlation_id = (
+            command.user_id,
+            command.active,
+            command.reason,
+            command.correlation_id,
+        )
+        if not active and command.actor_user_id == user_id:
             raise SelfDeactivationError(user_id)
         async with self._pool.connection() as conn, conn.transaction():
             changed = await self._set_active(conn, user_id, active, reason, correlation_id)
@@ -129,3 +171,11 @@ class Identity:
 
 async def _emit(conn: AsyncConnection, user: User, body: EventData, correlation_id: str | None) -> None:
     await outbox.add(conn, Envelope.wrap(body, user_id=user.id, correlation_id=correlation_id))
+
+
+# Every command and the use case that runs it.
+COMMAND_HANDLERS: dict[type[Any], Callable[[Identity, Any], Awaitable[SyncResult | bool | StatusChange]]] = {
+    SyncUser: Identity.sync_user,
+    ApplyClerkEvent: Identity.apply_clerk_event,
+    SetActive: Identity.set_active,
+}

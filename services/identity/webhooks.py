@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from services.identity.api import get_identity
-from services.identity.application import Identity
+from services.identity.application import ApplyClerkEvent, Identity
 from services.identity.clerk import parse_event
 from shared.guard import GuardedRoute, body_limit
 from shared.problems import Problem, responses
@@ -62,5 +62,5 @@ async def clerk_webhook(
     """Svix-signed Clerk events (user.created, user.updated, user.deleted); others are acknowledged."""
     svix_id, event = await verified(request, verify, parse_event, "Clerk")
     assert svix_id is not None, "verify returns it"
-    applied = await identity.apply_clerk_event(svix_id, event)
+    applied = await identity.execute(ApplyClerkEvent(svix_id, event))
     return WebhookReceipt(type=event.type, duplicate=not applied)

@@ -9,7 +9,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from services.identity import store
-from services.identity.application import Identity
+from services.identity.application import ApplyClerkEvent, Identity, SetActive, SyncUser
 from services.identity.clerk import ClerkEvent
 from services.identity.domain import Profile
 from shared import db
@@ -37,7 +37,7 @@ async def outbox_subjects(pool: AsyncConnectionPool) -> list[str]:
 async def test_twenty_concurrent_first_syncs_create_one_user_and_one_event(identity: IdentityAndPool) -> None:
     app, pool = identity
     profile = Profile(clerk_id="user_race", email="race@example.com")
-    results = await asyncio.gather(*(app.sync_user(profile) for _ in range(20)))
+    results = await asyncio.gather(*(app.execute(SyncUser(profile)) for _ in range(20)))
     assert sum(r.created for r in results) == 1
     assert {r.user.id for r in results} == {results[0].user.id}
     assert await outbox_subjects(pool) == ["identity.user.registered"]
@@ -45,8 +45,8 @@ async def test_twenty_concurrent_first_syncs_create_one_user_and_one_event(ident
 
 async def test_concurrent_deactivations_write_one_event(identity: IdentityAndPool) -> None:
     app, pool = identity
-    user = (await app.sync_user(Profile(clerk_id="user_off", email="off@example.com"))).user
-    changes = await asyncio.gather(*(app.set_active(user.id, False, reason="test") for _ in range(10)))
+    user = (await app.execute(SyncUser(Profile(clerk_id="user_off", email="off@example.com")))).user
+    changes = await asyncio.gather(*(app.execute(SetActive(user.id, False, reason="test")) for _ in range(10)))
     assert sum(c.changed for c in changes) == 1
     assert all(not c.user.is_active for c in changes)
     assert await outbox_subjects(pool) == ["identity.user.registered", "identity.user.deactivated"]
@@ -55,7 +55,7 @@ async def test_concurrent_deactivations_write_one_event(identity: IdentityAndPoo
 async def test_a_webhook_delivered_concurrently_is_applied_once(identity: IdentityAndPool) -> None:
     app, pool = identity
     event = ClerkEvent("user.created", "user_hook", Profile(clerk_id="user_hook", email="hook@example.com"))
-    applied = await asyncio.gather(*(app.apply_clerk_event("msg_same", event) for _ in range(8)))
+    applied = await asyncio.gather(*(app.execute(ApplyClerkEvent("msg_same", event)) for _ in range(8)))
     assert sorted(applied) == [False] * 7 + [True]
     assert await outbox_subjects(pool) == ["identity.user.registered"]
 
@@ -65,6 +65,6 @@ async def test_an_update_for_an_unknown_user_creates_it_and_a_no_op_update_publi
 ) -> None:
     app, pool = identity
     profile = Profile(clerk_id="user_late", email="late@example.com", first_name="Late")
-    assert await app.apply_clerk_event("msg_1", ClerkEvent("user.updated", "user_late", profile))
-    assert await app.apply_clerk_event("msg_2", ClerkEvent("user.updated", "user_late", profile))
+    assert await app.execute(ApplyClerkEvent("msg_1", ClerkEvent("user.updated", "user_late", profile)))
+    assert await app.execute(ApplyClerkEvent("msg_2", ClerkEvent("user.updated", "user_late", profile)))
     assert await outbox_subjects(pool) == ["identity.user.registered"]
