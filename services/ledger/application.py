@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import CanMutateAggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoding
 from psycopg import Connection
 
@@ -157,7 +157,10 @@ class Ledger(Application):
 
     def _record_of(self, stored: StoredEvent) -> IdempotencyRecord:
         created = self.mapper.to_domain_event(stored)
-        return created.mutate(None)  # type: ignore[attr-defined]  # a record's created event
+        assert isinstance(created, CanMutateAggregate), "a record's created event"
+        record = created.mutate(None)
+        assert isinstance(record, IdempotencyRecord)
+        return record
 
     def _result(
         self, mark: tuple[CreditAccount, int, bool] | LedgerError, saved: dict[tuple[uuid.UUID, int], AnyEvent]
@@ -218,7 +221,9 @@ class _Batch:
             if origin in record_ids:
                 self._records[record_ids[origin]] = ledger._record_of(stored)
             else:  # another ledger process wrote to this account since we saved it
-                ledger.mapper.to_domain_event(stored).mutate(by_id[origin])  # type: ignore[attr-defined]
+                appended = ledger.mapper.to_domain_event(stored)
+                assert isinstance(appended, CanMutateAggregate), "an account's event"
+                appended.mutate(by_id[origin])
         self._accounts: dict[str, CreditAccount | None] = dict(cached)
         self._new: list[IdempotencyRecord] = []
 
