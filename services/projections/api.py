@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
-from services.projections import store
+from services.projections import queries, store
 from services.projections.projection import CONSUMERS
 from shared.auth import (
     CurrentPrincipal,
@@ -89,11 +89,11 @@ async def credits(
     before = HISTORY_CURSOR.decode(cursor)
     entry_type = type.value if type else None
     async with pool.connection() as conn:
-        row = await store.balance_of(conn, principal.user_id)
-        entries = await store.entries_of(
+        row = await queries.balance_of(conn, principal.user_id)
+        entries = await queries.entries_of(
             conn, principal.user_id, before=before, limit=limit + 1, entry_type=entry_type, at=at
         )
-        past_balance = await store.balance_at(conn, principal.user_id, at) if at else None
+        past_balance = await queries.balance_at(conn, principal.user_id, at) if at else None
     page, more = entries[:limit], len(entries) > limit
     history = [CreditEntry.of(e) for e in page]
     next_cursor = HISTORY_CURSOR.encode(page[-1]["seq"]) if more else None
@@ -214,20 +214,20 @@ class Dashboard(BaseModel):
 
 
 async def _account(conn: Any, user_id: str) -> Account:
-    row = await store.balance_of(conn, user_id)
+    row = await queries.balance_of(conn, user_id)
     balance, reserved = (row["balance"], row["reserved"]) if row else (0, 0)
     return Account(balance=balance, reserved=reserved, available=balance - reserved)
 
 
 async def _user(conn: Any, user_id: str) -> Profile:
-    row = await store.user_of(conn, user_id)
+    row = await queries.user_of(conn, user_id)
     if row is None:
         raise Problem(404, "No profile yet: sign in first (POST /api/user/sync), then it appears here within a second.")
     return Profile(**row)
 
 
 async def _subscription(conn: Any, user_id: str) -> SubscriptionView | None:
-    row = await store.subscription_of(conn, user_id)
+    row = await queries.subscription_of(conn, user_id)
     return SubscriptionView(**row) if row else None
 
 
@@ -237,8 +237,8 @@ async def profile(principal: SignedInUser, pool: PoolDep) -> UserProfile:
     async with pool.connection() as conn:
         return UserProfile(
             user=await _user(conn, principal.user_id), account=await _account(conn, principal.user_id),
-            counts=Counts(**await store.counts_of(conn, principal.user_id)),
-            transactions=[Transaction(**t) for t in await store.transactions_of(conn, principal.user_id, 20)],
+            counts=Counts(**await queries.counts_of(conn, principal.user_id)),
+            transactions=[Transaction(**t) for t in await queries.transactions_of(conn, principal.user_id, 20)],
             subscription=await _subscription(conn, principal.user_id),
         )  # fmt: skip
 
@@ -252,16 +252,16 @@ async def dashboard(principal: SignedInUser, pool: PoolDep) -> Dashboard:
     the last credit entries, credits used per operation per day over 30 days, what expires soon."""
     user_id = principal.user_id
     async with pool.connection() as conn:
-        entries = await store.entries_of(conn, user_id, before=None, limit=10)
+        entries = await queries.entries_of(conn, user_id, before=None, limit=10)
         return Dashboard(
             user=await _user(conn, user_id), account=await _account(conn, user_id),
-            counts=Counts(**await store.counts_of(conn, user_id)),
-            totals=Totals(**await store.totals_of(conn, user_id)),
-            recent_activity=[Activity(**a) for a in await store.activity_of(conn, user_id, 20)],
+            counts=Counts(**await queries.counts_of(conn, user_id)),
+            totals=Totals(**await queries.totals_of(conn, user_id)),
+            recent_activity=[Activity(**a) for a in await queries.activity_of(conn, user_id, 20)],
             credit_history=[CreditEntry.of(e) for e in entries],
-            usage=[UsageDay(**u) for u in await store.usage_by_day(conn, user_id, USAGE_DAYS)],
-            lots=[LotView(**lot) for lot in await store.lots_of(conn, user_id)],
-            expiring_soon=[Expiring(**x) for x in await store.expiring_of(conn, user_id)],
+            usage=[UsageDay(**u) for u in await queries.usage_by_day(conn, user_id, USAGE_DAYS)],
+            lots=[LotView(**lot) for lot in await queries.lots_of(conn, user_id)],
+            expiring_soon=[Expiring(**x) for x in await queries.expiring_of(conn, user_id)],
             subscription=await _subscription(conn, user_id),
         )  # fmt: skip
 
@@ -378,13 +378,13 @@ async def credits_stream(
     async with wakeups.watching(user_id) as woken:
         if after is None:
             async with pool.connection() as conn:
-                after = await store.feed_head(conn, user_id)  # first: a change after it is sent again
+                after = await queries.feed_head(conn, user_id)  # first: a change after it is sent again
                 account = await _account(conn, user_id)
             yield ServerSentEvent(id=str(after), event="balance", data=account.model_dump())
         while True:
             woken.clear()
             async with pool.connection() as conn:
-                rows = await store.feed_after(conn, user_id, after, FEED_BATCH)
+                rows = await queries.feed_after(conn, user_id, after, FEED_BATCH)
             for row in rows:
                 after = int(row["n"])
                 yield ServerSentEvent(id=str(after), event=row["kind"], data=row["data"])

@@ -11,7 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.projections import store
+from services.projections import read_models, store
 from shared.bus import Subscription
 from shared.bus.streams import STREAMS
 from shared.contracts import Envelope
@@ -54,11 +54,11 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
     at = env.occurred_at
     match body:
         case idc.UserRegistered() | idc.UserUpdated() as profile:
-            await store.upsert_user(conn, {**profile.model_dump(), "at": at, "seq": seq})
+            await read_models.upsert_user(conn, {**profile.model_dump(), "at": at, "seq": seq})
         case idc.UserDeactivated(user_id=user):
-            await store.set_user_active(conn, user, False, seq=seq, at=at)
+            await read_models.set_user_active(conn, user, False, seq=seq, at=at)
         case idc.UserReactivated(user_id=user):
-            await store.set_user_active(conn, user, True, seq=seq, at=at)
+            await read_models.set_user_active(conn, user, True, seq=seq, at=at)
         case lc.CreditsExpired() as expired:
             await _credits_moved(conn, env, expired, seq)
             await _activity(conn, env, expired.user_id, "credits_expired", f"{expired.amount} credits expired",
@@ -66,11 +66,11 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
         case lc.CreditsGranted() | lc.CreditsDebited() | lc.CreditsCaptured() as moved:
             await _credits_moved(conn, env, moved, seq)
         case lc.CreditsReserved() | lc.CreditsReleased() as hold:
-            figures = await store.set_balance(conn, hold.user_id, seq=seq, at=at, reserved=hold.reserved_after)
+            figures = await read_models.set_balance(conn, hold.user_id, seq=seq, at=at, reserved=hold.reserved_after)
             await _balance_changed(conn, env, hold.user_id, figures)
         case lc.ReservationRejected(job_id=str(job_id)) as rejected:
             row = {"job_id": job_id, "user_id": rejected.user_id, "operation": "unknown", "status": "REJECTED"}
-            await store.job_ended(conn, {**row, "at": at})
+            await read_models.job_ended(conn, {**row, "at": at})
         case lc.ReservationRejected():
             pass  # a hold asked for without a job: no job to end
         case lc.BalanceLow() as low:
@@ -88,13 +88,13 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
             await _renewal(conn, env, renewed)
         case pc.SubscriptionPastDue() as due:
             row = {"id": due.subscription_id, "user_id": due.user_id, "plan_id": due.plan_id, "status": "PAST_DUE"}
-            await store.save_subscription(conn, {**row, "at": at})
+            await read_models.save_subscription(conn, {**row, "at": at})
             await _activity(conn, env, due.user_id, "subscription_past_due",
                             "A subscription payment failed: no credits until it is paid", notification=True,
                             subscription_id=due.subscription_id)  # fmt: skip
         case pc.SubscriptionCancelled() as ended:
             row = {"id": ended.subscription_id, "user_id": ended.user_id, "plan_id": ended.plan_id}
-            await store.save_subscription(conn, {**row, "status": "CANCELLED", "at": at})
+            await read_models.save_subscription(conn, {**row, "status": "CANCELLED", "at": at})
             await _activity(conn, env, ended.user_id, "subscription_cancelled", "Subscription cancelled",
                             subscription_id=ended.subscription_id)  # fmt: skip
         case pc.AutoRechargeSucceeded() as bought:
@@ -107,7 +107,7 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
                             f"Auto-recharge bought nothing: {failed.reason}{off}", notification=True,
                             disabled=failed.disabled)  # fmt: skip
         case mc.JobRequested() as job:
-            await store.job_requested(conn, {
+            await read_models.job_requested(conn, {
                 "job_id": job.job_id, "user_id": job.user_id, "operation": job.operation,
                 "resource_type": job.resource_type, "resource_id": job.resource_id, "cost": job.cost, "at": at,
             })  # fmt: skip
@@ -120,7 +120,7 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
 async def _credits_moved(conn: AsyncConnection, env: Envelope, body: Moved, seq: int) -> None:
     """A grant, a debit, an expiry or a capture: its credit-log line (if any), its lots, the balance it left."""
     if (line := lc.credit_entry(body)) is not None:
-        await store.add_entry(
+        await read_models.add_entry(
             conn,
             {
                 "seq": seq,
@@ -136,16 +136,16 @@ async def _credits_moved(conn: AsyncConnection, env: Envelope, body: Moved, seq:
         )
     match body:
         case lc.CreditsGranted(lot_id=str(lot_id)):
-            await store.lot_granted(conn, {"user_id": body.user_id, "lot_id": lot_id, "amount": body.amount,
+            await read_models.lot_granted(conn, {"user_id": body.user_id, "lot_id": lot_id, "amount": body.amount,
                                            "expires_at": body.expires_at, "description": body.description,
                                            "at": env.occurred_at})  # fmt: skip
         case lc.CreditsDebited(lots=dict(portions)) | lc.CreditsCaptured(lots=dict(portions)):
-            await store.lots_taken(conn, body.user_id, portions)
+            await read_models.lots_taken(conn, body.user_id, portions)
         case lc.CreditsExpired(lot_id=lot_id):
-            await store.lot_expired(conn, body.user_id, lot_id)
+            await read_models.lot_expired(conn, body.user_id, lot_id)
     # Only a capture says what is held after it: the others leave the holds' figure as it stands.
     reserved = body.reserved_after if isinstance(body, lc.CreditsCaptured) else None
-    figures = await store.set_balance(
+    figures = await read_models.set_balance(
         conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after, reserved=reserved
     )
     await _balance_changed(conn, env, body.user_id, figures)
@@ -155,20 +155,20 @@ async def _balance_changed(conn: AsyncConnection, env: Envelope, user_id: str, f
     """The account's figures as they now stand, for the user's live feed."""
     balance, reserved = figures
     data = {"balance": balance, "reserved": reserved, "available": balance - reserved}
-    await store.add_to_feed(conn, user_id, "balance", data, env.occurred_at)
+    await read_models.add_to_feed(conn, user_id, "balance", data, env.occurred_at)
 
 
 async def _activity(
     conn: AsyncConnection, env: Envelope, user_id: str, kind: str, message: str, *, notification: bool = False,
     **data: Any,
 ) -> None:  # fmt: skip
-    await store.add_activity(conn, {
+    await read_models.add_activity(conn, {
         "event_id": env.id, "user_id": user_id, "kind": kind, "notification": notification, "message": message,
         "data": jsonable_encoder(data), "at": env.occurred_at,
     })  # fmt: skip
     if notification:
         note = {"kind": kind, "message": message, "data": jsonable_encoder(data)}
-        await store.add_to_feed(conn, user_id, "notification", note, env.occurred_at)
+        await read_models.add_to_feed(conn, user_id, "notification", note, env.occurred_at)
 
 
 async def _payment(conn: AsyncConnection, env: Envelope, body: Payment) -> None:
@@ -196,7 +196,7 @@ async def _payment(conn: AsyncConnection, env: Envelope, body: Payment) -> None:
            "currency": body.currency, "credits": body.credits, "amount_cents": body.amount_cents,
            "description": description, "stripe_payment_intent_id": body.stripe_payment_intent_id, "metadata": extra,
            "at": env.occurred_at}  # fmt: skip
-    await store.save_transaction(conn, row)
+    await read_models.save_transaction(conn, row)
     await _activity(conn, env, body.user_id, kind, message, notification=kind == "payment_failed",
                     transaction_id=body.transaction_id, **extra)  # fmt: skip
 
@@ -204,12 +204,12 @@ async def _payment(conn: AsyncConnection, env: Envelope, body: Payment) -> None:
 async def _renewal(conn: AsyncConnection, env: Envelope, renewed: pc.SubscriptionRenewed) -> None:
     """A paid period: the subscription's state, its invoice as a transaction, and a line of activity."""
     at = env.occurred_at
-    await store.save_subscription(conn, {
+    await read_models.save_subscription(conn, {
         "id": renewed.subscription_id, "user_id": renewed.user_id, "status": "ACTIVE",
         "plan_id": renewed.plan_id, "credits": renewed.credits, "amount_cents": renewed.amount_cents,
         "period_end": renewed.period_end, "at": at,
     })  # fmt: skip
-    await store.save_transaction(conn, {
+    await read_models.save_transaction(conn, {
         "id": renewed.transaction_id or renewed.invoice_id, "user_id": renewed.user_id, "type": "SUBSCRIPTION",
         "status": "COMPLETED",
         "currency": renewed.currency, "credits": renewed.credits, "amount_cents": renewed.amount_cents,
@@ -233,7 +233,7 @@ async def _job_ended(conn: AsyncConnection, env: Envelope, body: JobEnd) -> None
         case mc.JobCancelled():
             status, extra, message = "CANCELLED", {}, f"{name} cancelled: nothing charged"
     row = {"job_id": body.job_id, "user_id": body.user_id, "operation": body.operation, "status": status, **extra}
-    await store.job_ended(conn, {**row, "at": env.occurred_at})
+    await read_models.job_ended(conn, {**row, "at": env.occurred_at})
     await _activity(conn, env, body.user_id, f"job_{status.lower()}", message, job_id=body.job_id,
                     operation=body.operation, **extra)  # fmt: skip
 
