@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 
 from services.projections import store
-from services.projections.deps import JetStreamDep, PoolDep
+from services.projections.deps import JetStreamDep, PoolDep, ReplayerDep
 from services.projections.projection import CONSUMERS
-from services.projections.replay import Replayer
 from shared.auth import Principal, privileged
 from shared.bus import deadletters
 from shared.contracts import Envelope
@@ -25,13 +24,6 @@ from shared.scopes import Scope
 router = APIRouter(tags=["user"], route_class=GuardedRoute)
 
 StatusReader = Annotated[Principal, privileged(Scope.PROJECTIONS_STATUS)]
-
-
-async def get_replayer(request: Request) -> Replayer:
-    return request.app.state.replayer
-
-
-ReplayerDep = Annotated[Replayer, Depends(get_replayer)]
 
 
 class ReadModelStatus(BaseModel):

@@ -1,21 +1,28 @@
-"""What the routes take from the running service: its database pool and its JetStream context."""
+"""What the routes take from what the lifespan put on `app.state`, typed: the database pool, JetStream, the
+replayer (the live stream's wakeups: in live.py, with them)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import operator
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-
-async def get_pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.runtime.pool
+from services.projections.replay import Replayer
 
 
-async def get_jetstream(request: Request) -> JetStreamContext:
-    return request.app.state.runtime.js
+def from_state(path: str) -> Callable[[Request], Awaitable[Any]]:
+    read = operator.attrgetter(path)
+
+    async def dependency(request: Request) -> Any:  # async: a plain function would run in a worker thread
+        return read(request.app.state)
+
+    return dependency
 
 
-PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
-JetStreamDep = Annotated[JetStreamContext, Depends(get_jetstream)]
+PoolDep = Annotated[AsyncConnectionPool, Depends(from_state("runtime.pool"))]
+JetStreamDep = Annotated[JetStreamContext, Depends(from_state("runtime.js"))]
+ReplayerDep = Annotated[Replayer, Depends(from_state("replayer"))]

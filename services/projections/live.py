@@ -21,7 +21,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from services.projections import queries, store
-from services.projections.deps import PoolDep
+from services.projections.deps import PoolDep, from_state
 from services.projections.schemas import Account
 from shared.auth import SignedInUser, bearer_scheme, current_principal, require_user
 from shared.guard import GuardedRoute
@@ -55,8 +55,7 @@ class Wakeups:
                 del self._waiting[user_id]
 
 
-async def get_wakeups(request: Request) -> Wakeups:
-    return request.app.state.wakeups
+WakeupsDep = Annotated[Wakeups, Depends(from_state("wakeups"))]
 
 
 class StreamTicket(BaseModel):
@@ -100,7 +99,7 @@ async def stream_user(
 )  # fmt: skip
 async def credits_stream(
     pool: PoolDep,
-    wakeups: Annotated[Wakeups, Depends(get_wakeups)],
+    wakeups: WakeupsDep,
     user_id: Annotated[str, Depends(stream_user)],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=r"^\d{1,18}$")] = None,
     after: Annotated[int | None, Query(ge=0, le=10**18, description="as Last-Event-ID, for a new EventSource")] = None,
