@@ -73,6 +73,33 @@ async def add_entry(conn: AsyncConnection, row: dict[str, Any]) -> None:
     )
 
 
+async def lot_granted(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO lots (user_id, lot_id, amount, expires_at, description, granted_at) VALUES (%(user_id)s,"
+        " %(lot_id)s, %(amount)s, %(expires_at)s, %(description)s, %(at)s) ON CONFLICT (user_id, lot_id) DO UPDATE"
+        " SET amount = EXCLUDED.amount, expires_at = EXCLUDED.expires_at, description = EXCLUDED.description,"
+        " granted_at = EXCLUDED.granted_at",
+        row,
+    )
+
+
+async def lots_taken(conn: AsyncConnection, user_id: str, portions: dict[str, int]) -> None:
+    for lot_id, taken in portions.items():
+        await conn.execute(
+            "INSERT INTO lots AS l (user_id, lot_id, taken) VALUES (%s, %s, %s)"
+            " ON CONFLICT (user_id, lot_id) DO UPDATE SET taken = l.taken + EXCLUDED.taken",
+            (user_id, lot_id, taken),
+        )
+
+
+async def lot_expired(conn: AsyncConnection, user_id: str, lot_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO lots (user_id, lot_id, expired) VALUES (%s, %s, TRUE)"
+        " ON CONFLICT (user_id, lot_id) DO UPDATE SET expired = TRUE",
+        (user_id, lot_id),
+    )
+
+
 STATUS_RANK = {"PENDING": 0, "FAILED": 1, "CANCELLED": 2, "COMPLETED": 3, "REFUNDED": 4}
 
 
@@ -152,31 +179,4 @@ async def add_to_feed(conn: AsyncConnection, user_id: str, kind: str, data: dict
         " ON CONFLICT (user_id) DO UPDATE SET n = h.n + 1 RETURNING n)"
         " INSERT INTO feed (user_id, n, kind, data, occurred_at) SELECT %(u)s, n, %(kind)s, %(data)s, %(at)s FROM head",
         {"u": user_id, "kind": kind, "data": Jsonb(data), "at": at},
-    )
-
-
-async def lot_granted(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO lots (user_id, lot_id, amount, expires_at, description, granted_at) VALUES (%(user_id)s,"
-        " %(lot_id)s, %(amount)s, %(expires_at)s, %(description)s, %(at)s) ON CONFLICT (user_id, lot_id) DO UPDATE"
-        " SET amount = EXCLUDED.amount, expires_at = EXCLUDED.expires_at, description = EXCLUDED.description,"
-        " granted_at = EXCLUDED.granted_at",
-        row,
-    )
-
-
-async def lots_taken(conn: AsyncConnection, user_id: str, portions: dict[str, int]) -> None:
-    for lot_id, taken in portions.items():
-        await conn.execute(
-            "INSERT INTO lots AS l (user_id, lot_id, taken) VALUES (%s, %s, %s)"
-            " ON CONFLICT (user_id, lot_id) DO UPDATE SET taken = l.taken + EXCLUDED.taken",
-            (user_id, lot_id, taken),
-        )
-
-
-async def lot_expired(conn: AsyncConnection, user_id: str, lot_id: str) -> None:
-    await conn.execute(
-        "INSERT INTO lots (user_id, lot_id, expired) VALUES (%s, %s, TRUE)"
-        " ON CONFLICT (user_id, lot_id) DO UPDATE SET expired = TRUE",
-        (user_id, lot_id),
     )
