@@ -1,7 +1,5 @@
 """The live stream: server-sent events of a user's balance changes and notifications, opened with a bearer
-token or a short-lived ticket (a browser's EventSource cannot send an Authorization header). The projection
-consumer wakes a user's streams after its transaction commits (`Wakeups`); each stream waits on its own event,
-and polls anyway (a change applied by another copy of projections wakes nobody here)."""
+token or a short-lived, single-use ticket (a browser's EventSource cannot send an Authorization header)."""
 
 from __future__ import annotations
 
@@ -36,6 +34,10 @@ FEED_BATCH = 100
 
 
 class Wakeups:
+    """Wakes a user's streams when their read models change: the projection consumer calls `wake` after its
+    transaction commits. Each stream waits on its own event, and polls anyway (a change applied by another copy
+    of projections wakes nobody here)."""
+
     def __init__(self) -> None:
         self._waiting: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
 
