@@ -7,8 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.projections import api, pages, projection, store
-from services.projections.live import Wakeups
+from services.projections import admin_api, api, live, pages_api, projection, store
 from services.projections.replay import Replayer
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
@@ -24,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            wakeups = Wakeups()
+            wakeups = live.Wakeups()
             for subscription in projection.subscriptions(rt.pool, wakeups.wake):
                 rt.consume(subscription)
             app.state.wakeups = wakeups
@@ -32,4 +31,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
             yield
 
-    return create_service_app(SERVICE, settings, lifespan, [api.router, pages.router])
+    return create_service_app(
+        SERVICE, settings, lifespan, [api.router, admin_api.router, live.router, pages_api.router]
+    )

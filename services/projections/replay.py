@@ -1,7 +1,7 @@
 """Rebuilding the read models blue/green while the service keeps serving them.
 
 The next version is built in a schema of its own (`projections_next`: the same tables, its own inbox and
-tracking positions) by reading every stream from sequence 1 through the same HANDLERS the live consumers use.
+tracking positions) by reading every stream from sequence 1 through the same `apply` the live consumers use.
 Then the swap, in one transaction that holds the apply lock exclusively (every live batch holds it shared, so
 none is half-way): the events that arrived since are applied to the next version too, and its rows replace the
 live ones, table by table. Readers wait for that commit and never see an error or a half-built model; the live

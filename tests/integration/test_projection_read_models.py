@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from services.projections import projection, store
+from services.projections import projection, queries, store
 from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc
 from shared.contracts import ledger as lc
@@ -128,40 +128,40 @@ async def test_the_dashboards_queries_say_what_happened(read_pool: Any) -> None:
     pool = await read_pool()
     await apply(pool, history(user))
     async with pool.connection() as conn:
-        profile = await store.user_of(conn, user)
+        profile = await queries.user_of(conn, user)
         assert profile is not None and (profile["email"], profile["last_name"], profile["is_active"]) == (
             "ada@example.com", "L", False,
         )  # fmt: skip
-        assert await store.balance_of(conn, user) == {"balance": 103, "reserved": 0, "updated_at": T0 + timedelta(
+        assert await queries.balance_of(conn, user) == {"balance": 103, "reserved": 0, "updated_at": T0 + timedelta(
             minutes=17)}  # fmt: skip
-        assert await store.counts_of(conn, user) == {"images": 1, "videos": 0, "transactions": 2}
-        assert await store.totals_of(conn, user) == {"credits_bought": 150, "credits_spent": 3,
-                                                     "money_spent_cents": 1999}  # fmt: skip
-        [refunded, renewal] = sorted(await store.transactions_of(conn, user, 10), key=lambda t: t["id"])[::-1]
+        assert await queries.counts_of(conn, user) == {"images": 1, "videos": 0, "transactions": 2}
+        assert await queries.totals_of(conn, user) == {"credits_bought": 150, "credits_spent": 3,
+                                                       "money_spent_cents": 1999}  # fmt: skip
+        [refunded, renewal] = sorted(await queries.transactions_of(conn, user, 10), key=lambda t: t["id"])[::-1]
         assert (refunded["id"], refunded["status"], refunded["amount"], refunded["credits"]) == (
             "tx1", "REFUNDED", 999, 50)  # fmt: skip
         assert refunded["metadata"] == {"package_id": "basic", "refunded_cents": 999, "credits_clawed_back": 50}
         assert (renewal["type"], renewal["status"], renewal["amount"]) == ("SUBSCRIPTION", "COMPLETED", 1999)
-        subscription = await store.subscription_of(conn, user)
+        subscription = await queries.subscription_of(conn, user)
         assert subscription is not None
         assert (subscription["status"], subscription["plan_id"], subscription["credits"]) == (
             "CANCELLED",
             "monthly",
             100,
         )
-        usage = await store.usage_by_day(conn, user, 30)
+        usage = await queries.usage_by_day(conn, user, 30)
         assert [(u["operation"], u["credits"], u["count"]) for u in usage] == [("image_generation", 3, 1)]
-        lots = [(lot["lot_id"], lot["amount"], lot["remaining"]) for lot in await store.lots_of(conn, user)]
+        lots = [(lot["lot_id"], lot["amount"], lot["remaining"]) for lot in await queries.lots_of(conn, user)]
         assert lots == [("3", 100, 100), ("1", 10, 7)]  # spending order: the expiring lot first; lot 2 all taken
-        expiring = await store.expiring_of(conn, user)
+        expiring = await queries.expiring_of(conn, user)
         assert [(x["lot_id"], x["remaining"]) for x in expiring] == [("7", 100)]  # lot 6 expired already
-        kinds = [a["kind"] for a in await store.activity_of(conn, user, 50)]
+        kinds = [a["kind"] for a in await queries.activity_of(conn, user, 50)]
         assert kinds == ["subscription_cancelled", "credits_expired", "credits_expiring", "credits_expiring",
                          "renewal", "balance_low", "refund", "job_completed", "purchase"]  # fmt: skip
-        notes = [a["message"] for a in await store.activity_of(conn, user, 50) if a["notification"]]
+        notes = [a["message"] for a in await queries.activity_of(conn, user, 50) if a["notification"]]
         assert notes[-1] == "Your balance is low: 7 credits left"
-        assert await store.balance_at(conn, user, T0 + timedelta(minutes=5)) == 60  # bonus + purchase, then
-        assert await store.balance_at(conn, user, T0 + timedelta(minutes=8)) == 57  # the capture at minute 7
-        assert await store.balance_at(conn, user, T0 - timedelta(minutes=1)) == 0
+        assert await queries.balance_at(conn, user, T0 + timedelta(minutes=5)) == 60  # bonus + purchase, then
+        assert await queries.balance_at(conn, user, T0 + timedelta(minutes=8)) == 57  # the capture at minute 7
+        assert await queries.balance_at(conn, user, T0 - timedelta(minutes=1)) == 0
         jobs = await (await conn.execute("SELECT job_id, status FROM media_jobs ORDER BY requested_at")).fetchall()
         assert [status for _, status in jobs] == ["COMPLETED", "REJECTED"]

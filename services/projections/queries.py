@@ -1,0 +1,163 @@
+"""What the API reads from the read models: a user's figures, history, related records and live feed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from services.projections.store import fetch_all, fetch_one
+
+
+async def user_of(conn: AsyncConnection, user_id: str) -> dict[str, Any] | None:
+    return await fetch_one(
+        conn,
+        "SELECT user_id::text AS id, clerk_id, email, first_name, last_name, avatar, is_active, registered_at"
+        " FROM users WHERE user_id = %s AND profile_seq > 0",
+        (user_id,),
+    )
+
+
+async def balance_of(conn: AsyncConnection, user_id: str) -> dict[str, Any] | None:
+    return await fetch_one(conn, "SELECT balance, reserved, updated_at FROM balances WHERE user_id = %s", (user_id,))
+
+
+async def balance_at(conn: AsyncConnection, user_id: str, at: Any) -> int:
+    row = await fetch_one(
+        conn,
+        "SELECT balance_after FROM credit_entries WHERE user_id = %s AND occurred_at <= %s ORDER BY seq DESC LIMIT 1",
+        (user_id, at),
+    )
+    return int(row["balance_after"]) if row else 0
+
+
+async def entries_of(
+    conn: AsyncConnection, user_id: str, *, before: int | None, limit: int, entry_type: str | None = None,
+    at: Any = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """A user's credit log, newest first, below stream position `before`; only of `entry_type`, and only up
+    to the moment `at`, when given."""
+    return await fetch_all(
+        conn,
+        "SELECT seq, event_id::text AS id, entry_type AS type, amount, balance_after, description, metadata,"
+        " occurred_at AS created_at FROM credit_entries WHERE user_id = %(u)s AND seq < %(before)s"
+        " AND (%(type)s::text IS NULL OR entry_type = %(type)s)"
+        " AND (%(at)s::timestamptz IS NULL OR occurred_at <= %(at)s) ORDER BY seq DESC LIMIT %(limit)s",
+        {"u": user_id, "before": before if before is not None else 2**62, "type": entry_type, "at": at,
+         "limit": limit},
+    )  # fmt: skip
+
+
+async def totals_of(conn: AsyncConnection, user_id: str) -> dict[str, int]:
+    """Credits bought (purchases and renewals) and spent (usage less nothing: a refund is a claw-back), and
+    money paid less money refunded."""
+    row = await fetch_one(
+        conn,
+        "SELECT COALESCE(SUM(amount) FILTER (WHERE entry_type = 'PURCHASE'), 0) AS credits_bought,"
+        " COALESCE(-SUM(amount) FILTER (WHERE entry_type = 'USAGE'), 0) AS credits_spent"
+        " FROM credit_entries WHERE user_id = %(u)s",
+        {"u": user_id},
+    )
+    money = await fetch_one(
+        conn,
+        "SELECT COALESCE(SUM(amount_cents) FILTER (WHERE status IN ('COMPLETED', 'REFUNDED')), 0)"
+        " - COALESCE(SUM((metadata->>'refunded_cents')::bigint) FILTER (WHERE status = 'REFUNDED'), 0) AS paid"
+        " FROM transactions WHERE user_id = %(u)s",
+        {"u": user_id},
+    )
+    assert row is not None and money is not None
+    return {"credits_bought": int(row["credits_bought"]), "credits_spent": int(row["credits_spent"]),
+            "money_spent_cents": int(money["paid"])}  # fmt: skip
+
+
+async def counts_of(conn: AsyncConnection, user_id: str) -> dict[str, int]:
+    row = await fetch_one(
+        conn,
+        "SELECT (SELECT count(*) FROM media_jobs WHERE user_id = %(u)s AND status = 'COMPLETED'"
+        "        AND resource_type = 'image') AS images,"
+        " (SELECT count(*) FROM media_jobs WHERE user_id = %(u)s AND status = 'COMPLETED'"
+        "        AND resource_type = 'video') AS videos,"
+        " (SELECT count(*) FROM transactions WHERE user_id = %(u)s) AS transactions",
+        {"u": user_id},
+    )
+    assert row is not None
+    return {key: int(value) for key, value in row.items()}
+
+
+async def lots_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    """The lots with credit left, in the order the ledger spends them: soonest expiry first, lasting ones last."""
+    return await fetch_all(
+        conn,
+        "SELECT lot_id, amount, amount - taken AS remaining, expires_at, description FROM lots"
+        " WHERE user_id = %s AND amount IS NOT NULL AND NOT expired AND amount > taken"
+        " ORDER BY expires_at IS NULL, expires_at, length(lot_id), lot_id",
+        (user_id,),
+    )
+
+
+async def expiring_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    """The ledger's warnings of lots that expire soon, for lots that have not expired yet."""
+    return await fetch_all(
+        conn,
+        "SELECT DISTINCT ON (data->>'lot_id') data->>'lot_id' AS lot_id, (data->>'remaining')::bigint AS remaining,"
+        " (data->>'expires_at')::timestamptz AS expires_at FROM activity a WHERE user_id = %(u)s"
+        " AND kind = 'credits_expiring' AND (data->>'expires_at')::timestamptz > now() AND NOT EXISTS ("
+        "   SELECT 1 FROM activity x WHERE x.user_id = %(u)s AND x.kind = 'credits_expired'"
+        "   AND x.data->>'lot_id' = a.data->>'lot_id')"
+        " ORDER BY data->>'lot_id', occurred_at DESC",
+        {"u": user_id},
+    )
+
+
+async def usage_by_day(conn: AsyncConnection, user_id: str, days: int) -> list[dict[str, Any]]:
+    """Credits used per operation per UTC day over the last `days` days; spending that was not a media job
+    (a direct debit) is `other`."""
+    return await fetch_all(
+        conn,
+        "SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, COALESCE(j.operation, 'other') AS operation,"
+        " -SUM(e.amount)::bigint AS credits, count(*) AS count FROM credit_entries e"
+        " LEFT JOIN media_jobs j ON j.job_id = e.metadata->>'job_id'"
+        " WHERE e.user_id = %s AND e.entry_type = 'USAGE' AND e.occurred_at >= now() - make_interval(days => %s)"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        (user_id, days),
+    )
+
+
+async def activity_of(conn: AsyncConnection, user_id: str, limit: int) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT kind, notification, message, data, occurred_at FROM activity WHERE user_id = %s"
+        " ORDER BY occurred_at DESC, event_id LIMIT %s",
+        (user_id, limit),
+    )
+
+
+async def transactions_of(conn: AsyncConnection, user_id: str, limit: int) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT id, type, status, amount_cents AS amount, currency, credits, description, stripe_payment_intent_id,"
+        " metadata, created_at, updated_at FROM transactions WHERE user_id = %s ORDER BY created_at DESC, id LIMIT %s",
+        (user_id, limit),
+    )
+
+
+async def subscription_of(conn: AsyncConnection, user_id: str) -> dict[str, Any] | None:
+    return await fetch_one(
+        conn,
+        "SELECT id, plan_id, status, credits, amount_cents, current_period_end, updated_at FROM subscriptions"
+        " WHERE user_id = %s ORDER BY (status = 'CANCELLED'), updated_at DESC LIMIT 1",
+        (user_id,),
+    )
+
+
+async def feed_head(conn: AsyncConnection, user_id: str) -> int:
+    row = await fetch_one(conn, "SELECT n FROM feed_heads WHERE user_id = %s", (user_id,))
+    return int(row["n"]) if row else 0
+
+
+async def feed_after(conn: AsyncConnection, user_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT n, kind, data FROM feed WHERE user_id = %s AND n > %s ORDER BY n LIMIT %s",
+        (user_id, after, limit),
+    )

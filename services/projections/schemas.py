@@ -1,0 +1,146 @@
+"""What the user's reads answer: the shapes of the profile, credits and dashboard (and of the account's
+figures, which the live stream sends too), for OpenAPI."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class CreditEntry(BaseModel):
+    id: str
+    type: str
+    amount: int
+    balance_after: int
+    description: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> CreditEntry:
+        return cls(**{k: v for k, v in row.items() if k != "seq"})
+
+
+class CreditsResponse(BaseModel):
+    user_id: str
+    balance: int
+    reserved: int | None = Field(description="held for running jobs (now only: null for a past moment)")
+    available: int | None = Field(description="balance less reserved (now only: null for a past moment)")
+    as_of: datetime | None = Field(default=None, description="the moment asked for with ?at=, if any")
+    history: list[CreditEntry]
+    next_cursor: str | None
+
+
+class Profile(BaseModel):
+    id: str
+    clerk_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    avatar: str | None
+    is_active: bool
+    registered_at: datetime
+
+
+class Account(BaseModel):
+    balance: int
+    reserved: int
+    available: int
+
+    @classmethod
+    def of(cls, row: dict[str, Any] | None) -> Account:
+        """From the balances row (none yet: an account of nothing)."""
+        balance, reserved = (row["balance"], row["reserved"]) if row else (0, 0)
+        return cls(balance=balance, reserved=reserved, available=balance - reserved)
+
+
+class Transaction(BaseModel):
+    id: str
+    type: str  # CREDIT_PURCHASE | SUBSCRIPTION
+    status: str  # PENDING | COMPLETED | FAILED | CANCELLED | REFUNDED
+    amount: int  # cents
+    currency: str
+    credits: int
+    description: str
+    stripe_payment_intent_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionView(BaseModel):
+    id: str
+    plan_id: str | None
+    status: str  # ACTIVE | PAST_DUE | CANCELLED
+    credits: int | None
+    amount_cents: int | None
+    current_period_end: datetime | None
+    updated_at: datetime
+
+
+class Counts(BaseModel):
+    images: int
+    videos: int
+    transactions: int
+
+
+class UserProfile(BaseModel):
+    """The user with everything related (the seed's getUserWithData)."""
+
+    user: Profile
+    account: Account
+    counts: Counts
+    transactions: list[Transaction]
+    subscription: SubscriptionView | None
+
+
+class Activity(BaseModel):
+    kind: str
+    notification: bool
+    message: str
+    data: dict[str, Any]
+    occurred_at: datetime
+
+
+class UsageDay(BaseModel):
+    day: date
+    operation: str  # a media operation, or `other` for a direct debit
+    credits: int
+    count: int
+
+
+class Expiring(BaseModel):
+    lot_id: str
+    remaining: int  # as the ledger warned (spending since may have taken some)
+    expires_at: datetime
+
+
+class LotView(BaseModel):
+    lot_id: str
+    amount: int
+    remaining: int
+    expires_at: datetime | None  # null: never
+    description: str | None
+
+
+class Totals(BaseModel):
+    credits_bought: int
+    credits_spent: int
+    money_spent_cents: int
+
+
+class Dashboard(BaseModel):
+    """The dashboard's data in one answer (the seed's getDashboardData)."""
+
+    user: Profile
+    account: Account
+    counts: Counts
+    totals: Totals
+    recent_activity: list[Activity]
+    credit_history: list[CreditEntry]
+    usage: list[UsageDay]
+    lots: list[LotView] = Field(description="credit left by lot, in spending order (soonest expiry first)")
+    expiring_soon: list[Expiring]
+    subscription: SubscriptionView | None
