@@ -26,9 +26,8 @@ from services.media.domain import (
     NotReadyError,
     Status,
 )
-from services.media.handlers import INCOMING
 from services.media.images import inspect
-from services.media.storage import Storage
+from services.media.storage import Storage, upload_key
 from services.media.video import sniff
 from shared import db, idempotency, outbox
 from shared.contracts import Envelope
@@ -141,7 +140,7 @@ class MediaLibrary:
             held_job = await idempotency.claim(conn, f"media:{user_id}", key, meaning, job_id)
             if held_job == job_id:
                 if data is not None:
-                    input_key = f"{INCOMING}{job_id}"
+                    input_key = upload_key(job_id)
                     await asyncio.to_thread(self.storage.put, input_key, data)
                 media = Media(media_id, user_id, request.kind, request.type, request.title, request.description,
                               Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip

@@ -4,14 +4,13 @@ The effect and the inbox record share one transaction, so a redelivered answer c
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
 from services.media.domain import Hold
-from services.media.storage import Storage
+from services.media.storage import Storage, drop_upload
 from shared import outbox
 from shared.bus import Subscription
 from shared.contracts import Envelope, derive_id
@@ -22,7 +21,6 @@ from shared.inputs import is_uuid
 from shared.outbox import OutboxRelay
 
 DURABLE = "media-ledger"
-INCOMING = "incoming/"  # where requests' own input files wait (services/media/application.py)
 
 
 class HoldAnswers:
@@ -47,7 +45,7 @@ class HoldAnswers:
                 return
         if not is_uuid(job_id):
             return  # not a media job's id: a caller's hold from when the ledger still let callers name a job
-        gone: str | None = None
+        refused_input: str | None = None
         async with self._pool.connection() as conn, conn.transaction():
             if not await first_delivery(conn, DURABLE, envelope.id):
                 return
@@ -61,8 +59,7 @@ class HoldAnswers:
                 await outbox.add(conn, queued)
             else:  # refused: nothing of the request is kept but the answer
                 await store.remove(conn, job.media_id)
-                # Only an upload's own file: a transform's input is its source image, which stays.
-                gone = job.input_key if job.input_key.startswith(INCOMING) else None
-        if gone:
-            await asyncio.to_thread(self._storage.delete, gone)
+                refused_input = job.input_key
+        if refused_input is not None:
+            await drop_upload(self._storage, refused_input)
         self._relay.wake()
