@@ -15,12 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from services.media.application import MediaLibrary
 from services.media.domain import (
+    CancelVideo,
+    Extend,
+    Generate,
     InsufficientCreditsError,
     Media,
     MediaNotFoundError,
     NotProcessingError,
     NotReadyError,
+    ProcessVideo,
+    RemoveBackground,
+    Transform,
     UnusableInputError,
+    Upload,
 )
 from services.media.images import MAX_UPLOAD_BYTES
 from services.media.video import MAX_VIDEO_BYTES
@@ -124,7 +131,8 @@ async def upload_image(
     """Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
     the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept)."""
     data = await file.read()
-    return await _answer(library.upload_image(principal.user_id, data, title, description, key), *IMAGE)
+    upload = Upload(user_id=principal.user_id, key=key, data=data, title=title, description=description)
+    return await _answer(library.handle(upload), *IMAGE)
 
 
 Pixels = Annotated[int, Field(strict=True, ge=1, le=8000), Whole]
@@ -206,7 +214,8 @@ async def transform_image(
     spec = body.model_dump(exclude_none=True)
     if "format" in spec:
         spec["format"] = spec["format"].upper()
-    return await _answer(library.transform(principal.user_id, str(image_id), spec, key), *IMAGE, image_id)
+    transform = Transform(user_id=principal.user_id, key=key, image_id=str(image_id), spec=spec)
+    return await _answer(library.handle(transform), *IMAGE, image_id)
 
 
 class RemoveBackgroundRequest(BaseModel):
@@ -230,7 +239,8 @@ async def remove_background(
     """A copy of one of your images with its background made transparent, as PNG (1 credit). The body
     is optional: the model is the default."""
     method = (body or RemoveBackgroundRequest()).method
-    return await _answer(library.remove_background(principal.user_id, str(image_id), method, key), *IMAGE, image_id)
+    remove = RemoveBackground(user_id=principal.user_id, key=key, image_id=str(image_id), method=method)
+    return await _answer(library.handle(remove), *IMAGE, image_id)
 
 
 Border = Annotated[int, Field(strict=True, ge=0, le=1024), Whole]
@@ -262,7 +272,11 @@ async def extend_image(
 ) -> ImagePublic:
     """One of your images on a bigger canvas (2 credits), the new border filled from its edges (OpenCV
     Telea inpainting: smooth backgrounds extend well, busy ones smear)."""
-    return await _answer(library.extend(principal.user_id, str(image_id), body.model_dump(), key), *IMAGE, image_id)
+    extend = Extend(
+        user_id=principal.user_id, key=key, image_id=str(image_id), left=body.left, right=body.right, top=body.top,
+        bottom=body.bottom,
+    )  # fmt: skip
+    return await _answer(library.handle(extend), *IMAGE, image_id)
 
 
 @router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
@@ -270,7 +284,10 @@ async def generate_image(
     body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
     """A picture from a prompt (3 credits): the same prompt, seed and size always give the same pixels."""
-    return await _answer(library.generate(principal.user_id, body.model_dump(), key), *IMAGE)
+    generate = Generate(
+        user_id=principal.user_id, key=key, prompt=body.prompt, seed=body.seed, width=body.width, height=body.height
+    )
+    return await _answer(library.handle(generate), *IMAGE)
 
 
 @router.get("/api/images", response_model=ImagePage, responses=responses(400))
@@ -315,7 +332,8 @@ async def upload_video(
     the credits cannot be held (nothing is kept). A file that turns out not to decode ends FAILED, and
     its hold is released."""
     data = await file.read()
-    return await _answer(library.upload_video(principal.user_id, data, title, description, key), *VIDEO)
+    video = ProcessVideo(user_id=principal.user_id, key=key, data=data, title=title, description=description)
+    return await _answer(library.handle(video), *VIDEO)
 
 
 @router.get("/api/videos", response_model=VideoPage, responses=responses(400))
@@ -351,7 +369,7 @@ async def cancel_video(video_id: uuid.UUID, principal: SignedInUser, library: Li
     """Stop processing a video: it ends CANCELLED and its held credits are released (never charged).
     Cancelling it again answers the same; a video that is already made or failed is a 409."""
     try:
-        return VideoPublic.of(await library.cancel(principal.user_id, str(video_id)))
+        return VideoPublic.of(await library.handle(CancelVideo(user_id=principal.user_id, video_id=str(video_id))))
     except MediaNotFoundError as exc:
         raise Problem(404, f"You have no video {video_id}.") from exc
     except NotProcessingError as exc:
