@@ -68,12 +68,12 @@ class Job:
 
 # -- commands: typed data, each run by its use case in application.COMMAND_HANDLERS -------------------
 
-R = TypeVar("R", covariant=True)  # what handling the command answers
+R = TypeVar("R", covariant=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Command(Generic[R]):
-    pass
+    """What media is asked to do; R is what handling it answers (MediaLibrary.handle returns an R)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +87,7 @@ class Paid(Command[Media]):
 
 @dataclass(frozen=True, kw_only=True)
 class WithFile(Paid):
-    data: bytes
+    data: bytes  # the uploaded file as sent (checked before anything is stored)
     title: str | None = None
     description: str | None = None
 
