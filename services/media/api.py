@@ -4,23 +4,32 @@ hold), a user's own images and videos and their files."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from services.media.application import MediaLibrary
 from services.media.domain import (
+    CancelVideo,
+    Extend,
+    Generate,
     InsufficientCreditsError,
     Media,
     MediaNotFoundError,
     NotProcessingError,
     NotReadyError,
+    Paid,
+    ProcessVideo,
+    RemoveBackground,
+    Transform,
     UnusableInputError,
+    Upload,
+    WithFile,
 )
 from services.media.images import MAX_UPLOAD_BYTES
 from services.media.video import MAX_VIDEO_BYTES
@@ -47,6 +56,8 @@ LibraryDep = Annotated[MediaLibrary, Depends(get_library)]
 
 
 class MediaPublic(BaseModel):
+    KIND: ClassVar[str]  # image | video: its routes are under /api/<KIND>s
+
     id: str
     user_id: str
     title: str | None
@@ -58,9 +69,13 @@ class MediaPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @staticmethod
-    def fields(media: Media, collection: str) -> dict[str, Any]:
-        file = f"/api/{collection}/{media.id}/file"
+    @classmethod
+    def of(cls, media: Media) -> Self:
+        return cls(**cls.fields(media))
+
+    @classmethod
+    def fields(cls, media: Media) -> dict[str, Any]:
+        file = f"/api/{cls.KIND}s/{media.id}/file"
         return dict(
             id=media.id, user_id=media.user_id, title=media.title, description=media.description,
             status=str(media.status), url=file if media.file_key else None,
@@ -70,19 +85,19 @@ class MediaPublic(BaseModel):
 
 
 class ImagePublic(MediaPublic):
+    KIND = "image"
+
     type: str  # UPLOADED, GENERATED, TRANSFORMED, BACKGROUND_REMOVED or EXTENDED
 
     @classmethod
-    def of(cls, media: Media) -> ImagePublic:
-        return cls(type=media.type, **cls.fields(media, "images"))
+    def of(cls, media: Media) -> Self:
+        return cls(type=media.type, **cls.fields(media))
 
 
 class VideoPublic(MediaPublic):
     """status: PROCESSING, COMPLETED, FAILED or CANCELLED."""
 
-    @classmethod
-    def of(cls, media: Media) -> VideoPublic:
-        return cls(**cls.fields(media, "videos"))
+    KIND = "video"
 
 
 class ImagePage(BaseModel):
@@ -90,17 +105,76 @@ class ImagePage(BaseModel):
     next_cursor: str | None
 
 
-P = TypeVar("P", bound=MediaPublic)
-ARTICLED = {"image": "an image", "video": "a video"}
-
-
 class VideoPage(BaseModel):
     videos: list[VideoPublic]
     next_cursor: str | None
 
 
-IMAGE = (ImagePublic.of, "image")
-VIDEO = (VideoPublic.of, "video")
+P = TypeVar("P", bound=MediaPublic)
+ARTICLED = {"image": "an image", "video": "a video"}
+# What a paid operation on one of the user's images answers: 202 with the new record, or why not.
+ON_AN_IMAGE: dict[str, Any] = {"response_model": ImagePublic, "status_code": 202, "responses": responses(402, 404, 409)}
+
+
+def _upload(
+    command: type[WithFile], public: type[MediaPublic], *, name: str, limit: int, file_doc: str, doc: str
+) -> None:
+    """POST /api/<kind>s, the same for images and videos: a file (multipart, with a title and a description)
+    kept once its cost is held."""
+
+    # What differs by kind goes in defaults, evaluated here, never in annotations: those are strings
+    # (__future__) that FastAPI evaluates in the module's globals, where `file_doc` is not.
+    @router.post(f"/api/{public.KIND}s", name=name, description=inspect.cleandoc(doc), response_model=public,
+                 status_code=202, responses=responses(400, 402, 409), openapi_extra=body_limit(limit))  # fmt: skip
+    async def upload(
+        principal: SignedInUser,
+        library: LibraryDep,
+        key: IdempotencyKey,
+        file: UploadFile = File(description=file_doc),
+        title: Annotated[ShortText | None, Form()] = None,
+        description: Annotated[LongText | None, Form()] = None,
+    ) -> MediaPublic:
+        data = await file.read()
+        asked = command(user_id=principal.user_id, key=key, data=data, title=title, description=description)
+        return await _answer(library, asked, public)
+
+
+def _own_reads(
+    public: type[MediaPublic], page: type[BaseModel], *, listed: str, file: str, file_types: dict[str, Any]
+) -> None:
+    """The reads of the token's user's own records of one kind, the same for images and videos: GET
+    /api/<kind>s (newest first), /api/<kind>s/{<kind>_id} and /api/<kind>s/{<kind>_id}/file, named
+    `my_<kind>s`, `my_<kind>` and `my_<kind>_file` (a route's name makes its OpenAPI operation id)."""
+    kind = public.KIND
+    records, path, id_name = f"{kind}s", f"/api/{kind}s/{{{kind}_id:uuid}}", f"{kind}_id"
+
+    @router.get(f"/api/{records}", name=f"my_{records}", description=listed, response_model=page,
+                responses=responses(400))  # fmt: skip
+    async def my_records(
+        principal: SignedInUser,
+        library: LibraryDep,
+        cursor: PageCursor = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> BaseModel:
+        async def fetch(after: After, n: int) -> list[Media]:
+            return await library.page(principal.user_id, kind, after, n)
+
+        found, next_cursor = await newest_first(cursor, limit, fetch)
+        return page.model_validate({records: [public.of(m) for m in found], "next_cursor": next_cursor})
+
+    # The id's alias goes in its default, for the reason `file`'s description does in _upload.
+    @router.get(path, name=f"my_{kind}", response_model=public, responses=responses(404))
+    async def my_record(
+        principal: SignedInUser, library: LibraryDep, media_id: uuid.UUID = Path(alias=id_name)
+    ) -> MediaPublic:
+        return public.of(await _mine(library, principal.user_id, media_id, kind))
+
+    @router.get(f"{path}/file", name=f"my_{kind}_file", description=file,
+                responses={**responses(404), 200: {"content": file_types}})  # fmt: skip
+    async def my_file(
+        principal: SignedInUser, library: LibraryDep, media_id: uuid.UUID = Path(alias=id_name), thumbnail: bool = False
+    ) -> Response:
+        return await _file(library, await _mine(library, principal.user_id, media_id, kind), thumbnail)
 
 
 @router.get("/api/operations")
@@ -109,22 +183,12 @@ async def operations() -> dict[str, int]:
     return OPERATION_COSTS
 
 
-@router.post(
-    "/api/images", response_model=ImagePublic, status_code=202, responses=responses(400, 402, 409),
-    openapi_extra=body_limit(UPLOAD_BODY_LIMIT),
+_upload(
+    Upload, ImagePublic, name="upload_image", limit=UPLOAD_BODY_LIMIT,
+    file_doc="a PNG, JPEG, WebP or GIF image, at most 20 MB",
+    doc="""Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
+    the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept).""",
 )  # fmt: skip
-async def upload_image(
-    principal: SignedInUser,
-    library: LibraryDep,
-    key: IdempotencyKey,
-    file: Annotated[UploadFile, File(description="a PNG, JPEG, WebP or GIF image, at most 20 MB")],
-    title: Annotated[ShortText | None, Form()] = None,
-    description: Annotated[LongText | None, Form()] = None,
-) -> ImagePublic:
-    """Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
-    the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept)."""
-    data = await file.read()
-    return await _answer(library.upload_image(principal.user_id, data, title, description, key), *IMAGE)
 
 
 Pixels = Annotated[int, Field(strict=True, ge=1, le=8000), Whole]
@@ -173,12 +237,11 @@ class GenerateRequest(BaseModel):
     height: Annotated[int, Field(strict=True, ge=16, le=2048), Whole] = 512
 
 
-async def _answer(
-    request: Awaitable[Media], public: Callable[[Media], P], noun: str, media_id: uuid.UUID | None = None
-) -> P:
+async def _answer(library: MediaLibrary, command: Paid, public: type[P], media_id: uuid.UUID | None = None) -> P:
     """A credit-costing request's record, or the problem its refusal is (the same for every operation)."""
+    noun = public.KIND
     try:
-        return public(await request)
+        return public.of(await library.handle(command))
     except UnusableInputError as exc:
         raise Problem(400, f"Not {ARTICLED[noun]} this service takes: {exc}") from exc
     except MediaNotFoundError as exc:
@@ -195,10 +258,7 @@ async def _answer(
         ) from exc  # fmt: skip
 
 
-@router.post(
-    "/api/images/{image_id:uuid}/transform", response_model=ImagePublic, status_code=202,
-    responses=responses(402, 404, 409),
-)  # fmt: skip
+@router.post("/api/images/{image_id:uuid}/transform", **ON_AN_IMAGE)
 async def transform_image(
     image_id: uuid.UUID, body: TransformRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
@@ -206,7 +266,8 @@ async def transform_image(
     spec = body.model_dump(exclude_none=True)
     if "format" in spec:
         spec["format"] = spec["format"].upper()
-    return await _answer(library.transform(principal.user_id, str(image_id), spec, key), *IMAGE, image_id)
+    transform = Transform(user_id=principal.user_id, key=key, image_id=str(image_id), spec=spec)
+    return await _answer(library, transform, ImagePublic, image_id)
 
 
 class RemoveBackgroundRequest(BaseModel):
@@ -219,10 +280,7 @@ class RemoveBackgroundRequest(BaseModel):
     )
 
 
-@router.post(
-    "/api/images/{image_id:uuid}/remove-background", response_model=ImagePublic, status_code=202,
-    responses=responses(402, 404, 409),
-)  # fmt: skip
+@router.post("/api/images/{image_id:uuid}/remove-background", **ON_AN_IMAGE)
 async def remove_background(
     image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey,
     body: RemoveBackgroundRequest | None = None,
@@ -230,7 +288,8 @@ async def remove_background(
     """A copy of one of your images with its background made transparent, as PNG (1 credit). The body
     is optional: the model is the default."""
     method = (body or RemoveBackgroundRequest()).method
-    return await _answer(library.remove_background(principal.user_id, str(image_id), method, key), *IMAGE, image_id)
+    remove = RemoveBackground(user_id=principal.user_id, key=key, image_id=str(image_id), method=method)
+    return await _answer(library, remove, ImagePublic, image_id)
 
 
 Border = Annotated[int, Field(strict=True, ge=0, le=1024), Whole]
@@ -253,16 +312,17 @@ class ExtendRequest(BaseModel):
         return self
 
 
-@router.post(
-    "/api/images/{image_id:uuid}/extend", response_model=ImagePublic, status_code=202,
-    responses=responses(402, 404, 409),
-)  # fmt: skip
+@router.post("/api/images/{image_id:uuid}/extend", **ON_AN_IMAGE)
 async def extend_image(
     image_id: uuid.UUID, body: ExtendRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
     """One of your images on a bigger canvas (2 credits), the new border filled from its edges (OpenCV
     Telea inpainting: smooth backgrounds extend well, busy ones smear)."""
-    return await _answer(library.extend(principal.user_id, str(image_id), body.model_dump(), key), *IMAGE, image_id)
+    extend = Extend(
+        user_id=principal.user_id, key=key, image_id=str(image_id), left=body.left, right=body.right, top=body.top,
+        bottom=body.bottom,
+    )  # fmt: skip
+    return await _answer(library, extend, ImagePublic, image_id)
 
 
 @router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
@@ -270,80 +330,33 @@ async def generate_image(
     body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
     """A picture from a prompt (3 credits): the same prompt, seed and size always give the same pixels."""
-    return await _answer(library.generate(principal.user_id, body.model_dump(), key), *IMAGE)
+    generate = Generate(
+        user_id=principal.user_id, key=key, prompt=body.prompt, seed=body.seed, width=body.width, height=body.height
+    )
+    return await _answer(library, generate, ImagePublic)
 
 
-@router.get("/api/images", response_model=ImagePage, responses=responses(400))
-async def my_images(
-    principal: SignedInUser,
-    library: LibraryDep,
-    cursor: PageCursor = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> ImagePage:
-    """The token's user's images, newest first."""
-    page, next_cursor = await _page(library, principal.user_id, "image", cursor, limit)
-    return ImagePage(images=[ImagePublic.of(m) for m in page], next_cursor=next_cursor)
-
-
-@router.get("/api/images/{image_id:uuid}", response_model=ImagePublic, responses=responses(404))
-async def my_image(image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> ImagePublic:
-    return ImagePublic.of(await _mine(library, principal.user_id, image_id, "image"))
-
-
-@router.get("/api/images/{image_id:uuid}/file", responses={**responses(404), 200: {"content": {"image/*": {}}}})
-async def my_image_file(
-    image_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, thumbnail: bool = False
-) -> Response:
-    """The image's file (or its PNG thumbnail), once it is made."""
-    return await _file(library, await _mine(library, principal.user_id, image_id, "image"), thumbnail)
-
-
-@router.post(
-    "/api/videos", response_model=VideoPublic, status_code=202, responses=responses(400, 402, 409),
-    openapi_extra=body_limit(VIDEO_BODY_LIMIT),
+_own_reads(
+    ImagePublic, ImagePage, listed="The token's user's images, newest first.",
+    file="The image's file (or its PNG thumbnail), once it is made.", file_types={"image/*": {}},
 )  # fmt: skip
-async def upload_video(
-    principal: SignedInUser,
-    library: LibraryDep,
-    key: IdempotencyKey,
-    file: Annotated[UploadFile, File(description="a video (MP4/MOV, WebM/MKV, AVI, MPEG-TS or Ogg), at most 200 MB")],
-    title: Annotated[ShortText | None, Form()] = None,
-    description: Annotated[LongText | None, Form()] = None,
-) -> VideoPublic:
-    """Upload a video to be processed (2 credits, held until it is done): a worker probes it, transcodes
+
+
+_upload(
+    ProcessVideo, VideoPublic, name="upload_video", limit=VIDEO_BODY_LIMIT,
+    file_doc="a video (MP4/MOV, WebM/MKV, AVI, MPEG-TS or Ogg), at most 200 MB",
+    doc="""Upload a video to be processed (2 credits, held until it is done): a worker probes it, transcodes
     it to H.264 MP4 and makes a thumbnail. 202 with the record while it works; 402 with the balance if
     the credits cannot be held (nothing is kept). A file that turns out not to decode ends FAILED, and
-    its hold is released."""
-    data = await file.read()
-    return await _answer(library.upload_video(principal.user_id, data, title, description, key), *VIDEO)
+    its hold is released.""",
+)  # fmt: skip
 
 
-@router.get("/api/videos", response_model=VideoPage, responses=responses(400))
-async def my_videos(
-    principal: SignedInUser,
-    library: LibraryDep,
-    cursor: PageCursor = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> VideoPage:
-    """The token's user's videos, newest first."""
-    page, next_cursor = await _page(library, principal.user_id, "video", cursor, limit)
-    return VideoPage(videos=[VideoPublic.of(m) for m in page], next_cursor=next_cursor)
-
-
-@router.get("/api/videos/{video_id:uuid}", response_model=VideoPublic, responses=responses(404))
-async def my_video(video_id: uuid.UUID, principal: SignedInUser, library: LibraryDep) -> VideoPublic:
-    return VideoPublic.of(await _mine(library, principal.user_id, video_id, "video"))
-
-
-@router.get(
-    "/api/videos/{video_id:uuid}/file",
-    responses={**responses(404), 200: {"content": {"video/mp4": {}, "image/png": {}}}},
-)
-async def my_video_file(
-    video_id: uuid.UUID, principal: SignedInUser, library: LibraryDep, thumbnail: bool = False
-) -> Response:
-    """The processed video (H.264 MP4) or its PNG thumbnail, once it is made."""
-    return await _file(library, await _mine(library, principal.user_id, video_id, "video"), thumbnail)
+_own_reads(
+    VideoPublic, VideoPage, listed="The token's user's videos, newest first.",
+    file="The processed video (H.264 MP4) or its PNG thumbnail, once it is made.",
+    file_types={"video/mp4": {}, "image/png": {}},
+)  # fmt: skip
 
 
 @router.post("/api/videos/{video_id:uuid}/cancel", response_model=VideoPublic, responses=responses(404, 409))
@@ -351,20 +364,11 @@ async def cancel_video(video_id: uuid.UUID, principal: SignedInUser, library: Li
     """Stop processing a video: it ends CANCELLED and its held credits are released (never charged).
     Cancelling it again answers the same; a video that is already made or failed is a 409."""
     try:
-        return VideoPublic.of(await library.cancel(principal.user_id, str(video_id)))
+        return VideoPublic.of(await library.handle(CancelVideo(user_id=principal.user_id, video_id=str(video_id))))
     except MediaNotFoundError as exc:
         raise Problem(404, f"You have no video {video_id}.") from exc
     except NotProcessingError as exc:
         raise Problem(409, f"The video {video_id} is {exc.media.status}: there is nothing to cancel.") from exc
-
-
-async def _page(
-    library: MediaLibrary, user_id: str, kind: str, cursor: str | None, limit: int
-) -> tuple[list[Media], str | None]:
-    async def fetch(after: After, n: int) -> list[Media]:
-        return await library.page(user_id, kind, after, n)
-
-    return await newest_first(cursor, limit, fetch)
 
 
 async def _mine(library: MediaLibrary, user_id: str, media_id: uuid.UUID, kind: str) -> Media:

@@ -1,6 +1,6 @@
-"""Media's use cases. A credit-costing request stores its record and job and queues
-`media.job.requested` in one transaction, then waits (bounded) for the ledger's answer: a hold, or a
-refusal. The API never reads a balance to decide: it reserves."""
+"""Media's use cases, one per command (COMMAND_HANDLERS). A credit-costing request stores its record and
+job and queues `media.job.requested` in one transaction, then waits (bounded) for the ledger's answer: a
+hold, or a refusal. The API never reads a balance to decide: it reserves."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import dataclasses
 import hashlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
 from services.media import store
 from services.media.domain import (
+    CancelVideo,
+    Command,
+    Extend,
+    Generate,
     Hold,
     InsufficientCreditsError,
     Job,
@@ -24,21 +29,28 @@ from services.media.domain import (
     MediaNotFoundError,
     NotProcessingError,
     NotReadyError,
+    OnImage,
+    ProcessVideo,
+    RecordHold,
+    RemoveBackground,
     Status,
+    Transform,
+    Upload,
 )
-from services.media.handlers import INCOMING
 from services.media.images import inspect
-from services.media.storage import Storage
+from services.media.storage import Storage, drop_upload, upload_key
 from services.media.video import sniff
 from shared import db, idempotency, outbox
-from shared.contracts import Envelope
+from shared.contracts import Envelope, derive_id
 from shared.contracts import media as mc
 from shared.credits import HOLD_SECONDS, OPERATION_COSTS
 from shared.idempotency import fingerprint
+from shared.inbox import first_delivery
 from shared.outbox import OutboxRelay
 
 # How long a request waits for the ledger's answer before it answers 202 with the hold still pending.
 ANSWER_WAIT_SECONDS = 10.0
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -60,74 +72,96 @@ class MediaLibrary:
         self._relay = relay
         self.storage = storage
 
-    async def upload_image(
-        self, user_id: str, data: bytes, title: str | None, description: str | None, key: str
-    ) -> Media:
+    async def handle(self, command: Command[R]) -> R:
+        answer: R = await COMMAND_HANDLERS[type(command)](self, command)
+        return answer
+
+    async def _upload(self, c: Upload) -> Media:
         """Check the file, store it and ask the ledger to hold the upload's cost; the record once it is held.
         Raises ImageRejectedError (nothing stored, nothing asked) or InsufficientCreditsError (nothing kept)."""
-        info = inspect(data)
-        request = Request("image_upload", "UPLOADED", title, description, {}, hashlib.sha256(data).hexdigest())
-        metadata = {"format": info.format, "width": info.width, "height": info.height, "bytes": len(data)}
-        return await self._request(user_id, key, request, metadata, data=data)
+        info = inspect(c.data)
+        request = Request("image_upload", "UPLOADED", c.title, c.description, {}, hashlib.sha256(c.data).hexdigest())
+        metadata = {"format": info.format, "width": info.width, "height": info.height, "bytes": len(c.data)}
+        return await self._request(c.user_id, c.key, request, metadata, data=c.data)
 
-    async def upload_video(
-        self, user_id: str, data: bytes, title: str | None, description: str | None, key: str
-    ) -> Media:
+    async def _process_video(self, c: ProcessVideo) -> Media:
         """Take a video file (only its signature is checked here: decoding is the worker's) and ask the
         ledger to hold its processing's cost. Raises VideoRejectedError or InsufficientCreditsError."""
-        container = sniff(data)
-        digest = hashlib.sha256(data).hexdigest()
-        request = Request("video_processing", "UPLOADED", title, description, {}, digest, kind="video")
-        return await self._request(user_id, key, request, {"container": container, "bytes": len(data)}, data=data)
+        container = sniff(c.data)
+        digest = hashlib.sha256(c.data).hexdigest()
+        request = Request("video_processing", "UPLOADED", c.title, c.description, {}, digest, kind="video")
+        metadata = {"container": container, "bytes": len(c.data)}
+        return await self._request(c.user_id, c.key, request, metadata, data=c.data)
 
-    async def cancel(self, user_id: str, media_id: str) -> Media:
+    async def _cancel_video(self, c: CancelVideo) -> Media:
         """Cancel a video while it is processed: recorded with `media.job.cancelled` in one transaction
         (the ledger releases the hold; a worker on it drops its work). Cancelling it again answers the
         same; one that has ended raises NotProcessingError."""
         async with self._pool.connection() as conn, conn.transaction():
-            media = await store.media(conn, media_id, lock=True)
-            if media is None or media.user_id != user_id or media.kind != "video":
-                raise MediaNotFoundError(media_id)
+            media = await store.media(conn, c.video_id, lock=True)
+            if media is None or media.user_id != c.user_id or media.kind != "video":
+                raise MediaNotFoundError(c.video_id)
             if media.status == Status.CANCELLED:
                 return media
             if media.status != Status.PROCESSING:
                 raise NotProcessingError(media)
-            job = await store.job_of(conn, media_id)
+            job = await store.job_of(conn, c.video_id)
             assert job is not None, "stored with its record"
             cancelled = replace(media, status=Status.CANCELLED, updated_at=datetime.now(UTC))
             await store.finish(conn, cancelled)
-            event = mc.JobCancelled(job_id=job.id, user_id=user_id, operation=job.operation)
-            await outbox.add(conn, Envelope.wrap(event, user_id=user_id, correlation_id=f"media:{media_id}"))
+            event = mc.JobCancelled(job_id=job.id, user_id=c.user_id, operation=job.operation)
+            await outbox.add(conn, Envelope.wrap(event, user_id=c.user_id, correlation_id=f"media:{c.video_id}"))
         self._relay.wake()
         return cancelled
 
-    async def transform(self, user_id: str, source_id: str, spec: dict[str, Any], key: str) -> Media:
-        """A transformed copy of one of the user's images (the source stays as it is)."""
-        return await self._from_source(user_id, source_id, "image_transformation", "TRANSFORMED", spec, key)
+    async def _transform(self, c: Transform) -> Media:
+        """A transformed copy of one of the user's images."""
+        return await self._from_source(c, "image_transformation", "TRANSFORMED", c.spec)
 
-    async def extend(self, user_id: str, source_id: str, sides: dict[str, int], key: str) -> Media:
+    async def _extend(self, c: Extend) -> Media:
         """A copy of one of the user's images on a bigger canvas, its new border filled from its edges."""
-        return await self._from_source(user_id, source_id, "image_extension", "EXTENDED", sides, key)
+        sides = {"left": c.left, "right": c.right, "top": c.top, "bottom": c.bottom}
+        return await self._from_source(c, "image_extension", "EXTENDED", sides)
 
-    async def remove_background(self, user_id: str, source_id: str, method: str, key: str) -> Media:
+    async def _remove_background(self, c: RemoveBackground) -> Media:
         """A copy of one of the user's images with its background transparent (PNG)."""
-        params = {"method": method}
-        return await self._from_source(user_id, source_id, "background_removal", "BACKGROUND_REMOVED", params, key)
+        return await self._from_source(c, "background_removal", "BACKGROUND_REMOVED", {"method": c.method})
 
-    async def _from_source(
-        self, user_id: str, source_id: str, operation: str, kind: str, params: dict[str, Any], key: str
-    ) -> Media:
-        source = await self.get(user_id, source_id)
+    async def _from_source(self, c: OnImage, operation: str, kind: str, params: dict[str, Any]) -> Media:
+        source = await self.get(c.user_id, c.image_id)
         if source.kind != "image":
-            raise MediaNotFoundError(source_id)  # the image operations work on images only
+            raise MediaNotFoundError(c.image_id)  # the image operations work on images only
         if source.file_key is None:
-            raise NotReadyError(source_id)
-        request = Request(operation, kind, source.title, source.description, params, source_id)
-        return await self._request(user_id, key, request, {"source_id": source_id}, input_key=source.file_key)
+            raise NotReadyError(c.image_id)
+        request = Request(operation, kind, source.title, source.description, params, c.image_id)
+        return await self._request(c.user_id, c.key, request, {"source_id": c.image_id}, input_key=source.file_key)
 
-    async def generate(self, user_id: str, params: dict[str, Any], key: str) -> Media:
-        request = Request("image_generation", "GENERATED", params["prompt"][:200], None, params, "")
-        return await self._request(user_id, key, request, {"prompt": params["prompt"], "seed": params["seed"]})
+    async def _generate(self, c: Generate) -> Media:
+        params = {"prompt": c.prompt, "seed": c.seed, "width": c.width, "height": c.height}
+        request = Request("image_generation", "GENERATED", c.prompt[:200], None, params, "")
+        return await self._request(c.user_id, c.key, request, {"prompt": c.prompt, "seed": c.seed})
+
+    async def _record_hold(self, c: RecordHold) -> None:
+        """The ledger's answer, in one transaction with its inbox record (a redelivered answer changes
+        nothing): a held job goes to the workers' queue; a refused one keeps nothing of its request."""
+        refused_input: str | None = None
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await first_delivery(conn, c.consumer, c.answer_id):
+                return
+            job = await store.job(conn, c.job_id, lock=True)
+            if job is None or job.hold is not Hold.REQUESTED:
+                return  # not media's job, or answered before
+            await store.set_hold(conn, job.id, c.hold, c.balance, c.available, c.expires_at)
+            if c.hold is Hold.RESERVED:
+                work = mc.WorkQueued(job_id=job.id, user_id=job.user_id, operation=job.operation)
+                queued = Envelope.wrap(work, user_id=job.user_id, event_id=derive_id("mediawork", job.id))
+                await outbox.add(conn, queued)
+            else:
+                await store.remove(conn, job.media_id)
+                refused_input = job.input_key
+        if refused_input is not None:
+            await drop_upload(self.storage, refused_input)
+        self._relay.wake()
 
     async def _request(
         self, user_id: str, key: str, request: Request, metadata: dict[str, Any], *,
@@ -141,7 +175,7 @@ class MediaLibrary:
             held_job = await idempotency.claim(conn, f"media:{user_id}", key, meaning, job_id)
             if held_job == job_id:
                 if data is not None:
-                    input_key = f"{INCOMING}{job_id}"
+                    input_key = upload_key(job_id)
                     await asyncio.to_thread(self.storage.put, input_key, data)
                 media = Media(media_id, user_id, request.kind, request.type, request.title, request.description,
                               Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip
@@ -189,3 +223,16 @@ class MediaLibrary:
     async def page(self, user_id: str, kind: str, after: tuple[datetime, str] | None, limit: int) -> list[Media]:
         async with self._pool.connection() as conn:
             return await store.page(conn, user_id, kind, after, limit)
+
+
+# Every command and the use case that answers it.
+COMMAND_HANDLERS: dict[type[Command[Any]], Callable[[MediaLibrary, Any], Awaitable[Any]]] = {
+    Upload: MediaLibrary._upload,
+    ProcessVideo: MediaLibrary._process_video,
+    Transform: MediaLibrary._transform,
+    RemoveBackground: MediaLibrary._remove_background,
+    Extend: MediaLibrary._extend,
+    Generate: MediaLibrary._generate,
+    CancelVideo: MediaLibrary._cancel_video,
+    RecordHold: MediaLibrary._record_hold,
+}

@@ -1,4 +1,4 @@
-"""Media records and the jobs that make them; no framework, no SQL."""
+"""Media records, the jobs that make them and the commands that ask for them; no framework, no SQL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 # Asked while an operation works: has its job been cancelled? Quick operations (images) never ask.
 Cancelled = Callable[[], bool]
@@ -64,6 +64,98 @@ class Job:
         """Whether an outcome recorded now still finds its hold: the completion has to reach the ledger
         before the hold expires, or the work would be free (or charged without a hold)."""
         return self.hold_expires_at is None or now + SETTLE_MARGIN < self.hold_expires_at
+
+
+# -- commands: typed data, each run by its use case in application.COMMAND_HANDLERS -------------------
+
+R = TypeVar("R", covariant=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command(Generic[R]):
+    """What media is asked to do; R is what handling it answers (MediaLibrary.handle returns an R)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paid(Command[Media]):
+    """A credit-costing request: its cost is held before anything is made. A retry under the same key
+    (the client's Idempotency-Key) answers the first one's record; the key asking something else is a 409."""
+
+    user_id: str
+    key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WithFile(Paid):
+    data: bytes  # the uploaded file as sent (checked before anything is stored)
+    title: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upload(WithFile):
+    """An image file to keep, with its thumbnail."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessVideo(WithFile):
+    """A video file to transcode to H.264 MP4, with its thumbnail."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnImage(Paid):
+    image_id: str  # one of the user's images: the new record is a copy, the source stays as it is
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transform(OnImage):
+    spec: dict[str, Any]  # any of crop, resize, rotate, flip, format, quality (checked at the door)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveBackground(OnImage):
+    method: str  # a segmenter's name (services/media/background.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Extend(OnImage):
+    """Pixels of new canvas on each side."""
+
+    left: int
+    right: int
+    top: int
+    bottom: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generate(Paid):
+    prompt: str
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelVideo(Command[Media]):
+    user_id: str
+    video_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordHold(Command[None]):
+    """The ledger's answer for a job's hold: RESERVED (the job goes to the workers) or REJECTED (nothing of
+    the request is kept). Applied once per answer: `answer_id` goes into `consumer`'s inbox with it."""
+
+    job_id: str
+    hold: Hold
+    balance: int | None = None  # the ledger's figures when it refused
+    available: int | None = None
+    expires_at: datetime | None = None  # when a granted hold lapses unsettled
+    consumer: str
+    answer_id: str
+
+
+# -- errors ----------------------------------------------------------------------------------------
 
 
 class InsufficientCreditsError(Exception):

@@ -1,68 +1,42 @@
-"""The ledger's answers to media's jobs → the job's hold; a held job goes to the workers' queue.
+"""The ledger's answers for media's jobs' holds → RecordHold (a held job goes to the workers' queue).
 
-The effect and the inbox record share one transaction, so a redelivered answer changes nothing."""
+Its use case records each answer in the inbox in the effect's own transaction, so a redelivered answer
+changes nothing."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime
-
-from psycopg_pool import AsyncConnectionPool
-
-from services.media import store
-from services.media.domain import Hold
-from services.media.storage import Storage
-from shared import outbox
+from services.media.application import MediaLibrary
+from services.media.domain import Hold, RecordHold
 from shared.bus import Subscription
-from shared.contracts import Envelope, derive_id
+from shared.contracts import Envelope
 from shared.contracts import ledger as lc
-from shared.contracts import media as mc
-from shared.inbox import first_delivery
 from shared.inputs import is_uuid
-from shared.outbox import OutboxRelay
 
 DURABLE = "media-ledger"
-INCOMING = "incoming/"  # where requests' own input files wait (services/media/application.py)
+SUBJECTS = (lc.CreditsReserved.type, lc.ReservationRejected.type)
 
 
-class HoldAnswers:
-    def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay, storage: Storage) -> None:
-        self._pool = pool
-        self._relay = relay
-        self._storage = storage
+def subscription(library: MediaLibrary) -> Subscription:
+    async def apply(envelope: Envelope, _seq: int) -> None:
+        if (command := to_command(envelope)) is not None:
+            await library.handle(command)
 
-    def subscription(self) -> Subscription:
-        subjects = (lc.CreditsReserved.type, lc.ReservationRejected.type)
-        return Subscription("LEDGER", DURABLE, subjects, self.apply)
+    return Subscription("LEDGER", DURABLE, SUBJECTS, apply)
 
-    async def apply(self, envelope: Envelope, _seq: int) -> None:
-        expires_at: datetime | None = None
-        match envelope.body():
-            case lc.CreditsReserved(job_id=str(job_id)) as held:
-                expires_at = held.expires_at
-                hold, balance, available = Hold.RESERVED, None, None
-            case lc.ReservationRejected(job_id=str(job_id)) as refused:
-                hold, balance, available = Hold.REJECTED, refused.balance, refused.available
-            case _:
-                return
-        if not is_uuid(job_id):
-            return  # not a media job's id: a caller's hold from when the ledger still let callers name a job
-        gone: str | None = None
-        async with self._pool.connection() as conn, conn.transaction():
-            if not await first_delivery(conn, DURABLE, envelope.id):
-                return
-            job = await store.job(conn, job_id, lock=True)
-            if job is None or job.hold is not Hold.REQUESTED:
-                return  # not media's job, or answered before
-            await store.set_hold(conn, job.id, hold, balance, available, expires_at)
-            if hold is Hold.RESERVED:
-                work = mc.WorkQueued(job_id=job.id, user_id=job.user_id, operation=job.operation)
-                queued = Envelope.wrap(work, user_id=job.user_id, event_id=derive_id("mediawork", job.id))
-                await outbox.add(conn, queued)
-            else:  # refused: nothing of the request is kept but the answer
-                await store.remove(conn, job.media_id)
-                # Only an upload's own file: a transform's input is its source image, which stays.
-                gone = job.input_key if job.input_key.startswith(INCOMING) else None
-        if gone:
-            await asyncio.to_thread(self._storage.delete, gone)
-        self._relay.wake()
+
+def to_command(envelope: Envelope) -> RecordHold | None:
+    # A job id that is no UUID is no media job's: a caller's hold from when the ledger still let callers
+    # name a job.
+    answer_id = str(envelope.id)
+    match envelope.body():
+        case lc.CreditsReserved(job_id=str(job_id)) as held if is_uuid(job_id):
+            return RecordHold(
+                job_id=job_id, hold=Hold.RESERVED, expires_at=held.expires_at, consumer=DURABLE, answer_id=answer_id
+            )
+        case lc.ReservationRejected(job_id=str(job_id)) as refused if is_uuid(job_id):
+            return RecordHold(
+                job_id=job_id, hold=Hold.REJECTED, balance=refused.balance, available=refused.available,
+                consumer=DURABLE, answer_id=answer_id,
+            )  # fmt: skip
+        case _:
+            return None

@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.media import api, store
+from services.media import api, handlers, store
 from services.media.application import MediaLibrary
-from services.media.handlers import HoldAnswers
 from services.media.storage import LocalStorage
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
@@ -28,8 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
             relay = rt.start_outbox_relay()
-            rt.consume(HoldAnswers(rt.pool, relay, storage).subscription())
-            app.state.library = MediaLibrary(rt.pool, relay, storage)
+            library = MediaLibrary(rt.pool, relay, storage)
+            rt.consume(handlers.subscription(library))
+            app.state.library = library
             app.state.runtime = rt
             yield
 

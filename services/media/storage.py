@@ -1,14 +1,18 @@
 """Where media files live: a small interface, a local directory behind it now (an object store can
-replace it). Keys are made by media itself (`<user>/<media id>/original.png`), never by a client."""
+replace it), and the keys media makes for them (never a client): a request's own upload under
+`incoming/<job id>` until its job has an outcome, a made record's file and thumbnail under
+`<user>/<media id>/`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
 from typing import Protocol
 
 KEY = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+INCOMING = "incoming/"
 
 
 class Storage(Protocol):
@@ -39,3 +43,20 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+def upload_key(job_id: str) -> str:
+    return f"{INCOMING}{job_id}"
+
+
+def made_keys(user_id: str, media_id: str, extension: str) -> tuple[str, str]:
+    """Where a made record's file and its PNG thumbnail are kept."""
+    base = f"{user_id}/{media_id}"
+    return f"{base}/original.{extension}", f"{base}/thumbnail.png"
+
+
+async def drop_upload(storage: Storage, input_key: str) -> None:
+    """A job's own upload, once the job has an outcome. A job that works on a source image reads that
+    image's file, which stays: it is a record's."""
+    if input_key.startswith(INCOMING):
+        await asyncio.to_thread(storage.delete, input_key)

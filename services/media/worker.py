@@ -22,9 +22,8 @@ from services.media.background import remove_background
 from services.media.domain import Cancelled, Job, JobCancelledError, Media, Status, UnusableInputError
 from services.media.extend import extend
 from services.media.generate import generate
-from services.media.handlers import INCOMING
 from services.media.images import prepare_upload, transform
-from services.media.storage import LocalStorage, Storage
+from services.media.storage import LocalStorage, Storage, drop_upload, made_keys
 from services.media.video import process_video
 from shared import outbox, runtime, telemetry
 from shared.bus import Subscription
@@ -96,14 +95,14 @@ class Worker:
                          updated_at=datetime.now(UTC))  # fmt: skip
         outcome = mc.JobFailed(job_id=job.id, user_id=job.user_id, operation=job.operation, reason=reason[:500])
         await self._record(media, failed, outcome)
-        await self._drop_input(job)
+        await drop_upload(self._storage, job.input_key)
 
     async def on_work(self, envelope: Envelope, _seq: int) -> None:
         if (found := await self._load(envelope)) is None:
             return
         job, media = found
-        if media.status != Status.PROCESSING:
-            await self._drop_input(job)  # recorded before (a redelivery), or cancelled before it began
+        if media.status != Status.PROCESSING:  # recorded before (a redelivery), or cancelled before it began
+            await drop_upload(self._storage, job.input_key)
             return
         if not job.hold_lasts(datetime.now(UTC)):
             await self._fail(job, media, HOLD_EXPIRED)
@@ -116,17 +115,15 @@ class Worker:
         except UnusableInputError as exc:
             await self._fail(job, media, str(exc))
             return
-        except JobCancelledError:
-            await self._drop_input(job)  # the API recorded the cancellation and asked for the release
+        except JobCancelledError:  # the API recorded the cancellation and asked for the release
+            await drop_upload(self._storage, job.input_key)
             return
         finally:
             watch.cancel()
         if not job.hold_lasts(datetime.now(UTC)):
             await self._fail(job, media, HOLD_EXPIRED)  # the work is thrown away: it can no longer be paid for
             return
-        base = f"{media.user_id}/{media.id}"
-        file_key = f"{base}/original.{prepared.extension}"
-        thumbnail_key = f"{base}/thumbnail.png"
+        file_key, thumbnail_key = made_keys(media.user_id, media.id, prepared.extension)
         await asyncio.to_thread(self._storage.put, file_key, prepared.original)
         await asyncio.to_thread(self._storage.put, thumbnail_key, prepared.thumbnail)
         done = replace(
@@ -139,7 +136,7 @@ class Worker:
         if not await self._record(media, done, completed):  # cancelled meanwhile: what was made goes
             await asyncio.to_thread(self._storage.delete, file_key)
             await asyncio.to_thread(self._storage.delete, thumbnail_key)
-        await self._drop_input(job)
+        await drop_upload(self._storage, job.input_key)
 
     async def _watch(self, media_id: str, cancelled: threading.Event) -> None:
         """While an operation works: tell it when its job is cancelled (the API records that)."""
@@ -149,11 +146,6 @@ class Worker:
                 media = await store.media(conn, media_id)
             if media is None or media.status == Status.CANCELLED:
                 cancelled.set()
-
-    async def _drop_input(self, job: Job) -> None:
-        """A request's own upload, once its job has an outcome (a source image stays: it is a record's file)."""
-        if job.input_key.startswith(INCOMING):
-            await asyncio.to_thread(self._storage.delete, job.input_key)
 
     async def _record(self, before: Media, after: Media, outcome: EventData) -> bool:
         """The outcome and its event in one transaction; a second worker with the same job finds it done

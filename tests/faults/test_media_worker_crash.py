@@ -34,6 +34,15 @@ def long_clip() -> bytes:
     return clip(24.0, (1280, 720))
 
 
+def uploaded(system: System, video: bytes) -> tuple[str, str, int, str]:
+    """A new user's video, accepted: their token and id, the worker's deliveries before it, the video's id."""
+    token, user_id = welcomed(system)
+    before = consumer_state(system, "MEDIAWORK", "media-worker")["delivered"]
+    response = upload(system, token, video)
+    assert response.status_code == 202, response.text
+    return token, user_id, before, response.json()["id"]
+
+
 def kill_the_worker_on_delivery(system: System, n: int) -> None:
     """Wait until the worker is working on the job's `n`-th delivery, SIGKILL it, and start a new one."""
 
@@ -50,12 +59,9 @@ def kill_the_worker_on_delivery(system: System, n: int) -> None:
 def test_a_worker_killed_mid_job_leaves_it_to_the_next_which_completes_it_charged_once(
     crashing: System, long_clip: bytes
 ) -> None:
-    token, user_id = welcomed(crashing)
-    before = consumer_state(crashing, "MEDIAWORK", "media-worker")["delivered"]
-    response = upload(crashing, token, long_clip)
-    assert response.status_code == 202, response.text
+    token, user_id, before, video_id = uploaded(crashing, long_clip)
     kill_the_worker_on_delivery(crashing, before + 1)
-    done = ended(crashing, token, response.json()["id"])
+    done = ended(crashing, token, video_id)
     assert done["status"] == "COMPLETED", done
     assert (done["metadata"]["frames"], done["metadata"]["width"]) == (600, 1280)
     assert consumer_state(crashing, "MEDIAWORK", "media-worker")["delivered"] == before + 2
@@ -67,13 +73,10 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_next_which_completes_it_charge
 def test_a_job_whose_worker_dies_on_every_delivery_fails_after_the_bound_and_is_released(
     crashing: System, long_clip: bytes
 ) -> None:
-    token, user_id = welcomed(crashing)
-    before = consumer_state(crashing, "MEDIAWORK", "media-worker")["delivered"]
-    response = upload(crashing, token, long_clip)
-    assert response.status_code == 202, response.text
+    token, user_id, before, video_id = uploaded(crashing, long_clip)
     for n in (1, 2):  # MAX_DELIVER deliveries, each worker killed mid-job
         kill_the_worker_on_delivery(crashing, before + n)
-    failed = ended(crashing, token, response.json()["id"])
+    failed = ended(crashing, token, video_id)
     assert failed["status"] == "FAILED" and "without an outcome" in failed["metadata"]["error"], failed
     settled(crashing, token, user_id, 10)  # released, never charged
     view = assert_converged(crashing, token, user_id)

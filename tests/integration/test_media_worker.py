@@ -19,8 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.media import store, worker
 from services.media.domain import Cancelled, Hold, Job, JobCancelledError, Media, Status
-from services.media.handlers import INCOMING
-from services.media.storage import LocalStorage
+from services.media.storage import INCOMING, LocalStorage
 from services.media.video import PreparedVideo, process_video
 from services.media.worker import HOLD_EXPIRED, Worker
 from shared.contracts import Envelope
