@@ -16,7 +16,7 @@ import httpx
 from shared.testing.nats import EmbeddedNats
 from shared.testing.postgres import EmbeddedPostgres
 from shared.testing.servers import ServiceProcess, five_services
-from shared.testing.waiting import free_port, wait_until
+from shared.testing.waiting import free_port, stop, wait_until
 
 UVICORN = (sys.executable, "-m", "uvicorn", "--factory", "bench.naive:create_app")
 
@@ -52,13 +52,8 @@ class NaiveProcess:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop(self.process, timeout=15)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from shared.testing.nats import EmbeddedNats
 from shared.testing.postgres import EmbeddedPostgres
 from shared.testing.servers import ServiceProcess, service_env
 from shared.testing.waiting import free_port, port_open
+from shared.testing.waiting import stop as stop_process
 
 
 @contextmanager
@@ -50,12 +51,7 @@ def _localstripe(port: int, state: Path, stop: StopRequest) -> Iterator[str]:
         wait_or_stop(lambda: port_open(port), stop, timeout=20, what="localstripe")
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 async def _create_streams(nats_url: str, ops: bus.Login) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
-from shared.testing.waiting import free_port, port_open, wait_until
+from shared.testing.waiting import free_port, port_open, stop, wait_until
 
 
 def _keep_state_in(path: Path | None) -> None:
@@ -81,13 +81,8 @@ class LocalStripe:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop(self.process)
 
 
 def main() -> None:

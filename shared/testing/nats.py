@@ -26,7 +26,7 @@ from shared import bus
 from shared.bus import Login, credentials
 from shared.bus.users import HARNESS, OPS, USERS, authorization, quoted
 from shared.testing.tls import TlsFiles
-from shared.testing.waiting import eventually, free_port, port_open, wait_until
+from shared.testing.waiting import eventually, free_port, port_open, stop, wait_until
 
 
 class EmbeddedNats:
@@ -135,13 +135,8 @@ class EmbeddedNats:
             self.log.append(line.decode(errors="replace").rstrip("\n"))
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop(self.process, sig)
 
 
 class EmbeddedNatsCluster:

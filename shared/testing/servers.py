@@ -21,7 +21,7 @@ from shared.service_tokens import dev_public_key_pem
 from shared.settings import SERVICES, WORKERS
 from shared.testing.localstripe_server import LocalStripe, register_webhook
 from shared.testing.nats import EmbeddedNats
-from shared.testing.waiting import free_port, wait_until
+from shared.testing.waiting import free_port, stop, wait_until
 
 
 class ServiceProcess:
@@ -131,16 +131,7 @@ class ServiceProcess:
             self._pump_thread.join(timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return None if self.process is None else stop(self.process, sig, timeout)
 
 
 def service_env(base: Mapping[str, str], **overrides: str) -> dict[str, str]:

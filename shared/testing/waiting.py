@@ -1,12 +1,15 @@
 """Waiting for what runs in other processes: a free port to give one, an open port, a condition with a
-deadline (never a sleep and hope)."""
+deadline (never a sleep and hope), a process to stop."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def free_port() -> int:
@@ -38,3 +41,15 @@ async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float,
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise TimeoutError(f"timed out after {within}s waiting for {what or condition}") from None
+
+
+def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    """Ask a process to stop (`sig`), and kill it if it has not within `timeout`; its return code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

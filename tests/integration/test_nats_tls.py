@@ -30,7 +30,7 @@ from shared.bus.users import OPS
 from shared.testing.postgres import fresh_database
 from shared.testing.servers import ServiceProcess, service_env
 from shared.testing.tls import TlsFiles, make_tls_files
-from shared.testing.waiting import free_port, port_open, wait_until
+from shared.testing.waiting import free_port, port_open, stop, wait_until
 from tests import deploy_files
 from tests.deploy_files import CLUSTER, SINGLE
 
@@ -67,15 +67,6 @@ class Deployed:
 def start_nats(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen([str(NATS_SERVER), "-c", str(config)], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
