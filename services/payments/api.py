@@ -1,31 +1,57 @@
-"""Payments' HTTP API for signed-in users: the packs, checkout, and their own transactions."""
+"""Payments' HTTP API for signed-in users (each acts for the token's user only): the packs and checkout, their
+transactions, saved cards, subscriptions and auto-recharge. Routes build commands and map errors; the rules are
+the application's."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.dataclasses import dataclass as public_dataclass
 
 from services.payments.application import Payments
+from services.payments.commands import (
+    CancelSubscription,
+    Checkout,
+    ConfigureAutoRecharge,
+    SaveCard,
+    Subscribe,
+    TransactionQuery,
+)
 from services.payments.domain import (
+    AlreadySubscribedError,
     Kind,
+    NoCardError,
     Status,
-    StripeUnavailableError,
+    Subscription,
+    SubscriptionNotFoundError,
+    SubscriptionStatus,
     Transaction,
     UnknownPackageError,
+    UnknownPlanError,
 )
+from services.payments.gateway import CardRefusedError, StripeUnavailableError
+from services.payments.stripe_objects import Card
 from shared.auth import SignedInUser
-from shared.credits import PACKAGES
+from shared.credits import PACKAGES, PLANS, SubscriptionPlan
 from shared.guard import GuardedRoute
 from shared.idempotency import IdempotencyConflictError
-from shared.inputs import ShortText
+from shared.inputs import ShortText, Whole
 from shared.paging import After, newest_first
 from shared.params import CorrelationId, IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
 
 router = APIRouter(route_class=GuardedRoute)
+# What Stripe.js hands the frontend (pm_...): the card itself never reaches us.
+PaymentMethodId = Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,120}$")]
+OfferId = Annotated[str, StringConstraints(max_length=50, pattern=r"^[a-z0-9_-]+$")]  # a pack's or a plan's
+StatusFilter = Annotated[list[Status], Query(alias="status", description="any of these statuses")]
+KindFilter = Annotated[list[Kind], Query(alias="type", description="any of these types")]
+Limit = Annotated[int, Query(ge=1, le=200)]
+NO_CARD = "Save a card first (POST /api/billing/payment-methods)."
 
 
 async def get_payments(request: Request) -> Payments:
@@ -33,6 +59,17 @@ async def get_payments(request: Request) -> Payments:
 
 
 PaymentsDep = Annotated[Payments, Depends(get_payments)]
+
+
+def stripe_problem(exc: StripeUnavailableError) -> Problem:
+    return Problem(502, f"Stripe did not complete the request; nothing was charged or changed. {exc}")
+
+
+def unknown_package(package_id: str) -> Problem:
+    return Problem(404, f"No credit package {package_id!r}; see /api/credit-packages.")
+
+
+# -- packs, checkout and transactions ---------------------------------------------------------------
 
 
 class CreditPackagePublic(BaseModel):
@@ -44,25 +81,17 @@ class CreditPackagePublic(BaseModel):
     popular: bool
 
 
-class TransactionPublic(BaseModel):
-    id: str
-    user_id: str
-    type: Kind
-    status: Status
-    amount: int  # cents
-    currency: str
-    credits: int
-    description: str
-    package_id: str | None
-    stripe_payment_intent_id: str | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+# A public shape that is the domain's own, declared once: pydantic's dataclass of the domain's, which documents
+# it (its docstring would be the schema's description, so a comment says why it is so).
+# A transaction is shown with two fields under the API's names (`type`, and `amount` in cents).
+@public_dataclass(frozen=True, kw_only=True)
+class TransactionPublic(Transaction):
+    kind: Kind = Field(serialization_alias="type")
+    amount_cents: int = Field(serialization_alias="amount")
 
     @classmethod
     def of(cls, tx: Transaction) -> TransactionPublic:
-        fields = {k: v for k, v in tx.__dict__.items() if k not in ("kind", "amount_cents")}
-        return cls(**fields, type=tx.kind, amount=tx.amount_cents)
+        return cls(**vars(tx))
 
 
 class TransactionPage(BaseModel):
@@ -117,10 +146,11 @@ async def checkout(
     """Start buying a pack: a PENDING transaction and a Stripe PaymentIntent, whose client secret the
     frontend confirms with Stripe.js (card details go to Stripe only). A retry with the same key
     answers the same transaction and PaymentIntent."""
+    command = Checkout(user_id=principal.user_id, package_id=body.package_id, key=key, correlation_id=correlation_id)
     try:
-        done = await payments.checkout(principal.user_id, body.package_id, key, correlation_id)
+        done = await payments.handle(command)
     except UnknownPackageError as exc:
-        raise Problem(404, f"No credit package {body.package_id!r}; see /api/credit-packages.") from exc
+        raise unknown_package(body.package_id) from exc
     except IdempotencyConflictError as exc:
         raise Problem(409, "This Idempotency-Key was used for a different checkout.") from exc
     except StripeUnavailableError as exc:
@@ -132,20 +162,11 @@ async def checkout(
     )  # fmt: skip
 
 
-def stripe_problem(exc: StripeUnavailableError) -> Problem:
-    return Problem(502, f"Stripe did not complete the request; nothing was charged or changed. {exc}")
-
-
-StatusFilter = Annotated[list[Status], Query(alias="status", description="any of these statuses")]
-KindFilter = Annotated[list[Kind], Query(alias="type", description="any of these types")]
-Limit = Annotated[int, Query(ge=1, le=200)]
-
-
 async def transaction_page(
-    payments: Payments, user_id: str | None, statuses: list[Status], kinds: list[Kind], cursor: str | None, limit: int
+    payments: Payments, query: TransactionQuery, cursor: str | None, limit: int
 ) -> TransactionPage:
     async def fetch(after: After, n: int) -> list[Transaction]:
-        return await payments.transactions(user_id, statuses, kinds, after, n)
+        return await payments.transactions(query, after, n)
 
     page, next_cursor = await newest_first(cursor, limit, fetch)
     return TransactionPage(transactions=[TransactionPublic.of(tx) for tx in page], next_cursor=next_cursor)
@@ -161,7 +182,9 @@ async def my_transactions(
     limit: Limit = 50,
 ) -> TransactionPage:
     """The token's user's transactions, newest first (getUserTransactions)."""
-    return await transaction_page(payments, principal.user_id, status, kind, cursor, limit)
+    return await transaction_page(
+        payments, TransactionQuery(principal.user_id, tuple(status), tuple(kind)), cursor, limit
+    )
 
 
 @router.get("/api/user/transactions/stats", response_model=TransactionStats, tags=["user"])
@@ -176,3 +199,190 @@ async def my_stats(principal: SignedInUser, payments: PaymentsDep) -> Transactio
         total_spent=sum(int(r["amount_cents"]) - int(r["refunded_cents"]) for r in kept),
         credits_bought=sum(int(r["credits"]) - int(r["credits_clawed_back"]) for r in kept),
     )
+
+
+# -- saved cards and subscriptions ------------------------------------------------------------------
+
+
+class PlanPublic(BaseModel):
+    id: str
+    name: str
+    credits: int
+    price_cents: int
+    currency: str
+    interval: str
+    rolls_over: bool
+
+    @classmethod
+    def of(cls, plan: SubscriptionPlan) -> PlanPublic:
+        return cls(**plan.__dict__)
+
+
+@public_dataclass(frozen=True)  # a saved card as payments holds it: brand, last 4 digits and expiry, never more
+class CardPublic(Card):
+    @classmethod
+    def of(cls, card: Card) -> CardPublic:
+        return cls(**vars(card))
+
+
+class SaveCardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method: PaymentMethodId
+
+
+class SubscribeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: OfferId
+
+
+class SubscriptionPublic(BaseModel):
+    id: str
+    plan: PlanPublic
+    status: SubscriptionStatus
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    next_renewal: datetime | None  # None once it ends at the period's end
+    created_at: datetime
+
+    @classmethod
+    def of(cls, sub: Subscription) -> SubscriptionPublic:
+        return cls(
+            id=sub.id, plan=PlanPublic.of(PLANS[sub.plan_id]), status=sub.status,
+            current_period_start=sub.current_period_start, current_period_end=sub.current_period_end,
+            cancel_at_period_end=sub.cancel_at_period_end, next_renewal=sub.next_renewal, created_at=sub.created_at,
+        )  # fmt: skip
+
+
+class CurrentSubscription(BaseModel):
+    subscription: SubscriptionPublic | None
+
+
+@router.get("/api/subscription-plans", response_model=list[PlanPublic], tags=["billing"])
+async def subscription_plans() -> list[PlanPublic]:
+    return [PlanPublic.of(p) for p in PLANS.values()]
+
+
+@router.post(
+    "/api/billing/payment-methods", response_model=list[CardPublic], status_code=201, tags=["billing"],
+    responses=responses(402, 502),
+)  # fmt: skip
+async def save_card(body: SaveCardRequest, principal: SignedInUser, payments: PaymentsDep) -> list[CardPublic]:
+    """Save a card made client-side with Stripe.js (its pm_ id) as the user's default; answers their cards."""
+    try:
+        cards = await payments.handle(SaveCard(user_id=principal.user_id, payment_method=body.payment_method))
+    except CardRefusedError as exc:
+        raise Problem(402, f"The card was not saved: {exc}") from exc
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return [CardPublic.of(c) for c in cards]
+
+
+@router.get("/api/billing/payment-methods", response_model=list[CardPublic], tags=["billing"], responses=responses(502))
+async def my_cards(principal: SignedInUser, payments: PaymentsDep) -> list[CardPublic]:
+    """The user's saved cards: brand, last 4 digits and expiry, never more."""
+    try:
+        return [CardPublic.of(c) for c in await payments.cards(principal.user_id)]
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+
+
+@router.post(
+    "/api/subscriptions", response_model=SubscriptionPublic, status_code=201, tags=["billing"],
+    responses=responses(404, 409, 502),
+)  # fmt: skip
+async def subscribe(
+    body: SubscribeRequest, principal: SignedInUser, payments: PaymentsDep, key: IdempotencyKey
+) -> SubscriptionPublic:
+    """Subscribe to a plan, paid with the default card. Credits come with each paid invoice."""
+    try:
+        sub = await payments.handle(Subscribe(user_id=principal.user_id, plan_id=body.plan_id, key=key))
+    except UnknownPlanError as exc:
+        raise Problem(404, f"No plan {body.plan_id!r}; see /api/subscription-plans.") from exc
+    except NoCardError as exc:
+        raise Problem(409, NO_CARD) from exc
+    except AlreadySubscribedError as exc:
+        raise Problem(409, "You already have a subscription; cancel it first.") from exc
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different subscription.") from exc
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return SubscriptionPublic.of(sub)
+
+
+@router.delete(
+    "/api/subscriptions/{subscription_id}", response_model=SubscriptionPublic, tags=["billing"],
+    responses=responses(404, 502),
+)  # fmt: skip
+async def cancel(subscription_id: uuid.UUID, principal: SignedInUser, payments: PaymentsDep) -> SubscriptionPublic:
+    """Cancel at the end of the paid period (its credits stay until they expire). Repeating it changes nothing."""
+    try:
+        sub = await payments.handle(CancelSubscription(user_id=principal.user_id, subscription_id=str(subscription_id)))
+    except SubscriptionNotFoundError as exc:
+        raise Problem(404, f"You have no subscription {subscription_id}.") from exc
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return SubscriptionPublic.of(sub)
+
+
+@router.get("/api/user/subscription", response_model=CurrentSubscription, tags=["billing", "user"])
+async def my_subscription(principal: SignedInUser, payments: PaymentsDep) -> CurrentSubscription:
+    """The user's live subscription (else their latest): plan, status, current period, next renewal."""
+    sub = await payments.current_subscription(principal.user_id)
+    return CurrentSubscription(subscription=SubscriptionPublic.of(sub) if sub else None)
+
+
+# -- auto-recharge ----------------------------------------------------------------------------------
+
+
+class AutoRechargeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+    threshold: Annotated[int, Field(strict=True, ge=1, le=1_000_000), Whole]
+    package_id: OfferId
+    monthly_cap_cents: Annotated[int, Field(strict=True, ge=0, le=10_000_000), Whole]
+
+
+class AutoRechargePublic(BaseModel):
+    enabled: bool
+    threshold: int
+    package_id: str
+    monthly_cap_cents: int
+    spent_this_month_cents: int
+    disabled_reason: str | None  # why it turned itself off, for the frontend to tell the user
+    updated_at: datetime | None
+
+
+@router.put(
+    "/api/billing/auto-recharge", response_model=AutoRechargePublic, tags=["billing"],
+    responses=responses(404, 409, 502),
+)  # fmt: skip
+async def set_auto_recharge(
+    body: AutoRechargeRequest, principal: SignedInUser, payments: PaymentsDep
+) -> AutoRechargePublic:
+    """Buy `package_id` off-session with the default card whenever available credit crosses below
+    `threshold`: once per crossing, at most `monthly_cap_cents` a month, at most every 5 minutes."""
+    try:
+        await payments.handle(ConfigureAutoRecharge(user_id=principal.user_id, **body.model_dump()))
+    except UnknownPackageError as exc:
+        raise unknown_package(body.package_id) from exc
+    except NoCardError as exc:
+        raise Problem(409, NO_CARD) from exc
+    except StripeUnavailableError as exc:
+        raise stripe_problem(exc) from exc
+    return await my_auto_recharge(principal, payments)
+
+
+@router.get("/api/billing/auto-recharge", response_model=AutoRechargePublic, tags=["billing"])
+async def my_auto_recharge(principal: SignedInUser, payments: PaymentsDep) -> AutoRechargePublic:
+    setting, spent = await payments.auto_recharge(principal.user_id)
+    if setting is None:
+        return AutoRechargePublic(
+            enabled=False, threshold=5, package_id="basic", monthly_cap_cents=0, spent_this_month_cents=spent,
+            disabled_reason=None, updated_at=None,
+        )  # fmt: skip
+    fields: dict[str, Any] = {k: v for k, v in setting.__dict__.items() if k != "user_id"}
+    return AutoRechargePublic(**fields, spent_this_month_cents=spent)

@@ -1,109 +1,118 @@
-"""Payments' use cases: each writes its state and its events in one transaction.
+"""Payments' use cases, one per command (commands.py), run by `Payments.handle` through its command_handlers
+(every command at a glance): buying a pack, refunds, saved cards, subscriptions and auto-recharge here; taking
+in and reconciling what Stripe says in stripe_events.py. Reading takes no command.
 
-A transaction moves only on what Stripe says its PaymentIntent is (domain.observe); every move
-and the events it announces are written together, with event ids derived from the transaction and
-the outcome, so however many paths observe the same payment (webhooks, their redeliveries, a
-refund's answer, reconciliation) each outcome reaches the stream once."""
+Each writes its state and its events in one transaction. Where Stripe's answer must be kept with it (a
+refund, a subscription, an off-session purchase), Stripe is asked inside that transaction: if Stripe fails
+nothing is kept, and every Stripe call carries a key derived from our ids, so a retry asks for the same object."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.payments import store
+from services.payments import billing_store, events, store
+from services.payments.commands import (
+    Answer,
+    CancelSubscription,
+    Checkout,
+    Command,
+    ConfigureAutoRecharge,
+    PayWithTestCard,
+    ReceiveStripeEvent,
+    Recharge,
+    Reconcile,
+    Refund,
+    SaveCard,
+    StartedCheckout,
+    Subscribe,
+    TransactionQuery,
+)
 from services.payments.domain import (
+    AlreadySubscribedError,
+    AutoRecharge,
     Change,
-    Kind,
-    NotAtStripeError,
-    NotRefundableError,
-    NotYetError,
+    NoCardError,
+    NotPendingError,
     PaymentState,
     Status,
-    StripeUnavailableError,
+    Subscription,
+    SubscriptionNotFoundError,
+    SubscriptionStatus,
     Transaction,
     TransactionNotFoundError,
     UnknownPackageError,
+    UnknownPlanError,
+    checkout_purchase,
+    month_start,
     observe,
+    recharge_purchase,
+    refund_amount,
+    why_not,
 )
-from services.payments.gateway import StripeGateway
-from services.payments.stripe_objects import StripePayloadError, parse_event
-from services.payments.subscriptions import Billing
-from shared import idempotency, outbox, webhooks
-from shared.contracts import Envelope, EventData, derive_id
-from shared.contracts import payments as pc
-from shared.credits import PACKAGES
+from services.payments.gateway import (
+    CardRefusedError,
+    StripeGateway,
+    StripeUnavailableError,
+    configured,
+)
+from services.payments.stripe_events import StripeEvents, observe_payment, record
+from services.payments.stripe_objects import Card
+from shared import idempotency, outbox
+from shared.contracts import derive_id
+from shared.credits import PACKAGES, PLANS
 from shared.idempotency import IdempotencyConflictError, fingerprint
-from shared.inputs import is_uuid
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
-# About 30 s of retries (1 + 2 + 4 + 8 + 16): past a blip, a person should look.
-STUCK_AFTER_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class Repair:
-    transaction_id: str
-    payment_intent_id: str
-    before: Status
-    after: Status
-    announced: tuple[Status, ...]
-
-
-@dataclass
-class Reconciliation:
-    since: datetime
-    events_listed: int = 0
-    events_recovered: list[str] = field(default_factory=list)  # sent by Stripe, never received
-    intents_checked: int = 0
-    repaired: list[Repair] = field(default_factory=list)
-    unknown_intents: list[str] = field(default_factory=list)  # at Stripe, naming no transaction of ours
-    refused: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Checkout:
-    transaction: Transaction
-    client_secret: str
+Read = TypeVar("Read")
 
 
 class Payments:
     def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay, gateway: StripeGateway | None) -> None:
         self._pool = pool
         self._relay = relay
-        self.billing = Billing(pool, relay, gateway)
-        self.events_waiting = asyncio.Event()
+        self._gateway = gateway
+        self.stripe_events = StripeEvents(pool, relay, gateway)
+        # Every command, and the use case that answers it.
+        self.command_handlers: dict[type[Command[Any]], Callable[[Any], Awaitable[Any]]] = {
+            Checkout: self.checkout,
+            PayWithTestCard: self.pay_with_test_card,
+            Refund: self.refund,
+            ReceiveStripeEvent: self.stripe_events.receive,
+            Reconcile: self.stripe_events.reconcile,
+            SaveCard: self.save_card,
+            Subscribe: self.subscribe,
+            CancelSubscription: self.cancel_subscription,
+            ConfigureAutoRecharge: self.configure_auto_recharge,
+            Recharge: self.recharge,
+        }
+
+    async def handle(self, command: Command[Answer]) -> Answer:
+        """Run `command` through its use case; answered with the type the command names."""
+        return cast(Answer, await self.command_handlers[type(command)](command))
 
     @property
-    def gateway(self) -> StripeGateway:
-        return self.billing.gateway  # one check of Stripe's configuration for both
+    def _stripe(self) -> StripeGateway:
+        return configured(self._gateway)
 
-    # -- buying -----------------------------------------------------------------------------------
+    # -- buying and refunds -----------------------------------------------------------------------
 
-    async def checkout(self, user_id: str, package_id: str, key: str, correlation_id: str | None) -> Checkout:
-        """A PENDING purchase and its PaymentIntent; a retry under `key` gets the same two back."""
-        package = PACKAGES.get(package_id)
+    async def checkout(self, command: Checkout) -> StartedCheckout:
+        package = PACKAGES.get(command.package_id)
         if package is None:
-            raise UnknownPackageError(package_id)
-        gateway = self.gateway
-        now = datetime.now(UTC)
-        tx = Transaction(
-            id=str(uuid.uuid4()), user_id=user_id, kind=Kind.CREDIT_PURCHASE, status=Status.PENDING,
-            amount_cents=package.price_cents, currency=package.currency, credits=package.credits,
-            description=f"{package.name}: {package.credits} credits", package_id=package.id,
-            stripe_payment_intent_id=None, metadata={"correlation_id": correlation_id} if correlation_id else {},
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+            raise UnknownPackageError(command.package_id)
+        gateway, user_id = self._stripe, command.user_id
+        tx = checkout_purchase(str(uuid.uuid4()), user_id, package, command.correlation_id, datetime.now(UTC))
         async with self._pool.connection() as conn, conn.transaction():
-            tx_id = await idempotency.claim(conn, f"checkout:{user_id}", key, fingerprint(package.id), tx.id)
+            tx_id = await idempotency.claim(conn, f"checkout:{user_id}", command.key, fingerprint(package.id), tx.id)
             if tx_id == tx.id:
                 await store.insert(conn, tx)
         # The row lock makes concurrent retries wait for the one that creates the PaymentIntent.
@@ -114,244 +123,209 @@ class Payments:
                 intent, secret = await gateway.create_payment_intent(current)
                 current = replace(current, stripe_payment_intent_id=intent)
                 await store.save(conn, current)
-                return Checkout(current, secret)
-        return Checkout(current, await gateway.client_secret(intent_of(current)))
+                return StartedCheckout(current, secret)
+        assert current.stripe_payment_intent_id, "the checkout stored it"
+        return StartedCheckout(current, await gateway.client_secret(current.stripe_payment_intent_id))
 
-    # -- what Stripe says -------------------------------------------------------------------------
+    async def pay_with_test_card(self, command: PayWithTestCard) -> PaymentState:
+        """The payment then takes the ordinary road: Stripe's signed webhook, the inbox, the ledger."""
+        tx = await self.transaction(command.transaction_id)
+        if tx.user_id != command.user_id:
+            raise TransactionNotFoundError(command.transaction_id)
+        if tx.status != Status.PENDING or not tx.stripe_payment_intent_id:
+            raise NotPendingError(tx.status)
+        return await self._stripe.pay_with_card(tx.stripe_payment_intent_id, command.card_number)
 
-    async def receive(self, event_id: str, kind: str, object_id: str | None) -> bool:
-        """Take a verified webhook delivery into the inbox; False when it came before. The worker applies it."""
-        new = await webhooks.apply_once(
-            self._pool,
-            store.STRIPE_DELIVERIES,
-            event_id,
-            lambda conn: store.queue_event(conn, event_id, kind, object_id),
-        )
-        if new:
-            self.events_waiting.set()
-        return new
-
-    async def process_one_event(self) -> bool:
-        """Apply one due inbox event by reading what it names from Stripe; False when none is due.
-
-        The event's processed mark and its effect commit together: a crash leaves the event due."""
-        async with self._pool.connection() as conn:
-            failure = None
-            async with conn.transaction():
-                claimed = await store.claim_due_event(conn)
-                if claimed is None:
-                    return False
-                event_id, kind, object_id = claimed
-                try:
-                    outcome = await self._apply(conn, object_id) if object_id else f"ignored: nothing to do on {kind}"
-                    await store.event_processed(conn, event_id, outcome)
-                except (StripeUnavailableError, NotYetError) as exc:
-                    failure = str(exc)
-            if failure is not None:
-                async with conn.transaction():
-                    await store.event_failed(conn, event_id, failure)
-                log.warning("Stripe event %s: %s; will retry", event_id, failure)
-        self._relay.wake()
-        return True
-
-    async def _apply(self, conn: AsyncConnection, object_id: str) -> str:
-        """Read the object from Stripe and apply what it is now; what happened, for the inbox's record."""
-        gateway = self.gateway
-        try:
-            if object_id.startswith("in_"):
-                return await self.billing.observe_invoice(conn, await gateway.invoice(object_id))
-            if object_id.startswith("sub_"):
-                return await self.billing.observe_subscription(conn, await gateway.subscription(object_id))
-            return _outcome(await self._observe(conn, await gateway.payment_state(object_id)))
-        except NotAtStripeError:
-            return f"ignored: Stripe has no {object_id}"
-
-    async def stuck_events_problem(self) -> str | None:
-        """The alarm while Stripe events keep failing to apply (Stripe unreachable, a key revoked)."""
-        async with self._pool.connection() as conn:
-            count, oldest = await store.stuck_events(conn, attempts=STUCK_AFTER_ATTEMPTS)
-        return f"{count} Stripe event(s) not applied after {STUCK_AFTER_ATTEMPTS} tries; {oldest}" if count else None
-
-    async def run_event_worker(self) -> None:
-        while True:
-            while await self.process_one_event():
-                pass
-            self.events_waiting.clear()
-            with contextlib.suppress(TimeoutError):  # retries come due with time too
-                await asyncio.wait_for(self.events_waiting.wait(), timeout=1.0)
-
-    async def reconcile(self, since: datetime) -> Reconciliation:
-        """Compare Stripe with our transactions since `since` and repair what a missed webhook left.
-
-        Every PaymentIntent Stripe lists since then, every one an event since then names (an event that
-        never reached us is recorded as received), and every one we still hold open is read from Stripe
-        and applied. Applying is idempotent, so a second run finds everything in place and changes nothing."""
-        gateway, report = self.gateway, Reconciliation(since=since)
-        intents = {i.id async for i in gateway.payment_intents() if i.created >= since.timestamp()}
-        async for payload in gateway.events(int(since.timestamp())):
-            report.events_listed += 1
-            try:
-                event = parse_event(payload)
-            except StripePayloadError:
-                continue
-            named = event.object_id
-            if named is None or not named.startswith("pi_"):
-                # An invoice's or a subscription's: into the inbox like any delivery, for the worker.
-                if await self.receive(event.id, event.type, named):
-                    report.events_recovered.append(event.id)
-                continue
-            # A lost delivery of a payment's: recorded as received; its PaymentIntent is applied below.
-            async with self._pool.connection() as conn, conn.transaction():
-                lost = await store.receive_settled_event(
-                    conn, event.id, event.type, named, "recovered by reconciliation"
-                )
-            if lost:
-                report.events_recovered.append(event.id)
-            intents.add(named)
-        async with self._pool.connection() as conn:
-            intents.update(await store.open_since(conn, since))
-        for intent in sorted(intents):
-            try:
-                state = await gateway.payment_state(intent)
-            except NotAtStripeError:
-                report.unknown_intents.append(intent)
-                continue
-            async with self._pool.connection() as conn, conn.transaction():
-                change = await self._observe(conn, state)
-            report.intents_checked += 1
-            if change is None:
-                report.unknown_intents.append(intent)
-            elif change.refused:
-                report.refused.append(f"{intent}: {change.refused}")
-            elif change.changed:
-                tx = change.transaction
-                report.repaired.append(Repair(tx.id, intent, change.previous, tx.status, change.announced))
-        if report.repaired:
-            self._relay.wake()
-        return report
-
-    async def observe_in(self, conn: AsyncConnection, state: PaymentState) -> Change | None:
-        """Apply Stripe's state inside the caller's transaction (an off-session purchase's answer)."""
-        return await self._observe(conn, state)
-
-    async def _observe(self, conn: AsyncConnection, state: PaymentState) -> Change | None:
-        """Apply Stripe's state to its transaction; None when the PaymentIntent is none of ours."""
-        named = state.transaction_id
-        tx = await store.get(conn, named, lock=True) if named and is_uuid(named) else None
-        tx = tx or await store.by_payment_intent(conn, state.payment_intent_id, lock=True)
-        if tx is None:
-            return None
-        change = observe(tx, state, datetime.now(UTC))
-        if change.refused:
-            log.error("transaction %s: %s", tx.id, change.refused)
-        if change.changed:
-            await store.save(conn, change.transaction)
-            for status in change.announced:
-                await announce(conn, change.transaction, status)
-        return change
-
-    # -- refunds ----------------------------------------------------------------------------------
-
-    async def refund(self, tx_id: str, reason: str, amount_cents: int | None, key: str, admin_id: str) -> Transaction:
-        """Refund at Stripe and record Stripe's answer; a retry under `key` answers the same."""
-        meaning = fingerprint(tx_id, reason, amount_cents)
-        gateway = self.gateway
+    async def refund(self, command: Refund) -> Transaction:
+        """Refund at Stripe and record Stripe's answer: the refund is recorded only as Stripe has it."""
+        tx_id, key = command.transaction_id, command.key
+        gateway = self._stripe
         async with self._pool.connection() as conn, conn.transaction():
+            meaning = fingerprint(tx_id, command.reason, command.amount_cents)
             if await idempotency.claim(conn, "refund", key, meaning, tx_id) != tx_id:
                 raise IdempotencyConflictError(key)
             tx = await store.get(conn, tx_id, lock=True)
             if tx is None:
                 raise TransactionNotFoundError(tx_id)
-            replay = await _replayed(conn, key, tx)
-            if replay:
+            if tx.refunded_under(key):
                 return tx
-            if tx.status is not Status.COMPLETED:
-                raise NotRefundableError(f"transaction {tx_id} is {tx.status}, only a COMPLETED payment is refunded")
-            amount = tx.amount_cents if amount_cents is None else amount_cents
-            if not 0 < amount <= tx.amount_cents:
-                raise NotRefundableError(f"a refund is 1 to {tx.amount_cents} cents, not {amount}")
-            state = await gateway.refund(tx, amount, reason)
-            change = observe(tx, state, datetime.now(UTC), reason=reason)
+            state = await gateway.refund(tx, refund_amount(tx, command.amount_cents), command.reason)
+            change = observe(tx, state, datetime.now(UTC), reason=command.reason)
             if change.transaction.status is not Status.REFUNDED:
                 raise StripeUnavailableError(f"Stripe did not record the refund (the payment is {state.status})")
-            refunded = change.transaction
-            refunded.metadata["refund"].update(admin_id=admin_id, idempotency_key=key)
-            await store.save(conn, refunded)
-            for status in change.announced:
-                await announce(conn, refunded, status)
+            change.transaction.metadata["refund"].update(admin_id=command.admin_id, idempotency_key=key)
+            await record(conn, change)
         self._relay.wake()
-        return refunded
+        return change.transaction
+
+    # -- cards and subscriptions ------------------------------------------------------------------
+
+    async def save_card(self, command: SaveCard) -> list[Card]:
+        customer = await self._customer(command.user_id)
+        await self._stripe.save_card(customer, command.payment_method)
+        return await self._stripe.cards(customer)
+
+    async def subscribe(self, command: Subscribe) -> Subscription:
+        """The key's claim, the row and the Stripe call share one transaction, and the subscription's id (so
+        Stripe's idempotency key) is derived from the key: a retry after a crash asks Stripe for the same one."""
+        plan = PLANS.get(command.plan_id)
+        if plan is None:
+            raise UnknownPlanError(command.plan_id)
+        gateway, user_id = self._stripe, command.user_id
+        sub_id = str(derive_id("subscription", user_id, command.key))
+        async with self._pool.connection() as conn, conn.transaction():
+            held_id = await idempotency.claim(conn, f"subscribe:{user_id}", command.key, fingerprint(plan.id), sub_id)
+            if (existing := await billing_store.subscription(conn, held_id)) is not None:
+                return existing
+            if (paying := await self._paying(await billing_store.customer_of(conn, user_id))) is None:
+                raise NoCardError(user_id)
+            now = datetime.now(UTC)
+            sub = Subscription(
+                sub_id, user_id, plan.id, SubscriptionStatus.INCOMPLETE, None, None, None, False, now, now
+            )
+            if not await billing_store.insert_subscription(conn, sub):
+                raise AlreadySubscribedError(user_id)
+            state = await gateway.subscribe(paying[0], await gateway.ensure_plan(plan), sub)
+            sub = replace(sub, stripe_subscription_id=state.id).following(state, datetime.now(UTC))
+            await billing_store.save_subscription(conn, sub)
+        return sub
+
+    async def cancel_subscription(self, command: CancelSubscription) -> Subscription:
+        async with self._pool.connection() as conn, conn.transaction():
+            sub = await billing_store.subscription(conn, command.subscription_id, lock=True)
+            if sub is None or sub.user_id != command.user_id:
+                raise SubscriptionNotFoundError(command.subscription_id)
+            if sub.status is SubscriptionStatus.CANCELLED or sub.cancel_at_period_end or not sub.stripe_subscription_id:
+                return sub
+            state = await self._stripe.cancel_at_period_end(sub.stripe_subscription_id)
+            sub = sub.following(state, datetime.now(UTC))
+            await billing_store.save_subscription(conn, sub)
+        return sub
+
+    async def _customer(self, user_id: str) -> str:
+        """The user's Stripe customer, made with their first card (once, however many first cards race)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            if (known := await billing_store.customer_of(conn, user_id)) is not None:
+                return known
+            await billing_store.lock_customer(conn, user_id)
+            if (known := await billing_store.customer_of(conn, user_id)) is not None:
+                return known
+            customer = await self._stripe.create_customer(user_id)
+            await billing_store.add_customer(conn, user_id, customer)
+            return customer
+
+    async def _paying(self, customer: str | None) -> tuple[str, str] | None:
+        """A customer and their default card, what a payment without the customer needs; None without either."""
+        card = await self._stripe.default_card(customer) if customer else None
+        return (customer, card) if customer and card else None
+
+    # -- auto-recharge ----------------------------------------------------------------------------
+
+    async def configure_auto_recharge(self, command: ConfigureAutoRecharge) -> AutoRecharge:
+        if command.package_id not in PACKAGES:
+            raise UnknownPackageError(command.package_id)
+        setting = AutoRecharge(
+            user_id=command.user_id, enabled=command.enabled, threshold=command.threshold,
+            package_id=command.package_id, monthly_cap_cents=command.monthly_cap_cents, disabled_reason=None,
+            updated_at=datetime.now(UTC),
+        )  # fmt: skip
+        if setting.enabled:
+            customer = await self._read(lambda conn: billing_store.customer_of(conn, setting.user_id))
+            if await self._paying(customer) is None:
+                raise NoCardError(setting.user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            await _save_setting(conn, setting)
+        self._relay.wake()
+        return setting
+
+    async def recharge(self, command: Recharge) -> None:
+        """The crossing's claim, the purchase and its outcome share one transaction under a lock of the user's
+        setting, so a redelivery, or another payments process with the same message, finds the crossing done.
+        A card that needs the customer or is declined turns auto-recharge off: it never retries in a loop."""
+        async with self._pool.connection() as conn, conn.transaction():
+            setting = await billing_store.auto_recharge(conn, command.user_id, lock=True)
+            if setting is None or not setting.enabled:
+                return  # turned off since the ledger was told
+            if await billing_store.claim_crossing(conn, command.crossing, setting.user_id):
+                await self._buy_off_session(conn, setting, command.crossing)
+        self._relay.wake()
+
+    async def _buy_off_session(self, conn: AsyncConnection, setting: AutoRecharge, crossing: str) -> None:
+        package, now = PACKAGES[setting.package_id], datetime.now(UTC)
+        spent, last = await billing_store.recharged(conn, setting.user_id, month_start(now))
+        if (reason := why_not(setting, package.price_cents, spent, last, now)) is not None:
+            await billing_store.settle_crossing(conn, crossing, f"skipped: {reason}")
+            if "cap" in reason:
+                await _recharge_failed(conn, setting, reason, disable=False)
+            return
+        gateway = self._stripe
+        if (paying := await self._paying(await billing_store.customer_of(conn, setting.user_id))) is None:
+            await billing_store.settle_crossing(conn, crossing, "skipped: no saved card")
+            await _recharge_failed(conn, setting, "there is no saved card to buy with", disable=True)
+            return
+        tx = recharge_purchase(setting, crossing, now)
+        await store.insert(conn, tx)
+        try:
+            state = await gateway.buy_off_session(tx, *paying)
+        except CardRefusedError as exc:
+            failed = replace(tx, status=Status.FAILED, metadata={**tx.metadata, "failure": str(exc)})
+            await record(conn, Change(failed, tx.status, (Status.FAILED,)))
+            await billing_store.settle_crossing(conn, crossing, f"declined: {exc}", tx.id)
+            await _recharge_failed(conn, setting, f"the card was declined: {exc}", disable=True)
+            return
+        if state.status == "requires_action":
+            # Nobody is there to authenticate: let the intent go rather than leave it waiting.
+            await observe_payment(conn, await gateway.cancel_payment(state.payment_intent_id))
+            await billing_store.settle_crossing(conn, crossing, "the card needs authentication", tx.id)
+            await _recharge_failed(
+                conn, setting, "the card needs the customer to authenticate the payment", disable=True
+            )
+            return
+        await observe_payment(conn, state)
+        await billing_store.settle_crossing(conn, crossing, f"bought: {state.status}", tx.id, package.price_cents)
+        await outbox.add(conn, events.recharged(setting, tx, crossing))
 
     # -- reading ----------------------------------------------------------------------------------
 
     async def transaction(self, tx_id: str) -> Transaction:
-        async with self._pool.connection() as conn:
-            tx = await store.get(conn, tx_id)
-        if tx is None:
+        if (tx := await self._read(lambda conn: store.get(conn, tx_id))) is None:
             raise TransactionNotFoundError(tx_id)
         return tx
 
     async def transactions(
-        self,
-        user_id: str | None,
-        statuses: list[Status],
-        kinds: list[Kind],
-        after: tuple[datetime, str] | None,
-        limit: int,
+        self, query: TransactionQuery, after: tuple[datetime, str] | None, limit: int
     ) -> list[Transaction]:
-        async with self._pool.connection() as conn:
-            return await store.page(conn, user_id, statuses, kinds, after, limit)
+        return await self._read(lambda conn: store.page(conn, query, after, limit))
 
     async def totals(self, user_id: str) -> list[dict[str, Any]]:
+        return await self._read(lambda conn: store.totals_by_status(conn, user_id))
+
+    async def cards(self, user_id: str) -> list[Card]:
+        customer = await self._read(lambda conn: billing_store.customer_of(conn, user_id))
+        return await self._stripe.cards(customer) if customer else []
+
+    async def current_subscription(self, user_id: str) -> Subscription | None:
+        return await self._read(lambda conn: billing_store.current_subscription(conn, user_id))
+
+    async def auto_recharge(self, user_id: str) -> tuple[AutoRecharge | None, int]:
+        """The user's setting and the cents it has spent this calendar month (UTC)."""
         async with self._pool.connection() as conn:
-            return await store.totals_by_status(conn, user_id)
+            spent, _ = await billing_store.recharged(conn, user_id, month_start(datetime.now(UTC)))
+            return await billing_store.auto_recharge(conn, user_id), spent
+
+    async def _read(self, query: Callable[[AsyncConnection], Awaitable[Read]]) -> Read:
+        async with self._pool.connection() as conn:
+            return await query(conn)
 
 
-async def _replayed(conn: AsyncConnection, key: str, tx: Transaction) -> bool:
-    """Whether this refund key already refunded `tx` (its retry answers with the refunded transaction)."""
-    return tx.status is Status.REFUNDED and tx.metadata.get("refund", {}).get("idempotency_key") == key
+async def _save_setting(conn: AsyncConnection, setting: AutoRecharge) -> None:
+    """Save a user's auto-recharge and tell the ledger where to watch their balance, in one transaction."""
+    await billing_store.save_auto_recharge(conn, setting)
+    await outbox.add(conn, events.recharge_configured(setting))
 
 
-def intent_of(tx: Transaction) -> str:
-    assert tx.stripe_payment_intent_id, "the checkout stored it"
-    return tx.stripe_payment_intent_id
-
-
-def _outcome(change: Change | None) -> str:
-    if change is None:
-        return "ignored: not a PaymentIntent of ours"
-    if change.refused:
-        return f"refused: {change.refused}"
-    if not change.changed:
-        return f"no change ({change.transaction.status})"
-    return f"{change.transaction.id} → {change.transaction.status}"
-
-
-def _event_for(tx: Transaction, status: Status) -> EventData:
-    common = {
-        "transaction_id": tx.id,
-        "user_id": tx.user_id,
-        "currency": tx.currency,
-        "stripe_payment_intent_id": tx.stripe_payment_intent_id,
-    }
-    match status:
-        case Status.COMPLETED:
-            return pc.PaymentSucceeded(**common, credits=tx.credits, amount_cents=tx.amount_cents,
-                                       package_id=tx.package_id)  # fmt: skip
-        case Status.FAILED:
-            return pc.PaymentFailed(**common, credits=tx.credits, amount_cents=tx.amount_cents,
-                                    reason=tx.metadata.get("failure"))  # fmt: skip
-        case Status.CANCELLED:
-            return pc.PaymentCancelled(**common, credits=tx.credits, amount_cents=tx.amount_cents)
-        case Status.REFUNDED:
-            return pc.PaymentRefunded(**common, credits=tx.credits_clawed_back, amount_cents=tx.refunded_cents,
-                                      stripe_charge_id=tx.metadata["refund"].get("charge_id"))  # fmt: skip
-    raise ValueError(f"nothing is announced for {status}")
-
-
-async def announce(conn: AsyncConnection, tx: Transaction, status: Status) -> None:
-    # One id per transaction and outcome: a second path to the same outcome is a duplicate everywhere.
-    event_id = derive_id("payments", tx.id, status)
-    correlation = tx.metadata.get("correlation_id") or f"transaction:{tx.id}"
-    envelope = Envelope.wrap(_event_for(tx, status), user_id=tx.user_id, correlation_id=correlation, event_id=event_id)
-    await outbox.add(conn, envelope)
+async def _recharge_failed(conn: AsyncConnection, setting: AutoRecharge, reason: str, *, disable: bool) -> None:
+    if disable:
+        await _save_setting(conn, replace(setting, enabled=False, disabled_reason=reason, updated_at=datetime.now(UTC)))
+    await outbox.add(conn, events.recharge_failed(setting, reason, disabled=disable))
+    log.info("auto-recharge of %s: %s", setting.user_id, reason)

@@ -12,9 +12,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.payments.api import PaymentsDep
-from services.payments.billing import CardRefusedError
-from services.payments.domain import Status, StripeUnavailableError, TransactionNotFoundError
-from services.payments.gateway import NotPayableError
+from services.payments.commands import PayWithTestCard
+from services.payments.domain import NotPendingError, TransactionNotFoundError
+from services.payments.gateway import CardRefusedError, NotPayableError, StripeUnavailableError
 from shared.auth import SignedInUser
 from shared.guard import GuardedRoute
 from shared.problems import Problem, responses
@@ -39,20 +39,19 @@ class PaymentAnswer(BaseModel):
 @router.post("/dev/pay", response_model=PaymentAnswer, responses=responses(402, 404, 409, 502))
 async def pay_with_test_card(body: TestCardPayment, principal: SignedInUser, payments: PaymentsDep) -> PaymentAnswer:
     """Pay one of your PENDING checkouts at localstripe with a test card (development only)."""
+    command = PayWithTestCard(
+        user_id=principal.user_id, transaction_id=str(body.transaction_id), card_number=body.card_number
+    )
     try:
-        tx = await payments.transaction(str(body.transaction_id))
+        state = await payments.handle(command)
     except TransactionNotFoundError as exc:
         raise Problem(404, f"You have no transaction {body.transaction_id}.") from exc
-    if tx.user_id != principal.user_id:
-        raise Problem(404, f"You have no transaction {body.transaction_id}.")
-    if tx.status != Status.PENDING or not tx.stripe_payment_intent_id:
-        raise Problem(409, f"The transaction is {tx.status}: only a pending checkout is paid.")
-    try:
-        state = await payments.gateway.pay_with_card(tx.stripe_payment_intent_id, body.card_number)
+    except NotPendingError as exc:
+        raise Problem(409, f"The transaction is {exc}: only a pending checkout is paid.") from exc
     except CardRefusedError as exc:
         raise Problem(402, f"The card was refused: {exc}") from exc
     except NotPayableError as exc:
         raise Problem(409, f"This checkout's payment is {exc}: it takes no card now.") from exc
     except StripeUnavailableError as exc:
         raise Problem(502, str(exc)) from exc
-    return PaymentAnswer(transaction_id=tx.id, status=state.status)
+    return PaymentAnswer(transaction_id=str(body.transaction_id), status=state.status)

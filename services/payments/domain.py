@@ -1,19 +1,28 @@
-"""Transactions as payments knows them, and how Stripe's word moves them; no framework, no SQL.
+"""Payments' rules, no framework, no SQL: transactions and how Stripe's word moves them, the packs they buy,
+subscriptions and their invoices, and when an auto-recharge buys.
 
-Stripe's webhooks arrive late, twice and out of order, so a transaction never follows an event: it
-follows what Stripe says the PaymentIntent is now (`PaymentState`), and only ever moves forward.
-Statuses are ranked; an observation that would move a transaction back (a stale `payment_failed`
-read after the payment succeeded) changes nothing. So any number of observations, in any order,
-leave the transaction where the latest of them puts it, and each outcome is announced once.
+Stripe's webhooks arrive late, twice and out of order, so nothing here follows an event: a transaction follows
+what Stripe says its PaymentIntent is now (`PaymentState`), a subscription what Stripe says it and its invoices
+are now, and both only ever move forward. Statuses are ranked; an observation that would move a transaction
+back (a stale `payment_failed` read after the payment succeeded) changes nothing. So any number of observations,
+in any order, leave a transaction where the latest of them puts it, and each outcome is announced once (events.py).
+A paid invoice is a SUBSCRIPTION transaction and a renewal, once per invoice; a failed one grants nothing and
+makes the subscription PAST_DUE.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from shared.contracts import derive_id
+from shared.credits import PACKAGES, CreditPackage, SubscriptionPlan
+
+# -- transactions ---------------------------------------------------------------------------------
 
 
 class Status(StrEnum):
@@ -84,6 +93,10 @@ class Transaction:
     def credits_clawed_back(self) -> int:
         return int(self.metadata.get("refund", {}).get("credits", 0))
 
+    def refunded_under(self, key: str) -> bool:
+        """Whether the refund under idempotency `key` made it REFUNDED (that key's retry answers with it)."""
+        return self.status is Status.REFUNDED and self.metadata.get("refund", {}).get("idempotency_key") == key
+
 
 @dataclass(frozen=True)
 class Change:
@@ -99,12 +112,49 @@ class Change:
         return bool(self.announced)
 
 
+def checkout_purchase(
+    tx_id: str, user_id: str, package: CreditPackage, correlation_id: str | None, now: datetime
+) -> Transaction:
+    """A checkout's PENDING purchase of a pack; the customer pays its PaymentIntent with Stripe.js."""
+    metadata: dict[str, Any] = {"correlation_id": correlation_id} if correlation_id else {}
+    return _pack_purchase(tx_id, user_id, package, f"{package.name}: {package.credits} credits", metadata, now)
+
+
+def recharge_purchase(setting: AutoRecharge, crossing: str, now: datetime) -> Transaction:
+    """An auto-recharge's purchase of its pack; its id is the crossing's, so a crossing buys once."""
+    tx_id = str(uuid.uuid5(uuid.UUID(crossing), "auto-recharge"))
+    package = PACKAGES[setting.package_id]
+    description = f"Auto-recharge: {package.name}, {package.credits} credits"
+    metadata = {"auto_recharge": True, "crossing_event_id": crossing}
+    return _pack_purchase(tx_id, setting.user_id, package, description, metadata, now)
+
+
+def _pack_purchase(
+    tx_id: str, user_id: str, package: CreditPackage, description: str, metadata: dict[str, Any], now: datetime
+) -> Transaction:
+    return Transaction(
+        id=tx_id, user_id=user_id, kind=Kind.CREDIT_PURCHASE, status=Status.PENDING, amount_cents=package.price_cents,
+        currency=package.currency, credits=package.credits, description=description, package_id=package.id,
+        stripe_payment_intent_id=None, metadata=metadata, created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
 def credits_to_claw_back(tx: Transaction, refunded_cents: int) -> int:
     """The credits a refund of `refunded_cents` takes back: all of them for a full refund, else the
     refunded share rounded up (a refund never leaves the customer credits they got their money back for)."""
     if refunded_cents >= tx.amount_cents:
         return tx.credits
     return math.ceil(tx.credits * refunded_cents / tx.amount_cents)
+
+
+def refund_amount(tx: Transaction, amount_cents: int | None) -> int:
+    """The cents a refund of `tx` gives back (all of them, unless a part is asked); raises NotRefundableError."""
+    if tx.status is not Status.COMPLETED:
+        raise NotRefundableError(f"transaction {tx.id} is {tx.status}, only a COMPLETED payment is refunded")
+    amount = tx.amount_cents if amount_cents is None else amount_cents
+    if not 0 < amount <= tx.amount_cents:
+        raise NotRefundableError(f"a refund is 1 to {tx.amount_cents} cents, not {amount}")
+    return amount
 
 
 def observe(tx: Transaction, state: PaymentState, now: datetime, reason: str | None = None) -> Change:
@@ -144,6 +194,162 @@ def observe(tx: Transaction, state: PaymentState, now: datetime, reason: str | N
     return Change(moved, tx.status, tuple(announced))
 
 
+# -- subscriptions --------------------------------------------------------------------------------
+
+
+class SubscriptionStatus(StrEnum):
+    INCOMPLETE = "INCOMPLETE"  # created, its first invoice not paid yet
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"  # an invoice failed: nothing granted until one is paid
+    CANCELLED = "CANCELLED"
+
+
+LIVE = (SubscriptionStatus.INCOMPLETE, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
+# Stripe's subscription statuses, as ours.
+FROM_STRIPE = {
+    "incomplete": SubscriptionStatus.INCOMPLETE,
+    "trialing": SubscriptionStatus.ACTIVE,
+    "active": SubscriptionStatus.ACTIVE,
+    "past_due": SubscriptionStatus.PAST_DUE,
+    "unpaid": SubscriptionStatus.PAST_DUE,
+    "canceled": SubscriptionStatus.CANCELLED,
+    "incomplete_expired": SubscriptionStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """What Stripe says a subscription is now."""
+
+    id: str
+    status: str
+    period_start: datetime
+    period_end: datetime
+    cancel_at_period_end: bool
+    ours: str | None = None  # our subscription id, from the metadata payments set when it subscribed
+
+
+@dataclass(frozen=True)
+class InvoiceState:
+    """What Stripe says an invoice of a subscription is now."""
+
+    id: str
+    subscription_id: str | None  # Stripe's
+    status: str  # draft, open, paid, void, uncollectible
+    amount_paid: int
+    currency: str
+    period_start: datetime  # of the period it pays for (its subscription line's)
+    period_end: datetime
+    attempted: bool
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    user_id: str
+    plan_id: str
+    status: SubscriptionStatus
+    stripe_subscription_id: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def next_renewal(self) -> datetime | None:
+        """None once it ends at the period's end (or has ended)."""
+        renews = self.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
+        return self.current_period_end if renews and not self.cancel_at_period_end else None
+
+    def is_latest(self, period_end: datetime) -> bool:
+        """Whether a period ending then is the current one or later (not an old invoice's, read late)."""
+        return self.current_period_end is None or period_end >= self.current_period_end
+
+    def following(self, state: SubscriptionState, now: datetime) -> Subscription:
+        """This subscription with Stripe's word on its status (cancelled is final; a live one only moves up
+        from INCOMPLETE: invoices say ACTIVE or PAST_DUE), its period and its cancellation."""
+        status = FROM_STRIPE.get(state.status, self.status)
+        if self.status is SubscriptionStatus.CANCELLED:
+            status = SubscriptionStatus.CANCELLED
+        elif status is not SubscriptionStatus.CANCELLED and self.status is not SubscriptionStatus.INCOMPLETE:
+            status = self.status
+        later = self.is_latest(state.period_end)
+        unmoved = (status, state.cancel_at_period_end) == (self.status, self.cancel_at_period_end)
+        return replace(
+            self,
+            status=status,
+            current_period_start=state.period_start if later else self.current_period_start,
+            current_period_end=state.period_end if later else self.current_period_end,
+            cancel_at_period_end=state.cancel_at_period_end or self.cancel_at_period_end,
+            updated_at=self.updated_at if unmoved else now,
+        )
+
+    def renewed_by(self, invoice: InvoiceState, now: datetime) -> Subscription:
+        status = self.status if self.status is SubscriptionStatus.CANCELLED else SubscriptionStatus.ACTIVE
+        return replace(
+            self, status=status, current_period_start=invoice.period_start, current_period_end=invoice.period_end,
+            updated_at=now,
+        )  # fmt: skip
+
+
+def invoice_transaction(sub: Subscription, plan: SubscriptionPlan, invoice: InvoiceState, now: datetime) -> Transaction:
+    """The SUBSCRIPTION transaction of a paid invoice: its id is the invoice's, so it is recorded once."""
+    return Transaction(
+        id=str(derive_id("transaction", "invoice", invoice.id)), user_id=sub.user_id, kind=Kind.SUBSCRIPTION,
+        status=Status.COMPLETED, amount_cents=invoice.amount_paid, currency=invoice.currency.upper() or plan.currency,
+        credits=plan.credits, description=f"{plan.name} subscription: {plan.credits} credits", package_id=None,
+        stripe_payment_intent_id=None,
+        metadata={
+            "subscription_id": sub.id, "plan_id": plan.id, "invoice_id": invoice.id,
+            "period_start": invoice.period_start.isoformat(), "period_end": invoice.period_end.isoformat(),
+        },
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+# -- auto-recharge ------------------------------------------------------------------------------
+
+
+# Between two automatic purchases for one user, however many crossings come.
+RECHARGE_COOLDOWN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class AutoRecharge:
+    """A user's auto-recharge: buy `package_id` off-session when available credit crosses below
+    `threshold`, at most `monthly_cap_cents` a calendar month (UTC)."""
+
+    user_id: str
+    enabled: bool
+    threshold: int
+    package_id: str
+    monthly_cap_cents: int
+    disabled_reason: str | None  # why it turned itself off (a card that needs the customer, a decline)
+    updated_at: datetime
+
+
+def why_not(
+    setting: AutoRecharge | None, price_cents: int, spent_this_month: int, last_at: datetime | None, now: datetime
+) -> str | None:
+    """Why a crossing buys nothing (None: buy)."""
+    if setting is None or not setting.enabled:
+        return "auto-recharge is off"
+    if spent_this_month + price_cents > setting.monthly_cap_cents:
+        return f"the monthly cap of {setting.monthly_cap_cents} cents would be passed"
+    if last_at is not None and now - last_at < RECHARGE_COOLDOWN:
+        return "the last automatic purchase was less than 5 minutes ago"
+    return None
+
+
+def month_start(now: datetime) -> datetime:
+    """Where the calendar month (UTC) of a monthly cap begins."""
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
 class PaymentsError(Exception):
     pass
 
@@ -160,13 +366,25 @@ class UnknownPackageError(PaymentsError):
     pass
 
 
-class NotAtStripeError(PaymentsError, LookupError):
-    """Stripe has no such object: an event naming it is none of ours (or not Stripe's)."""
+class UnknownPlanError(PaymentsError):
+    pass
 
 
 class NotYetError(PaymentsError):
     """What Stripe reports is ours but not recorded here yet (its command has not committed): retry."""
 
 
-class StripeUnavailableError(PaymentsError):
-    """Stripe could not be reached or refused the call: nothing was stored."""
+class NotPendingError(PaymentsError):
+    """Only a PENDING checkout is paid with a card; the transaction is in the status named."""
+
+
+class NoCardError(PaymentsError):
+    """A subscription or an off-session purchase needs a saved default card first."""
+
+
+class AlreadySubscribedError(PaymentsError):
+    pass
+
+
+class SubscriptionNotFoundError(PaymentsError, LookupError):
+    pass

@@ -1,4 +1,4 @@
-"""The port to Stripe: the calls payments makes, through the official SDK (async, httpx).
+"""The port to Stripe: the calls payments makes, through the official SDK (async, httpx), and what they raise.
 
 Every call that creates something carries an idempotency key derived from our own ids, so a
 command retried after a crash asks Stripe for the same object again. localstripe ignores those
@@ -15,13 +15,31 @@ from typing import Any
 import stripe
 from stripe._base_address import BaseAddresses
 
-from services.payments.billing import Card, CardRefusedError, InvoiceState, Subscription, SubscriptionState
-from services.payments.domain import NotAtStripeError, PaymentState, StripeUnavailableError, Transaction
-from services.payments.stripe_objects import card, invoice_state, payment_state, subscription_state
+from services.payments.domain import (
+    InvoiceState,
+    PaymentsError,
+    PaymentState,
+    Subscription,
+    SubscriptionState,
+    Transaction,
+)
+from services.payments.stripe_objects import Card, card, invoice_state, payment_state, subscription_state
 from shared.credits import SubscriptionPlan
 
 
-class NotPayableError(Exception):
+class StripeUnavailableError(PaymentsError):
+    """Stripe could not be reached or refused the call: nothing was stored."""
+
+
+class NotAtStripeError(PaymentsError, LookupError):
+    """Stripe has no such object: an event naming it is none of ours (or not Stripe's)."""
+
+
+class CardRefusedError(PaymentsError):
+    """Stripe refused the card (declined when attached, or not a card of this customer)."""
+
+
+class NotPayableError(PaymentsError):
     """The PaymentIntent takes no card now: it is paid, being paid, or cancelled."""
 
 
@@ -48,12 +66,7 @@ class StripeGateway:
             "amount": tx.amount_cents,
             "currency": tx.currency.lower(),
             "payment_method_types": ["card"],
-            "metadata": {
-                "transaction_id": tx.id,
-                "user_id": tx.user_id,
-                "package_id": tx.package_id or "",
-                "credits": str(tx.credits),
-            },
+            "metadata": _intent_metadata(tx),
         }
         intent = await self._call(
             self._client.v1.payment_intents.create_async(params, {"idempotency_key": f"checkout:{tx.id}"})  # type: ignore[arg-type]
@@ -136,8 +149,7 @@ class StripeGateway:
         await self._call(self._client.v1.customers.update_async(customer, params))  # type: ignore[arg-type]
 
     async def cards(self, customer: str) -> list[Card]:
-        found = await self._call(self._client.v1.customers.retrieve_async(customer))
-        default = (found.to_dict().get("invoice_settings") or {}).get("default_payment_method")
+        default = await self.default_card(customer)
         methods = await self._call(
             self._client.v1.payment_methods.list_async({"customer": customer, "type": "card", "limit": 100})
         )
@@ -189,18 +201,14 @@ class StripeGateway:
         params: dict[str, Any] = {
             "amount": tx.amount_cents, "currency": tx.currency.lower(), "customer": customer,
             "payment_method": payment_method, "confirm": True, "off_session": True,
-            "metadata": {"transaction_id": tx.id, "user_id": tx.user_id, "package_id": tx.package_id or "",
-                         "credits": str(tx.credits), "auto_recharge": "true"},
+            "metadata": {**_intent_metadata(tx), "auto_recharge": "true"},
         }  # fmt: skip
-        try:
-            intent = await self._client.v1.payment_intents.create_async(
+        intent = await _charge(
+            self._client.v1.payment_intents.create_async(
                 params,  # type: ignore[arg-type]
                 {"idempotency_key": f"checkout:{tx.id}"},
             )
-        except stripe.CardError as exc:
-            raise CardRefusedError(exc.user_message or "the card was declined") from exc
-        except stripe.StripeError as exc:
-            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+        )
         return await self.payment_state(intent.id)
 
     async def pay_with_card(self, payment_intent_id: str, number: str) -> PaymentState:
@@ -216,12 +224,7 @@ class StripeGateway:
         method = await self._call(self._client.v1.payment_methods.create_async(params))  # type: ignore[arg-type]
         intents = self._client.v1.payment_intents
         await self._call(intents.update_async(payment_intent_id, {"payment_method": method.id}))
-        try:
-            await self._client.v1.payment_intents.confirm_async(payment_intent_id)
-        except stripe.CardError as exc:
-            raise CardRefusedError(exc.user_message or "the card was declined") from exc
-        except stripe.StripeError as exc:
-            raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+        await _charge(intents.confirm_async(payment_intent_id))
         state = await self.payment_state(payment_intent_id)
         if state.status == "requires_payment_method":  # charged and declined: the intent waits for another card
             raise CardRefusedError(state.failure or "the card was declined")
@@ -244,6 +247,33 @@ class StripeGateway:
             raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
         except stripe.StripeError as exc:
             raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+
+
+def configured(gateway: StripeGateway | None) -> StripeGateway:
+    """The gateway; where Stripe is not configured, every call to it is refused as Stripe's refusal is."""
+    if gateway is None:
+        raise StripeUnavailableError("Stripe is not configured (STRIPE_SECRET_KEY)")
+    return gateway
+
+
+async def _charge(call: Any) -> Any:
+    """A call that charges a card: Stripe declining it is the card's refusal, anything else Stripe's failure."""
+    try:
+        return await call
+    except stripe.CardError as exc:
+        raise CardRefusedError(exc.user_message or "the card was declined") from exc
+    except stripe.StripeError as exc:
+        raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
+
+
+def _intent_metadata(tx: Transaction) -> dict[str, str]:
+    """What a PaymentIntent says of its transaction: how Stripe's word on it finds its way back."""
+    return {
+        "transaction_id": tx.id,
+        "user_id": tx.user_id,
+        "package_id": tx.package_id or "",
+        "credits": str(tx.credits),
+    }
 
 
 def _metadata(obj: Any) -> dict[str, Any]:

@@ -7,10 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.payments import admin, api, billing_api, dev, store, webhooks
+from services.payments import admin_api, api, dev, handlers, store, webhooks
 from services.payments.application import Payments
 from services.payments.gateway import StripeGateway
-from services.payments.recharge import AutoRecharger
 from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
 from shared.settings import Settings
@@ -29,14 +28,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with runtime.running(SERVICE, settings, store.DDL) as rt:
             relay = rt.start_outbox_relay()
             payments = Payments(rt.pool, relay, gateway)
-            rt.spawn("stripe-events", payments.run_event_worker)
-            rt.consume(AutoRecharger(rt.pool, payments).subscription())
-            rt.alarms.append(payments.stuck_events_problem)
+            rt.spawn("stripe-events", payments.stripe_events.run)
+            for subscription in handlers.subscriptions(payments):
+                rt.consume(subscription)
+            rt.alarms.append(payments.stripe_events.stuck_events_problem)
             app.state.payments = payments
             app.state.runtime = rt
             yield
 
-    routers = [api.router, billing_api.router, admin.router, webhooks.router]
+    routers = [api.router, admin_api.router, webhooks.router]
     if settings.auth_mode == "dev" and settings.stripe_api_base:  # a fake Stripe: the test-card form may pay
         routers.append(dev.router)
     app = create_service_app(SERVICE, settings, lifespan, routers)

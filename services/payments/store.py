@@ -1,18 +1,22 @@
-"""Payments' tables and queries."""
+"""Payments' tables (all of them: DDL is what main and the tests migrate with) and the queries of
+transactions and of the Stripe event inbox; billing_store.py queries the rest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from services.payments.billing import AutoRecharge, Subscription, SubscriptionStatus
+from services.payments.commands import TransactionQuery
 from services.payments.domain import Kind, Status, Transaction
 from shared.idempotency import IDEMPOTENCY_DDL
 from shared.inbox import first_delivery
+
+Row = TypeVar("Row")
 
 # The inbox's names (shared/inbox.py) for Stripe's deliveries and for the low-balance crossings acted on.
 STRIPE_DELIVERIES = "stripe-webhooks"
@@ -118,34 +122,44 @@ def _transaction(row: dict[str, Any]) -> Transaction:
     return Transaction(**{**row, "kind": Kind(row["kind"]), "status": Status(row["status"])})
 
 
-async def _one(conn: AsyncConnection, query: str, params: tuple[Any, ...]) -> Transaction | None:
+async def one(
+    conn: AsyncConnection, query: str, params: tuple[Any, ...], into: Callable[[dict[str, Any]], Row]
+) -> Row | None:
+    """The row `query` finds, made `into` what the caller reads; None when there is none."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         row = await cur.fetchone()
-    return _transaction(row) if row else None
+    return into(row) if row else None
 
 
-async def insert(conn: AsyncConnection, tx: Transaction) -> None:
-    await conn.execute(
+def locked(lock: bool) -> str:
+    return " FOR UPDATE" if lock else ""
+
+
+# -- transactions ---------------------------------------------------------------------------------
+
+
+async def insert(conn: AsyncConnection, tx: Transaction, invoice_id: str | None = None) -> bool:
+    """A new transaction (a subscription's names its invoice); False when it was recorded before."""
+    cursor = await conn.execute(
         "INSERT INTO transactions (id, user_id, kind, status, amount_cents, currency, credits, description,"
-        " package_id, stripe_payment_intent_id, metadata, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        " package_id, stripe_payment_intent_id, metadata, created_at, updated_at, stripe_invoice_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
         (
             tx.id, tx.user_id, tx.kind, tx.status, tx.amount_cents, tx.currency, tx.credits, tx.description,
-            tx.package_id, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.created_at, tx.updated_at,
+            tx.package_id, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.created_at, tx.updated_at, invoice_id,
         ),
     )  # fmt: skip
+    return cursor.rowcount == 1
 
 
 async def get(conn: AsyncConnection, tx_id: str, *, lock: bool = False) -> Transaction | None:
-    suffix = " FOR UPDATE" if lock else ""
-    return await _one(conn, f"SELECT {_COLUMNS} FROM transactions WHERE id = %s{suffix}", (tx_id,))
+    return await one(conn, f"SELECT {_COLUMNS} FROM transactions WHERE id = %s{locked(lock)}", (tx_id,), _transaction)
 
 
 async def by_payment_intent(conn: AsyncConnection, intent: str, *, lock: bool = False) -> Transaction | None:
-    suffix = " FOR UPDATE" if lock else ""
-    query = f"SELECT {_COLUMNS} FROM transactions WHERE stripe_payment_intent_id = %s{suffix}"
-    return await _one(conn, query, (intent,))
+    query = f"SELECT {_COLUMNS} FROM transactions WHERE stripe_payment_intent_id = %s{locked(lock)}"
+    return await one(conn, query, (intent,), _transaction)
 
 
 async def save(conn: AsyncConnection, tx: Transaction) -> None:
@@ -158,25 +172,20 @@ async def save(conn: AsyncConnection, tx: Transaction) -> None:
 
 
 async def page(
-    conn: AsyncConnection,
-    user_id: str | None,
-    statuses: list[Status],
-    kinds: list[Kind],
-    after: tuple[datetime, str] | None,
-    limit: int,
+    conn: AsyncConnection, query: TransactionQuery, after: tuple[datetime, str] | None, limit: int
 ) -> list[Transaction]:
-    """Newest first, optionally one user's, filtered by status and kind."""
+    """Newest first, from after `after`."""
     clauses: list[str] = []
     params: list[object] = []
-    if user_id is not None:
+    if query.user_id is not None:
         clauses.append("user_id = %s")
-        params.append(user_id)
-    if statuses:
+        params.append(query.user_id)
+    if query.statuses:
         clauses.append("status = ANY(%s)")
-        params.append([str(s) for s in statuses])
-    if kinds:
+        params.append([str(s) for s in query.statuses])
+    if query.kinds:
         clauses.append("kind = ANY(%s)")
-        params.append([str(k) for k in kinds])
+        params.append([str(k) for k in query.kinds])
     if after is not None:
         clauses.append("(created_at, id) < (%s, %s)")
         params += [after[0], after[1]]
@@ -212,7 +221,7 @@ async def totals_by_status(conn: AsyncConnection, user_id: str) -> list[dict[str
         return await cur.fetchall()
 
 
-# -- the Stripe event inbox -------------------------------------------------------------------------
+# -- the Stripe event inbox -----------------------------------------------------------------------
 
 
 async def queue_event(conn: AsyncConnection, event_id: str, kind: str, object_id: str | None) -> None:
@@ -269,156 +278,6 @@ async def stuck_events(conn: AsyncConnection, attempts: int) -> tuple[int, str |
         "SELECT count(*) OVER (), id || ': ' || coalesce(outcome, '') FROM stripe_events"
         " WHERE processed_at IS NULL AND attempts >= %s ORDER BY received_at LIMIT 1",
         (attempts,),
-    )
-    row = await cursor.fetchone()
-    return (int(row[0]), row[1]) if row else (0, None)
-
-
-# -- customers and subscriptions -------------------------------------------------------------------
-
-_SUBSCRIPTION = (
-    "id::text AS id, user_id::text AS user_id, plan_id, status, stripe_subscription_id, current_period_start,"
-    " current_period_end, cancel_at_period_end, created_at, updated_at"
-)
-
-
-def _subscription(row: dict[str, Any]) -> Subscription:
-    return Subscription(**{**row, "status": SubscriptionStatus(row["status"])})
-
-
-async def customer_of(conn: AsyncConnection, user_id: str) -> str | None:
-    cursor = await conn.execute("SELECT stripe_customer_id FROM customers WHERE user_id = %s", (user_id,))
-    row = await cursor.fetchone()
-    return str(row[0]) if row else None
-
-
-async def lock_customer(conn: AsyncConnection, user_id: str) -> None:
-    """Serialise making a user's Stripe customer (two first cards at once make one customer)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('customer:' || %s))", (user_id,))
-
-
-async def add_customer(conn: AsyncConnection, user_id: str, customer: str) -> None:
-    await conn.execute("INSERT INTO customers (user_id, stripe_customer_id) VALUES (%s, %s)", (user_id, customer))
-
-
-async def insert_subscription(conn: AsyncConnection, sub: Subscription) -> bool:
-    """False when the user already has a live subscription."""
-    cursor = await conn.execute(
-        "INSERT INTO subscriptions (id, user_id, plan_id, status, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (sub.id, sub.user_id, sub.plan_id, sub.status, sub.created_at, sub.updated_at),
-    )
-    return cursor.rowcount == 1
-
-
-async def subscription(conn: AsyncConnection, sub_id: str, *, lock: bool = False) -> Subscription | None:
-    suffix = " FOR UPDATE" if lock else ""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_SUBSCRIPTION} FROM subscriptions WHERE id = %s{suffix}", (sub_id,))
-        row = await cur.fetchone()
-    return _subscription(row) if row else None
-
-
-async def subscription_by_stripe_id(conn: AsyncConnection, stripe_id: str) -> Subscription | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {_SUBSCRIPTION} FROM subscriptions WHERE stripe_subscription_id = %s FOR UPDATE", (stripe_id,)
-        )
-        row = await cur.fetchone()
-    return _subscription(row) if row else None
-
-
-async def current_subscription(conn: AsyncConnection, user_id: str) -> Subscription | None:
-    """The user's live subscription, else their latest one."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {_SUBSCRIPTION} FROM subscriptions WHERE user_id = %s"
-            " ORDER BY status IN ('INCOMPLETE', 'ACTIVE', 'PAST_DUE') DESC, created_at DESC LIMIT 1",
-            (user_id,),
-        )
-        row = await cur.fetchone()
-    return _subscription(row) if row else None
-
-
-async def save_subscription(conn: AsyncConnection, sub: Subscription) -> None:
-    await conn.execute(
-        "UPDATE subscriptions SET status = %s, stripe_subscription_id = %s, current_period_start = %s,"
-        " current_period_end = %s, cancel_at_period_end = %s, updated_at = %s WHERE id = %s",
-        (
-            sub.status, sub.stripe_subscription_id, sub.current_period_start, sub.current_period_end,
-            sub.cancel_at_period_end, sub.updated_at, sub.id,
-        ),
-    )  # fmt: skip
-
-
-async def insert_invoice_transaction(conn: AsyncConnection, tx: Transaction, invoice_id: str) -> bool:
-    """The SUBSCRIPTION transaction of a paid invoice; False when the invoice was recorded before."""
-    cursor = await conn.execute(
-        "INSERT INTO transactions (id, user_id, kind, status, amount_cents, currency, credits, description,"
-        " package_id, stripe_payment_intent_id, metadata, created_at, updated_at, stripe_invoice_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (
-            tx.id, tx.user_id, tx.kind, tx.status, tx.amount_cents, tx.currency, tx.credits, tx.description,
-            tx.package_id, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.created_at, tx.updated_at, invoice_id,
-        ),
-    )  # fmt: skip
-    return cursor.rowcount == 1
-
-
-# -- auto-recharge ---------------------------------------------------------------------------------
-
-
-async def auto_recharge(conn: AsyncConnection, user_id: str, *, lock: bool = False) -> AutoRecharge | None:
-    suffix = " FOR UPDATE" if lock else ""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT user_id::text AS user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason,"
-            f" updated_at FROM auto_recharge WHERE user_id = %s{suffix}",
-            (user_id,),
-        )
-        row = await cur.fetchone()
-    return AutoRecharge(**row) if row else None
-
-
-async def save_auto_recharge(conn: AsyncConnection, setting: AutoRecharge) -> None:
-    await conn.execute(
-        "INSERT INTO auto_recharge (user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason,"
-        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET"
-        " enabled = EXCLUDED.enabled, threshold = EXCLUDED.threshold, package_id = EXCLUDED.package_id,"
-        " monthly_cap_cents = EXCLUDED.monthly_cap_cents, disabled_reason = EXCLUDED.disabled_reason,"
-        " updated_at = EXCLUDED.updated_at",
-        (
-            setting.user_id, setting.enabled, setting.threshold, setting.package_id, setting.monthly_cap_cents,
-            setting.disabled_reason, setting.updated_at,
-        ),
-    )  # fmt: skip
-
-
-async def claim_crossing(conn: AsyncConnection, event_id: str, user_id: str) -> bool:
-    """Claim a crossing for the caller's transaction; False when it was acted on before (the inbox knows it)."""
-    if not await first_delivery(conn, CROSSINGS, event_id):
-        return False
-    await conn.execute(
-        "INSERT INTO recharges (crossing_event_id, user_id, outcome) VALUES (%s, %s, 'pending')", (event_id, user_id)
-    )
-    return True
-
-
-async def settle_crossing(
-    conn: AsyncConnection, event_id: str, outcome: str, tx_id: str | None = None, amount_cents: int = 0
-) -> None:
-    await conn.execute(
-        "UPDATE recharges SET outcome = %s, transaction_id = %s, amount_cents = %s WHERE crossing_event_id = %s",
-        (outcome, tx_id, amount_cents, event_id),
-    )
-
-
-async def recharged(conn: AsyncConnection, user_id: str, month_start: datetime) -> tuple[int, datetime | None]:
-    """Cents bought automatically since `month_start`, and when the last automatic purchase was made."""
-    cursor = await conn.execute(
-        "SELECT coalesce(sum(amount_cents) FILTER (WHERE created_at >= %s), 0), max(created_at)"
-        " FROM recharges WHERE user_id = %s AND transaction_id IS NOT NULL",
-        (month_start, user_id),
     )
     row = await cursor.fetchone()
     return (int(row[0]), row[1]) if row else (0, None)

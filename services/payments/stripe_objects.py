@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.payments.billing import Card, InvoiceState, SubscriptionState
-from services.payments.domain import PaymentState
+from services.payments.domain import InvoiceState, PaymentState, SubscriptionState
 from shared.webhooks import PayloadError
 
 # Events payments acts on: the field of the event's object that names what to read back from Stripe,
@@ -45,6 +44,18 @@ class StripeEvent:
     id: str
     type: str
     object_id: str | None  # the PaymentIntent, invoice or subscription to read; None: nothing to act on
+
+
+@dataclass(frozen=True)
+class Card:
+    """A saved card as the frontend may see it: brand, last 4 digits and expiry, never more."""
+
+    id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    default: bool
 
 
 def parse_event(payload: Any) -> StripeEvent:
@@ -130,7 +141,7 @@ def subscription_state(subscription: dict[str, Any]) -> SubscriptionState:
 
 
 def card(method: dict[str, Any], default: str | None) -> Card | None:
-    """A saved card as the frontend may see it (brand, last 4, expiry: never more); None if not a card."""
+    """A PaymentMethod as a saved card; None if it is not a card."""
     details = method.get("card")
     if method.get("type") != "card" or not isinstance(details, dict):
         return None

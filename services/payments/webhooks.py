@@ -1,6 +1,6 @@
 """POST /webhooks/stripe: Stripe-signed events, taken in as every signed webhook is (shared/webhooks.py): the
 signature checked on the raw bytes before anything is parsed, a delivery queued once per event id and
-answered at once. The worker then reads the object from Stripe and applies what it is now (application.py)."""
+answered at once. The worker then reads the object from Stripe and applies what it is now (stripe_events.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from services.payments.api import PaymentsDep
+from services.payments.commands import ReceiveStripeEvent
 from services.payments.stripe_objects import parse_event
 from shared.guard import GuardedRoute, body_limit
 from shared.problems import Problem, responses
@@ -58,5 +59,5 @@ async def stripe_webhook(
 ) -> WebhookReceipt:
     """Stripe events (payment_intent.*, charge.refunded, ...): received once per id, applied by a worker."""
     _, event = await verified(request, verify, parse_event, "Stripe")
-    new = await payments.receive(event.id, event.type, event.object_id)
+    new = await payments.handle(ReceiveStripeEvent(event_id=event.id, kind=event.type, object_id=event.object_id))
     return WebhookReceipt(id=event.id, type=event.type, duplicate=not new)

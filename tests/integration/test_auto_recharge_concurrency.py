@@ -12,11 +12,11 @@ import pytest
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from services.payments import store
+from services.payments import billing_store, handlers, store
 from services.payments.application import Payments
-from services.payments.billing import AutoRecharge
+from services.payments.commands import TransactionQuery
+from services.payments.domain import AutoRecharge
 from services.payments.gateway import StripeGateway
-from services.payments.recharge import AutoRecharger
 from shared.contracts import Envelope
 from shared.contracts import ledger as lc
 from shared.outbox import OutboxRelay
@@ -51,7 +51,7 @@ async def test_one_crossing_seen_by_two_processes_and_redelivered_buys_once(
     two_pools: tuple[AsyncConnectionPool, AsyncConnectionPool], js: JetStreamContext, localstripe: LocalStripe
 ) -> None:
     gateway = StripeGateway("sk_test_recharge", localstripe.api_base)
-    rechargers = [AutoRecharger(pool, Payments(pool, OutboxRelay(pool, js), gateway)) for pool in two_pools]
+    processes = [Payments(pool, OutboxRelay(pool, js), gateway) for pool in two_pools]
     user = str(uuid.uuid4())
     customer = await gateway.create_customer(user)
     method = await gateway._client.v1.payment_methods.create_async(  # what Stripe.js does in the browser
@@ -59,15 +59,15 @@ async def test_one_crossing_seen_by_two_processes_and_redelivered_buys_once(
     )
     await gateway.save_card(customer, method.id)
     async with two_pools[0].connection() as conn, conn.transaction():
-        await store.add_customer(conn, user, customer)
+        await billing_store.add_customer(conn, user, customer)
         setting = AutoRecharge(user, True, 5, "basic", 5000, None, datetime.now(UTC))
-        await store.save_auto_recharge(conn, setting)
+        await billing_store.save_auto_recharge(conn, setting)
 
     event = crossing(user)
-    await asyncio.gather(*(r.on_ledger_event(event, 1) for r in rechargers * 2))
-    await rechargers[1].on_ledger_event(event, 1)  # redelivered later
+    await asyncio.gather(*(handlers.handle(payments, event) for payments in processes * 2))
+    await handlers.handle(processes[1], event)  # redelivered later
 
-    (tx,) = await rechargers[0]._payments.transactions(user, [], [], None, 10)
+    (tx,) = await processes[0].transactions(TransactionQuery(user), None, 10)
     assert (tx.status, tx.credits, tx.amount_cents) == ("COMPLETED", 50, 999)
     listed = await gateway._client.v1.payment_intents.list_async({"limit": 100})
     ours = [i for i in listed.data if i.to_dict()["metadata"].get("transaction_id") == tx.id]

@@ -11,9 +11,10 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from services.payments import store
-from services.payments.application import STUCK_AFTER_ATTEMPTS, Payments
-from services.payments.domain import StripeUnavailableError
-from services.payments.gateway import StripeGateway
+from services.payments.application import Payments
+from services.payments.commands import Checkout, ReceiveStripeEvent, TransactionQuery
+from services.payments.gateway import StripeGateway, StripeUnavailableError
+from services.payments.stripe_events import STUCK_AFTER_ATTEMPTS
 from shared.outbox import OutboxRelay
 from shared.testing.waiting import free_port
 from tests.integration.conftest import make_pool
@@ -41,12 +42,14 @@ async def test_an_event_stripe_cannot_be_asked_about_stays_due_and_raises_the_al
     payments_pool: AsyncConnectionPool, js: JetStreamContext
 ) -> None:
     payments = Payments(payments_pool, OutboxRelay(payments_pool, js), unreachable_stripe())
-    assert await payments.receive("evt_outage1", "payment_intent.succeeded", "pi_outage1") is True
-    assert await payments.receive("evt_outage1", "payment_intent.succeeded", "pi_outage1") is False
+    delivery = ReceiveStripeEvent(event_id="evt_outage1", kind="payment_intent.succeeded", object_id="pi_outage1")
+    assert await payments.handle(delivery) is True
+    assert await payments.handle(delivery) is False
 
+    worker = payments.stripe_events
     for attempt in range(1, STUCK_AFTER_ATTEMPTS + 1):
-        assert await payments.stuck_events_problem() is None
-        assert await payments.process_one_event() is True
+        assert await worker.stuck_events_problem() is None
+        assert await worker.process_one_event() is True
         async with payments_pool.connection() as conn:
             row = await (
                 await conn.execute(
@@ -58,10 +61,10 @@ async def test_an_event_stripe_cannot_be_asked_about_stays_due_and_raises_the_al
             attempts, processed_at, backing_off, outcome = row
             assert (attempts, processed_at, backing_off) == (attempt, None, True)
             assert outcome.startswith("Stripe:")
-            assert await payments.process_one_event() is False  # not due again yet
+            assert await worker.process_one_event() is False  # not due again yet
             await conn.execute("UPDATE stripe_events SET next_attempt_at = now()")  # let time pass
 
-    problem = await payments.stuck_events_problem()
+    problem = await worker.stuck_events_problem()
     assert problem is not None and problem.startswith(f"1 Stripe event(s) not applied after {STUCK_AFTER_ATTEMPTS}")
     assert "evt_outage1" in problem
     assert await outbox_rows(payments_pool) == 0
@@ -73,9 +76,9 @@ async def test_a_checkout_stripe_cannot_answer_keeps_one_pending_transaction_for
     payments = Payments(payments_pool, OutboxRelay(payments_pool, js), unreachable_stripe())
     user, key = str(uuid.uuid4()), "checkout-1"
     with pytest.raises(StripeUnavailableError):
-        await payments.checkout(user, "basic", key, None)
+        await payments.handle(Checkout(user_id=user, package_id="basic", key=key))
     with pytest.raises(StripeUnavailableError):
-        await payments.checkout(user, "basic", key, None)
-    (tx,) = await payments.transactions(user, [], [], None, 10)
+        await payments.handle(Checkout(user_id=user, package_id="basic", key=key))
+    (tx,) = await payments.transactions(TransactionQuery(user), None, 10)
     assert (tx.status, tx.stripe_payment_intent_id, tx.amount_cents, tx.credits) == ("PENDING", None, 999, 50)
     assert await outbox_rows(payments_pool) == 0

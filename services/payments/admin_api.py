@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body
@@ -19,12 +19,9 @@ from services.payments.api import (
     stripe_problem,
     transaction_page,
 )
-from services.payments.domain import (
-    NotRefundableError,
-    Status,
-    StripeUnavailableError,
-    TransactionNotFoundError,
-)
+from services.payments.commands import Reconcile, Refund, TransactionQuery
+from services.payments.domain import NotRefundableError, Status, TransactionNotFoundError
+from services.payments.gateway import StripeUnavailableError
 from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
 from shared.idempotency import IdempotencyConflictError
@@ -79,7 +76,8 @@ async def all_transactions(
     cursor: PageCursor = None,
     limit: Limit = 50,
 ) -> TransactionPage:
-    return await transaction_page(payments, str(user_id) if user_id else None, status, kind, cursor, limit)
+    query = TransactionQuery(str(user_id) if user_id else None, tuple(status), tuple(kind))
+    return await transaction_page(payments, query, cursor, limit)
 
 
 @router.get("/transactions/{transaction_id}", response_model=TransactionPublic, responses=responses(404))
@@ -103,8 +101,12 @@ async def refund(
     """Refund at Stripe and record its answer: the transaction is REFUNDED and the ledger takes the
     purchased credits back (never below zero; what was already spent is recorded as the shortfall).
     One refund per transaction: another is a 409; a retry with the same key answers the same."""
+    command = Refund(
+        transaction_id=str(transaction_id), reason=body.reason, amount_cents=body.amount_cents, key=key,
+        admin_id=principal.user_id,
+    )  # fmt: skip
     try:
-        tx = await payments.refund(str(transaction_id), body.reason, body.amount_cents, key, principal.user_id)
+        tx = await payments.handle(command)
     except TransactionNotFoundError as exc:
         raise Problem(404, f"No transaction {transaction_id}.") from exc
     except IdempotencyConflictError as exc:
@@ -124,9 +126,8 @@ async def reconcile(
 ) -> ReconcileReport:
     """Compare Stripe (its PaymentIntents and events) with our transactions and repair what missed
     webhooks left. Safe to run any number of times."""
-    since = (body.since if body else None) or datetime.now(UTC) - timedelta(days=1)
     try:
-        report = await payments.reconcile(since)
+        report = await payments.handle(Reconcile(since=body.since if body else None))
     except StripeUnavailableError as exc:
         raise stripe_problem(exc) from exc
     return ReconcileReport(
