@@ -14,6 +14,16 @@ from typing import Any
 
 import stripe
 from stripe._base_address import BaseAddresses
+from stripe.params import (
+    CustomerCreateParams,
+    CustomerUpdateParams,
+    EventListParams,
+    PaymentIntentCreateParams,
+    PlanCreateParams,
+    RefundCreateParams,
+    SubscriptionCreateParams,
+    SubscriptionUpdateParams,
+)
 
 from services.payments.domain import (
     InvoiceState,
@@ -62,14 +72,15 @@ class StripeGateway:
 
     async def create_payment_intent(self, tx: Transaction) -> tuple[str, str]:
         """(id, client_secret) of a new PaymentIntent for `tx`; card details never reach us."""
-        params: dict[str, Any] = {
+        params: PaymentIntentCreateParams = {
             "amount": tx.amount_cents,
             "currency": tx.currency.lower(),
-            "payment_method_types": ["card"],
+            # Cards only (Checkout's other methods need redirects we do not handle); the SDK's type omits the key.
+            "payment_method_types": ["card"],  # type: ignore[typeddict-unknown-key]
             "metadata": _intent_metadata(tx),
         }
         intent = await self._call(
-            self._client.v1.payment_intents.create_async(params, {"idempotency_key": f"checkout:{tx.id}"})  # type: ignore[arg-type]
+            self._client.v1.payment_intents.create_async(params, {"idempotency_key": f"checkout:{tx.id}"})
         )
         return intent.id, str(intent.client_secret)
 
@@ -90,13 +101,13 @@ class StripeGateway:
         if ours:
             refund_id = ours[0].id
         else:
-            params: dict[str, Any] = {
+            params: RefundCreateParams = {
                 "payment_intent": intent,
                 "amount": amount_cents,
                 "metadata": {"transaction_id": tx.id, "reason": reason[:500]},
             }
             refund = await self._call(
-                self._client.v1.refunds.create_async(params, {"idempotency_key": f"refund:{tx.id}"})  # type: ignore[arg-type]
+                self._client.v1.refunds.create_async(params, {"idempotency_key": f"refund:{tx.id}"})
             )
             refund_id = refund.id
         state = await self.payment_state(intent)
@@ -116,22 +127,22 @@ class StripeGateway:
 
     async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
         """Every event Stripe emitted since `since` (unix seconds), as its JSON."""
-        params: dict[str, Any] = {"limit": 100, "created": {"gte": since}}
-        page = await self._call(self._client.v1.events.list_async(params))  # type: ignore[arg-type]
+        params: EventListParams = {"limit": 100, "created": {"gte": since}}
+        page = await self._call(self._client.v1.events.list_async(params))
         while True:
             for event in page.data:
                 yield event.to_dict()
             if not page.has_more or not page.data:
                 return
             params = {**params, "starting_after": page.data[-1].id}
-            page = await self._call(self._client.v1.events.list_async(params))  # type: ignore[arg-type]
+            page = await self._call(self._client.v1.events.list_async(params))
 
     # -- saved cards and subscriptions -------------------------------------------------------------
 
     async def create_customer(self, user_id: str) -> str:
-        params: dict[str, Any] = {"metadata": {"user_id": user_id}}
+        params: CustomerCreateParams = {"metadata": {"user_id": user_id}}
         customer = await self._call(
-            self._client.v1.customers.create_async(params, {"idempotency_key": f"customer:{user_id}"})  # type: ignore[arg-type]
+            self._client.v1.customers.create_async(params, {"idempotency_key": f"customer:{user_id}"})
         )
         return str(customer.id)
 
@@ -145,8 +156,8 @@ class StripeGateway:
             raise CardRefusedError(exc.user_message or "no such payment method") from exc
         except stripe.StripeError as exc:
             raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
-        params: dict[str, Any] = {"invoice_settings": {"default_payment_method": payment_method}}
-        await self._call(self._client.v1.customers.update_async(customer, params))  # type: ignore[arg-type]
+        params: CustomerUpdateParams = {"invoice_settings": {"default_payment_method": payment_method}}
+        await self._call(self._client.v1.customers.update_async(customer, params))
 
     async def cards(self, customer: str) -> list[Card]:
         default = await self.default_card(customer)
@@ -169,21 +180,21 @@ class StripeGateway:
         except stripe.InvalidRequestError as exc:
             if exc.http_status != 404:
                 raise StripeUnavailableError(f"Stripe: {exc.user_message or exc}") from exc
-        params: dict[str, Any] = {
+        params: PlanCreateParams = {
             "id": plan_id, "amount": plan.price_cents, "currency": plan.currency.lower(), "interval": plan.interval,
             "product": {"name": f"creditstream {plan.name}"},
         }  # fmt: skip
-        await self._call(self._client.v1.plans.create_async(params, {"idempotency_key": f"plan:{plan_id}"}))  # type: ignore[arg-type]
+        await self._call(self._client.v1.plans.create_async(params, {"idempotency_key": f"plan:{plan_id}"}))
         return plan_id
 
     async def subscribe(self, customer: str, stripe_plan: str, sub: Subscription) -> SubscriptionState:
-        params: dict[str, Any] = {
+        params: SubscriptionCreateParams = {
             "customer": customer,
             "items": [{"plan": stripe_plan}],
             "metadata": {"subscription_id": sub.id, "user_id": sub.user_id, "plan_id": sub.plan_id},
         }
         created = await self._call(
-            self._client.v1.subscriptions.create_async(params, {"idempotency_key": f"subscription:{sub.id}"})  # type: ignore[arg-type]
+            self._client.v1.subscriptions.create_async(params, {"idempotency_key": f"subscription:{sub.id}"})
         )
         return subscription_state(created.to_dict())
 
@@ -191,21 +202,21 @@ class StripeGateway:
         return subscription_state((await self._call(self._client.v1.subscriptions.retrieve_async(stripe_id))).to_dict())
 
     async def cancel_at_period_end(self, stripe_id: str) -> SubscriptionState:
-        params: dict[str, Any] = {"cancel_at_period_end": True}
-        updated = await self._call(self._client.v1.subscriptions.update_async(stripe_id, params))  # type: ignore[arg-type]
+        params: SubscriptionUpdateParams = {"cancel_at_period_end": True}
+        updated = await self._call(self._client.v1.subscriptions.update_async(stripe_id, params))
         return subscription_state(updated.to_dict())
 
     async def buy_off_session(self, tx: Transaction, customer: str, payment_method: str) -> PaymentState:
         """Charge the saved card without the customer present: Stripe's state after (succeeded, or
         requires_action for a card that needs the customer); a decline raises CardRefusedError."""
-        params: dict[str, Any] = {
+        params: PaymentIntentCreateParams = {
             "amount": tx.amount_cents, "currency": tx.currency.lower(), "customer": customer,
             "payment_method": payment_method, "confirm": True, "off_session": True,
             "metadata": {**_intent_metadata(tx), "auto_recharge": "true"},
         }  # fmt: skip
         intent = await _charge(
             self._client.v1.payment_intents.create_async(
-                params,  # type: ignore[arg-type]
+                params,
                 {"idempotency_key": f"checkout:{tx.id}"},
             )
         )
@@ -219,9 +230,9 @@ class StripeGateway:
         if before.status not in ("requires_payment_method", "requires_confirmation"):
             raise NotPayableError(before.status)
         # Raw card numbers are a Stripe.js-only parameter (the SDK's types leave them out): localstripe takes them.
-        params: dict[str, Any] = {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034,
+        params: Any = {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034,
                                                             "cvc": "123"}}  # fmt: skip
-        method = await self._call(self._client.v1.payment_methods.create_async(params))  # type: ignore[arg-type]
+        method = await self._call(self._client.v1.payment_methods.create_async(params))
         intents = self._client.v1.payment_intents
         await self._call(intents.update_async(payment_intent_id, {"payment_method": method.id}))
         await _charge(intents.confirm_async(payment_intent_id))
