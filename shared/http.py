@@ -1,16 +1,18 @@
-"""The FastAPI app every service is built on: problem details, tracing, /healthz and /readyz."""
+"""The FastAPI app every service is built on: its runtime (database, NATS, background loops) opened and
+closed in one lifespan written here once, problem details, tracing, /healthz and /readyz. A service says
+only what it starts on its runtime (`start`) and which routes it serves."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 
-from shared import db, problems
+from shared import db, problems, runtime, telemetry
 from shared.access import ACCESS_DDL, AccessList
 from shared.auth import TokenVerifier
 from shared.guard import GuardedRoute, assert_guarded
@@ -18,7 +20,9 @@ from shared.openapi import documented
 from shared.service_tokens import load_service_key
 from shared.settings import Settings
 
-Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# What a service starts on its runtime once it is open: its relays, consumers and loops, and what its routes
+# find on app.state.
+Start = Callable[[FastAPI, runtime.Runtime], Awaitable[None]]
 
 
 class Status(BaseModel):
@@ -26,10 +30,23 @@ class Status(BaseModel):
     service: str
 
 
-def create_app(service: str, settings: Settings, lifespan: Lifespan, routers: Sequence[APIRouter]) -> FastAPI:
+def create_app(
+    service: str, settings: Settings, start: Start, routers: Sequence[APIRouter], ddl: Sequence[str] = ()
+) -> FastAPI:
+    """A service: its schema migrated with `ddl`, `start` run on its runtime, the deactivated-users list every
+    service keeps, and `routers` behind the bearer-token checks."""
+    telemetry.setup(service)
+
+    async def started(app: FastAPI, rt: runtime.Runtime) -> None:
+        await start(app, rt)
+        await db.migrate(settings.database_url, service, ACCESS_DDL)
+        access = AccessList(rt.pool)
+        rt.consume(access.subscription(service))
+        app.state.access = access
+
     app = FastAPI(
         title=f"creditstream {service}",
-        lifespan=_with_access_list(service, lifespan),
+        lifespan=_lifespan(service, settings, ddl, started),
         # FastAPI's own server span per request continues the caller's trace (traceparent); a span per
         # dependency and per serialization on top cost more than the rest of a debit.
         telemetry={"operation_spans": False},
@@ -81,17 +98,20 @@ def health(service: str) -> APIRouter:
     return router
 
 
-def _with_access_list(service: str, lifespan: Lifespan) -> Lifespan:
-    """Every service gets the deactivated-users table and its consumer, whatever its own lifespan does."""
+def create_worker_app(name: str, schema: str, settings: Settings, start: Start, ddl: Sequence[str] = ()) -> FastAPI:
+    """A process that serves no API (the media worker): its runtime on `schema`, and its health routes."""
+    telemetry.setup(name)
+    app = FastAPI(title=f"creditstream {name}", lifespan=_lifespan(schema, settings, ddl, start), openapi_url=None)
+    app.include_router(health(name))
+    return app
 
+
+def _lifespan(schema: str, settings: Settings, ddl: Sequence[str], start: Start) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
-    async def wrapped(app: FastAPI) -> Any:
-        async with lifespan(app):
-            runtime = app.state.runtime
-            await db.migrate(runtime.settings.database_url, service, ACCESS_DDL)
-            access = AccessList(runtime.pool)
-            runtime.consume(access.subscription(service))
-            app.state.access = access
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running(schema, settings, ddl) as rt:
+            await start(app, rt)
+            app.state.runtime = rt  # last: /readyz answers "starting" until all is started
             yield
 
-    return wrapped
+    return lifespan

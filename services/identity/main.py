@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 from svix.webhooks import Webhook
 
 from services.identity import admin, api, store, webhooks
 from services.identity.application import Identity
 from services.identity.devtokens import DevSigner
-from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 SERVICE = "identity"
@@ -20,21 +17,15 @@ SERVICE = "identity"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
-    telemetry.setup(SERVICE)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            relay = rt.start_outbox_relay()
-            app.state.identity = Identity(rt.pool, relay)
-            app.state.runtime = rt
-            yield
+    async def start(app: FastAPI, rt: Runtime) -> None:
+        app.state.identity = Identity(rt.pool, rt.start_outbox_relay())
 
     routers = [api.router, admin.router, webhooks.router]
     if settings.auth_mode == "dev":
         # The dev signer and its endpoints exist only in dev mode: in production there is no route.
         routers.append(api.dev_router)
-    app = create_service_app(SERVICE, settings, lifespan, routers)
+    app = create_service_app(SERVICE, settings, start, routers, store.DDL)
     secret = settings.clerk_webhook_secret
     # Built at start-up so a malformed secret stops the service instead of failing every delivery.
     app.state.clerk_webhook = Webhook(secret.get_secret_value()) if secret else None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -14,8 +12,8 @@ from services.ledger.rpc import LedgerRpc
 from services.ledger.stream_relay import LedgerRelay
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
-from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 SERVICE = store.SCHEMA
@@ -23,25 +21,19 @@ SERVICE = store.SCHEMA
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
-    telemetry.setup(SERVICE)
+    ttl = settings.reservation_ttl_seconds
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            ledger = await asyncio.to_thread(open_ledger, settings.database_url)
-            rt.closers.append(ledger.close)
-            relay = LedgerRelay(ledger, rt.pool, rt.js)
-            rt.start_relay("ledger-relay", relay)
-            unit = UnitOfWork(ledger, on_saved=relay.wake)
-            rt.spawn("ledger-unit", unit.run)
-            rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, unit).run)
-            for subscription in handlers.subscriptions(unit, settings.reservation_ttl_seconds):
-                rt.consume(subscription)
-            await LedgerRpc(ledger, unit, settings.reservation_ttl_seconds).serve(rt.nc)
-            app.state.ledger = ledger
-            app.state.unit = unit
-            app.state.relay = relay
-            app.state.runtime = rt
-            yield
+    async def start(app: FastAPI, rt: Runtime) -> None:
+        ledger = await asyncio.to_thread(open_ledger, settings.database_url)
+        rt.closers.append(ledger.close)
+        relay = LedgerRelay(ledger, rt.pool, rt.js)
+        rt.start_relay("ledger-relay", relay)
+        unit = UnitOfWork(ledger, on_saved=relay.wake)
+        rt.spawn("ledger-unit", unit.run)
+        rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, unit).run)
+        for subscription in handlers.subscriptions(unit, ttl):
+            rt.consume(subscription)
+        await LedgerRpc(ledger, unit, ttl).serve(rt.nc)
+        app.state.ledger, app.state.unit, app.state.relay = ledger, unit, relay
 
-    return create_service_app(SERVICE, settings, lifespan, [api.router])
+    return create_service_app(SERVICE, settings, start, [api.router], store.DDL)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,12 +24,13 @@ from services.media.generate import generate
 from services.media.images import prepare_upload, transform
 from services.media.storage import LocalStorage, Storage, drop_upload, made_keys
 from services.media.video import process_video
-from shared import outbox, runtime, telemetry
+from shared import outbox
 from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import media as mc
-from shared.http import health
+from shared.http import create_worker_app
 from shared.outbox import OutboxRelay
+from shared.runtime import Runtime
 from shared.settings import WORKER_PORTS, Settings
 
 SERVICE = "media"  # its schema, streams and outbox are media's
@@ -162,19 +162,12 @@ class Worker:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
-    telemetry.setup("media-worker")
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            relay = rt.start_outbox_relay()
-            rt.consume(Worker(rt.pool, relay, LocalStorage(settings.data_dir / "media")).subscription())
-            app.state.runtime = rt
-            yield
+    async def start(app: FastAPI, rt: Runtime) -> None:
+        relay = rt.start_outbox_relay()
+        rt.consume(Worker(rt.pool, relay, LocalStorage(settings.data_dir / "media")).subscription())
 
-    app = FastAPI(title="creditstream media worker", lifespan=lifespan, openapi_url=None)
-    app.include_router(health("media-worker"))
-    return app
+    return create_worker_app("media-worker", SERVICE, settings, start, store.DDL)
 
 
 def main() -> None:

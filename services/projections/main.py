@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from services.projections import admin_api, api, live, pages_api, projection, store
 from services.projections.replay import Replayer
-from shared import runtime, telemetry
 from shared.http import create_app as create_service_app
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 SERVICE = "projections"
@@ -18,19 +15,13 @@ SERVICE = "projections"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
-    telemetry.setup(SERVICE)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running(SERVICE, settings, store.DDL) as rt:
-            wakeups = live.Wakeups()
-            for subscription in projection.subscriptions(rt.pool, wakeups.wake):
-                rt.consume(subscription)
-            app.state.wakeups = wakeups
-            app.state.replayer = Replayer(settings.database_url, SERVICE, rt.pool, rt.nc)
-            app.state.runtime = rt
-            yield
+    async def start(app: FastAPI, rt: Runtime) -> None:
+        wakeups = live.Wakeups()
+        for subscription in projection.subscriptions(rt.pool, wakeups.wake):
+            rt.consume(subscription)
+        app.state.wakeups = wakeups
+        app.state.replayer = Replayer(settings.database_url, SERVICE, rt.pool, rt.nc)
 
-    return create_service_app(
-        SERVICE, settings, lifespan, [api.router, admin_api.router, live.router, pages_api.router]
-    )
+    routers = [api.router, admin_api.router, live.router, pages_api.router]
+    return create_service_app(SERVICE, settings, start, routers, store.DDL)

@@ -68,14 +68,18 @@ async def broken_alarm() -> str:
     raise Broken(SECRET)
 
 
+@pytest.fixture(autouse=True)
+def logging_of_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http.telemetry, "setup", lambda service: None)  # leave the test's logging alone
+
+
 @pytest.fixture
 def service_app() -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+    async def start(app: FastAPI, rt: Runtime) -> None:
+        pass
 
     settings = Settings(auth_mode="dev", database_url="postgresql:///x", nats_url="nats://127.0.0.1:4222")
-    return http.create_app("ledger", settings, lifespan, [])
+    return http.create_app("ledger", settings, start, [])
 
 
 def readyz(app: FastAPI) -> tuple[int, str | None]:
@@ -114,8 +118,7 @@ def test_a_service_that_has_not_started_says_so_and_a_ready_one_is_ready(service
     assert TestClient(service_app).get("/readyz").json() == {"status": "ready", "service": "ledger"}
 
 
-def test_the_media_workers_readyz_names_what_failed_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.telemetry, "setup", lambda service: None)  # leave the test's logging alone
+def test_the_media_workers_readyz_names_what_failed_too() -> None:
     app = worker.create_app(Settings(auth_mode="dev", database_url="postgresql:///x", nats_url="nats://127.0.0.1:1"))
     assert readyz(app) == (503, "starting")
     app.state.runtime = runtime(database=False)
