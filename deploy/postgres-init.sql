@@ -17,52 +17,29 @@
 --
 -- A value may be a SCRAM verifier (SCRAM-SHA-256$4096:...) in place of the password: PostgreSQL
 -- stores it as given, so the password itself never reaches the server or its logs.
-DO $$ BEGIN CREATE ROLE "creditstream_identity" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'creditstream_identity' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS', 'creditstream_identity'; END IF; END $$;
+DO $$ DECLARE r record; s text; t record; BEGIN
+FOR r IN SELECT * FROM (VALUES ('creditstream_identity', ARRAY['identity']), ('creditstream_ledger', ARRAY['ledger']), ('creditstream_payments', ARRAY['payments']), ('creditstream_media', ARRAY['media']), ('creditstream_projections', ARRAY['projections', 'projections_next'])) AS v(name, schemas) LOOP
+  BEGIN EXECUTE format('CREATE ROLE %I LOGIN', r.name); EXCEPTION WHEN duplicate_object THEN NULL; END;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = r.name AND (rolsuper OR rolcreaterole OR rolcreatedb
+             OR rolreplication OR rolbypassrls)) THEN
+    RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE'
+      ' NOCREATEDB NOREPLICATION NOBYPASSRLS', r.name;
+  END IF;
+  EXECUTE format('GRANT %I TO CURRENT_USER', r.name);
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), r.name);
+  FOREACH s IN ARRAY r.schemas LOOP
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', s, r.name);
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', s, r.name);
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', s);
+    FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> r.name::regrole LOOP
+      EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, r.name);
+    END LOOP;
+  END LOOP;
+END LOOP;
+END $$;
 ALTER ROLE "creditstream_identity" LOGIN PASSWORD :'identity_password';
-GRANT "creditstream_identity" TO CURRENT_USER;
-DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), 'creditstream_identity'); END $$;
-CREATE SCHEMA IF NOT EXISTS "identity" AUTHORIZATION "creditstream_identity";
-ALTER SCHEMA "identity" OWNER TO "creditstream_identity";
-REVOKE ALL ON SCHEMA "identity" FROM PUBLIC;
-DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'identity' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> 'creditstream_identity'::regrole LOOP EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, 'creditstream_identity'); END LOOP; END $$;
-DO $$ BEGIN CREATE ROLE "creditstream_ledger" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'creditstream_ledger' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS', 'creditstream_ledger'; END IF; END $$;
 ALTER ROLE "creditstream_ledger" LOGIN PASSWORD :'ledger_password';
-GRANT "creditstream_ledger" TO CURRENT_USER;
-DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), 'creditstream_ledger'); END $$;
-CREATE SCHEMA IF NOT EXISTS "ledger" AUTHORIZATION "creditstream_ledger";
-ALTER SCHEMA "ledger" OWNER TO "creditstream_ledger";
-REVOKE ALL ON SCHEMA "ledger" FROM PUBLIC;
-DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ledger' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> 'creditstream_ledger'::regrole LOOP EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, 'creditstream_ledger'); END LOOP; END $$;
-DO $$ BEGIN CREATE ROLE "creditstream_payments" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'creditstream_payments' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS', 'creditstream_payments'; END IF; END $$;
 ALTER ROLE "creditstream_payments" LOGIN PASSWORD :'payments_password';
-GRANT "creditstream_payments" TO CURRENT_USER;
-DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), 'creditstream_payments'); END $$;
-CREATE SCHEMA IF NOT EXISTS "payments" AUTHORIZATION "creditstream_payments";
-ALTER SCHEMA "payments" OWNER TO "creditstream_payments";
-REVOKE ALL ON SCHEMA "payments" FROM PUBLIC;
-DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'payments' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> 'creditstream_payments'::regrole LOOP EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, 'creditstream_payments'); END LOOP; END $$;
-DO $$ BEGIN CREATE ROLE "creditstream_media" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'creditstream_media' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS', 'creditstream_media'; END IF; END $$;
 ALTER ROLE "creditstream_media" LOGIN PASSWORD :'media_password';
-GRANT "creditstream_media" TO CURRENT_USER;
-DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), 'creditstream_media'); END $$;
-CREATE SCHEMA IF NOT EXISTS "media" AUTHORIZATION "creditstream_media";
-ALTER SCHEMA "media" OWNER TO "creditstream_media";
-REVOKE ALL ON SCHEMA "media" FROM PUBLIC;
-DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'media' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> 'creditstream_media'::regrole LOOP EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, 'creditstream_media'); END LOOP; END $$;
-DO $$ BEGIN CREATE ROLE "creditstream_projections" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'creditstream_projections' AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS', 'creditstream_projections'; END IF; END $$;
 ALTER ROLE "creditstream_projections" LOGIN PASSWORD :'projections_password';
-GRANT "creditstream_projections" TO CURRENT_USER;
-DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), 'creditstream_projections'); END $$;
-CREATE SCHEMA IF NOT EXISTS "projections" AUTHORIZATION "creditstream_projections";
-ALTER SCHEMA "projections" OWNER TO "creditstream_projections";
-REVOKE ALL ON SCHEMA "projections" FROM PUBLIC;
-DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'projections' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> 'creditstream_projections'::regrole LOOP EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, 'creditstream_projections'); END LOOP; END $$;
-CREATE SCHEMA IF NOT EXISTS "projections_next" AUTHORIZATION "creditstream_projections";
-ALTER SCHEMA "projections_next" OWNER TO "creditstream_projections";
-REVOKE ALL ON SCHEMA "projections_next" FROM PUBLIC;
-DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'projections_next' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> 'creditstream_projections'::regrole LOOP EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, 'creditstream_projections'); END LOOP; END $$;

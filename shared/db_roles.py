@@ -43,44 +43,46 @@ def role(service: str) -> str:
 
 
 def statements(password: Callable[[str], sql.Composable]) -> list[sql.Composed]:
-    """What makes the roles and hands each its schemas (again and again: each statement may run twice)."""
-    out: list[sql.Composed] = []
-    for service, schemas in SCHEMAS.items():
-        name = sql.Identifier(role(service))
-        text = sql.Literal(role(service))
-        out += [
-            sql.SQL("DO $$ BEGIN CREATE ROLE {} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(name),
-            # Checked, not set: only a superuser may even name SUPERUSER or BYPASSRLS, and a new role has
-            # none of these; one made earlier by hand with more is refused rather than used.
-            sql.SQL(
-                "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {} AND (rolsuper OR rolcreaterole"
-                " OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN RAISE EXCEPTION"
-                " 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE"
-                " NOCREATEDB NOREPLICATION NOBYPASSRLS', {}; END IF; END $$"
-            ).format(text, text),
-            sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(name, password(service)),
-            # Whoever provisions must be able to SET ROLE to hand it its schemas: a superuser may already;
-            # since PostgreSQL 16 a role that made another (CREATEROLE) may only administer it until then.
-            sql.SQL("GRANT {} TO CURRENT_USER").format(name),
-            sql.SQL(
-                "DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {}); END $$"
-            ).format(text),
-        ]
-        for schema in schemas:
-            out += [
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema), name),
-                sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), name),
-                sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)),
-                # Tables made before the roles were (a data directory of an older version) change hands too;
-                # a table takes the sequences of its serial columns with it.
-                sql.SQL(
-                    "DO $$ DECLARE t record; BEGIN FOR t IN SELECT c.oid::regclass AS name FROM pg_class c"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relkind IN"
-                    " ('r', 'p', 'v', 'm', 'f') AND c.relowner <> {}::regrole LOOP"
-                    " EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, {}); END LOOP; END $$"
-                ).format(sql.Literal(schema), text, text),
-            ]
-    return out
+    """What makes the roles and hands each its schemas (again and again: every statement may run twice)."""
+    roles = sql.SQL(", ").join(
+        sql.SQL("({}, ARRAY[{}])").format(
+            sql.Literal(role(service)), sql.SQL(", ").join(sql.Literal(schema) for schema in schemas)
+        )
+        for service, schemas in SCHEMAS.items()
+    )
+    handed = sql.SQL(
+        # Attributes are checked, not set: only a superuser may even name SUPERUSER or BYPASSRLS, and a new
+        # role has none of them; one made earlier by hand with more is refused rather than used. Whoever
+        # provisions becomes a member, since handing a role its schemas takes SET on it (since PostgreSQL 16 a
+        # role that made another may otherwise only administer it). Tables made before the roles were (a data
+        # directory of an older version) change hands too; a table takes its serial columns' sequences along.
+        """DO $$ DECLARE r record; s text; t record; BEGIN
+FOR r IN SELECT * FROM (VALUES {roles}) AS v(name, schemas) LOOP
+  BEGIN EXECUTE format('CREATE ROLE %I LOGIN', r.name); EXCEPTION WHEN duplicate_object THEN NULL; END;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = r.name AND (rolsuper OR rolcreaterole OR rolcreatedb
+             OR rolreplication OR rolbypassrls)) THEN
+    RAISE EXCEPTION 'role % may do more than its service needs: ALTER ROLE it to NOSUPERUSER NOCREATEROLE'
+      ' NOCREATEDB NOREPLICATION NOBYPASSRLS', r.name;
+  END IF;
+  EXECUTE format('GRANT %I TO CURRENT_USER', r.name);
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), r.name);
+  FOREACH s IN ARRAY r.schemas LOOP
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', s, r.name);
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', s, r.name);
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', s);
+    FOR t IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> r.name::regrole LOOP
+      EXECUTE format('ALTER TABLE %s OWNER TO %I', t.name, r.name);
+    END LOOP;
+  END LOOP;
+END LOOP;
+END $$"""
+    ).format(roles=roles)
+    passwords = [
+        sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role(service)), password(service))
+        for service in SCHEMAS
+    ]
+    return [handed, *passwords]
 
 
 def provision(admin_url: str, passwords: Mapping[str, str]) -> None:

@@ -38,24 +38,17 @@ class User:
     updated_at: datetime
 
     def registered(self) -> UserRegistered:
-        return UserRegistered(
-            user_id=self.id,
-            clerk_id=self.clerk_id,
-            email=self.email,
-            first_name=self.first_name,
-            last_name=self.last_name,
-            avatar=self.avatar,
-        )
+        return UserRegistered(**self._profile())
 
     def updated(self) -> UserUpdated:
-        return UserUpdated(
-            user_id=self.id,
-            clerk_id=self.clerk_id,
-            email=self.email,
-            first_name=self.first_name,
-            last_name=self.last_name,
-            avatar=self.avatar,
-        )
+        return UserUpdated(**self._profile())
+
+    def _profile(self) -> dict[str, str | None]:
+        """What a registration and an update announce of the user."""
+        return {
+            "user_id": self.id, "clerk_id": self.clerk_id, "email": self.email, "first_name": self.first_name,
+            "last_name": self.last_name, "avatar": self.avatar,
+        }  # fmt: skip
 
     def deactivated(self, reason: str | None) -> UserDeactivated:
         return UserDeactivated(user_id=self.id, reason=reason)

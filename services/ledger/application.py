@@ -8,6 +8,7 @@ can apply it again after a conflict.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import uuid
@@ -50,30 +51,18 @@ class Outcome:
 Result = Outcome | LedgerError
 
 
-class HoldAsDict(Transcoding):
-    """How a hold is kept in an account's snapshot."""
+class AsDict(Transcoding):
+    """How a value of the account (a hold, a lot) is kept in its snapshot: its fields, one level deep (what
+    they hold, datetimes and dicts of ints, the transcoder encodes itself)."""
 
-    type = Hold
-    name = "ledger_hold"
+    def __init__(self, kind: type[Hold] | type[Lot], name: str) -> None:
+        self.type, self.name = kind, name
 
-    def encode(self, obj: Hold) -> dict[str, Any]:
-        return {"amount": obj.amount, "job_id": obj.job_id, "expires_at": obj.expires_at, "lots": obj.lots}
+    def encode(self, obj: Hold | Lot) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
-    def decode(self, data: dict[str, Any]) -> Hold:
-        return Hold(**data)
-
-
-class LotAsDict(Transcoding):
-    """How a lot is kept in an account's snapshot."""
-
-    type = Lot
-    name = "ledger_lot"
-
-    def encode(self, obj: Lot) -> dict[str, Any]:
-        return {"source": obj.source, "amount": obj.amount, "remaining": obj.remaining, "expires_at": obj.expires_at}
-
-    def decode(self, data: dict[str, Any]) -> Lot:
-        return Lot(**data)
+    def decode(self, data: dict[str, Any]) -> Hold | Lot:
+        return self.type(**data)
 
 
 class Ledger(Application):
@@ -82,8 +71,8 @@ class Ledger(Application):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        transcoder.register(HoldAsDict())
-        transcoder.register(LotAsDict())
+        transcoder.register(AsDict(Hold, "ledger_hold"))
+        transcoder.register(AsDict(Lot, "ledger_lot"))
 
     def account(self, user_id: str) -> CreditAccount | None:
         try:

@@ -3,6 +3,7 @@ expired, and a media job's hold settled by the job's own events (domain.py mixes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,15 +39,9 @@ class Holds:
         def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None: ...
         def portions(self, amount: int) -> dict[str, int]: ...
         def note(self, stamp: Stamp, *, reason: str) -> None: ...
-        def debit(
-            self,
-            stamp: Stamp,
-            *,
-            entry_type: str,
-            amount: int,
-            description: str = "",
-            metadata: dict[str, Any] | None = None,
-        ) -> None: ...
+
+        debit: Callable[..., None]
+
         def _announce_if_low(self, stamp: Stamp, available_before: int) -> None: ...
         def _must_be_active(self) -> None: ...
 
