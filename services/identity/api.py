@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as public_dataclass
 
 from services.identity.application import Identity, SyncUser
 from services.identity.devtokens import DevSigner
@@ -29,21 +29,12 @@ async def get_signer(request: Request) -> DevSigner:
     return request.app.state.signer
 
 
-class UserPublic(BaseModel):
-    id: str
-    clerk_id: str
-    email: str
-    first_name: str | None
-    last_name: str | None
-    avatar: str | None
-    is_active: bool
-    role: str
-    created_at: datetime
-    updated_at: datetime
-
+# The stored user as the API shows it, every field of it (a comment: a docstring would become its schema's).
+@public_dataclass(frozen=True)
+class UserPublic(User):
     @classmethod
     def of(cls, user: User) -> UserPublic:
-        return cls(**user.__dict__)
+        return cls(**vars(user))
 
 
 class SyncResponse(BaseModel):
