@@ -33,6 +33,19 @@ class PayloadError(ValueError):
 Verify = Callable[[bytes, Mapping[str, str]], str | None]
 
 
+def configured(provider: str, variable: str) -> Callable[[Request], Awaitable[Verify]]:
+    """The route's dependency on its verifier, made at start from the provider's secret and kept on
+    app.state (`webhook_verify`; a service takes one provider's webhooks): 503 while no secret is set."""
+
+    async def verifier(request: Request) -> Verify:
+        verify: Verify | None = request.app.state.webhook_verify
+        if verify is None:
+            raise Problem(503, f"{provider} webhooks are not configured ({variable}).")
+        return verify
+
+    return verifier
+
+
 async def verified(
     request: Request, verify: Verify, parse: Callable[[Any], Event], provider: str
 ) -> tuple[str | None, Event]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from svix.webhooks import Webhook
 
 from services.identity import admin, api, store, webhooks
 from services.identity.application import Identity
@@ -27,8 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers.append(api.dev_router)
     app = create_service_app(SERVICE, settings, start, routers, store.DDL)
     secret = settings.clerk_webhook_secret
-    # Built at start-up so a malformed secret stops the service instead of failing every delivery.
-    app.state.clerk_webhook = Webhook(secret.get_secret_value()) if secret else None
+    app.state.webhook_verify = webhooks.svix_verifier(secret.get_secret_value()) if secret else None
     if settings.auth_mode == "dev":
         app.state.signer = DevSigner(settings.data_dir / "dev-jwt-key.pem")
     return app

@@ -15,8 +15,8 @@ from services.identity.api import get_identity
 from services.identity.application import ApplyClerkEvent, Identity
 from services.identity.clerk import parse_event
 from shared.guard import GuardedRoute, body_limit
-from shared.problems import Problem, responses
-from shared.webhooks import SignatureError, Verify, verified
+from shared.problems import responses
+from shared.webhooks import SignatureError, Verify, configured, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Clerk's user payloads are a few KB
@@ -29,10 +29,9 @@ class WebhookReceipt(BaseModel):
     duplicate: bool
 
 
-async def get_verify(request: Request) -> Verify:
-    webhook: Webhook | None = request.app.state.clerk_webhook
-    if webhook is None:
-        raise Problem(503, "Clerk webhooks are not configured (CLERK_WEBHOOK_SECRET).")
+def svix_verifier(secret: str) -> Verify:
+    """Made at start, so a malformed secret stops the service instead of failing every delivery."""
+    webhook = Webhook(secret)
 
     def verify(raw: bytes, headers: Mapping[str, str]) -> str:
         try:
@@ -56,7 +55,7 @@ async def get_verify(request: Request) -> Verify:
 )
 async def clerk_webhook(
     request: Request,
-    verify: Annotated[Verify, Depends(get_verify)],
+    verify: Annotated[Verify, Depends(configured("Clerk", "CLERK_WEBHOOK_SECRET"))],
     identity: Annotated[Identity, Depends(get_identity)],
 ) -> WebhookReceipt:
     """Svix-signed Clerk events (user.created, user.updated, user.deleted); others are acknowledged."""

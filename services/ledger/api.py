@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -139,97 +140,76 @@ async def list_entries(
     )
 
 
-async def _run(request: Request, unit: UnitOfWork, operation: str, body: Body, asked: Asked) -> JSONResponse:
-    try:
-        result: Result | Exception = await unit.submit(command(operation, body, asked))
-    except ConcurrencyError as error:
-        result = error
-    return respond(request, answer(result))
+@dataclass(frozen=True)
+class Door:
+    """What every command route has besides its body: who asks (their token), under which key, in which
+    request, and the unit of work that runs the command."""
+
+    principal: Principal
+    key: str
+    request_id: str | None
+    request: Request
+    unit: UnitOfWork
+
+    async def run(self, operation: str, user_id: uuid.UUID, body: Body, **asked: Any) -> JSONResponse:
+        ttl = self.request.app.state.settings.reservation_ttl_seconds
+        to_run = command(operation, body, Asked(str(user_id), self.key, self.request_id, ttl_seconds=ttl, **asked))
+        try:
+            result: Result | Exception = await self.unit.submit(to_run)
+        except ConcurrencyError as error:
+            result = error
+        return respond(self.request, answer(result))
 
 
-def _asked(request: Request, user_id: uuid.UUID, key: str, request_id: str | None, **more: Any) -> Asked:
-    ttl = request.app.state.settings.reservation_ttl_seconds
-    return Asked(str(user_id), key, request_id, ttl_seconds=ttl, **more)
+async def door(
+    principal: CurrentPrincipal, key: IdempotencyKey, request_id: RequestId, request: Request, unit: UnitOfWorkDep
+) -> Door:
+    return Door(principal, key, request_id, request, unit)
+
+
+DoorDep = Annotated[Door, Depends(door)]
 
 
 @router.post("/api/accounts/{user_id}/debits", status_code=201, response_model=EntryPublic, responses=REFUSALS)
-async def debit(
-    user_id: uuid.UUID,
-    body: DebitIn,
-    principal: CurrentPrincipal,
-    unit: UnitOfWorkDep,
-    request: Request,
-    key: IdempotencyKey,
-    request_id: RequestId,
-) -> JSONResponse:
-    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_DEBIT)
-    return await _run(request, unit, "debit", body, _asked(request, user_id, key, request_id))
+async def debit(user_id: uuid.UUID, body: DebitIn, at: DoorDep) -> JSONResponse:
+    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_DEBIT)
+    return await at.run("debit", user_id, body)
 
 
 @router.post("/api/accounts/{user_id}/grants", status_code=201, response_model=EntryPublic, responses=REFUSALS)
 async def grant(
-    user_id: uuid.UUID,
-    body: GrantIn,
-    _: Annotated[Principal, privileged(Scope.LEDGER_GRANT)],
-    unit: UnitOfWorkDep,
-    request: Request,
-    key: IdempotencyKey,
-    request_id: RequestId,
+    user_id: uuid.UUID, body: GrantIn, _: Annotated[Principal, privileged(Scope.LEDGER_GRANT)], at: DoorDep
 ) -> JSONResponse:
-    return await _run(request, unit, "grant", body, _asked(request, user_id, key, request_id))
+    return await at.run("grant", user_id, body)
 
 
 @router.post("/api/accounts/{user_id}/reservations", status_code=201, response_model=HoldPublic, responses=REFUSALS)
-async def reserve(
-    user_id: uuid.UUID,
-    body: ReservationIn,
-    principal: CurrentPrincipal,
-    unit: UnitOfWorkDep,
-    request: Request,
-    key: IdempotencyKey,
-    request_id: RequestId,
-) -> JSONResponse:
-    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
-    return await _run(request, unit, "reserve", body, _asked(request, user_id, key, request_id))
+async def reserve(user_id: uuid.UUID, body: ReservationIn, at: DoorDep) -> JSONResponse:
+    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
+    return await at.run("reserve", user_id, body)
 
 
 @router.post(
     "/api/accounts/{user_id}/reservations/{reservation_id}/capture", response_model=HoldPublic, responses=REFUSALS
 )
 async def capture(
-    user_id: uuid.UUID,
-    reservation_id: uuid.UUID,
-    principal: CurrentPrincipal,
-    unit: UnitOfWorkDep,
-    request: Request,
-    key: IdempotencyKey,
-    request_id: RequestId,
-    body: CaptureIn | None = None,
+    user_id: uuid.UUID, reservation_id: uuid.UUID, at: DoorDep, body: CaptureIn | None = None
 ) -> JSONResponse:
     """Capture a hold you placed (all of it, or part: the rest is released). A media job's hold is a 409:
     only the job settles it, for admins and services too (CreditAccount.check_not_held_for_a_job says why)."""
-    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
-    asked = _asked(request, user_id, key, request_id, reservation_id=str(reservation_id))
-    return await _run(request, unit, "capture", body or CaptureIn(), asked)
+    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
+    return await at.run("capture", user_id, body or CaptureIn(), reservation_id=str(reservation_id))
 
 
 @router.post(
     "/api/accounts/{user_id}/reservations/{reservation_id}/release", response_model=HoldPublic, responses=REFUSALS
 )
 async def release(
-    user_id: uuid.UUID,
-    reservation_id: uuid.UUID,
-    principal: CurrentPrincipal,
-    unit: UnitOfWorkDep,
-    request: Request,
-    key: IdempotencyKey,
-    request_id: RequestId,
-    body: ReleaseIn | None = None,
+    user_id: uuid.UUID, reservation_id: uuid.UUID, at: DoorDep, body: ReleaseIn | None = None
 ) -> JSONResponse:
     """Release a hold you placed. A media job's hold is a 409, as for capture."""
-    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_HOLD)
-    asked = _asked(request, user_id, key, request_id, reservation_id=str(reservation_id))
-    return await _run(request, unit, "release", body or ReleaseIn(), asked)
+    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
+    return await at.run("release", user_id, body or ReleaseIn(), reservation_id=str(reservation_id))
 
 
 @router.post(
@@ -240,12 +220,6 @@ async def release(
     responses=REFUSALS,
 )
 async def adjust(
-    user_id: uuid.UUID,
-    body: AdjustmentIn,
-    admin: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)],
-    unit: UnitOfWorkDep,
-    request: Request,
-    key: IdempotencyKey,
-    request_id: RequestId,
+    user_id: uuid.UUID, body: AdjustmentIn, admin: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)], at: DoorDep
 ) -> JSONResponse:
-    return await _run(request, unit, "adjust", body, _asked(request, user_id, key, request_id, admin_id=admin.user_id))
+    return await at.run("adjust", user_id, body, admin_id=admin.user_id)

@@ -32,5 +32,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers.append(dev.router)
     app = create_service_app(SERVICE, settings, start, routers, store.DDL)
     secret = settings.stripe_webhook_secret
-    app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
+    app.state.webhook_verify = webhooks.stripe_verifier(secret.get_secret_value()) if secret else None
     return app

@@ -15,8 +15,8 @@ from services.payments.api import PaymentsDep
 from services.payments.commands import ReceiveStripeEvent
 from services.payments.stripe_objects import parse_event
 from shared.guard import GuardedRoute, body_limit
-from shared.problems import Problem, responses
-from shared.webhooks import SignatureError, Verify, verified
+from shared.problems import responses
+from shared.webhooks import SignatureError, Verify, configured, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Stripe's events are a few KB; an object with many line items tens
@@ -30,11 +30,7 @@ class WebhookReceipt(BaseModel):
     duplicate: bool
 
 
-async def get_verify(request: Request) -> Verify:
-    secret: str | None = request.app.state.stripe_webhook_secret
-    if secret is None:
-        raise Problem(503, "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET).")
-
+def stripe_verifier(secret: str) -> Verify:
     def verify(raw: bytes, headers: Mapping[str, str]) -> None:
         signature = headers.get("stripe-signature", "")
         if len(signature) > MAX_SIGNATURE_LENGTH:
@@ -55,7 +51,9 @@ async def get_verify(request: Request) -> Verify:
     openapi_extra=body_limit(MAX_BODY_BYTES),
 )
 async def stripe_webhook(
-    request: Request, verify: Annotated[Verify, Depends(get_verify)], payments: PaymentsDep
+    request: Request,
+    verify: Annotated[Verify, Depends(configured("Stripe", "STRIPE_WEBHOOK_SECRET"))],
+    payments: PaymentsDep,
 ) -> WebhookReceipt:
     """Stripe events (payment_intent.*, charge.refunded, ...): received once per id, applied by a worker."""
     _, event = await verified(request, verify, parse_event, "Stripe")
