@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 
+from shared.guard import body_limit
 from shared.inbox import first_delivery
 from shared.inputs import InputError, load_json
-from shared.problems import Problem
+from shared.problems import Problem, responses
 
 Event = TypeVar("Event")
 MAX_DEPTH = 32  # a provider's payload nests about ten levels (a PaymentIntent's charges, a user's emails)
@@ -31,6 +33,12 @@ class PayloadError(ValueError):
 # Checks the signature of `raw` with its `headers` (raises SignatureError); returns the delivery's id where
 # the provider sends it in a header (Svix does; Stripe's is the event's own id, in the body).
 Verify = Callable[[bytes, Mapping[str, str]], str | None]
+
+
+def route(router: APIRouter, path: str, receipt: type[BaseModel], max_body: int) -> Callable[[Any], Any]:
+    """A signed webhook's route: what it answers (400 for a bad signature or payload, 503 while unconfigured)
+    and how large a body it reads."""
+    return router.post(path, response_model=receipt, responses=responses(400, 503), openapi_extra=body_limit(max_body))
 
 
 def configured(provider: str, variable: str) -> Callable[[Request], Awaitable[Verify]]:

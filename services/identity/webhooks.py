@@ -14,9 +14,8 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from services.identity.api import get_identity
 from services.identity.application import ApplyClerkEvent, Identity
 from services.identity.clerk import parse_event
-from shared.guard import GuardedRoute, body_limit
-from shared.problems import responses
-from shared.webhooks import SignatureError, Verify, configured, verified
+from shared.guard import GuardedRoute
+from shared.webhooks import SignatureError, Verify, configured, route, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Clerk's user payloads are a few KB
@@ -47,15 +46,13 @@ def svix_verifier(secret: str) -> Verify:
     return verify
 
 
-@router.post(
-    "/webhooks/clerk",
-    response_model=WebhookReceipt,
-    responses=responses(400, 503),
-    openapi_extra=body_limit(MAX_BODY_BYTES),
-)
+Verified = Annotated[Verify, Depends(configured("Clerk", "CLERK_WEBHOOK_SECRET"))]
+
+
+@route(router, "/webhooks/clerk", WebhookReceipt, MAX_BODY_BYTES)
 async def clerk_webhook(
     request: Request,
-    verify: Annotated[Verify, Depends(configured("Clerk", "CLERK_WEBHOOK_SECRET"))],
+    verify: Verified,
     identity: Annotated[Identity, Depends(get_identity)],
 ) -> WebhookReceipt:
     """Svix-signed Clerk events (user.created, user.updated, user.deleted); others are acknowledged."""

@@ -105,40 +105,47 @@ class Reserve(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Capture(Command):
+class _OnHold(Command):
+    """What is asked of a hold the account has (so of an account that exists)."""
+
     opens_account = False
     reservation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capture(_OnHold):
     amount: int | None  # None: the whole hold
     description: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class Release(Command):
-    opens_account = False
-    reservation_id: str
+class Release(_OnHold):
     reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class Expire(Command):
-    opens_account = False
+class Expire(_OnHold):
     circumstances = frozenset({"now"})
-    reservation_id: str
     now: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExpireLot(Command):
+class _OnLot(Command):
+    """What the sweeper asks of a lot the account has."""
+
     opens_account = False
-    circumstances = frozenset({"now"})
     lot_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpireLot(_OnLot):
+    circumstances = frozenset({"now"})
     now: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
-class WarnExpiring(Command):
-    opens_account = False
-    lot_id: str
+class WarnExpiring(_OnLot):
+    pass
 
 
 # -- what other services' events ask for -----------------------------------------------------------

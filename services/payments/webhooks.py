@@ -14,9 +14,8 @@ from pydantic import BaseModel
 from services.payments.api import PaymentsDep
 from services.payments.commands import ReceiveStripeEvent
 from services.payments.stripe_objects import parse_event
-from shared.guard import GuardedRoute, body_limit
-from shared.problems import responses
-from shared.webhooks import SignatureError, Verify, configured, verified
+from shared.guard import GuardedRoute
+from shared.webhooks import SignatureError, Verify, configured, route, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Stripe's events are a few KB; an object with many line items tens
@@ -44,15 +43,13 @@ def stripe_verifier(secret: str) -> Verify:
     return verify
 
 
-@router.post(
-    "/webhooks/stripe",
-    response_model=WebhookReceipt,
-    responses=responses(400, 503),
-    openapi_extra=body_limit(MAX_BODY_BYTES),
-)
+Verified = Annotated[Verify, Depends(configured("Stripe", "STRIPE_WEBHOOK_SECRET"))]
+
+
+@route(router, "/webhooks/stripe", WebhookReceipt, MAX_BODY_BYTES)
 async def stripe_webhook(
     request: Request,
-    verify: Annotated[Verify, Depends(configured("Stripe", "STRIPE_WEBHOOK_SECRET"))],
+    verify: Verified,
     payments: PaymentsDep,
 ) -> WebhookReceipt:
     """Stripe events (payment_intent.*, charge.refunded, ...): received once per id, applied by a worker."""

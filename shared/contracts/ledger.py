@@ -22,16 +22,36 @@ class EntryType(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-class _Entry(EventData):
+class _Stamped(EventData):
+    """Whose account, and the command behind the event: its idempotency key and what caused it."""
+
     user_id: ShortText
+    idempotency_key: MediumText
+    cause_id: ShortText | None
+
+
+class _Hold(_Stamped):
+    reservation_id: ShortText
+    job_id: ShortText | None
+
+
+class _Refused(_Stamped):
+    """Credits asked for and refused, with what was there."""
+
+    amount: int
+    available: int
+    # The balance when refused (added later, so older events lack it).
+    balance: int | None = None
+    reason: MediumText
+
+
+class _Entry(_Stamped):
     entry_type: EntryType
     # Zero only for a claw-back that found nothing left to take (its shortfall says how much).
     amount: int = Field(ge=0)
     balance_after: int = Field(ge=0)
     description: MediumText
     metadata: JsonObject
-    idempotency_key: MediumText
-    cause_id: ShortText | None
     # What may be spent after it (balance less holds); older events lack it.
     available_after: int | None = None
 
@@ -63,96 +83,57 @@ class CreditsDebited(_Entry):
     lots: Portions | None = None  # older events lack it
 
 
-class CreditsReserved(EventData):
+class CreditsReserved(_Hold):
     type = "ledger.credits.reserved"
-    user_id: ShortText
-    reservation_id: ShortText
     amount: int = Field(gt=0)
-    job_id: ShortText | None
     expires_at: datetime
     balance: int
     reserved_after: int
-    idempotency_key: MediumText
-    cause_id: ShortText | None
 
 
-class CreditsCaptured(EventData):
+class CreditsCaptured(_Hold):
     type = "ledger.credits.captured"
-    user_id: ShortText
-    reservation_id: ShortText
-    job_id: ShortText | None
     amount: int = Field(ge=0)
     released: int = Field(ge=0)
     balance_after: int = Field(ge=0)
     reserved_after: int
     description: MediumText
-    idempotency_key: MediumText
-    cause_id: ShortText | None
     lots: Portions | None = None  # what the capture took from each lot (older events lack it)
 
 
-class CreditsReleased(EventData):
+class CreditsReleased(_Hold):
     type = "ledger.credits.released"
-    user_id: ShortText
-    reservation_id: ShortText
-    job_id: ShortText | None
     amount: int = Field(ge=0)
     reason: MediumText
     balance: int
     reserved_after: int
-    idempotency_key: MediumText
-    cause_id: ShortText | None
 
 
-class ReservationRejected(EventData):
+class ReservationRejected(_Hold, _Refused):
     type = "ledger.credits.reservation_rejected"
-    user_id: ShortText
-    reservation_id: ShortText
-    job_id: ShortText | None
-    amount: int
-    available: int
-    # The balance when refused (added later, so older events lack it).
-    balance: int | None = None
-    reason: MediumText
-    idempotency_key: MediumText
-    cause_id: ShortText | None
 
 
-class BalanceLow(EventData):
+class BalanceLow(_Stamped):
     """Available credit crossed below the low-balance notification threshold, the user's auto-recharge
     threshold, or both (each says so when it was crossed)."""
 
     type = "ledger.balance.low"
-    user_id: ShortText
     available: int
     threshold: int | None  # the notification threshold, when crossed
     recharge_threshold: int | None = None  # the user's auto-recharge threshold, when crossed
-    idempotency_key: MediumText
-    cause_id: ShortText | None
 
 
-class CreditsExpiring(EventData):
+class CreditsExpiring(_Stamped):
     """Credit of a lot expires soon (within the warning period) unless it is spent."""
 
     type = "ledger.credits.expiring"
-    user_id: ShortText
     lot_id: ShortText
     remaining: int = Field(ge=0)
     expires_at: datetime
-    idempotency_key: MediumText
-    cause_id: ShortText | None
 
 
-class DebitRejected(EventData):
+class DebitRejected(_Refused):
     type = "ledger.debit.rejected"
-    user_id: ShortText
-    amount: int
-    available: int
-    # The balance when refused (added later, so older events lack it).
-    balance: int | None = None
-    reason: MediumText
-    idempotency_key: MediumText
-    cause_id: ShortText | None
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,16 @@ from shared.contracts.envelope import EventData
 from shared.inputs import MediumText, ShortText
 
 
-class JobRequested(EventData):
-    type = "media.job.requested"
+class _Job(EventData):
+    """What every event of a job says: which, whose, what operation."""
+
     job_id: ShortText
     user_id: ShortText
     operation: ShortText
+
+
+class JobRequested(_Job):
+    type = "media.job.requested"
     cost: int = Field(gt=0)
     resource_type: ShortText
     resource_id: ShortText
@@ -20,34 +25,22 @@ class JobRequested(EventData):
     hold_seconds: int | None = Field(default=None, gt=0, le=86_400)
 
 
-class JobCompleted(EventData):
+class JobCompleted(_Job):
     type = "media.job.completed"
-    job_id: ShortText
-    user_id: ShortText
-    operation: ShortText
     cost: int = Field(ge=0)
     resource_id: ShortText
 
 
-class JobFailed(EventData):
+class JobFailed(_Job):
     type = "media.job.failed"
-    job_id: ShortText
-    user_id: ShortText
-    operation: ShortText
     reason: MediumText
 
 
-class JobCancelled(EventData):
+class JobCancelled(_Job):
     type = "media.job.cancelled"
-    job_id: ShortText
-    user_id: ShortText
-    operation: ShortText
 
 
-class WorkQueued(EventData):
+class WorkQueued(_Job):
     """A reserved job handed to the workers (the MEDIAWORK stream: media's own queue, no other reader)."""
 
     type = "mediawork.job"
-    job_id: ShortText
-    user_id: ShortText
-    operation: ShortText
