@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.identity import admin, api, store, webhooks
+from services.identity import admin_api, api, store, webhooks
 from services.identity.application import Identity
 from services.identity.devtokens import DevSigner
 from shared.http import create_app as create_service_app
@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def start(app: FastAPI, rt: Runtime) -> None:
         app.state.identity = Identity(rt.pool, rt.start_outbox_relay())
 
-    routers = [api.router, admin.router, webhooks.router]
+    routers = [api.router, admin_api.router, webhooks.router]
     if settings.auth_mode == "dev":
         # The dev signer and its endpoints exist only in dev mode: in production there is no route.
         routers.append(api.dev_router)
