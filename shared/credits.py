@@ -32,12 +32,18 @@ HOLD_SECONDS: dict[str, int] = {
 
 
 @dataclass(frozen=True)
-class CreditPackage:
+class Offer:
+    """What a pack and a plan both are: so many credits for a price."""
+
     id: str
     name: str
     credits: int
     price_cents: int
     currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class CreditPackage(Offer):
     popular: bool = False
 
 
@@ -52,15 +58,10 @@ PACKAGES: dict[str, CreditPackage] = {
 
 
 @dataclass(frozen=True)
-class SubscriptionPlan:
+class SubscriptionPlan(Offer):
     """Credits every billing period; they expire at the period's end unless the plan rolls them over."""
 
-    id: str
-    name: str
-    credits: int
-    price_cents: int
     interval: str = "month"
-    currency: str = "USD"
     rolls_over: bool = False
 
 

@@ -229,35 +229,23 @@ class EndJob(Command):
 WELCOME_KEY = "bonus:welcome"
 
 
-def client_key(key: str) -> str:
-    # Clients choose their keys freely; the prefix keeps them from ever colliding with the keys the
-    # ledger derives from events (`payment:<id>`), which would make a real payment look like a retry.
-    return f"client:{key}"
+def _keyed(prefix: str) -> Callable[[str], str]:
+    return lambda value: f"{prefix}:{value}"
 
 
-def payment_key(transaction_id: str) -> str:
-    return f"payment:{transaction_id}"
-
-
-def refund_key(transaction_id: str) -> str:
-    return f"refund:{transaction_id}"
+# Clients choose their keys freely; the prefix keeps them from ever colliding with the keys the ledger
+# derives from events (`payment:<id>`), which would make a real payment look like a retry.
+client_key = _keyed("client")
+payment_key = _keyed("payment")
+refund_key = _keyed("refund")
+# What the sweeper asks of a hold or a lot whose time is up (or near): any number of sweepers ask under one key.
+expire_key = _keyed("expire")
+expire_lot_key = _keyed("expire-lot")
+expiring_key = _keyed("expiring")
 
 
 def job_key(job_id: str, step: str) -> str:
     return f"job:{job_id}:{step}"
-
-
-# What the sweeper asks of a hold or a lot whose time is up (or near): any number of sweepers ask under one key.
-def expire_key(reservation_id: str) -> str:
-    return f"expire:{reservation_id}"
-
-
-def expire_lot_key(lot_id: str) -> str:
-    return f"expire-lot:{lot_id}"
-
-
-def expiring_key(lot_id: str) -> str:
-    return f"expiring:{lot_id}"
 
 
 def reservation_id(user_id: str, key: str) -> str:

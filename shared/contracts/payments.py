@@ -38,11 +38,16 @@ class PaymentRefunded(_Payment):
     stripe_charge_id: ShortText | None = None
 
 
-class SubscriptionRenewed(EventData):
-    type = "payments.subscription.renewed"
+class _Invoice(EventData):
+    """What happened to one invoice of a user's subscription."""
+
     user_id: ShortText
     subscription_id: ShortText
     invoice_id: ShortText
+
+
+class SubscriptionRenewed(_Invoice):
+    type = "payments.subscription.renewed"
     credits: int = Field(gt=0)
     amount_cents: int = Field(ge=0)
     currency: ShortText
@@ -55,13 +60,10 @@ class SubscriptionRenewed(EventData):
     transaction_id: ShortText | None = None
 
 
-class SubscriptionPastDue(EventData):
+class SubscriptionPastDue(_Invoice):
     """An invoice of the subscription failed: nothing is granted until one is paid."""
 
     type = "payments.subscription.past_due"
-    user_id: ShortText
-    subscription_id: ShortText
-    invoice_id: ShortText
     plan_id: ShortText
 
 
