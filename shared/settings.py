@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # A live handler keeps its message with progress beats, however long it works.
     ack_wait_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     reservation_ttl_seconds: int = 900
+    # ledger.rpc requests one ledger process works on at once; more are answered 503 at once.
+    ledger_rpc_max_in_flight: int = Field(default=256, ge=1)
     otel_service_namespace: str = "creditstream"
 
     @field_validator("clerk_authorized_parties", "admin_clerk_ids", "cors_origins", mode="before")

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt.spawn("ledger-sweeper", Sweeper(ledger, rt.pool, unit).run)
         for subscription in handlers.subscriptions(unit, ttl):
             rt.consume(subscription)
-        await LedgerRpc(ledger, unit, ttl).serve(rt.nc)
+        await LedgerRpc(ledger, unit, ttl, max_in_flight=settings.ledger_rpc_max_in_flight).serve(rt.nc)
         app.state.ledger, app.state.unit, app.state.relay = ledger, unit, relay
 
     return create_service_app(SERVICE, settings, start, [api.router], store.DDL)

@@ -50,10 +50,11 @@ REQUESTS: dict[str, type[Body]] = {name: _request_model(name) for name in COMMAN
 
 
 class LedgerRpc:
-    def __init__(self, ledger: Ledger, unit: UnitOfWork, ttl_seconds: int) -> None:
+    def __init__(self, ledger: Ledger, unit: UnitOfWork, ttl_seconds: int, *, max_in_flight: int = 256) -> None:
         self._ledger = ledger
         self._unit = unit
         self._ttl = ttl_seconds
+        self._max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self, nc: Client) -> list[Subscription]:
@@ -61,15 +62,19 @@ class LedgerRpc:
 
     async def _spawn(self, msg: Msg) -> None:
         # nats-py runs one callback at a time per subscription; a task per request lets requests
-        # overlap, and so share a batch.
+        # overlap, and so share a batch. Past the bound a request is told at once to come back: queued
+        # without end, requests would pile up in memory while their askers time out and ask again.
+        if len(self._tasks) >= self._max_in_flight:
+            await _respond(
+                msg, problem(503, f"The ledger has {self._max_in_flight} requests in hand: ask again shortly.")
+            )
+            return
         task = asyncio.create_task(self._reply(msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _reply(self, msg: Msg) -> None:
-        result = await self.call(msg.subject.rsplit(".", 1)[-1], msg.data)
-        if msg.reply:
-            await msg.respond(json.dumps({"status": result.status, "body": result.body}).encode())
+        await _respond(msg, await self.call(msg.subject.rsplit(".", 1)[-1], msg.data))
 
     async def call(self, operation: str, payload: bytes) -> Answer:
         try:
@@ -98,3 +103,8 @@ class LedgerRpc:
             return problem(404, f"No credit account for user {user_id}.")
         body = {"user_id": user_id, "balance": account.balance, "reserved": account.reserved}
         return Answer(200, {**body, "available": account.available, "active": account.active})
+
+
+async def _respond(msg: Msg, result: Answer) -> None:
+    if msg.reply:
+        await msg.respond(json.dumps({"status": result.status, "body": result.body}).encode())

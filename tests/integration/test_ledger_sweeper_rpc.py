@@ -183,3 +183,50 @@ async def _grant(dispatcher: UnitOfWork, user: str, key: str, amount: int, expir
     granted = answer(await dispatcher.submit(cmd))
     assert granted.status == 201
     return int(granted.body["version"])
+
+
+async def test_requests_past_the_bound_are_answered_busy_at_once_and_the_rest_complete(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two requests in hand (the unit of work not running yet, so they wait); a third is told 503 at once."""
+    server = EmbeddedNats(tmp_path / "nats", harness=True).start()
+    nc = await server.connect("tests")
+    with fresh_database(database_url) as url:
+        await db.migrate(url, store.SCHEMA, store.DDL)
+        app = await asyncio.to_thread(open_ledger, url)
+        user = str(uuid.uuid4())
+        granting = UnitOfWork(app)
+        granter = asyncio.create_task(granting.run())
+        grant = ask("grant", user, entry_type="BONUS", amount=5, description="", metadata={}, key="g", request_id=None)
+        assert answer(await granting.submit(grant)).status == 201
+        granter.cancel()
+        await asyncio.gather(granter, return_exceptions=True)
+        dispatcher = UnitOfWork(app)
+        running: asyncio.Task[None] | None = None
+        try:
+            await LedgerRpc(app, dispatcher, 900, max_in_flight=2).serve(nc)
+
+            async def call(key: str) -> dict[str, Any]:
+                body = {"user_id": user, "amount": 1, "key": key}
+                reply = await nc.request("ledger.rpc.debit", json.dumps(body).encode(), timeout=30)
+                return json.loads(reply.data)
+
+            held = [asyncio.create_task(call(f"k{i}")) for i in range(2)]
+            await nc.flush()
+            busy = await asyncio.wait_for(call("k2"), timeout=5)
+            assert busy["status"] == 503
+            assert "2 requests in hand" in busy["body"]["detail"]
+            assert not any(task.done() for task in held), "the two in hand still wait for the unit of work"
+            running = asyncio.create_task(dispatcher.run())
+            answers = await asyncio.gather(*held)
+            assert [a["status"] for a in answers] == [201, 201]
+            assert (await call("k3"))["status"] == 201, "room again once they are answered"
+            account = app.account(user)
+            assert account is not None and account.balance == 2, "the busy request debited nothing"
+        finally:
+            if running is not None:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+            app.close()
+            await nc.close()
+            server.stop()
