@@ -16,6 +16,7 @@ from shared import db, problems, runtime, telemetry
 from shared.access import ACCESS_DDL, AccessList
 from shared.auth import TokenVerifier
 from shared.guard import GuardedRoute, assert_guarded
+from shared.limits import LIMITS_DDL, RateLimiter, RateLimitHeaders, policies
 from shared.openapi import documented
 from shared.service_tokens import load_service_key
 from shared.settings import Settings
@@ -33,13 +34,14 @@ class Status(BaseModel):
 def create_app(
     service: str, settings: Settings, start: Start, routers: Sequence[APIRouter], ddl: Sequence[str] = ()
 ) -> FastAPI:
-    """A service: its schema migrated with `ddl`, `start` run on its runtime, the deactivated-users list every
-    service keeps, and `routers` behind the bearer-token checks."""
+    """A service: its schema migrated with `ddl`, `start` run on its runtime, the deactivated-users list and
+    the per-user limits every service keeps, and `routers` behind the bearer-token checks."""
     telemetry.setup(service)
 
     async def started(app: FastAPI, rt: runtime.Runtime) -> None:
         await start(app, rt)
-        await db.migrate(settings.database_url, service, ACCESS_DDL)
+        await db.migrate(settings.database_url, service, (*ACCESS_DDL, *LIMITS_DDL))
+        app.state.limiter = RateLimiter(rt.pool, policies(settings))
         access = AccessList(rt.pool)
         rt.consume(access.subscription(service))
         app.state.access = access
@@ -69,6 +71,7 @@ def create_app(
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"], max_age=600,
     )  # fmt: skip
 
+    app.add_middleware(RateLimitHeaders)
     app.include_router(health(service))
     for router in routers:
         app.include_router(router)

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     # A live handler keeps its message with progress beats, however long it works.
     ack_wait_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     reservation_ttl_seconds: int = 900
+    # Per-user limits (shared/limits.py): requests per minute of each route class, and what is open at once.
+    rate_media_jobs_per_minute: int = Field(default=30, ge=1)
+    rate_media_jobs_burst: int = Field(default=10, ge=1)
+    rate_checkouts_per_minute: int = Field(default=10, ge=1)
+    rate_ledger_commands_per_minute: int = Field(default=600, ge=1)
+    rate_stream_tickets_per_minute: int = Field(default=10, ge=1)
+    max_open_streams: int = Field(default=3, ge=1)
+    # Uploads one media process receives at once; more are answered 503 at once, their bodies unread.
+    media_max_uploads: int = Field(default=4, ge=1)
     # ledger.rpc requests one ledger process works on at once; more are answered 503 at once.
     ledger_rpc_max_in_flight: int = Field(default=256, ge=1)
     otel_service_namespace: str = "creditstream"

@@ -37,6 +37,7 @@ from shared.auth import CurrentPrincipal, Principal, ensure_may_act_for, privile
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec
+from shared.limits import rate_limited
 from shared.params import IdempotencyKey, PageCursor, RequestId
 from shared.problems import MEDIA_TYPE, Problem, responses
 from shared.scopes import Scope
@@ -65,7 +66,7 @@ def respond(request: Request, answer: Answer) -> JSONResponse:
 
 
 # Any command may be refused for want of credits (402) or for a key reused with another request (409).
-REFUSALS = responses(402, 409)
+REFUSALS = responses(402, 409, 429)
 # The version below which the next page starts (the first event is version 1).
 ENTRIES_CURSOR: CursorCodec[int] = CursorCodec(Annotated[int, Field(ge=2, le=2**62)])
 
@@ -162,7 +163,12 @@ class Door:
 
 
 async def door(
-    principal: CurrentPrincipal, key: IdempotencyKey, request_id: RequestId, request: Request, unit: UnitOfWorkDep
+    principal: CurrentPrincipal,
+    key: IdempotencyKey,
+    request_id: RequestId,
+    request: Request,
+    unit: UnitOfWorkDep,
+    _: Annotated[None, rate_limited("ledger-commands")],
 ) -> Door:
     return Door(principal, key, request_id, request, unit)
 

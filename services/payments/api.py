@@ -40,6 +40,7 @@ from shared.credits import PACKAGES, PLANS, SubscriptionPlan
 from shared.guard import GuardedRoute
 from shared.idempotency import IdempotencyConflictError
 from shared.inputs import ShortText, Whole
+from shared.limits import rate_limited
 from shared.paging import After, newest_first
 from shared.params import CorrelationId, IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
@@ -134,7 +135,7 @@ async def credit_packages() -> list[CreditPackagePublic]:
 
 @router.post(
     "/api/checkout", response_model=CheckoutResponse, status_code=201, tags=["payments"],
-    responses=responses(404, 409, 502, 503),
+    responses=responses(404, 409, 429, 502, 503), dependencies=[rate_limited("checkouts")],
 )  # fmt: skip
 async def checkout(
     body: CheckoutRequest,
@@ -291,7 +292,7 @@ async def my_cards(principal: SignedInUser, payments: PaymentsDep) -> list[CardP
 
 @router.post(
     "/api/subscriptions", response_model=SubscriptionPublic, status_code=201, tags=["billing"],
-    responses=responses(404, 409, 502),
+    responses=responses(404, 409, 429, 502), dependencies=[rate_limited("checkouts")],
 )  # fmt: skip
 async def subscribe(
     body: SubscribeRequest, principal: SignedInUser, payments: PaymentsDep, key: IdempotencyKey

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +22,10 @@ from pydantic import BaseModel, Field
 from services.projections import queries, store
 from services.projections.deps import PoolDep, from_state
 from services.projections.schemas import Account
+from shared.access import AccessList
 from shared.auth import SignedInUser, bearer_scheme, current_principal, require_user
 from shared.guard import GuardedRoute
+from shared.limits import Slot, Slots, SlotsFullError, rate_limited
 from shared.problems import Problem, responses
 
 router = APIRouter(tags=["user"], route_class=GuardedRoute)
@@ -31,6 +34,8 @@ TICKET_SECONDS = 60
 # How often a stream looks for changes nobody woke it for (another copy of projections applied them).
 STREAM_POLL_SECONDS = 1.0
 FEED_BATCH = 100
+# How often an open stream says it is alive (Slots: a slot silent for 30 s is taken back).
+SLOT_BEAT_SECONDS = 10
 
 
 class Wakeups:
@@ -65,7 +70,10 @@ class StreamTicket(BaseModel):
     expires_at: datetime
 
 
-@router.post("/api/user/credits/stream-ticket", response_model=StreamTicket)
+@router.post(
+    "/api/user/credits/stream-ticket", response_model=StreamTicket, responses=responses(429),
+    dependencies=[rate_limited("stream-tickets")],
+)  # fmt: skip
 async def stream_ticket(principal: SignedInUser, pool: PoolDep) -> StreamTicket:
     """A short-lived, single-use ticket that opens the caller's live stream: for a browser's EventSource,
     which cannot send an Authorization header (a bearer token never goes in a URL)."""
@@ -93,31 +101,74 @@ async def stream_user(
         user_id = await store.redeem_ticket(conn, _ticket_hash(ticket))
     if user_id is None:
         raise Problem(401, "This stream ticket is unknown, used or expired: ask for a new one.")
+    if await request.app.state.access.is_deactivated(user_id):  # a ticket issued before
+        raise Problem(403, "This account is deactivated.")
     return user_id
 
 
-@router.get(
-    "/api/user/credits/stream", response_class=EventSourceResponse, responses=responses(400, 401, 403),
-)  # fmt: skip
-async def credits_stream(
-    pool: PoolDep,
-    wakeups: WakeupsDep,
-    user_id: Annotated[str, Depends(stream_user)],
+StreamUser = Annotated[str, Depends(stream_user)]
+
+
+async def stream_position(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=r"^\d{1,18}$")] = None,
     after: Annotated[int | None, Query(ge=0, le=10**18, description="as Last-Event-ID, for a new EventSource")] = None,
+) -> int | None:
+    """Where the stream resumes: after Last-Event-ID (a browser reconnecting), or `after`; None: now."""
+    return int(last_event_id) if last_event_id is not None else after
+
+
+StreamPosition = Annotated[int | None, Depends(stream_position)]
+
+
+# Takes the position (unused) so that a malformed one is a 422 before a slot is taken: FastAPI does not call
+# a dependency whose own dependencies failed.
+async def stream_slot(request: Request, user_id: StreamUser, _: StreamPosition) -> Slot:
+    """One of the user's few open streams (MAX_OPEN_STREAMS across every copy), or a 429. The stream
+    closes it; one whose client never read a byte ages out (Slots)."""
+    streams: Slots = request.app.state.streams
+    try:
+        return await streams.open(user_id)
+    except SlotsFullError as exc:
+        raise Problem(
+            429, f"You have {streams.limit} live streams open, as many as one account may: close one first.",
+            headers={"Retry-After": str(SLOT_BEAT_SECONDS)},
+        ) from exc  # fmt: skip
+
+
+@router.get(
+    "/api/user/credits/stream", response_class=EventSourceResponse, responses=responses(400, 401, 403, 429),
+)  # fmt: skip
+async def credits_stream(
+    request: Request,
+    pool: PoolDep,
+    wakeups: WakeupsDep,
+    user_id: StreamUser,
+    slot: Annotated[Slot, Depends(stream_slot)],
+    after: StreamPosition,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events: `balance` (balance, reserved, available) on every change of the account, and
     `notification` (kind, message, data) for each notification, each with its position in the user's feed
     as the event id. Without Last-Event-ID it opens with the balance as it stands; with it (a browser
-    reconnecting sends it) it resumes after that event, with no gap and no repeat."""
-    after = int(last_event_id) if last_event_id is not None else after
-    async with wakeups.watching(user_id) as woken:
+    reconnecting sends it) it resumes after that event, with no gap and no repeat. A stream ends with a
+    `closed` event (reason) when the account is deactivated."""
+    access: AccessList = request.app.state.access
+    beat_due = time.monotonic() + SLOT_BEAT_SECONDS
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(slot.close)
+        woken = await stack.enter_async_context(wakeups.watching(user_id))
         if after is None:
             async with pool.connection() as conn:
                 after = await queries.feed_head(conn, user_id)  # first: a change after it is sent again
                 account = Account.of(await queries.balance_of(conn, user_id))
             yield ServerSentEvent(id=str(after), event="balance", data=account.model_dump())
         while True:
+            if await access.is_deactivated(user_id):
+                yield ServerSentEvent(event="closed", data={"reason": "This account is deactivated."})
+                return
+            if time.monotonic() > beat_due:
+                beat_due = time.monotonic() + SLOT_BEAT_SECONDS
+                if not await slot.beat():
+                    return  # this process was silent so long its slot was given to another stream
             woken.clear()
             async with pool.connection() as conn:
                 rows = await queries.feed_after(conn, user_id, after, FEED_BATCH)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.projections import admin_api, api, live, pages_api, projection, store
 from services.projections.replay import Replayer
 from shared.http import create_app as create_service_app
+from shared.limits import Slots
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for subscription in projection.subscriptions(rt.pool, wakeups.wake):
             rt.consume(subscription)
         app.state.wakeups = wakeups
+        app.state.streams = Slots(rt.pool, "live stream", settings.max_open_streams)
         app.state.replayer = Replayer(settings.database_url, SERVICE, rt.pool, rt.nc)
 
     routers = [api.router, admin_api.router, live.router, pages_api.router]

@@ -25,6 +25,7 @@ class Listener:
     def __init__(self, response: httpx.Response) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._response = response
+        self._ended = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -40,6 +41,12 @@ class Listener:
                     event[field] = value.removeprefix(" ")
         except httpx.HTTPError:
             pass  # the test closed the stream
+        finally:
+            self._ended.set()
+
+    def ended(self, within: float) -> bool:
+        """The server ended the stream (within `within` seconds)."""
+        return self._ended.wait(within)
 
     def next(self, within: float = 5.0) -> dict[str, Any]:
         return self.events.get(timeout=within)
