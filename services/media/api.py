@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from services.media.application import MediaLibrary
 from services.media.domain import (
@@ -29,23 +32,25 @@ from services.media.domain import (
     Transform,
     UnusableInputError,
     Upload,
+    UploadsBusyError,
     WithFile,
 )
-from services.media.images import MAX_UPLOAD_BYTES
+from services.media.images import MAX_PIXELS, MAX_UPLOAD_BYTES, TooManyPixelsError
+from services.media.uploads import MalformedUploadError, UploadTooLargeError
 from services.media.video import MAX_VIDEO_BYTES
 from shared.auth import SignedInUser
 from shared.credits import OPERATION_COSTS
 from shared.guard import GuardedRoute, body_limit
 from shared.idempotency import IdempotencyConflictError
 from shared.inputs import TEXT_PATTERN, LongText, ShortText, Whole
+from shared.limits import rate_limited
 from shared.paging import After, newest_first
 from shared.params import IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
 
 router = APIRouter(tags=["media"], route_class=GuardedRoute)
 # Multipart framing and the two text fields on top of the file itself.
-UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
-VIDEO_BODY_LIMIT = MAX_VIDEO_BYTES + 64 * 1024
+UPLOAD_FRAMING = 64 * 1024
 
 
 async def get_library(request: Request) -> MediaLibrary:
@@ -113,30 +118,60 @@ class VideoPage(BaseModel):
 P = TypeVar("P", bound=MediaPublic)
 ARTICLED = {"image": "an image", "video": "a video"}
 # What a paid operation on one of the user's images answers: 202 with the new record, or why not.
-ON_AN_IMAGE: dict[str, Any] = {"response_model": ImagePublic, "status_code": 202, "responses": responses(402, 404, 409)}
+# Every request that makes a job takes from the user's media-jobs bucket first.
+A_JOB = [rate_limited("media-jobs")]
+ON_AN_IMAGE: dict[str, Any] = {
+    "response_model": ImagePublic, "status_code": 202, "responses": responses(402, 404, 409, 422, 429),
+    "dependencies": A_JOB,
+}  # fmt: skip
+
+
+class UploadFields(BaseModel):
+    """The text parts beside an upload's file (others are ignored, as a form's would be)."""
+
+    title: ShortText | None = None
+    description: LongText | None = None
+
+
+def _multipart(file_doc: str, limit: int) -> dict[str, Any]:
+    """The OpenAPI of an upload's body (read by the route itself, as it streams: FastAPI never sees it)."""
+    texts = UploadFields.model_json_schema()["properties"]
+    properties = {
+        "file": {"type": "string", "format": "binary", "description": file_doc},
+        **{name: next(s for s in texts[name]["anyOf"] if s.get("type") == "string") for name in texts},
+    }
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    body = {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    return {"requestBody": body, **body_limit(limit)}
 
 
 def _upload(
-    command: type[WithFile], public: type[MediaPublic], *, name: str, limit: int, file_doc: str, doc: str
-) -> None:
+    command: type[WithFile], public: type[MediaPublic], *, operation: str, name: str, limit: int, file_doc: str,
+    doc: str,
+) -> None:  # fmt: skip
     """POST /api/<kind>s, the same for images and videos: a file (multipart, with a title and a description)
-    kept once its cost is held."""
+    kept once its cost is held. Before a byte of the body is read: the user's limit, room in this process
+    (503) and their available credit (402); while it streams: its size (413)."""
+    body_limit_of_kind = limit + UPLOAD_FRAMING
 
-    # What differs by kind goes in defaults, evaluated here, never in annotations: those are strings
-    # (__future__) that FastAPI evaluates in the module's globals, where `file_doc` is not.
     @router.post(f"/api/{public.KIND}s", name=name, description=inspect.cleandoc(doc), response_model=public,
-                 status_code=202, responses=responses(400, 402, 409), openapi_extra=body_limit(limit))  # fmt: skip
+                 status_code=202, responses=responses(400, 402, 409, 413, 429, 503),
+                 openapi_extra=_multipart(file_doc, body_limit_of_kind), dependencies=A_JOB)  # fmt: skip
     async def upload(
-        principal: SignedInUser,
-        library: LibraryDep,
-        key: IdempotencyKey,
-        file: UploadFile = File(description=file_doc),
-        title: Annotated[ShortText | None, Form()] = None,
-        description: Annotated[LongText | None, Form()] = None,
+        request: Request, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
     ) -> MediaPublic:
-        data = await file.read()
-        asked = command(user_id=principal.user_id, key=key, data=data, title=title, description=description)
-        return await _answer(library, asked, public)
+        with _refusals(public.KIND):
+            async with library.receiving(principal.user_id, operation) as receive:
+                file, fields = await receive(request.stream(), request.headers.get("content-type", ""), limit)
+            try:
+                texts = UploadFields.model_validate(fields)
+            except ValidationError as exc:
+                await library.discard(file)
+                errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+                raise RequestValidationError(errors) from exc
+            asked = command(user_id=principal.user_id, key=key, file=file, title=texts.title,
+                            description=texts.description)  # fmt: skip
+            return public.of(await library.handle(asked))
 
 
 def _own_reads(
@@ -184,7 +219,7 @@ async def operations() -> dict[str, int]:
 
 
 _upload(
-    Upload, ImagePublic, name="upload_image", limit=UPLOAD_BODY_LIMIT,
+    Upload, ImagePublic, operation="image_upload", name="upload_image", limit=MAX_UPLOAD_BYTES,
     file_doc="a PNG, JPEG, WebP or GIF image, at most 20 MB",
     doc="""Upload an image (1 credit, held until it is processed): 202 with the record while a worker makes
     the original and its thumbnail; 402 with the balance if the credit cannot be held (nothing is kept).""",
@@ -239,11 +274,25 @@ class GenerateRequest(BaseModel):
 
 async def _answer(library: MediaLibrary, command: Paid, public: type[P], media_id: uuid.UUID | None = None) -> P:
     """A credit-costing request's record, or the problem its refusal is (the same for every operation)."""
-    noun = public.KIND
-    try:
+    with _refusals(public.KIND, media_id):
         return public.of(await library.handle(command))
+
+
+@contextmanager
+def _refusals(noun: str, media_id: uuid.UUID | None = None) -> Iterator[None]:
+    """Why media does not do what it was asked, as problem details."""
+    try:
+        yield
+    except TooManyPixelsError as exc:
+        raise Problem(422, f"Too large: {exc}.", max_pixels=MAX_PIXELS) from exc
     except UnusableInputError as exc:
         raise Problem(400, f"Not {ARTICLED[noun]} this service takes: {exc}") from exc
+    except MalformedUploadError as exc:
+        raise Problem(400, f"Not an upload this endpoint takes: {exc}.") from exc
+    except UploadTooLargeError as exc:
+        raise Problem(413, str(exc)) from exc
+    except UploadsBusyError as exc:
+        raise Problem(503, f"Try again shortly: {exc}.", headers={"Retry-After": "1"}) from exc
     except MediaNotFoundError as exc:
         raise Problem(404, f"You have no {noun} {media_id}.") from exc
     except NotReadyError as exc:
@@ -325,7 +374,10 @@ async def extend_image(
     return await _answer(library, extend, ImagePublic, image_id)
 
 
-@router.post("/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409))
+@router.post(
+    "/api/images/generate", response_model=ImagePublic, status_code=202, responses=responses(402, 409, 429),
+    dependencies=A_JOB,
+)  # fmt: skip
 async def generate_image(
     body: GenerateRequest, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
 ) -> ImagePublic:
@@ -343,7 +395,7 @@ _own_reads(
 
 
 _upload(
-    ProcessVideo, VideoPublic, name="upload_video", limit=VIDEO_BODY_LIMIT,
+    ProcessVideo, VideoPublic, operation="video_processing", name="upload_video", limit=MAX_VIDEO_BYTES,
     file_doc="a video (MP4/MOV, WebM/MKV, AVI, MPEG-TS or Ogg), at most 200 MB",
     doc="""Upload a video to be processed (2 credits, held until it is done): a worker probes it, transcodes
     it to H.264 MP4 and makes a thumbnail. 202 with the record while it works; 402 with the balance if

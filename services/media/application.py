@@ -1,22 +1,23 @@
 """Media's use cases, one per command (COMMAND_HANDLERS). A credit-costing request stores its record and
 job and queues `media.job.requested` in one transaction, then waits (bounded) for the ledger's answer: a
-hold, or a refusal. The API never reads a balance to decide: it reserves."""
+hold, or a refusal. The hold decides; the one balance read, before an upload's body is taken, only spares
+reading a body that could not be paid for."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
-from services.media import store
+from services.media import store, uploads
 from services.media.domain import (
     CancelVideo,
     Command,
@@ -31,14 +32,16 @@ from services.media.domain import (
     NotReadyError,
     OnImage,
     ProcessVideo,
+    ReceivedFile,
     RecordHold,
     RemoveBackground,
     Status,
     Transform,
     Upload,
+    UploadsBusyError,
 )
-from services.media.images import inspect
-from services.media.storage import Storage, drop_upload, upload_key
+from services.media.images import ImageInfo, check_extension, check_transform, inspect_file
+from services.media.storage import Storage, drop_upload, incoming_key
 from services.media.video import sniff
 from shared import db, idempotency, outbox
 from shared.contracts import Envelope, derive_id
@@ -51,6 +54,7 @@ from shared.outbox import OutboxRelay
 # How long a request waits for the ledger's answer before it answers 202 with the hold still pending.
 ANSWER_WAIT_SECONDS = 10.0
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,32 +70,91 @@ class Request:
     kind: str = "image"  # what it makes: an image or a video
 
 
+@dataclass(frozen=True)
+class Credit:
+    balance: int
+    available: int  # the balance less what running jobs hold
+
+
+# The ledger's word on a user's credit now; None when it cannot be had (the hold then decides alone).
+Balances = Callable[[str], Awaitable[Credit | None]]
+# A received upload and the text fields sent beside it.
+Received = tuple[ReceivedFile, dict[str, str]]
+# Reads an upload's body (its chunks, its Content-Type, a byte limit) into storage.
+Receive = Callable[[AsyncIterator[bytes], str, int], Awaitable[Received]]
+
+
+async def _unknown(_user_id: str) -> Credit | None:
+    return None
+
+
 class MediaLibrary:
-    def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay, storage: Storage) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, relay: OutboxRelay, storage: Storage, *,
+        balances: Balances = _unknown, max_uploads: int = 4,
+    ) -> None:  # fmt: skip
         self._pool = pool
         self._relay = relay
         self.storage = storage
+        self._balances = balances
+        # Uploads this process writes at once: each holds a connection and a thread's turn while it streams.
+        self._uploads = asyncio.Semaphore(max_uploads)
+        self._max_uploads = max_uploads
 
     async def handle(self, command: Command[R]) -> R:
         answer: R = await COMMAND_HANDLERS[type(command)](self, command)
         return answer
 
+    @asynccontextmanager
+    async def receiving(self, user_id: str, operation: str) -> AsyncIterator[Receive]:
+        """Room to receive one upload for `operation`, before a byte of its body is read: UploadsBusyError if
+        this process is writing as many as it may, InsufficientCreditsError if the user's available credit
+        (the ledger's word, asked now) is short of its cost. Yields what reads the body into storage."""
+        if self._uploads.locked():
+            raise UploadsBusyError(self._max_uploads)
+        async with self._uploads:
+            cost = OPERATION_COSTS[operation]
+            account = await self._balances(user_id)
+            if account is not None and account.available < cost:
+                raise InsufficientCreditsError(Job("", "", user_id, operation, cost, "", Hold.REJECTED,
+                                                   balance=account.balance, available=account.available))  # fmt: skip
+
+            async def receive(body: AsyncIterator[bytes], content_type: str, limit: int) -> Received:
+                return await uploads.receive(body, content_type, self.storage, incoming_key(str(uuid.uuid4())), limit)
+
+            yield receive
+
     async def _upload(self, c: Upload) -> Media:
-        """Check the file, store it and ask the ledger to hold the upload's cost; the record once it is held.
-        Raises ImageRejectedError (nothing stored, nothing asked) or InsufficientCreditsError (nothing kept)."""
-        info = inspect(c.data)
-        request = Request("image_upload", "UPLOADED", c.title, c.description, {}, hashlib.sha256(c.data).hexdigest())
-        metadata = {"format": info.format, "width": info.width, "height": info.height, "bytes": len(c.data)}
-        return await self._request(c.user_id, c.key, request, metadata, data=c.data)
+        """Check the received file and ask the ledger to hold the upload's cost; the record once it is held.
+        Raises ImageRejectedError or InsufficientCreditsError; either way nothing of the request is kept."""
+        info = await self._checked(c.file, lambda: self._inspect(c.file))
+        request = Request("image_upload", "UPLOADED", c.title, c.description, {}, c.file.sha256)
+        metadata = {"format": info.format, "width": info.width, "height": info.height, **_as_received(c.file)}
+        return await self._request(c.user_id, c.key, request, metadata, received=c.file)
 
     async def _process_video(self, c: ProcessVideo) -> Media:
-        """Take a video file (only its signature is checked here: decoding is the worker's) and ask the
+        """Take a received video (only its signature is checked here: decoding is the worker's) and ask the
         ledger to hold its processing's cost. Raises VideoRejectedError or InsufficientCreditsError."""
-        container = sniff(c.data)
-        digest = hashlib.sha256(c.data).hexdigest()
-        request = Request("video_processing", "UPLOADED", c.title, c.description, {}, digest, kind="video")
-        metadata = {"container": container, "bytes": len(c.data)}
-        return await self._request(c.user_id, c.key, request, metadata, data=c.data)
+        container = await self._checked(c.file, lambda: sniff(c.file.head, c.file.size))
+        request = Request("video_processing", "UPLOADED", c.title, c.description, {}, c.file.sha256, kind="video")
+        metadata = {"container": container, **_as_received(c.file)}
+        return await self._request(c.user_id, c.key, request, metadata, received=c.file)
+
+    async def discard(self, file: ReceivedFile) -> None:
+        """A received upload its request will not use (its fields were refused)."""
+        await drop_upload(self.storage, file.key)
+
+    def _inspect(self, file: ReceivedFile) -> ImageInfo:
+        with self.storage.open(file.key) as stored:
+            return inspect_file(stored, file.size)
+
+    async def _checked(self, file: ReceivedFile, check: Callable[[], T]) -> T:
+        """`check` of a received file, off the loop; a file it refuses is removed."""
+        try:
+            return await asyncio.to_thread(check)
+        except BaseException:
+            await drop_upload(self.storage, file.key)
+            raise
 
     async def _cancel_video(self, c: CancelVideo) -> Media:
         """Cancel a video while it is processed: recorded with `media.job.cancelled` in one transaction
@@ -115,24 +178,35 @@ class MediaLibrary:
         return cancelled
 
     async def _transform(self, c: Transform) -> Media:
-        """A transformed copy of one of the user's images."""
-        return await self._from_source(c, "image_transformation", "TRANSFORMED", c.spec)
+        """A transformed copy of one of the user's images; TooManyPixelsError if a step of it would be too large."""
+        return await self._from_source(
+            c, "image_transformation", "TRANSFORMED", c.spec, lambda w, h: check_transform(w, h, c.spec)
+        )
 
     async def _extend(self, c: Extend) -> Media:
         """A copy of one of the user's images on a bigger canvas, its new border filled from its edges."""
         sides = {"left": c.left, "right": c.right, "top": c.top, "bottom": c.bottom}
-        return await self._from_source(c, "image_extension", "EXTENDED", sides)
+        return await self._from_source(
+            c, "image_extension", "EXTENDED", sides, lambda w, h: check_extension(w, h, sides)
+        )
 
     async def _remove_background(self, c: RemoveBackground) -> Media:
         """A copy of one of the user's images with its background transparent (PNG)."""
         return await self._from_source(c, "background_removal", "BACKGROUND_REMOVED", {"method": c.method})
 
-    async def _from_source(self, c: OnImage, operation: str, kind: str, params: dict[str, Any]) -> Media:
+    async def _from_source(
+        self, c: OnImage, operation: str, kind: str, params: dict[str, Any],
+        fits: Callable[[int, int], None] = lambda w, h: None,
+    ) -> Media:  # fmt: skip
+        """A paid operation on one of the user's images; `fits` refuses (raises) a result too large for
+        the source's size, before anything is stored or held."""
         source = await self.get(c.user_id, c.image_id)
         if source.kind != "image":
             raise MediaNotFoundError(c.image_id)  # the image operations work on images only
         if source.file_key is None:
             raise NotReadyError(c.image_id)
+        if "width" in source.metadata and "height" in source.metadata:  # the made file's, upright
+            fits(int(source.metadata["width"]), int(source.metadata["height"]))
         request = Request(operation, kind, source.title, source.description, params, c.image_id)
         return await self._request(c.user_id, c.key, request, {"source_id": c.image_id}, input_key=source.file_key)
 
@@ -165,31 +239,36 @@ class MediaLibrary:
 
     async def _request(
         self, user_id: str, key: str, request: Request, metadata: dict[str, Any], *,
-        data: bytes | None = None, input_key: str = "",
+        received: ReceivedFile | None = None, input_key: str = "",
     ) -> Media:  # fmt: skip
-        """Store the record, its job and `media.job.requested` in one transaction (with the input file, if
-        any), then wait for the ledger's answer. A retry under `key` waits for the same job's answer."""
+        """Store the record, its job and `media.job.requested` in one transaction (naming the received file,
+        already in storage, if any), then wait for the ledger's answer. A retry under `key` waits for the
+        same job's answer, and its own copy of the file goes; so does the file of a request not recorded."""
         meaning = fingerprint(dataclasses.asdict(request))
         job_id, media_id, now = str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC)
-        async with self._pool.connection() as conn, conn.transaction():
-            held_job = await idempotency.claim(conn, f"media:{user_id}", key, meaning, job_id)
-            if held_job == job_id:
-                if data is not None:
-                    input_key = upload_key(job_id)
-                    await asyncio.to_thread(self.storage.put, input_key, data)
-                media = Media(media_id, user_id, request.kind, request.type, request.title, request.description,
-                              Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip
-                cost = OPERATION_COSTS[request.operation]
-                job = Job(job_id, media_id, user_id, request.operation, cost, input_key, Hold.REQUESTED,
-                          params=request.params)  # fmt: skip
-                await store.add(conn, media, job)
-                requested = mc.JobRequested(
-                    job_id=job_id, user_id=user_id, operation=request.operation, cost=cost, resource_type=request.kind,
-                    resource_id=media_id, hold_seconds=HOLD_SECONDS[request.operation],
-                )  # fmt: skip
-                await outbox.add(conn, Envelope.wrap(requested, user_id=user_id, correlation_id=f"job:{job_id}"))
+        media = Media(media_id, user_id, request.kind, request.type, request.title, request.description,
+                      Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip
+        cost = OPERATION_COSTS[request.operation]
+        job = Job(job_id, media_id, user_id, request.operation, cost, received.key if received else input_key,
+                  Hold.REQUESTED, params=request.params)  # fmt: skip
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                held_job = await idempotency.claim(conn, f"media:{user_id}", key, meaning, job_id)
+                if held_job == job_id:
+                    await store.add(conn, media, job)
+                    requested = mc.JobRequested(
+                        job_id=job_id, user_id=user_id, operation=request.operation, cost=cost,
+                        resource_type=request.kind, resource_id=media_id, hold_seconds=HOLD_SECONDS[request.operation],
+                    )  # fmt: skip
+                    await outbox.add(conn, Envelope.wrap(requested, user_id=user_id, correlation_id=f"job:{job_id}"))
+        except BaseException:
+            if received is not None:
+                await drop_upload(self.storage, received.key)
+            raise
         self._relay.wake()
         if held_job != job_id:
+            if received is not None:
+                await drop_upload(self.storage, received.key)
             return await self._answer(held_job)
         try:
             return await self._answer(job_id)
@@ -223,6 +302,12 @@ class MediaLibrary:
     async def page(self, user_id: str, kind: str, after: tuple[datetime, str] | None, limit: int) -> list[Media]:
         async with self._pool.connection() as conn:
             return await store.page(conn, user_id, kind, after, limit)
+
+
+def _as_received(file: ReceivedFile) -> dict[str, Any]:
+    """What a record says of the upload it is made from (`bytes` becomes the made file's once it is made;
+    the upload's hash stays, for its client to check it arrived as sent)."""
+    return {"bytes": file.size, "upload_sha256": file.sha256}
 
 
 # Every command and the use case that answers it.

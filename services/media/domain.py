@@ -85,9 +85,19 @@ class Paid(Command[Media]):
     key: str
 
 
+@dataclass(frozen=True)
+class ReceivedFile:
+    """An upload as it was received, already in storage under `key` (until its job has an outcome)."""
+
+    key: str
+    size: int
+    sha256: str
+    head: bytes  # its first bytes, for a signature check
+
+
 @dataclass(frozen=True, kw_only=True)
 class WithFile(Paid):
-    data: bytes  # the uploaded file as sent (checked before anything is stored)
+    file: ReceivedFile  # checked before anything of the request is recorded
     title: str | None = None
     description: str | None = None
 
@@ -179,6 +189,13 @@ class NotProcessingError(Exception):
     def __init__(self, media: Media) -> None:
         super().__init__(f"{media.id} is {media.status}")
         self.media = media
+
+
+class UploadsBusyError(Exception):
+    """This process is writing as many uploads as it may: a 503 at once, the body unread."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} uploads are being received here already")
 
 
 class MediaNotFoundError(LookupError):

@@ -11,19 +11,17 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from services.media.domain import Cancelled
-from services.media.images import MAX_PIXELS, ImageRejectedError, PreparedImage, finished, inspect, opened
+from services.media.images import PreparedImage, check_extension, extended_size, finished, inspect, opened
 
 SIDES = ("left", "right", "top", "bottom")
-MAX_SIDE = 8000
 INPAINT_RADIUS = 5
 
 
 def extend(data: bytes, params: dict[str, Any], _cancelled: Cancelled | None = None) -> PreparedImage:
     info = inspect(data)
     grow = {side: int(params.get(side, 0)) for side in SIDES}
-    width, height = info.width + grow["left"] + grow["right"], info.height + grow["top"] + grow["bottom"]
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise ImageRejectedError(f"extended to {width} x {height}, the image would be too large")
+    check_extension(info.width, info.height, grow)
+    width, height = extended_size(info.width, info.height, grow)
     with opened(data) as source:
         image = ImageOps.exif_transpose(source).convert("RGB")
     canvas = np.zeros((height, width, 3), dtype=np.uint8)

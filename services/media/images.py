@@ -7,9 +7,10 @@ credit is reserved; a worker runs `prepare_upload` (decoding happens there, neve
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -18,6 +19,7 @@ from services.media.domain import Cancelled, UnusableInputError
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # 40 megapixels (8000 x 5000): decoded as RGBA that is 160 MB, the most one job may ask of a worker.
 MAX_PIXELS = 40_000_000
+MAX_SIDE = 8000
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 THUMBNAIL_SIZE = (256, 256)
@@ -25,6 +27,57 @@ THUMBNAIL_SIZE = (256, 256)
 
 class ImageRejectedError(UnusableInputError):
     """Not an image this service takes: answered with a 4xx, nothing reserved or stored."""
+
+
+class TooManyPixelsError(ImageRejectedError):
+    """A step of an operation would make an image of more than MAX_PIXELS: refused before it is done
+    (at the door, before any credit is held; in a worker, before the step)."""
+
+
+def check_pixels(step: str, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise TooManyPixelsError(
+            f"the {step} would make {width} x {height} = {width * height:,} pixels: more than the"
+            f" {MAX_PIXELS:,} an image may have (MAX_PIXELS)"
+        )
+
+
+def check_transform(width: int, height: int, spec: dict[str, Any]) -> None:
+    """Every step of a transform of a `width` x `height` image within MAX_PIXELS, in the order they run."""
+    if crop := spec.get("crop"):
+        width, height = crop["width"], crop["height"]
+        check_pixels("crop", width, height)
+    if resize := spec.get("resize"):
+        width, height = resize["width"], resize["height"]
+        check_pixels("resize", width, height)
+    if rotate := spec.get("rotate"):
+        width, height = rotated_size(width, height, -rotate)
+        check_pixels(f"rotation by {rotate} degrees", width, height)
+
+
+def extended_size(width: int, height: int, sides: dict[str, int]) -> tuple[int, int]:
+    """A `width` x `height` image grown by `sides` (left, right, top, bottom)."""
+    return width + sides.get("left", 0) + sides.get("right", 0), height + sides.get("top", 0) + sides.get("bottom", 0)
+
+
+def check_extension(width: int, height: int, sides: dict[str, int]) -> None:
+    width, height = extended_size(width, height, sides)
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise TooManyPixelsError(f"extended to {width} x {height}, the image would be more than {MAX_SIDE} px a side")
+    check_pixels("extension", width, height)
+
+
+def rotated_size(width: int, height: int, degrees: float) -> tuple[int, int]:
+    """The size of `Image.rotate(degrees, expand=True)`, computed as Pillow does (about the centre, its
+    corners' bounding box), without the pixels."""
+    angle = -math.radians(degrees % 360.0)
+    a, b = round(math.cos(angle), 15), round(math.sin(angle), 15)
+    d, e = round(-math.sin(angle), 15), round(math.cos(angle), 15)
+    cx, cy = width / 2.0, height / 2.0
+    c, f = a * -cx + b * -cy + cx, d * -cx + e * -cy + cy
+    xs = [a * x + b * y + c for x, y in ((0, 0), (width, 0), (width, height), (0, height))]
+    ys = [d * x + e * y + f for x, y in ((0, 0), (width, 0), (width, height), (0, height))]
+    return math.ceil(max(xs)) - math.floor(min(xs)), math.ceil(max(ys)) - math.floor(min(ys))
 
 
 @dataclass(frozen=True)
@@ -52,12 +105,17 @@ class PreparedImage:
 
 def inspect(data: bytes) -> ImageInfo:
     """What the bytes are, from their header and a structural check, without decoding the pixels."""
-    if not data:
+    return inspect_file(io.BytesIO(data), len(data))
+
+
+def inspect_file(file: BinaryIO, size: int) -> ImageInfo:
+    """`inspect` of a file of `size` bytes, read from `file` (an upload in storage) as Pillow needs it."""
+    if not size:
         raise ImageRejectedError("the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
+    if size > MAX_UPLOAD_BYTES:
         raise ImageRejectedError(f"the file is larger than {MAX_UPLOAD_BYTES} bytes")
     try:
-        with opened(data) as image:
+        with _open(file) as image:
             info = ImageInfo(str(image.format), image.width, image.height)
             _check(info)
             image.verify()  # the structure and checksums, still without decoding the pixels
@@ -90,6 +148,7 @@ def transform(data: bytes, spec: dict[str, Any], _cancelled: Cancelled | None = 
     try:
         with opened(data) as source:
             image = ImageOps.exif_transpose(source)
+            check_transform(image.width, image.height, spec)  # the door checked the record's size; this, the file's
             if crop := spec.get("crop"):
                 box = (crop["left"], crop["top"], crop["left"] + crop["width"], crop["top"] + crop["height"])
                 if box[2] > image.width or box[3] > image.height:
@@ -103,6 +162,8 @@ def transform(data: bytes, spec: dict[str, Any], _cancelled: Cancelled | None = 
                 image = ImageOps.mirror(image) if flip == "horizontal" else ImageOps.flip(image)
             fmt = str(spec.get("format") or info.format).upper()
             return finished(image, fmt, quality=spec.get("quality"), transformed=sorted(spec))
+    except ImageRejectedError:
+        raise  # already says why (it is a ValueError too)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejectedError(f"the image could not be transformed ({type(exc).__name__})") from None
 
@@ -126,10 +187,14 @@ def finished(image: Image.Image, fmt: str, quality: int | None = None, **extra: 
 
 
 def opened(data: bytes) -> Image.Image:
+    return _open(io.BytesIO(data))
+
+
+def _open(file: BinaryIO) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow only warns between its limit and twice it; ours is stricter and checked from the header.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(io.BytesIO(data), formats=list(FORMATS))
+        return Image.open(file, formats=list(FORMATS))
 
 
 def _check(info: ImageInfo) -> None:

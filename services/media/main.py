@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.media import api, handlers, store
+from services.media import api, balances, handlers, store
 from services.media.application import MediaLibrary
 from services.media.storage import LocalStorage
 from shared.http import create_app as create_service_app
@@ -20,7 +20,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     storage = LocalStorage(settings.data_dir / "media")
 
     async def start(app: FastAPI, rt: Runtime) -> None:
-        library = MediaLibrary(rt.pool, rt.start_outbox_relay(), storage)
+        library = MediaLibrary(
+            rt.pool, rt.start_outbox_relay(), storage,
+            balances=balances.asking(rt.nc), max_uploads=settings.media_max_uploads,
+        )  # fmt: skip
         rt.consume(handlers.subscription(library))
         app.state.library = library
 

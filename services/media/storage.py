@@ -1,6 +1,6 @@
 """Where media files live: a small interface, a local directory behind it now (an object store can
 replace it), and the keys media makes for them (never a client): a request's own upload under
-`incoming/<job id>` until its job has an outcome, a made record's file and thumbnail under
+`incoming/<a new id>` until its job has an outcome, a made record's file and thumbnail under
 `<user>/<media id>/`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 import os
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 KEY = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 INCOMING = "incoming/"
@@ -18,7 +18,18 @@ INCOMING = "incoming/"
 class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def writer(self, key: str) -> Writer: ...
     def delete(self, key: str) -> None: ...
+
+
+class Writer(Protocol):
+    """A file written piece by piece (an upload as it arrives): nobody sees it under its key before `commit`,
+    and `abort` leaves nothing."""
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class LocalStorage:
@@ -41,12 +52,39 @@ class LocalStorage:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def writer(self, key: str) -> LocalWriter:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return LocalWriter(path)
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
 
-def upload_key(job_id: str) -> str:
-    return f"{INCOMING}{job_id}"
+class LocalWriter:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._partial = path.with_name(f".{path.name}.partial")
+        self._file = self._partial.open("wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def commit(self) -> None:
+        self._file.close()
+        os.replace(self._partial, self._path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._partial.unlink(missing_ok=True)
+
+
+def incoming_key(name: str) -> str:
+    """Where a request's own upload waits for its job's outcome."""
+    return f"{INCOMING}{name}"
 
 
 def made_keys(user_id: str, media_id: str, extension: str) -> tuple[str, str]:

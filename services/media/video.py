@@ -85,12 +85,14 @@ class PreparedVideo:
         return self.video
 
 
-def sniff(data: bytes) -> str:
-    """The door's cheap check, from the first bytes only: "mp4" (any ISO BMFF: MP4, MOV, M4V, 3GP), "webm"
-    (any Matroska), "avi", "mpegts" or "ogg"; VideoRejectedError for anything else."""
-    if not data:
+def sniff(data: bytes, size: int | None = None) -> str:
+    """The door's cheap check, from the first bytes only (`data` may be just them, of a file of `size`):
+    "mp4" (any ISO BMFF: MP4, MOV, M4V, 3GP), "webm" (any Matroska), "avi", "mpegts" or "ogg";
+    VideoRejectedError for anything else."""
+    size = len(data) if size is None else size
+    if not size:
         raise VideoRejectedError("the file is empty")
-    if len(data) > MAX_VIDEO_BYTES:
+    if size > MAX_VIDEO_BYTES:
         raise VideoRejectedError(f"the file is larger than {MAX_VIDEO_BYTES} bytes")
     if data[4:8] == b"ftyp":
         return "mp4"

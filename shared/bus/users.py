@@ -27,6 +27,7 @@ from shared.bus.streams import STREAMS, stream_of
 OPS = "ops"
 # The ledger's request/reply API (services/ledger/rpc.py): answers whoever may publish there.
 LEDGER_RPC = "ledger.rpc.>"
+LEDGER_BALANCE = "ledger.rpc.balance"
 REDRIVE_PREFIX = "creditstream.redrive"
 DEADLETTER = "DEADLETTER"
 READ_MODEL_STREAMS = ("IDENTITY", "LEDGER", "PAYMENTS", "MEDIA")
@@ -130,7 +131,10 @@ USERS: dict[str, NatsUser] = {
         ),
         NatsUser("payments", publishes=("payments.>",), consumes=(("LEDGER", "payments-ledger"), _access("payments"))),
         NatsUser(
-            "media", publishes=("media.>", "mediawork.>"), consumes=(("LEDGER", "media-ledger"), _access("media"))
+            "media",
+            publishes=("media.>", "mediawork.>"),
+            consumes=(("LEDGER", "media-ledger"), _access("media")),
+            requests=(LEDGER_BALANCE,),  # before it reads an upload's body: a read, it moves no credit
         ),
         # Shares media's outbox, so it relays media's events and work items too.
         NatsUser(

@@ -105,7 +105,9 @@ async def test_only_its_owner_may_publish_an_event(server: EmbeddedNats, ops: Cl
             assert (refused, stored) == (1, 0), f"{user} published {subject}"
 
 
-async def test_only_the_ledger_serves_its_rpc_and_only_the_media_worker_calls_it(server: EmbeddedNats) -> None:
+async def test_only_the_ledger_serves_its_rpc_and_only_media_asks_it(server: EmbeddedNats) -> None:
+    """The media worker may ask any of it; the media API only for a balance (before it reads an upload)."""
+
     async def serve(nc: Client) -> None:
         await nc.subscribe(LEDGER_RPC, queue="ledger-rpc")
 
@@ -117,23 +119,26 @@ async def test_only_the_ledger_serves_its_rpc_and_only_the_media_worker_calls_it
             await msg.respond(b'{"ok": true}')
 
         await nc.subscribe("ledger.rpc.balance", queue="ledger-rpc", cb=reply)
+        await nc.subscribe("ledger.rpc.debit", queue="ledger-rpc", cb=reply)
 
     ledger = await server.connect("ledger")
     try:
         await answer(ledger)
         await ledger.flush()
+        allowed = {"balance": {"media-worker", "media"}, "debit": {"media-worker"}}
         for user in USERS:
-            caller = await server.connect(user)
-            try:
+            for operation, askers in allowed.items():
+                caller = await server.connect(user)
                 try:
-                    answered = (await caller.request("ledger.rpc.balance", b"{}", timeout=1)).data
-                except nats.errors.TimeoutError:
-                    answered = b""
-                assert (answered, bus.refusals(caller).count) == (
-                    (b'{"ok": true}', 0) if user == "media-worker" else (b"", 1)
-                ), user
-            finally:
-                await caller.close()
+                    try:
+                        answered = (await caller.request(f"ledger.rpc.{operation}", b"{}", timeout=1)).data
+                    except nats.errors.TimeoutError:
+                        answered = b""
+                    assert (answered, bus.refusals(caller).count) == (
+                        (b'{"ok": true}', 0) if user in askers else (b"", 1)
+                    ), (user, operation)
+                finally:
+                    await caller.close()
         assert bus.refusals(ledger).count == 0  # its answer went back under allow_responses
     finally:
         await ledger.close()

@@ -8,9 +8,20 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from services.media.images import MAX_PIXELS, ImageRejectedError, inspect, prepare_upload
+from services.media.images import (
+    MAX_PIXELS,
+    ImageRejectedError,
+    TooManyPixelsError,
+    check_transform,
+    inspect,
+    prepare_upload,
+    rotated_size,
+    transform,
+)
 
 
 def made(fmt: str, size: tuple[int, int] = (64, 48), mode: str = "RGB", **save: object) -> bytes:
@@ -75,3 +86,25 @@ def test_the_pixel_limit_is_checked_from_the_header() -> None:
     with pytest.raises(ImageRejectedError, match="pixels"):
         inspect(png_claiming(side, side))
     assert inspect(png_claiming(100, 100)).width == 100
+
+
+@given(width=st.integers(1, 300), height=st.integers(1, 300), degrees=st.integers(-360, 360) | st.floats(-360, 360))
+@settings(max_examples=60, deadline=None)
+def test_the_rotated_size_is_what_pillow_makes(width: int, height: int, degrees: float) -> None:
+    made_size = Image.new("L", (width, height)).rotate(degrees, expand=True).size
+    assert rotated_size(width, height, degrees) == made_size
+
+
+def test_every_step_of_a_transform_is_checked_against_max_pixels_before_it_runs() -> None:
+    check_transform(8000, 5000, {"rotate": 90, "flip": "horizontal"})  # 40 MP turned: 40 MP
+    with pytest.raises(TooManyPixelsError, match=r"the resize would make 8000 x 8000 = 64,000,000 pixels.*MAX_PIXELS"):
+        check_transform(640, 480, {"resize": {"width": 8000, "height": 8000}, "rotate": 45})
+    with pytest.raises(TooManyPixelsError, match=r"rotation by 45 degrees would make 8486 x 8486"):
+        check_transform(640, 480, {"resize": {"width": 6000, "height": 6000}, "rotate": 45})
+    # The crop comes first: a small crop of a large image may then be resized within the limit.
+    check_transform(8000, 5000, {"crop": {"left": 0, "top": 0, "width": 100, "height": 100}, "rotate": 45})
+
+
+def test_a_worker_refuses_a_step_too_large_before_it_makes_it() -> None:
+    with pytest.raises(TooManyPixelsError, match="rotation by 45"):
+        transform(made("PNG", (640, 480)), {"resize": {"width": 6000, "height": 6000}, "rotate": 45})
