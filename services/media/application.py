@@ -53,6 +53,8 @@ from shared.outbox import OutboxRelay
 
 # How long a request waits for the ledger's answer before it answers 202 with the hold still pending.
 ANSWER_WAIT_SECONDS = 10.0
+# How long an upload waits for room to be received in this process (MEDIA_MAX_UPLOADS) before it is a 503.
+UPLOAD_WAIT_SECONDS = 10.0
 R = TypeVar("R")
 T = TypeVar("T")
 
@@ -108,11 +110,15 @@ class MediaLibrary:
     @asynccontextmanager
     async def receiving(self, user_id: str, operation: str) -> AsyncIterator[Receive]:
         """Room to receive one upload for `operation`, before a byte of its body is read: UploadsBusyError if
-        this process is writing as many as it may, InsufficientCreditsError if the user's available credit
-        (the ledger's word, asked now) is short of its cost. Yields what reads the body into storage."""
-        if self._uploads.locked():
-            raise UploadsBusyError(self._max_uploads)
-        async with self._uploads:
+        this process is writing as many as it may for UPLOAD_WAIT_SECONDS, InsufficientCreditsError if the
+        user's available credit (the ledger's word, asked now) is short of its cost. Yields what reads the
+        body into storage."""
+        try:
+            # A short wait smooths a burst (a browser sending five photos); a longer one would only queue.
+            await asyncio.wait_for(self._uploads.acquire(), UPLOAD_WAIT_SECONDS)
+        except TimeoutError:
+            raise UploadsBusyError(self._max_uploads) from None
+        try:
             cost = OPERATION_COSTS[operation]
             account = await self._balances(user_id)
             if account is not None and account.available < cost:
@@ -123,6 +129,8 @@ class MediaLibrary:
                 return await uploads.receive(body, content_type, self.storage, incoming_key(str(uuid.uuid4())), limit)
 
             yield receive
+        finally:
+            self._uploads.release()
 
     async def _upload(self, c: Upload) -> Media:
         """Check the received file and ask the ledger to hold the upload's cost; the record once it is held.

@@ -6,9 +6,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from services.media import application
+from services.media.application import Credit, MediaLibrary
+from services.media.domain import InsufficientCreditsError, UploadsBusyError
 from services.media.storage import LocalStorage
 from services.media.uploads import MalformedUploadError, UploadTooLargeError, receive
 
@@ -92,3 +96,27 @@ async def test_two_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MalformedUploadError, match="one file"):
         await receive(chunks(body), CONTENT_TYPE, LocalStorage(tmp_path), "incoming/a", 10**7)
     assert stored(tmp_path) == []
+
+
+async def test_a_process_receives_at_most_its_uploads_at_once_and_a_short_user_is_refused_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(application, "UPLOAD_WAIT_SECONDS", 0.2)
+
+    async def balances(user_id: str) -> Credit | None:
+        return {"poor": Credit(balance=3, available=0)}.get(user_id)
+
+    # The pool and relay are not touched before a body is received: nothing is recorded yet.
+    library = MediaLibrary(cast(Any, None), cast(Any, None), LocalStorage(tmp_path), balances=balances, max_uploads=1)
+    async with library.receiving("rich", "image_upload"):
+        with pytest.raises(UploadsBusyError):
+            async with library.receiving("rich", "image_upload"):
+                pass
+    async with library.receiving("rich", "image_upload"):
+        pass  # room again once the first is received
+    with pytest.raises(InsufficientCreditsError) as refused:
+        async with library.receiving("poor", "video_processing"):
+            pass
+    assert (refused.value.job.cost, refused.value.job.available, refused.value.job.balance) == (2, 0, 3)
+    async with library.receiving("rich", "image_upload"):
+        pass  # a refusal gave its room back
