@@ -108,7 +108,9 @@ def test_ledger_commands_say_their_limit_and_admins_are_not_counted(system: Syst
     assert (first.status_code, second.status_code) == (201, 201)
     assert first.headers["RateLimit-Policy"] == '"ledger-commands";q=600;w=60'
     assert first.headers["RateLimit"].startswith('"ledger-commands";r=599;')
-    assert second.headers["RateLimit"].startswith('"ledger-commands";r=598;')
+    # 10 tokens a second come back: the second request finds 598 and whatever refilled since the first.
+    remaining = int(second.headers["RateLimit"].split(";r=")[1].split(";")[0])
+    assert 598 <= remaining <= 599
     as_admin = debit(admin_token(system))
     assert as_admin.status_code == 201 and "RateLimit" not in as_admin.headers
 
