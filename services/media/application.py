@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +42,7 @@ from services.media.domain import (
     UploadsBusyError,
 )
 from services.media.images import ImageInfo, check_extension, check_transform, inspect_file
-from services.media.storage import Storage, drop_upload, incoming_key
+from services.media.storage import INCOMING, Storage, drop_upload, incoming_key
 from services.media.video import sniff
 from shared import db, idempotency, outbox
 from shared.contracts import Envelope, derive_id
@@ -55,8 +56,14 @@ from shared.outbox import OutboxRelay
 ANSWER_WAIT_SECONDS = 10.0
 # How long an upload waits for room to be received in this process (MEDIA_MAX_UPLOADS) before it is a 503.
 UPLOAD_WAIT_SECONDS = 10.0
+# An upload is recorded with its job the moment it is whole; one untouched this long that no job being made
+# reads was left by a process that died in between (or by a half-written body): it is removed.
+ORPHAN_AGE_SECONDS = 3600.0
+SWEEP_EVERY_SECONDS = 600.0
 R = TypeVar("R")
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,24 @@ class MediaLibrary:
                         raise MediaNotFoundError(job.media_id)
                     return media
             await asyncio.sleep(0.05)  # the answer is written by this service's ledger consumer, maybe elsewhere
+
+    async def sweep_incoming(self, older_than: float = ORPHAN_AGE_SECONDS) -> list[str]:
+        """Remove the uploads no job will read (see ORPHAN_AGE_SECONDS); answers their keys."""
+        stale = await asyncio.to_thread(lambda: list(self.storage.untouched(INCOMING, older_than)))
+        if not stale:
+            return []
+        async with self._pool.connection() as conn:
+            used = await store.in_use(conn, stale)
+        orphans = [key for key in stale if key not in used]
+        for key in orphans:
+            await asyncio.to_thread(self.storage.delete, key)
+        return orphans
+
+    async def sweeping(self) -> None:
+        while True:
+            if orphans := await self.sweep_incoming():
+                log.warning("removed %d uploads no job reads: %s", len(orphans), ", ".join(orphans[:10]))
+            await asyncio.sleep(SWEEP_EVERY_SECONDS)
 
     async def get(self, user_id: str, media_id: str) -> Media:
         async with self._pool.connection() as conn:

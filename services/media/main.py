@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             balances=balances.asking(rt.nc), max_uploads=settings.media_max_uploads,
         )  # fmt: skip
         rt.consume(handlers.subscription(library))
+        rt.spawn("incoming-sweep", library.sweeping)
         app.state.library = library
 
     return create_service_app(SERVICE, settings, start, [api.router], store.DDL)

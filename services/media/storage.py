@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -21,6 +23,9 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def writer(self, key: str) -> Writer: ...
     def delete(self, key: str) -> None: ...
+    def untouched(self, prefix: str, seconds: float) -> Iterator[str]:
+        """The keys under `prefix` (a folder) not written for `seconds`, half-written ones too."""
+        ...
 
 
 class Writer(Protocol):
@@ -62,6 +67,16 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def untouched(self, prefix: str, seconds: float) -> Iterator[str]:
+        folder = self._path(prefix.rstrip("/"))
+        before = time.time() - seconds
+        if not folder.is_dir():
+            return
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file() and entry.stat().st_mtime < before:
+                    yield f"{prefix}{entry.name}"
 
 
 class LocalWriter:

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from services.media.domain import Hold, Job, Media
+from services.media.domain import Hold, Job, Media, Status
 from shared.idempotency import IDEMPOTENCY_DDL
 
 DDL = (
@@ -99,6 +99,16 @@ async def set_hold(
         " WHERE id = %s",
         (hold, balance, available, expires_at, job_id),
     )
+
+
+async def in_use(conn: AsyncConnection, input_keys: list[str]) -> set[str]:
+    """Those of `input_keys` that a job still being made reads."""
+    cursor = await conn.execute(
+        "SELECT j.input_key FROM jobs j JOIN media m ON m.id = j.media_id"
+        " WHERE j.input_key = ANY(%s) AND m.status = %s",
+        (input_keys, Status.PROCESSING),
+    )
+    return {row[0] for row in await cursor.fetchall()}
 
 
 async def media(conn: AsyncConnection, media_id: str, *, lock: bool = False) -> Media | None:

@@ -5,6 +5,7 @@ video cancelled while it is transcoded is dropped mid-work."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
@@ -12,12 +13,14 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from services.media import store, worker
+from services.media.application import MediaLibrary
 from services.media.domain import Cancelled, Hold, Job, JobCancelledError, Media, Status
 from services.media.storage import INCOMING, LocalStorage
 from services.media.video import PreparedVideo, process_video
@@ -141,3 +144,42 @@ async def test_a_video_cancelled_while_it_is_transcoded_is_dropped_mid_work(
     assert final is not None and (final.status, final.file_key) == (Status.CANCELLED, None)
     assert await outcomes(media_pool) == []  # no completion or failure: the API's cancel released the hold
     assert files(tmp_path / "media") == []  # its upload dropped, nothing made kept
+
+
+async def test_the_sweep_removes_only_uploads_no_job_being_made_reads(
+    media_pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    """A process killed between writing an upload and recording its job leaves a file nobody will read:
+    the sweep removes it (and a half-written body) once untouched for an hour, never one a job still reads."""
+    storage = LocalStorage(tmp_path / "media")
+    library = MediaLibrary(media_pool, cast(Any, None), storage)
+    now, user = datetime.now(UTC), str(uuid.uuid4())
+
+    async def upload(name: str, status: Status) -> str:
+        key = f"{INCOMING}{name}"
+        storage.put(key, b"bytes of " + name.encode())
+        media = Media(str(uuid.uuid4()), user, "image", "UPLOADED", name, None, status, None, None, {}, now, now)
+        job = Job(str(uuid.uuid4()), media.id, user, "image_upload", 1, key, Hold.RESERVED)
+        async with media_pool.connection() as conn, conn.transaction():
+            await store.add(conn, media, job)
+        return key
+
+    read = await upload("being-made", Status.PROCESSING)
+    done = await upload("made-but-not-dropped", Status.COMPLETED)  # its worker died before it dropped the upload
+    orphan = f"{INCOMING}never-recorded"
+    storage.put(orphan, b"an upload whose process died")
+    half = storage.writer(f"{INCOMING}cut-off")
+    half.write(b"half a body")  # the partial file of a process killed mid-body
+    young = f"{INCOMING}just-written"
+    hour_ago = time.time() - 3601
+    for path in (tmp_path / "media" / "incoming").iterdir():
+        os.utime(path, (hour_ago, hour_ago))
+    storage.put(young, b"an upload whose job is being recorded now")
+
+    removed = await library.sweep_incoming()
+
+    assert sorted(removed) == sorted([done, orphan, f"{INCOMING}.cut-off.partial"])
+    left = sorted(p.name for p in (tmp_path / "media" / "incoming").iterdir())
+    assert left == sorted([read.removeprefix(INCOMING), young.removeprefix(INCOMING)])
+    assert storage.get(read) == b"bytes of being-made"
+    assert await library.sweep_incoming() == []
