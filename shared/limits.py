@@ -10,8 +10,11 @@ tokens are not counted: operators and services must never be throttled by a user
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,12 +31,15 @@ from shared.auth import CurrentPrincipal
 from shared.problems import Problem
 from shared.settings import Settings
 
+# The buckets are UNLOGGED: a bucket is worth nothing after a crash (PostgreSQL empties the table on recovery and
+# every user starts with a full one), so no write to them waits on the WAL.
 LIMITS_DDL = (
-    """CREATE TABLE IF NOT EXISTS rate_buckets (
+    "DROP TABLE IF EXISTS rate_buckets",  # the first shape of the buckets (a logged table, one token a take)
+    """CREATE UNLOGGED TABLE IF NOT EXISTS token_buckets (
         user_id TEXT NOT NULL,
         policy TEXT NOT NULL,
         tokens DOUBLE PRECISION NOT NULL,
-        taken BOOLEAN NOT NULL,
+        granted INTEGER NOT NULL,
         at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (user_id, policy)
     )""",
@@ -45,6 +51,11 @@ LIMITS_DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS open_slots_by_user ON open_slots (user_id, kind)",
 )
+
+# How long a copy may spend tokens it took from a bucket before it must give back what it did not spend.
+LEASE_SECONDS = 1.0
+# Users whose leases a copy remembers; the least recently seen are forgotten (their spare tokens with them).
+LEASES_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,13 @@ class Policy:
     def rate(self) -> float:
         return self.quota / self.window
 
+    @property
+    def lease(self) -> int:
+        """Tokens a copy takes from the bucket at once and spends without asking the database: a twentieth of
+        the bucket, so a big one (ledger commands, 600) costs one write per 30 requests and a small one (media
+        jobs, 10) is counted exactly, one write each."""
+        return max(1, self.capacity // 20)
+
 
 def policies(settings: Settings) -> dict[str, Policy]:
     """Every route class, from the settings (RATE_* in the environment)."""
@@ -82,7 +100,7 @@ def policies(settings: Settings) -> dict[str, Policy]:
 class Decision:
     policy: Policy
     allowed: bool
-    tokens: float  # left in the bucket after this request
+    tokens: float  # left for the user after this request
 
     @property
     def retry_after(self) -> int:
@@ -98,38 +116,95 @@ class Decision:
         }
 
 
-# The bucket's level now: what it held, plus what the time since has refilled, up to its capacity.
+# The bucket's level now: what it held and what a copy gives back, plus what the time since has refilled, up
+# to its capacity.
 _LEVEL = (
-    "LEAST(%(capacity)s::float8, b.tokens"
+    "LEAST(%(capacity)s::float8, b.tokens + %(returned)s::float8"
     " + GREATEST(0, EXTRACT(EPOCH FROM (EXCLUDED.at - b.at))::float8) * %(rate)s::float8)"
 )
+# Whole tokens taken now: up to a lease, none when not one is there.
+_GRANT = f"CASE WHEN {_LEVEL} >= 1 THEN LEAST(%(lease)s::float8, floor({_LEVEL}))::int ELSE 0 END"
 # One statement: the row lock ON CONFLICT takes serialises two copies taking from one bucket.
 _TAKE = f"""
-    INSERT INTO rate_buckets AS b (user_id, policy, tokens, taken, at)
-    VALUES (%(user)s, %(policy)s, %(capacity)s::float8 - 1, true, COALESCE(%(at)s::timestamptz, clock_timestamp()))
+    INSERT INTO token_buckets AS b (user_id, policy, tokens, granted, at)
+    VALUES (%(user)s, %(policy)s, %(capacity)s::float8 - %(lease)s, %(lease)s,
+            COALESCE(%(at)s::timestamptz, clock_timestamp()))
     ON CONFLICT (user_id, policy) DO UPDATE SET
-        tokens = CASE WHEN {_LEVEL} >= 1 THEN {_LEVEL} - 1 ELSE {_LEVEL} END,
-        taken = {_LEVEL} >= 1,
+        tokens = {_LEVEL} - {_GRANT},
+        granted = {_GRANT},
         at = GREATEST(b.at, EXCLUDED.at)
-    RETURNING tokens, taken
+    RETURNING tokens, granted
 """
 
 
+@dataclass
+class _Lease:
+    spare: int  # tokens taken from the bucket and not spent yet
+    level: float  # what the bucket held after they were taken
+    taken_at: float  # time.monotonic()
+
+
 class RateLimiter:
+    """Takes tokens from the shared buckets a lease at a time (Policy.lease) and spends them here for up to
+    LEASE_SECONDS; what is left then goes back with the next take. Every request let through spends a token
+    taken from the shared bucket, so all copies together never pass its quota; a copy holds at most a lease
+    of a user's tokens for a second, which another copy cannot spend meanwhile."""
+
     def __init__(self, pool: AsyncConnectionPool, limits: dict[str, Policy]) -> None:
         self._pool = pool
         self.policies = limits
+        self._leases: OrderedDict[tuple[str, str], _Lease] = OrderedDict()
+        self._asking: dict[tuple[str, str], asyncio.Event] = {}  # takes in flight
 
     async def take(self, policy_name: str, user_id: str, *, at: datetime | None = None) -> Decision:
         """One token from the user's bucket of `policy_name`, if there is one. `at` (tests) stands in
         for the database's clock."""
         policy = self.policies[policy_name]
-        params = {"user": user_id, "policy": policy.name, "capacity": policy.capacity, "rate": policy.rate, "at": at}
+        key = (policy.name, user_id)
+        while True:
+            if (spent := self._spend(policy, key)) is not None:
+                return spent
+            if (asking := self._asking.get(key)) is None:
+                break
+            # A burst of one user's requests waits for one take: each asking for itself would strand the
+            # lease of the first in this copy while the others found the bucket emptied by it.
+            await asking.wait()
+        self._asking[key] = asked = asyncio.Event()
+        try:
+            return await self._take(policy, key, at)
+        finally:
+            del self._asking[key]
+            asked.set()
+
+    def _spend(self, policy: Policy, key: tuple[str, str]) -> Decision | None:
+        """A token of this copy's lease, if it holds one still good."""
+        held, now = self._leases.get(key), time.monotonic()
+        if held is None or held.spare == 0 or now - held.taken_at >= LEASE_SECONDS:
+            return None
+        held.spare -= 1
+        self._leases.move_to_end(key)
+        refilled = min(policy.capacity, held.level + (now - held.taken_at) * policy.rate)
+        return Decision(policy, allowed=True, tokens=min(policy.capacity, refilled + held.spare))
+
+    async def _take(self, policy: Policy, key: tuple[str, str], at: datetime | None) -> Decision:
+        """A lease from the shared bucket, giving back what is left of this copy's last one."""
+        held, now = self._leases.pop(key, None), time.monotonic()
+        params = {
+            "user": key[1], "policy": policy.name, "capacity": policy.capacity, "rate": policy.rate,
+            "lease": policy.lease, "returned": held.spare if held is not None else 0, "at": at,
+        }  # fmt: skip
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_TAKE, params)
             row = await cursor.fetchone()
         assert row is not None, "an upsert returns its row"
-        return Decision(policy, allowed=bool(row[1]), tokens=float(row[0]))
+        level, granted = float(row[0]), int(row[1])
+        if granted == 0:
+            return Decision(policy, allowed=False, tokens=level)
+        if granted > 1:
+            self._leases[key] = _Lease(granted - 1, level, now)
+            if len(self._leases) > LEASES_KEPT:
+                self._leases.popitem(last=False)
+        return Decision(policy, allowed=True, tokens=level + granted - 1)
 
 
 def rate_limited(policy_name: str) -> DependsParam:

@@ -8,11 +8,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from shared.testing.waiting import wait_until
+from shared import db_roles
+from shared.testing.servers import ServiceProcess, started
+from shared.testing.waiting import free_port, wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, welcomed
@@ -77,6 +80,30 @@ def test_forty_generations_at_once_are_cut_at_the_burst_and_accepted_again_after
         what="one capture of 3 for each accepted generation and none for a refused one",
     )
     assert_converged(system, token, user_id)
+
+
+def test_two_copies_of_media_share_one_bucket(system: System) -> None:
+    roles = db_roles.service_urls(system.env["DATABASE_URL"], Path(system.env["DATA_DIR"]) / db_roles.FILE)
+    env = system.env | system.nats_users.env("media") | {"DATABASE_URL": roles["media"]}
+    with started(ServiceProcess("media-copy", free_port(), env, echo=None, app="services.media.main:create_app")) as (
+        copy,
+    ):
+        token, user_id = welcomed(system)
+        _grant(system, user_id, 200)
+        urls = [system.url("media"), copy.url]
+
+        def generate(i: int) -> httpx.Response:
+            body = {"prompt": f"two copies {i}", "width": 32, "height": 32}
+            headers = {**bearer(token), "Idempotency-Key": str(uuid.uuid4())}
+            return httpx.post(f"{urls[i % 2]}/api/images/generate", json=body, headers=headers, timeout=60)
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(generate, range(24)))
+    by_copy = [[a.status_code for a in answers[i::2]] for i in range(2)]
+    accepted = sum(codes.count(202) for codes in by_copy)
+    assert 10 <= accepted <= 12, by_copy  # the one burst of 10 (and a token every 2 s), not one per copy
+    assert {c for codes in by_copy for c in codes} == {202, 429}, by_copy
+    assert all(codes.count(429) >= 2 for codes in by_copy), "12 asked of each copy, ten at most let through in all"
 
 
 def test_twenty_checkouts_in_a_burst_make_ten_payment_intents(system: System) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from shared import db
+from shared import db, limits
 from shared.limits import LIMITS_DDL, Policy, RateLimiter, Slots, SlotsFullError
 from shared.testing.postgres import fresh_database
 
@@ -108,3 +108,45 @@ async def test_four_openings_at_once_get_three_slots(pools: list[AsyncConnection
 
     await asyncio.wait_for(asyncio.gather(*(open_one(copies[i % 2]) for i in range(4))), timeout=30)
     assert sorted(outcomes) == ["full", "open", "open", "open"]
+
+
+COMMANDS = Policy("ledger-commands", 600)  # the default: a lease of 30 tokens at a time
+
+
+async def bucket(pool: AsyncConnectionPool, user: str) -> float:
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT tokens FROM token_buckets WHERE user_id = %s", (user,))
+        row = await cursor.fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+async def test_a_big_bucket_is_taken_a_lease_at_a_time_and_two_copies_never_pass_it(
+    pools: list[AsyncConnectionPool],
+) -> None:
+    copies = [RateLimiter(pool, {COMMANDS.name: COMMANDS}) for pool in pools]
+    user = str(uuid.uuid4())
+    first = await copies[0].take(COMMANDS.name, user, at=T0)
+    assert first.allowed and first.tokens == 599
+    assert await bucket(pools[0], user) == 570, "the copy took 30 at once and spends them without asking"
+    for _ in range(29):
+        assert (await copies[0].take(COMMANDS.name, user, at=T0)).allowed
+    assert await bucket(pools[0], user) == 570, "29 more spent from the lease: no write"
+
+    decisions = await asyncio.gather(*(copies[i % 2].take(COMMANDS.name, user, at=T0) for i in range(1300)))
+    assert sum(d.allowed for d in decisions) == 570, "the clock stands still: not one more than the bucket"
+    assert {d.allowed for i, d in enumerate(decisions) if i % 2} == {True, False}
+    assert all(d.retry_after == 1 for d in decisions if not d.allowed)
+
+
+async def test_what_a_copy_did_not_spend_of_its_lease_goes_back(
+    pools: list[AsyncConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = RateLimiter(pools[0], {COMMANDS.name: COMMANDS})
+    user = str(uuid.uuid4())
+    assert (await limiter.take(COMMANDS.name, user, at=T0)).allowed
+    assert await bucket(pools[0], user) == 570
+    monkeypatch.setattr(limits, "LEASE_SECONDS", 0.0)  # the lease has run out
+    again = await limiter.take(COMMANDS.name, user, at=T0)
+    assert again.allowed and again.tokens == 598
+    assert await bucket(pools[0], user) == 569, "29 unspent went back, 30 taken anew"
