@@ -1,5 +1,5 @@
 """`creditstream streams`: each stream's size, each durable consumer's progress and dead letters, and
-each service's readiness (a stuck relay or a parked message shows there with its reason)."""
+each service's readiness and alarms (a stuck relay or a parked message shows there with its reason)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from creditstream.connect import connect_nats, service_urls, stream_replicas
+from creditstream.connect import connect_nats, service_token, service_urls, stream_replicas
 from shared import bus
 from shared.bus import deadletters
+from shared.scopes import Scope
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,31 @@ async def _collect() -> Snapshot:
         await nc.drain()
 
 
-def readiness() -> dict[str, str]:
-    """Each service's /readyz: "ready", or why not."""
-    states = {}
+def readiness() -> dict[str, tuple[str, list[str]]]:
+    """Each service's /readyz ("ready", or why not) and its alarms (GET /alarms, with a service token)."""
+    states: dict[str, tuple[str, list[str]]] = {}
     for name, url in service_urls().items():
         try:
             response = httpx.get(f"{url}/readyz", timeout=5)
-            states[name] = "ready" if response.status_code == 200 else response.json().get("detail", "not ready")
+            ready = "ready" if response.status_code == 200 else response.json().get("detail", "not ready")
         except httpx.HTTPError as exc:
-            states[name] = f"unreachable ({type(exc).__name__})"
+            states[name] = (f"unreachable ({type(exc).__name__})", [])
+            continue
+        states[name] = (ready, _alarms(name, url))
     return states
+
+
+def _alarms(name: str, url: str) -> list[str]:
+    token = service_token("creditstream-cli", audience=name, scopes=[Scope(f"{name}:alarms")])
+    if token is None:
+        return ["alarms not read: no service key (SERVICE_JWT_PRIVATE_KEY)"]
+    try:
+        response = httpx.get(f"{url}/alarms", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        return [f"alarms not read ({type(exc).__name__})"]
+    if response.status_code != 200:
+        return [f"alarms not read (HTTP {response.status_code})"]
+    return list(response.json()["alarms"])
 
 
 def show(console: Console) -> int:
@@ -69,13 +85,16 @@ def show(console: Console) -> int:
     table = Table(title="services")
     table.add_column("service")
     table.add_column("readiness", overflow="fold")
+    table.add_column("alarms", overflow="fold")
     states = readiness()
-    for name, state in states.items():
-        table.add_row(name, "[green]ready[/]" if state == "ready" else f"[red]{state}[/]")
+    for name, (ready, alarms) in states.items():
+        shown = "[green]ready[/]" if ready == "ready" else f"[red]{ready}[/]"
+        table.add_row(name, shown, "\n".join(f"[red]{a}[/]" for a in alarms) or "[green]none[/]")
     console.print(table)
     if snapshot.parked:
         console.print("Dead letters wait: `creditstream deadletters` lists them; fix the cause, then `... redrive`.")
-    return 0 if all(state == "ready" for state in states.values()) and not snapshot.parked else 1
+    clear = all(ready == "ready" and not alarms for ready, alarms in states.values())
+    return 0 if clear and not snapshot.parked else 1
 
 
 async def _ensure() -> list[str]:

@@ -108,7 +108,7 @@ def ended(code: int | None) -> str:
 
 
 def readiness_problem(process: ServiceProcess) -> str | None:
-    """None when /readyz says ready, else why not: its problem detail (an alarm, or what is unreachable)."""
+    """None when /readyz says ready, else why not: its problem detail (what is unreachable or stopped)."""
     try:
         response = httpx.get(f"{process.url}/readyz", timeout=5)
     except httpx.HTTPError as exc:

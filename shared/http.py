@@ -14,10 +14,11 @@ from pydantic import BaseModel
 
 from shared import db, problems, runtime, telemetry
 from shared.access import ACCESS_DDL, AccessList
-from shared.auth import TokenVerifier
+from shared.auth import TokenVerifier, privileged
 from shared.guard import GuardedRoute, assert_guarded
 from shared.limits import LIMITS_DDL, RateLimiter, RateLimitHeaders, policies
 from shared.openapi import documented
+from shared.scopes import Scope
 from shared.service_tokens import load_service_key
 from shared.settings import Settings
 
@@ -29,6 +30,11 @@ Start = Callable[[FastAPI, runtime.Runtime], Awaitable[None]]
 class Status(BaseModel):
     status: str
     service: str
+
+
+class Alarms(BaseModel):
+    service: str
+    alarms: list[str]  # each as written for an operator: what is wrong and what to do
 
 
 def create_app(
@@ -73,6 +79,7 @@ def create_app(
 
     app.add_middleware(RateLimitHeaders)
     app.include_router(health(service))
+    app.include_router(alarms(service))
     for router in routers:
         app.include_router(router)
     assert_guarded(app)
@@ -91,12 +98,28 @@ def health(service: str) -> APIRouter:
 
     @router.get("/readyz", response_model=Status, responses=problems.responses(503))
     async def readyz(request: Request) -> Any:
-        """Ready for traffic: database and NATS reachable, no relay stuck, no dead-lettered message waiting."""
+        """Ready for traffic: database and NATS reachable, the background loops running. A parked message or a
+        stuck relay is an alarm (GET /alarms), not a reason to take a copy out of service."""
         runtime = getattr(request.app.state, "runtime", None)
         problem = "starting" if runtime is None else await runtime.not_ready()
         if problem:
             return problems.Problem(503, problem).response(request.url.path)
         return Status(status="ready", service=service)
+
+    return router
+
+
+def alarms(service: str) -> APIRouter:
+    router = APIRouter(tags=["ops"], route_class=GuardedRoute)
+
+    # In the route's dependencies: an annotation naming `service` could not be resolved (annotations are strings).
+    @router.get("/alarms", dependencies=[privileged(Scope(f"{service}:alarms"))])
+    async def raised(request: Request) -> Alarms:
+        """What an operator must act on in this copy: dead-lettered messages, a stuck relay, background loops
+        failing, operations NATS refused. Empty when all is well. For admins and service tokens holding
+        `<service>:alarms`."""
+        runtime = getattr(request.app.state, "runtime", None)
+        return Alarms(service=service, alarms=[] if runtime is None else await runtime.problems())
 
     return router
 

@@ -3,7 +3,7 @@ wakes it, otherwise on a short poll (for writes made by other processes).
 
 A relay never skips what it cannot publish (the stream's order is the product), so one that keeps
 failing is an alarm: `problem()` names the error once it has lasted `stuck_after` seconds, and the
-service's /readyz reports it.
+service's GET /alarms reports it.
 """
 
 from __future__ import annotations

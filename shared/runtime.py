@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,8 +22,11 @@ from shared.outbox import OUTBOX_DDL, OutboxRelay
 from shared.relay import Relay
 from shared.settings import Settings
 
-# Why the service should not be given traffic (None: all is well); /readyz asks each of them.
+# What an operator must see and act on (None: nothing): a parked message, a stuck relay, a refusal by NATS.
+# GET /alarms shows them; none of them makes a copy unready, as it would not serve any better out of service.
 Alarm = Callable[[], Awaitable[str | None]]
+# A background loop that failed this recently is an alarm.
+LOOP_FAILURE_SHOWN_SECONDS = 60.0
 
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,11 @@ class Runtime:
     closers: list[Callable[[], None]] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
     durables: list[str] = field(default_factory=list)
+    # A loop's failures since it started: how many, the last one's kind and when (time.monotonic()).
+    failures: dict[str, tuple[int, str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.alarms.append(self._loops_failing)
 
     def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop` in the background, restarting it with a delay if it ever fails."""
@@ -50,11 +59,20 @@ class Runtime:
                     return
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     log.exception("%s: background loop %s failed; restarting", self.service, name)
+                    count = self.failures.get(name, (0, "", 0.0))[0] + 1
+                    self.failures[name] = (count, type(exc).__name__, time.monotonic())
                     await asyncio.sleep(1.0)
 
         self.tasks.append(asyncio.create_task(supervised(), name=f"{self.service}:{name}"))
+
+    async def _loops_failing(self) -> str | None:
+        now, shown = time.monotonic(), []
+        for name, (count, kind, at) in sorted(self.failures.items()):
+            if now - at < LOOP_FAILURE_SHOWN_SECONDS:
+                shown.append(f"{name} ({count} failures, the last {now - at:.0f}s ago: {kind})")
+        return f"background loops fail and restart: {', '.join(shown)}" if shown else None
 
     def consume(self, subscription: Subscription) -> None:
         """Run a durable consumer, answer re-drives of what it parks, and alarm while it has any parked."""
@@ -82,10 +100,12 @@ class Runtime:
         return relay
 
     async def not_ready(self) -> str | None:
-        """Why this process should get no traffic now, in words for operators; None when it is ready.
+        """Why this process cannot serve now, in words for operators; None when it can: its database and NATS
+        answer and its background loops run. What it can serve through (a parked message, a stuck relay) is an
+        alarm instead: `problems`.
 
-        The alarms' problems are written to be shown. Anything else that fails says only what failed: an
-        exception's own text can name hosts, users and connection strings, so it goes to the log."""
+        Anything that fails says only what failed: an exception's own text can name hosts, users and connection
+        strings, so it goes to the log."""
         try:
             async with self.pool.connection() as conn:
                 await conn.execute("SELECT 1")
@@ -99,16 +119,22 @@ class Runtime:
         except Exception:
             log.warning("%s: not ready: JetStream does not answer", self.service, exc_info=True)
             return "NATS unreachable"
-        problems = []
+        if stopped := sorted(task.get_name() for task in self.tasks if task.done()):
+            return f"background loops stopped: {', '.join(stopped)}"
+        return None
+
+    async def problems(self) -> list[str]:
+        """The alarms raised now, as written to be shown."""
+        raised = []
         for alarm in self.alarms:
             try:
                 problem = await alarm()
             except Exception:
-                log.warning("%s: not ready: an alarm could not be checked", self.service, exc_info=True)
+                log.warning("%s: an alarm could not be checked", self.service, exc_info=True)
                 problem = "an alarm could not be checked"
             if problem:
-                problems.append(problem)
-        return "; ".join(problems) or None
+                raised.append(problem)
+        return raised
 
 
 def _refused(nc: Client) -> Alarm:

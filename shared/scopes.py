@@ -21,6 +21,12 @@ class Scope(StrEnum):
     IDENTITY_MANAGE = "identity:manage"  # deactivate and reactivate users
     PROJECTIONS_STATUS = "projections:status"  # read models' positions and a replay's progress
     PROJECTIONS_REPLAY = "projections:replay"  # start a replay
+    # A service's alarms (GET /alarms): what an operator must act on
+    IDENTITY_ALARMS = "identity:alarms"
+    LEDGER_ALARMS = "ledger:alarms"
+    PAYMENTS_ALARMS = "payments:alarms"
+    MEDIA_ALARMS = "media:alarms"
+    PROJECTIONS_ALARMS = "projections:alarms"
 
     @property
     def audience(self) -> str:

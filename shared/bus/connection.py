@@ -3,7 +3,7 @@ the server refused it.
 
 A publish the server does not permit is dropped: JetStream answers nothing, so the publisher only sees a
 timeout. The server says why on the connection's error callback; each such refusal is logged, counted for
-the connection (a service's /readyz reports its own: a service refused what its code does is a
+the connection (a service's GET /alarms reports its own: a service refused what its code does is a
 misconfiguration an operator must see) and counted as a metric.
 """
 

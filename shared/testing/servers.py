@@ -104,7 +104,7 @@ class ServiceProcess:
 
     def started(self) -> bool:
         """Its start-up is done: /healthz answers (uvicorn serves only once the lifespan has started).
-        Unlike /readyz it stays 200 while an alarm (a parked message, a stuck relay) is raised."""
+        Unlike /readyz it is 200 before the database and NATS answer."""
         return self._answers_200("/healthz")
 
     def wait_started(self, timeout: float = 60) -> None:

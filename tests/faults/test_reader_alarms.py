@@ -1,8 +1,8 @@
 """A reader that cannot apply an event is an alarm, not a silent loss. Projections is broken on
-purpose (a trigger refuses one user's entries, as a bug would): the event is dead-lettered, projections
-turns not ready with the reason, the operator CLI shows and lists it, and after the fix a re-drive
-applies it once and projections equal the ledger again. A stored event the relay cannot publish turns
-the ledger not ready, naming it."""
+purpose (a trigger refuses one user's entries, as a bug would): the event is dead-lettered, projections'
+GET /alarms names it while its /readyz stays 200 (it serves everyone else as before), the operator CLI
+shows and lists it, and after the fix a re-drive applies it once and projections equal the ledger again. A
+stored event the relay cannot publish is the ledger's alarm, naming it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import psycopg
 from services.ledger import store
 from services.ledger.application import Ledger
 from services.ledger.commands import Debit
+from shared import keys
+from shared.scopes import Scope
+from shared.service_tokens import DEV_KEY_FILE, ServiceKey
 from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
@@ -34,6 +37,15 @@ def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
 def readiness(url: str) -> tuple[int, str]:
     response = httpx.get(f"{url}/readyz", timeout=10)
     return response.status_code, response.json().get("detail", "")
+
+
+def alarms(url: str, service: str, data_dir: Path) -> str:
+    """The service's alarms, joined, as the operator CLI reads them (a service token of the dev key)."""
+    key = ServiceKey.of_private(keys.load_or_create(data_dir / DEV_KEY_FILE))
+    token = key.sign("test", audience=service, scopes=[Scope(f"{service}:alarms")])
+    response = httpx.get(f"{url}/alarms", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return "; ".join(response.json()["alarms"])
 
 
 def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolated_system: System) -> None:
@@ -55,15 +67,20 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolat
     )
     assert spent.status_code == 201, spent.text
 
-    projections = system.url("projections")
-    wait_until(lambda: readiness(projections)[0] == 503, timeout=30, what="projections to say it is not ready")
-    assert "projections-ledger: 1" in readiness(projections)[1]
-    assert readiness(system.url("ledger")) == (200, "")
+    projections, data_dir = system.url("projections"), Path(system.env["DATA_DIR"])
+    wait_until(
+        lambda: "projections-ledger: 1" in alarms(projections, "projections", data_dir),
+        timeout=30,
+        what="projections' alarm naming its parked message",
+    )
+    assert readiness(projections) == (200, ""), "one parked message takes no copy out of service"
+    assert alarms(system.url("ledger"), "ledger", data_dir) == ""
     assert_new_user_gets_the_welcome_bonus(system)  # one poison event holds up nothing else
 
     streams = cli(system, "streams")
     assert streams.returncode == 1, streams.stdout + streams.stderr
     assert "projections-ledger" in streams.stdout and "dead-lettered messages wait" in streams.stdout
+    assert streams.stdout.count("ready") >= 5 and "not ready" not in streams.stdout
     listed = cli(system, "deadletters")
     assert listed.returncode == 0, listed.stderr
     assert "ledger.credits.debited" in listed.stdout and "the disk is full" in listed.stdout
@@ -76,7 +93,7 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolat
     redriven = cli(system, "deadletters", "redrive")
     assert redriven.returncode == 0, redriven.stdout + redriven.stderr
     assert "1 of 1 re-driven and applied" in redriven.stdout
-    assert readiness(projections) == (200, "")
+    assert alarms(projections, "projections", data_dir) == ""
     view = assert_converged(system, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -3), ("BONUS", 10)]
     again = cli(system, "deadletters", "redrive")
@@ -84,7 +101,7 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolat
     assert cli(system, "streams").returncode == 0
 
 
-def test_a_stored_event_the_relay_cannot_publish_turns_the_ledger_not_ready(database_url: str, tmp_path: Path) -> None:
+def test_a_stored_event_the_relay_cannot_publish_is_the_ledgers_alarm(database_url: str, tmp_path: Path) -> None:
     with ledger_cluster(database_url, tmp_path) as cluster:
         user = str(uuid.uuid4())
         grant(cluster, user, 5)
@@ -94,7 +111,12 @@ def test_a_stored_event_the_relay_cannot_publish_turns_the_ledger_not_ready(data
             ledger.execute_batch([Debit(user_id=user, key="old", entry_type="USAGE", amount=1, description="a \x00 b")])
         finally:
             ledger.close()
-        wait_until(lambda: readiness(cluster.url())[0] == 503, timeout=30, what="the ledger to say it is not ready")
-        detail = readiness(cluster.url())[1]
+        wait_until(
+            lambda: "LedgerRelay has failed for" in alarms(cluster.url(), "ledger", cluster.data_dir),
+            timeout=30,
+            what="the ledger's alarm naming the stuck relay",
+        )
+        detail = alarms(cluster.url(), "ledger", cluster.data_dir)
+        assert readiness(cluster.url()) == (200, ""), "it still serves every command"
         assert "LedgerRelay has failed for" in detail and "NotificationError: notification" in detail
         assert "CreditAccount.Debited" in detail

@@ -139,9 +139,7 @@ def copies(system: UpSystem, *names: str) -> Iterator[dict[str, ServiceProcess]]
         for process in made.values():
             process.start()
         for process in made.values():
-            # Started, not ready: an alarm an earlier case raised (and the verdict judged) keeps /readyz
-            # unready on the shared database, as `creditstream up` allows.
-            process.wait_started(90)
+            process.wait_ready(90)
         for name, process in made.items():
             system.copies[name] = [system.url(name), process.url]
         yield made
