@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from shared import db, problems, runtime, telemetry
+from shared import db, metrics, problems, runtime, telemetry
 from shared.access import ACCESS_DDL, AccessList
 from shared.auth import TokenVerifier, privileged
 from shared.guard import GuardedRoute, assert_guarded
@@ -88,13 +89,22 @@ def create_app(
 
 
 def health(service: str) -> APIRouter:
-    """/healthz and /readyz, for a service and for a process that serves no API (the media worker) alike."""
+    """/healthz, /readyz and /metrics, for a service and for a process that serves no API (the media worker) alike."""
     router = APIRouter(tags=["ops"], route_class=GuardedRoute)
 
     @router.get("/healthz")
     async def healthz() -> Status:
         """The process is up (its start-up is done); says nothing of what it depends on."""
         return Status(status="ok", service=service)
+
+    @router.get("/metrics", response_class=PlainTextResponse)
+    async def scrape(request: Request) -> Response:
+        """This process's metrics in Prometheus text format (shared/metrics.py): no token, as a scraper has
+        none; no label names a user."""
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is not None:
+            await runtime.sample()
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @router.get("/readyz", response_model=Status, responses=problems.responses(503))
     async def readyz(request: Request) -> Any:

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import metrics
 from shared.auth import CurrentPrincipal
 from shared.problems import Problem
 from shared.settings import Settings
@@ -217,6 +218,7 @@ def rate_limited(policy_name: str) -> DependsParam:
         decision = await limiter.take(policy_name, principal.user_id)
         if not decision.allowed:
             p = decision.policy
+            metrics.RATE_LIMITED.add(1, {"route_class": p.name})
             raise Problem(
                 429,
                 f"Too many requests of this kind ({p.name}: {p.quota} per {p.window} s, {p.capacity} at once):"

@@ -54,6 +54,12 @@ class OutboxRelay(Relay):
         self._js = js
         self._batch = batch
 
+    async def backlog(self) -> int:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def relay_once(self) -> int:
         async with self._pool.connection() as conn, conn.transaction():
             if not await db.try_lock(conn, "outbox"):

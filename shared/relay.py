@@ -34,6 +34,10 @@ class Relay(ABC):
     async def relay_once(self) -> int:
         """Publish the next batch; return how many stored events it moved past (0 when idle)."""
 
+    @abstractmethod
+    async def backlog(self) -> int:
+        """How many stored events wait to be published."""
+
     def problem(self) -> str | None:
         """Why this relay is stuck, once it has failed without a success for `stuck_after` seconds."""
         if self._failing_since is None:

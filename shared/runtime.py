@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from shared import bus, db
+from shared import bus, db, metrics
 from shared.bus import Consumer, Subscription, deadletters
 from shared.bus.users import USERS
 from shared.inbox import INBOX_DDL
@@ -27,6 +27,10 @@ from shared.settings import Settings
 Alarm = Callable[[], Awaitable[str | None]]
 # A background loop that failed this recently is an alarm.
 LOOP_FAILURE_SHOWN_SECONDS = 60.0
+# Sets the gauges of something that is a state (a backlog, a count of pending messages) when /metrics is read.
+Sampler = Callable[[], Awaitable[None]]
+# How long /metrics waits for its samples: a scrape must answer even when NATS or the database does not.
+SAMPLE_SECONDS = 3.0
 
 
 log = logging.getLogger(__name__)
@@ -45,9 +49,12 @@ class Runtime:
     durables: list[str] = field(default_factory=list)
     # A loop's failures since it started: how many, the last one's kind and when (time.monotonic()).
     failures: dict[str, tuple[int, str, float]] = field(default_factory=dict)
+    samplers: list[Sampler] = field(default_factory=list)
+    consumers: list[tuple[str, str]] = field(default_factory=list)  # (stream, durable) of each consumer run
 
     def __post_init__(self) -> None:
         self.alarms.append(self._loops_failing)
+        self.samplers.append(self._sample_consumers)
 
     def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop` in the background, restarting it with a delay if it ever fails."""
@@ -85,6 +92,7 @@ class Runtime:
         if not self.durables:
             self.alarms.append(lambda: deadletters.parked_problem(self.js, self.durables))
         self.durables.append(subscription.durable)
+        self.consumers.append((subscription.stream, subscription.durable))
 
     def start_relay(self, name: str, relay: Relay) -> None:
         self.spawn(name, relay.run)
@@ -92,7 +100,11 @@ class Runtime:
         async def stuck() -> str | None:
             return relay.problem()
 
+        async def backlog() -> None:
+            metrics.RELAY_BACKLOG.set(await relay.backlog(), {"relay": name})
+
         self.alarms.append(stuck)
+        self.samplers.append(backlog)
 
     def start_outbox_relay(self) -> OutboxRelay:
         relay = OutboxRelay(self.pool, self.js)
@@ -122,6 +134,29 @@ class Runtime:
         if stopped := sorted(task.get_name() for task in self.tasks if task.done()):
             return f"background loops stopped: {', '.join(stopped)}"
         return None
+
+    async def sample(self) -> None:
+        """Bring the sampled gauges up to date (what could not be read keeps its last value, and is logged)."""
+        try:
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*(sampler() for sampler in self.samplers), return_exceptions=True), SAMPLE_SECONDS
+            )
+        except TimeoutError:
+            log.warning("%s: metrics: the samples took longer than %ss", self.service, SAMPLE_SECONDS)
+            return
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                log.warning("%s: metrics: a sample failed: %s", self.service, type(outcome).__name__)
+
+    async def _sample_consumers(self) -> None:
+        if not self.consumers:
+            return
+        parked = await deadletters.counts(self.js)
+        for stream, durable in self.consumers:
+            info = await self.js.consumer_info(stream, durable)
+            labels = {"consumer": durable}
+            metrics.CONSUMER_PENDING.set((info.num_pending or 0) + (info.num_ack_pending or 0), labels)
+            metrics.DEADLETTERS.set(parked[durable], labels)
 
     async def problems(self) -> list[str]:
         """The alarms raised now, as written to be shown."""

@@ -18,11 +18,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from shared import metrics
+
 _tracer = trace.get_tracer("creditstream")
 
 
 def setup(service: str) -> None:
-    """Install the tracer provider (OTLP export only when an endpoint is configured) and JSON logs."""
+    """Install the tracer provider (OTLP export only when an endpoint is configured), the meter provider
+    (read by /metrics) and JSON logs."""
+    metrics.setup(service)
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -13,6 +13,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
+from shared import metrics
 from shared.guard import body_limit
 from shared.inbox import first_delivery
 from shared.inputs import InputError, load_json
@@ -63,11 +64,18 @@ async def verified(
     try:
         delivery_id = verify(raw, request.headers)
     except SignatureError as exc:
+        counted(provider, "bad_signature")
         raise Problem(400, f"Webhook signature rejected: {exc}") from exc
     try:
         return delivery_id, parse(load_json(raw, max_depth=MAX_DEPTH))
     except (InputError, PayloadError) as exc:
+        counted(provider, "bad_payload")
         raise Problem(400, f"Not a {provider} event this service understands: {exc}") from exc
+
+
+def counted(provider: str, outcome: str) -> None:
+    """creditstream_webhooks_total{source, outcome}: bad_signature, bad_payload, applied or duplicate."""
+    metrics.WEBHOOKS.add(1, {"source": provider.lower(), "outcome": outcome})
 
 
 async def apply_once(

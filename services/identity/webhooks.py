@@ -15,7 +15,7 @@ from services.identity.api import get_identity
 from services.identity.application import ApplyClerkEvent, Identity
 from services.identity.clerk import parse_event
 from shared.guard import GuardedRoute
-from shared.webhooks import SignatureError, Verify, configured, route, verified
+from shared.webhooks import SignatureError, Verify, configured, counted, route, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Clerk's user payloads are a few KB
@@ -59,4 +59,5 @@ async def clerk_webhook(
     svix_id, event = await verified(request, verify, parse_event, "Clerk")
     assert svix_id is not None, "verify returns it"
     applied = await identity.execute(ApplyClerkEvent(svix_id, event))
+    counted("Clerk", "applied" if applied else "duplicate")
     return WebhookReceipt(type=event.type, duplicate=not applied)

@@ -39,6 +39,13 @@ class LogFollower:
         self._topics = tuple(topics)
         self._batch = batch
 
+    async def behind(self) -> int:
+        """Stored events after this follower's position, of every topic (those it skips included)."""
+        async with self._pool.connection() as conn:
+            position = await store.load_position(conn, self.name)
+        newest = await asyncio.to_thread(self._ledger.recorder.max_notification_id)
+        return max(0, (newest or 0) - position)
+
     async def follow_once(self, apply: Apply, *, floor: Floor | None = None, settle: Settle | None = None) -> int:
         """Apply the next batch after the stored position (or `floor()`, asked under the lock, if higher),
         and `settle()` it before the position moves; returns how many notifications it moved past."""

@@ -64,6 +64,9 @@ class LedgerRelay(Relay):
                 ack.cancel()
             self._acks.clear()
 
+    async def backlog(self) -> int:
+        return await self._follower.behind()
+
     async def _publish(self, _conn: AsyncConnection, notification: Notification, event: AnyEvent) -> None:
         envelope = to_envelope(event)
         if envelope is None:

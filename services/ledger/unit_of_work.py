@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from services.ledger.application import Command, Ledger, Result
+from services.ledger.application import Command, Ledger, Outcome, Result
+from shared import metrics
 
 Pending = tuple[Command, asyncio.Future[Result]]
 
@@ -53,12 +54,22 @@ class UnitOfWork:
                 future.cancel()
             raise
         except Exception as error:
-            for _, future in live:
+            for command, future in live:
+                metrics.LEDGER_COMMANDS.add(1, {"command": type(command).__name__, "outcome": "failed"})
                 if not future.done():
                     future.set_exception(error)
             return
-        for (_, future), result in zip(live, results, strict=True):
+        metrics.LEDGER_BATCH_SIZE.record(len(live))
+        for (command, future), result in zip(live, results, strict=True):
+            metrics.LEDGER_COMMANDS.add(1, {"command": type(command).__name__, "outcome": _outcome(result)})
             if not future.done():
                 future.set_result(result)
         with contextlib.suppress(Exception):
             self._on_saved()
+
+
+def _outcome(result: Result) -> str:
+    """A metric label: applied, replayed (its key seen before), or the refusal's class (a fixed set)."""
+    if isinstance(result, Outcome):
+        return "replayed" if result.replayed else "applied"
+    return type(result).__name__

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from services.media.generate import generate
 from services.media.images import prepare_upload, transform
 from services.media.storage import LocalStorage, Storage, drop_upload, made_keys
 from services.media.video import process_video
-from shared import outbox
+from shared import metrics, outbox
 from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import media as mc
@@ -80,6 +81,7 @@ class Worker:
         releases its hold."""
         if found := await self._load(envelope):
             await self._fail(*found, reason)
+            metrics.MEDIA_JOBS.add(1, {"operation": found[0].operation, "outcome": "gave_up"})
 
     async def _load(self, envelope: Envelope) -> tuple[Job, Media] | None:
         """The queued job and the record it makes (None: not media's, or gone)."""
@@ -104,9 +106,18 @@ class Worker:
         if media.status != Status.PROCESSING:  # recorded before (a redelivery), or cancelled before it began
             await drop_upload(self._storage, job.input_key)
             return
+        started = time.monotonic()
+        outcome = await self._work(job, media)
+        labels = {"operation": job.operation}
+        metrics.MEDIA_JOBS.add(1, {**labels, "outcome": outcome})
+        metrics.MEDIA_JOB_DURATION.record(time.monotonic() - started, labels)
+
+    async def _work(self, job: Job, media: Media) -> str:
+        """Make the job's file and record its outcome: completed, failed, expired (its hold ran out) or
+        cancelled."""
         if not job.hold_lasts(datetime.now(UTC)):
             await self._fail(job, media, HOLD_EXPIRED)
-            return
+            return "expired"
         data = await asyncio.to_thread(self._storage.get, job.input_key) if job.input_key else b""
         cancelled = threading.Event()
         watch = asyncio.create_task(self._watch(media.id, cancelled))
@@ -114,15 +125,15 @@ class Worker:
             prepared = await asyncio.to_thread(OPERATIONS[job.operation], data, job.params, cancelled.is_set)
         except UnusableInputError as exc:
             await self._fail(job, media, str(exc))
-            return
+            return "failed"
         except JobCancelledError:  # the API recorded the cancellation and asked for the release
             await drop_upload(self._storage, job.input_key)
-            return
+            return "cancelled"
         finally:
             watch.cancel()
         if not job.hold_lasts(datetime.now(UTC)):
             await self._fail(job, media, HOLD_EXPIRED)  # the work is thrown away: it can no longer be paid for
-            return
+            return "expired"
         file_key, thumbnail_key = made_keys(media.user_id, media.id, prepared.extension)
         await asyncio.to_thread(self._storage.put, file_key, prepared.original)
         await asyncio.to_thread(self._storage.put, thumbnail_key, prepared.thumbnail)
@@ -133,10 +144,12 @@ class Worker:
         completed = mc.JobCompleted(
             job_id=job.id, user_id=job.user_id, operation=job.operation, cost=job.cost, resource_id=media.id
         )
-        if not await self._record(media, done, completed):  # cancelled meanwhile: what was made goes
+        recorded = await self._record(media, done, completed)
+        if not recorded:  # cancelled meanwhile: what was made goes
             await asyncio.to_thread(self._storage.delete, file_key)
             await asyncio.to_thread(self._storage.delete, thumbnail_key)
         await drop_upload(self._storage, job.input_key)
+        return "completed" if recorded else "cancelled"
 
     async def _watch(self, media_id: str, cancelled: threading.Event) -> None:
         """While an operation works: tell it when its job is cancelled (the API records that)."""

@@ -15,7 +15,7 @@ from services.payments.api import PaymentsDep
 from services.payments.commands import ReceiveStripeEvent
 from services.payments.stripe_objects import parse_event
 from shared.guard import GuardedRoute
-from shared.webhooks import SignatureError, Verify, configured, route, verified
+from shared.webhooks import SignatureError, Verify, configured, counted, route, verified
 
 router = APIRouter(tags=["webhooks"], route_class=GuardedRoute)
 MAX_BODY_BYTES = 512 * 1024  # Stripe's events are a few KB; an object with many line items tens
@@ -55,4 +55,5 @@ async def stripe_webhook(
     """Stripe events (payment_intent.*, charge.refunded, ...): received once per id, applied by a worker."""
     _, event = await verified(request, verify, parse_event, "Stripe")
     new = await payments.handle(ReceiveStripeEvent(event_id=event.id, kind=event.type, object_id=event.object_id))
+    counted("Stripe", "applied" if new else "duplicate")
     return WebhookReceipt(id=event.id, type=event.type, duplicate=not new)

@@ -19,8 +19,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def start(app: FastAPI, rt: Runtime) -> None:
         wakeups = live.Wakeups()
-        for subscription in projection.subscriptions(rt.pool, wakeups.wake):
+        models = projection.subscriptions(rt.pool, wakeups.wake)
+        for subscription in models:
             rt.consume(subscription)
+        rt.samplers.append(projection.lag_sampler(rt.js, models))
         app.state.wakeups = wakeups
         app.state.streams = Slots(rt.pool, "live stream", settings.max_open_streams)
         app.state.replayer = Replayer(settings.database_url, SERVICE, rt.pool, rt.nc)

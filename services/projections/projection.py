@@ -4,14 +4,19 @@ crash loses nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, assert_never, cast, get_args
 
 from fastapi.encoders import jsonable_encoder
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.projections import read_models, store
+from shared import metrics
 from shared.bus import Subscription
 from shared.bus.streams import STREAMS
 from shared.contracts import Envelope
@@ -277,3 +282,22 @@ def subscriptions(pool: AsyncConnectionPool, on_change: Callable[[str], None]) -
         return Subscription(stream, durable, subjects, apply_one, apply_all)
 
     return [consumer(stream, durable, tuple(STREAMS[stream])) for stream, durable in CONSUMERS]
+
+
+def lag_sampler(js: JetStreamContext, subscriptions: Sequence[Subscription]) -> Callable[[], Awaitable[None]]:
+    """creditstream_projection_lag_seconds{model}: the age of the oldest message a read model's consumer has
+    not acknowledged (the next after its ack floor), 0 when it has them all."""
+
+    async def sample() -> None:
+        now = datetime.now(UTC)
+        for subscription in subscriptions:
+            info = await js.consumer_info(subscription.stream, subscription.durable)
+            lag = 0.0
+            if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0:
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                with contextlib.suppress(NotFoundError):  # removed from the stream meanwhile: caught up to it
+                    oldest = await js.get_msg(subscription.stream, seq=floor + 1, next=True)
+                    lag = max(0.0, (now - oldest.time).total_seconds()) if oldest.time else 0.0
+            metrics.PROJECTION_LAG.set(lag, {"model": subscription.stream.lower()})
+
+    return sample

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import nats
 from nats.aio.client import DEFAULT_INBOX_PREFIX, DEFAULT_PENDING_SIZE, Client
-from opentelemetry import metrics
 
+from shared import metrics
 from shared.bus.users import inbox_prefix
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-_refusals = metrics.get_meter("creditstream").create_counter(
-    "nats.permission_violations", description="operations the NATS server refused this process as not permitted"
-)
 
 
 class LoginRefusedError(ConnectionError):
@@ -118,7 +115,7 @@ async def connect(
         if "permissions violation" in text.lower():
             seen.count += 1
             seen.last = text.removeprefix("nats: ")
-            _refusals.add(1, {"connection": name})
+            metrics.NATS_PERMISSION_DENIED.add(1)
             log.error("%s: NATS refused: %s", name, seen.last)
         else:
             log.warning("%s: NATS: %s", name, text or type(exc).__name__)

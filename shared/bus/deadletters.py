@@ -4,8 +4,9 @@
 A parked message is an alarm, not a silent loss: the consuming service's GET /alarms names it while
 any of its consumers has one (its /readyz stays 200: it serves the rest), `creditstream deadletters` lists
 them, and after a fix re-drives each to the consumer that gave up on it. The re-drive is a request on
-`creditstream.redrive.<consumer>` (core NATS, queue group): one copy of that service applies the parked message through the same
-handler (whose inbox makes a second application a no-op), then deletes it from DEADLETTER.
+`creditstream.redrive.<consumer>` (core NATS, queue group): one copy of that service applies the parked
+message through the same handler (whose inbox makes a second application a no-op), then deletes it from
+DEADLETTER.
 """
 
 from __future__ import annotations

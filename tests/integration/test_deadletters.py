@@ -1,5 +1,5 @@
 """A parked message is an alarm, not a silent loss: it names its consumer and origin, makes its
-service not ready, and after a fix is re-driven to that consumer and applied exactly once."""
+service alarm, and after a fix is re-driven to that consumer and applied exactly once."""
 
 from __future__ import annotations
 
