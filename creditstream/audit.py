@@ -80,6 +80,7 @@ def run(console: Console) -> int:
     except StreamStalled as stalled:
         console.print(f"[red]Cannot audit:[/] {stalled}.", highlight=False)
         return 2
+    record(database_url, report)
     rate = report.events / report.seconds if report.seconds else 0
     console.print(
         f"{report.events:,} LEDGER events read in {report.seconds:.2f} s ({rate:,.0f} events/s);"
@@ -99,6 +100,15 @@ def run(console: Console) -> int:
         )
     console.print(f"[red]{len(report.mismatches)} difference(s).[/]")
     return 1
+
+
+def record(database_url: str, report: Report) -> None:
+    """The verdict, for the ledger's /metrics (creditstream_audit_*) and the alert on a failing audit."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ledger.audit_runs (events, accounts, discrepancies) VALUES (%s, %s, %s)",
+            (report.events, report.accounts, len(report.mismatches)),
+        )
 
 
 async def audit(console: Console, database_url: str, token: str) -> Report:

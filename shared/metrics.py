@@ -54,6 +54,13 @@ PROJECTION_LAG = _meter.create_gauge(
     unit="s",
     description="age of the oldest message a read model has not applied (0: caught up)",
 )
+AUDIT_DISCREPANCIES = _meter.create_gauge(
+    "creditstream.audit.discrepancies", description="differences the last `creditstream audit` found (0: clean)"
+)
+AUDIT_LAST_RUN = _meter.create_gauge(
+    "creditstream.audit.last_run_timestamp", unit="s", description="when the last `creditstream audit` ran"
+)
+READY = _meter.create_gauge("creditstream.ready", description="1 while /readyz would answer 200, else 0")
 NATS_PERMISSION_DENIED = _meter.create_counter(
     "creditstream.nats.permission_denied", description="operations the NATS server refused this process"
 )

@@ -55,6 +55,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.alarms.append(self._loops_failing)
         self.samplers.append(self._sample_consumers)
+        self.samplers.append(self._sample_readiness)
 
     def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop` in the background, restarting it with a delay if it ever fails."""
@@ -147,6 +148,9 @@ class Runtime:
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 log.warning("%s: metrics: a sample failed: %s", self.service, type(outcome).__name__)
+
+    async def _sample_readiness(self) -> None:
+        metrics.READY.set(0 if await self.not_ready() else 1)
 
     async def _sample_consumers(self) -> None:
         if not self.consumers:

@@ -12,6 +12,7 @@ from services.ledger.rpc import LedgerRpc
 from services.ledger.stream_relay import LedgerRelay
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
+from shared import metrics
 from shared.http import create_app as create_service_app
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -35,5 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rt.consume(subscription)
         await LedgerRpc(ledger, unit, ttl, max_in_flight=settings.ledger_rpc_max_in_flight).serve(rt.nc)
         app.state.ledger, app.state.unit, app.state.relay = ledger, unit, relay
+
+        async def audited() -> None:
+            async with rt.pool.connection() as conn:
+                last = await store.last_audit(conn)
+            if last is not None:
+                metrics.AUDIT_LAST_RUN.set(last[0].timestamp())
+                metrics.AUDIT_DISCREPANCIES.set(last[1])
+
+        rt.samplers.append(audited)
 
     return create_service_app(SERVICE, settings, start, [api.router], store.DDL)

@@ -37,7 +37,21 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS expiring_lots_expiry ON expiring_lots (expires_at)",
     # Whether the lot's coming expiry was announced (ledger.credits.expiring).
     "ALTER TABLE expiring_lots ADD COLUMN IF NOT EXISTS warned BOOLEAN NOT NULL DEFAULT FALSE",
+    # Each `creditstream audit` run's verdict (written by the operator's CLI; the ledger's /metrics shows the last).
+    """CREATE TABLE IF NOT EXISTS audit_runs (
+        at TIMESTAMPTZ PRIMARY KEY DEFAULT clock_timestamp(),
+        events BIGINT NOT NULL,
+        accounts INTEGER NOT NULL,
+        discrepancies INTEGER NOT NULL
+    )""",
 )
+
+
+async def last_audit(conn: AsyncConnection) -> tuple[datetime, int] | None:
+    """When the last audit ran and how many discrepancies it found."""
+    cursor = await conn.execute("SELECT at, discrepancies FROM audit_runs ORDER BY at DESC LIMIT 1")
+    row = await cursor.fetchone()
+    return (row[0], int(row[1])) if row else None
 
 
 def eventsourcing_env(database_url: str) -> dict[str, str]:

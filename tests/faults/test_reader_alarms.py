@@ -1,18 +1,24 @@
 """A reader that cannot apply an event is an alarm, not a silent loss. Projections is broken on
 purpose (a trigger refuses one user's entries, as a bug would): the event is dead-lettered, projections'
 GET /alarms names it while its /readyz stays 200 (it serves everyone else as before), the operator CLI
-shows and lists it, and after the fix a re-drive applies it once and projections equal the ledger again. A
-stored event the relay cannot publish is the ledger's alarm, naming it."""
+shows and lists it, a real Prometheus scraping the system sees creditstream_deadletters at 1 and fires
+CreditstreamDeadLetters (deploy/prometheus/alerts.yml), and after the fix a re-drive applies it once, the
+alert clears and projections equal the ledger again. A stored event the relay cannot publish is the
+ledger's alarm, naming it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
+import yaml
 
 from services.ledger import store
 from services.ledger.application import Ledger
@@ -20,6 +26,7 @@ from services.ledger.commands import Debit
 from shared import keys
 from shared.scopes import Scope
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey
+from shared.testing.prometheus import EmbeddedPrometheus
 from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
@@ -48,7 +55,26 @@ def alarms(url: str, service: str, data_dir: Path) -> str:
     return "; ".join(response.json()["alarms"])
 
 
-def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolated_system: System) -> None:
+@pytest.fixture
+def prometheus(isolated_system: System, tmp_path: Path) -> Iterator[EmbeddedPrometheus]:
+    targets = {name: p.url.removeprefix("http://") for name, p in isolated_system.services.items()}
+    running = EmbeddedPrometheus(tmp_path / "prometheus", targets).start()
+    try:
+        wait_until(lambda: set(running.targets_up().values()) == {"up"} and len(running.targets_up()) == 6,
+                   timeout=30, what="prometheus scraping every process")  # fmt: skip
+        yield running
+    finally:
+        running.stop()
+
+
+def scalar(prometheus: EmbeddedPrometheus, expr: str) -> float | None:
+    found = prometheus.query(expr)
+    return float(found[0]["value"][1]) if found else None
+
+
+def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(
+    isolated_system: System, prometheus: EmbeddedPrometheus
+) -> None:
     system = isolated_system
     token, user_id = welcomed(system)
     with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
@@ -66,6 +92,8 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolat
         headers={**bearer(token), "Idempotency-Key": uuid.uuid4().hex},
     )
     assert spent.status_code == 201, spent.text
+    debits = 'sum(creditstream_ledger_commands_total{job="ledger", command="Debit", outcome="applied"})'
+    wait_until(lambda: (scalar(prometheus, debits) or 0) >= 1, timeout=30, what="the debit counted in Prometheus")
 
     projections, data_dir = system.url("projections"), Path(system.env["DATA_DIR"])
     wait_until(
@@ -76,6 +104,12 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolat
     assert readiness(projections) == (200, ""), "one parked message takes no copy out of service"
     assert alarms(system.url("ledger"), "ledger", data_dir) == ""
     assert_new_user_gets_the_welcome_bonus(system)  # one poison event holds up nothing else
+    parked = 'creditstream_deadletters{job="projections", consumer="projections-ledger"}'
+    wait_until(lambda: scalar(prometheus, parked) == 1, timeout=30, what="the dead letter in Prometheus")
+    wait_until(lambda: bool(prometheus.firing("CreditstreamDeadLetters")), timeout=30, what="the alert firing")
+    [alert] = prometheus.firing("CreditstreamDeadLetters")
+    assert (alert["job"], alert["consumer"], alert["severity"]) == ("projections", "projections-ledger", "page")
+    assert scalar(prometheus, 'min(creditstream_ready{job="projections"})') == 1
 
     streams = cli(system, "streams")
     assert streams.returncode == 1, streams.stdout + streams.stderr
@@ -94,6 +128,8 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(isolat
     assert redriven.returncode == 0, redriven.stdout + redriven.stderr
     assert "1 of 1 re-driven and applied" in redriven.stdout
     assert alarms(projections, "projections", data_dir) == ""
+    wait_until(lambda: not prometheus.firing("CreditstreamDeadLetters"), timeout=30, what="the alert cleared")
+    assert scalar(prometheus, parked) == 0
     view = assert_converged(system, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [("USAGE", -3), ("BONUS", 10)]
     again = cli(system, "deadletters", "redrive")
@@ -120,3 +156,19 @@ def test_a_stored_event_the_relay_cannot_publish_is_the_ledgers_alarm(database_u
         assert readiness(cluster.url()) == (200, ""), "it still serves every command"
         assert "LedgerRelay has failed for" in detail and "NotificationError: notification" in detail
         assert "CreditAccount.Debited" in detail
+
+
+def test_every_query_of_the_dashboard_and_the_alerts_runs_on_the_real_prometheus(
+    prometheus: EmbeddedPrometheus,
+) -> None:
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    rules = yaml.safe_load((deploy / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    panels = json.loads((deploy / "grafana" / "creditstream.json").read_text())["panels"]
+    for query in [rule["expr"] for rule in rules] + [t["expr"] for p in panels for t in p["targets"]]:
+        prometheus.query(query)  # a query Prometheus cannot parse or run is a failed API call
+    wait_until(
+        lambda: bool(prometheus.query("sum by (job) (creditstream_ready)")), timeout=30, what="readiness scraped"
+    )
+    ready = {r["metric"]["job"]: float(r["value"][1]) for r in prometheus.query("sum by (job) (creditstream_ready)")}
+    assert ready == dict.fromkeys(["identity", "ledger", "payments", "media", "media-worker", "projections"], 1.0)
+    assert prometheus.firing("CreditstreamDown") == []
