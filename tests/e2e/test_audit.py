@@ -1,12 +1,13 @@
 """`creditstream audit` on a system of its own: clean after a history of grants, debits and media holds
 (exit 0), and after one projection row is tampered with it exits 1 naming that account and the first event
-where the read model parts from the stream."""
+where the read model parts from the stream; each verdict is on the ledger's /metrics."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.db import schema_conninfo
 from shared.testing.waiting import wait_until
@@ -57,6 +59,7 @@ def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -
     clean = cli(system, "audit")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "agree" in clean.stdout and "2 accounts compared" in clean.stdout
+    assert audit_metrics(system)["creditstream_audit_discrepancies"] == 0
 
     entries = ledger_view(system, first, first_id)["entries"]  # newest first: the debit, then the bonus
     tampered = entries[-1]["id"]  # the welcome bonus
@@ -68,6 +71,20 @@ def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -
     assert len(mismatches) == 1, found.stdout
     assert first_id in mismatches[0] and "projections entries" in mismatches[0]
     assert f"first diverging event {tampered}" in mismatches[0]
+    seen = audit_metrics(system)
+    assert seen["creditstream_audit_discrepancies"] == 1, "the alert on a failing audit reads this"
+    assert abs(time.time() - seen["creditstream_audit_last_run_timestamp_seconds"]) < 120
+
+
+def audit_metrics(system: System) -> dict[str, float]:
+    """The last audit's verdict as the ledger's /metrics shows it."""
+    text = httpx.get(f"{system.url('ledger')}/metrics", timeout=30).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("creditstream_audit_")
+    }
 
 
 def test_adjust_goes_through_the_ledger_once_per_key_and_never_below_zero(audited: System) -> None:
