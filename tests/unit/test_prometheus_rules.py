@@ -52,7 +52,11 @@ def base(name: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [("check", "config", "prometheus.yml"), ("check", "config", "prometheus-local.yml"), ("check", "rules", "alerts.yml")],
+    [
+        ("check", "config", "prometheus.yml"),
+        ("check", "config", "prometheus-local.yml"),
+        ("check", "rules", "alerts.yml"),
+    ],
 )
 def test_the_config_and_the_rules_are_valid(args: tuple[str, ...]) -> None:
     checked = promtool(*args)
