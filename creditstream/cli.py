@@ -99,6 +99,18 @@ def audit() -> None:
 
 
 @app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="seconds between two scrapes")] = 2.0,
+    once: Annotated[bool, typer.Option(help="print one view (two scrapes apart) and exit")] = False,
+) -> None:
+    """A live view of every process's /metrics: rates, readiness, pending, dead letters, backlogs and lag.
+    Exit 1 with --once when a process does not answer."""
+    from creditstream.top import run
+
+    raise typer.Exit(run(console, interval, once))
+
+
+@app.command()
 def replay(
     read_model: Annotated[str, typer.Argument(help="the read model to rebuild: projections")],
     timeout: Annotated[float, typer.Option(help="seconds to follow it for")] = 3600,

@@ -1,12 +1,17 @@
 """GET /metrics on every service and the media worker, in Prometheus text format, after what a frontend and a
 provider do (a debit, an upload, a signed Clerk webhook, a burst of stream tickets): the families of
-shared/metrics.py with their values, and no label that names a user, a job or an event."""
+shared/metrics.py with their values, and no label that names a user, a job or an event; `creditstream top`
+shows them."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -110,3 +115,16 @@ def test_every_process_answers_its_families_with_bounded_labels(system: System) 
                 # target_info's service_instance_id is the process's own: one series per process, not per request.
                 named = [v for k, v in labels.items() if AN_ID.search(v) and k != "service_instance_id"]
                 assert not named, (name, metric, labels)
+
+
+def test_top_shows_every_process_its_rates_and_queues(system: System) -> None:
+    ports = {f"{name.upper().replace('-', '_')}_PORT": str(p.port) for name, p in system.services.items()}
+    command = [str(Path(sys.executable).parent / "creditstream"), "top", "--once", "--interval", "0.5"]
+    env = {**os.environ, **system.env, **ports, "COLUMNS": "200"}
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    for process in ("identity", "ledger", "payments", "media", "media-worker", "projections"):
+        assert process in shown.stdout
+    assert shown.stdout.count("ready") >= 6 and "not ready" not in shown.stdout and "no answer" not in shown.stdout
+    for row in ("consumer ledger-identity", "consumer media-worker", "relay ledger-relay", "read model ledger"):
+        assert row in shown.stdout, shown.stdout
