@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer, clerk_delivery, clerk_user, new_clerk_id
 from tests.e2e.convergence import welcomed
+from tests.e2e.test_auto_recharge import debit
 from tests.e2e.test_media_images import get, image, upload
 
 # Any id the system makes or is given: a UUID, a Clerk id, an email, a Stripe object id.
@@ -45,13 +45,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def test_every_process_answers_its_families_with_bounded_labels(system: System) -> None:
     token, user_id = welcomed(system)
-    debit = httpx.post(
-        f"{system.url('ledger')}/api/accounts/{user_id}/debits",
-        json={"amount": 2, "description": "metrics"},
-        headers={**bearer(token), "Idempotency-Key": str(uuid.uuid4())},
-        timeout=30,
-    )
-    assert debit.status_code == 201, debit.text
+    spent = debit(system, token, user_id, 2)
+    assert spent.status_code == 201, spent.text
     uploaded = upload(system, token, image())
     assert uploaded.status_code == 202, uploaded.text
     wait_until(
