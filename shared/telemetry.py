@@ -69,9 +69,18 @@ def current_traceparent() -> str | None:
     return inject_context({}).get("traceparent")
 
 
-def trace_link(headers: dict[str, str]) -> trace.Link:
-    """A link to the trace a message was published in."""
-    return trace.Link(trace.get_current_span(propagate.extract(headers)).get_span_context())
+def trace_link(subject: str, headers: dict[str, str]) -> trace.Link:
+    """A link to the trace a message was published in, naming the message's subject."""
+    context = trace.get_current_span(propagate.extract(headers)).get_span_context()
+    return trace.Link(context, attributes={"messaging.destination.name": subject})
+
+
+@contextmanager
+def span(name: str, **attributes: str | int) -> Iterator[trace.Span]:
+    """A span of the current trace for a step that waits on something (the ledger's batch, a worker's
+    operation), so a trace shows where the time went."""
+    with _tracer.start_as_current_span(name, attributes=attributes) as current:
+        yield current
 
 
 @contextmanager

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 
 from services.ledger.application import Command, Ledger, Outcome, Result
-from shared import metrics
+from shared import metrics, telemetry
 
 Pending = tuple[Command, asyncio.Future[Result]]
 
@@ -29,8 +30,13 @@ class UnitOfWork:
 
     async def submit(self, command: Command) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        await self._queue.put((command, future))
-        return await future
+        with telemetry.span(f"ledger {type(command).__name__}") as span:
+            # Its events go on in this span's trace, as children of the command that made them.
+            command = dataclasses.replace(command, traceparent=telemetry.current_traceparent())
+            await self._queue.put((command, future))
+            result = await future
+            span.set_attribute("ledger.outcome", _outcome(result))
+        return result
 
     async def run(self) -> None:
         try:

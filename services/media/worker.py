@@ -25,7 +25,7 @@ from services.media.generate import generate
 from services.media.images import prepare_upload, transform
 from services.media.storage import LocalStorage, Storage, drop_upload, made_keys
 from services.media.video import process_video
-from shared import metrics, outbox
+from shared import metrics, outbox, telemetry
 from shared.bus import Subscription
 from shared.contracts import Envelope, EventData
 from shared.contracts import media as mc
@@ -107,7 +107,9 @@ class Worker:
             await drop_upload(self._storage, job.input_key)
             return
         started = time.monotonic()
-        outcome = await self._work(job, media)
+        with telemetry.span(f"media {job.operation}") as span:
+            outcome = await self._work(job, media)
+            span.set_attribute("media.outcome", outcome)
         labels = {"operation": job.operation}
         metrics.MEDIA_JOBS.add(1, {**labels, "outcome": outcome})
         metrics.MEDIA_JOB_DURATION.record(time.monotonic() - started, labels)

@@ -101,7 +101,7 @@ class Consumer:
             events = [(validated(msg.data), msg.metadata.sequence.stream) for msg in msgs]
         except InvalidMessageError:
             return False
-        links = [trace_link(msg.headers or {}) for msg in msgs]
+        links = [trace_link(msg.subject, msg.headers or {}) for msg in msgs]
         with consumer_batch_span(self._sub.durable, len(msgs), links):
             try:
                 await self._sub.batch_handler(events)
