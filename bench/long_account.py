@@ -17,7 +17,7 @@ from services.ledger import store
 from services.ledger.application import Command, Ledger, open_ledger
 from services.ledger.operations import Asked, command
 from services.ledger.schemas import DebitIn, GrantIn
-from shared import db
+from shared import migrations
 from shared.testing.postgres import fresh_database
 
 BATCH = 250  # below the dispatcher's MAX_BATCH (services/ledger/dispatch.py), for the same reason
@@ -27,7 +27,7 @@ DEBITS = 20
 
 async def measure(database_url: str, entries: int) -> dict[str, float]:
     with fresh_database(database_url) as url:
-        await db.migrate(url, store.SCHEMA, store.DDL)
+        await migrations.apply(url, store.SCHEMA, migrations.plan(store.SCHEMA))
         # eventsourcing has no asyncio: the application runs in a thread, as the ledger service runs it.
         return await asyncio.to_thread(_build_and_time, url, entries)
 

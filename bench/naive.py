@@ -18,8 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shared import db
+from shared import db, migrations
 from shared.auth import AuthError, TokenVerifier, bearer_token
+from shared.migrations import Migration
 from shared.settings import Settings
 
 SCHEMA = "naive"
@@ -59,7 +60,7 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await db.migrate(settings.database_url, SCHEMA, DDL)
+        await migrations.apply(settings.database_url, SCHEMA, ((SCHEMA, (Migration(1, "credits", DDL),)),))
         # The services' pool, same size: 10 connections for 32 clients.
         app.state.pool = await db.open_pool(settings.database_url, SCHEMA)
         yield

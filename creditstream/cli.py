@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from creditstream import deadletters, payments
+from shared.settings import SERVICES
 
 app = typer.Typer(help="creditstream operator CLI", no_args_is_help=True)
 app.add_typer(deadletters.app, name="deadletters")
@@ -87,6 +88,25 @@ def postgres_init(
         typer.echo(render(), nl=False)
     else:
         write.write_text(render())
+
+
+@app.command()
+def migrate(
+    status: Annotated[
+        bool, typer.Option("--status", help="list applied and pending migrations; exit 1 if any is pending")
+    ] = False,
+    service: Annotated[
+        str | None, typer.Option(help="only this service's schema, as DATABASE_URL's login (that service's own)")
+    ] = None,
+) -> None:
+    """Apply every service's pending schema migrations, in order, each schema under a lock (a second run at
+    once waits, then finds nothing to do). Exit 1 when one fails (it is rolled back)."""
+    from creditstream.migrate import run
+
+    if service is not None and service not in SERVICES:
+        console.print(f"[red]No service {service!r}:[/] one of {', '.join(SERVICES)}.")
+        raise typer.Exit(2)
+    raise typer.Exit(run(console, status, service))
 
 
 @app.command()

@@ -26,7 +26,7 @@ from rich.text import Text
 from creditstream import clerk_webhook
 from creditstream.connect import nats_login, nats_users_file, stream_replicas
 from creditstream.supervisor import Output, StopRequest, StopRequested, Supervisor, wait_or_stop
-from shared import bus, db_roles
+from shared import bus, db_roles, migrations
 from shared.bus.credentials import Credentials
 from shared.bus.users import OPS
 from shared.service_tokens import dev_public_key_pem
@@ -82,7 +82,7 @@ def _nats_users(nats: EmbeddedNats | None) -> Credentials | None:
     return Credentials.load_or_create(path) if os.environ.get("NATS_USERS_FILE") and path.exists() else None
 
 
-def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> Infrastructure:
+def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest, out: Output) -> Infrastructure:
     """PostgreSQL, NATS and localstripe unless the environment names them; what the services are given."""
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
@@ -98,6 +98,8 @@ def _infrastructure(stack: ExitStack, data_dir: Path, stop: StopRequest) -> Infr
     nats_users = _nats_users(nats)
     stop.checkpoint()
     database_urls = db_roles.service_urls(database_url, data_dir / db_roles.FILE)
+    for schema, component, migration in asyncio.run(migrations.apply_all(database_url)):
+        out.say(f"{schema}: applied {component} migration {migration.version} ({migration.name})")
     asyncio.run(_create_streams(nats_url, nats_users.login(OPS) if nats_users else nats_login()))
     overrides = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "DATA_DIR": str(data_dir)}
     if not os.environ.get("STRIPE_API_BASE"):
@@ -154,7 +156,7 @@ def run(console: Console) -> int:
 def _run(data_dir: Path, stop: StopRequest, out: Output) -> int:
     with ExitStack() as stack:
         try:
-            infrastructure = _infrastructure(stack, data_dir, stop)
+            infrastructure = _infrastructure(stack, data_dir, stop, out)
             overrides = infrastructure.overrides
             supervisor = Supervisor(_services(infrastructure, out), out)
             stack.callback(supervisor.stop_all)

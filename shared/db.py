@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,19 +25,6 @@ def conninfo_parts(database_url: str) -> dict[str, str]:
     parts.setdefault("password", "")
     parts.setdefault("dbname", parts["user"])
     return parts
-
-
-async def migrate(database_url: str, schema: str, ddl: Sequence[str]) -> None:
-    """Create the schema's tables (and the schema, where this role may: a service's own role may not, its
-    schema is made for it, shared/db_roles.py); an advisory lock keeps parallel starts from racing."""
-    async with await AsyncConnection.connect(database_url) as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"migrate:{schema}",))
-        exists = await (await conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,))).fetchone()
-        if not (exists and exists[0]):
-            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
-        for statement in ddl:
-            await conn.execute(statement)  # DDL is static text
 
 
 async def try_lock(conn: AsyncConnection, name: str) -> bool:

@@ -13,11 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from shared import db, metrics, problems, runtime, telemetry
-from shared.access import ACCESS_DDL, AccessList
+from shared import metrics, problems, runtime, telemetry
+from shared.access import AccessList
 from shared.auth import TokenVerifier, privileged
 from shared.guard import GuardedRoute, assert_guarded
-from shared.limits import LIMITS_DDL, RateLimiter, RateLimitHeaders, policies
+from shared.limits import RateLimiter, RateLimitHeaders, policies
 from shared.openapi import documented
 from shared.scopes import Scope
 from shared.service_tokens import load_service_key
@@ -38,16 +38,14 @@ class Alarms(BaseModel):
     alarms: list[str]  # each as written for an operator: what is wrong and what to do
 
 
-def create_app(
-    service: str, settings: Settings, start: Start, routers: Sequence[APIRouter], ddl: Sequence[str] = ()
-) -> FastAPI:
-    """A service: its schema migrated with `ddl`, `start` run on its runtime, the deactivated-users list and
-    the per-user limits every service keeps, and `routers` behind the bearer-token checks."""
+def create_app(service: str, settings: Settings, start: Start, routers: Sequence[APIRouter]) -> FastAPI:
+    """A service: on a schema that has its migrations (shared/migrations.py), `start` run on its runtime, the
+    deactivated-users list and the per-user limits every service keeps, and `routers` behind the bearer-token
+    checks."""
     telemetry.setup(service)
 
     async def started(app: FastAPI, rt: runtime.Runtime) -> None:
         await start(app, rt)
-        await db.migrate(settings.database_url, service, (*ACCESS_DDL, *LIMITS_DDL))
         app.state.limiter = RateLimiter(rt.pool, policies(settings))
         access = AccessList(rt.pool)
         rt.consume(access.subscription(service))
@@ -55,7 +53,7 @@ def create_app(
 
     app = FastAPI(
         title=f"creditstream {service}",
-        lifespan=_lifespan(service, settings, ddl, started),
+        lifespan=_lifespan(service, settings, started),
         # FastAPI's own server span per request continues the caller's trace (traceparent); a span per
         # dependency and per serialization on top cost more than the rest of a debit.
         telemetry={"operation_spans": False},
@@ -134,18 +132,18 @@ def alarms(service: str) -> APIRouter:
     return router
 
 
-def create_worker_app(name: str, schema: str, settings: Settings, start: Start, ddl: Sequence[str] = ()) -> FastAPI:
+def create_worker_app(name: str, schema: str, settings: Settings, start: Start) -> FastAPI:
     """A process that serves no API (the media worker): its runtime on `schema`, and its health routes."""
     telemetry.setup(name)
-    app = FastAPI(title=f"creditstream {name}", lifespan=_lifespan(schema, settings, ddl, start), openapi_url=None)
+    app = FastAPI(title=f"creditstream {name}", lifespan=_lifespan(schema, settings, start), openapi_url=None)
     app.include_router(health(name))
     return app
 
 
-def _lifespan(schema: str, settings: Settings, ddl: Sequence[str], start: Start) -> Callable[[FastAPI], Any]:
+def _lifespan(schema: str, settings: Settings, start: Start) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running(schema, settings, ddl) as rt:
+        async with runtime.running(schema, settings) as rt:
             await start(app, rt)
             app.state.runtime = rt  # last: /readyz answers "starting" until all is started
             yield

@@ -7,18 +7,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from shared import bus, db, metrics
+from shared import bus, db, metrics, migrations
 from shared.bus import Consumer, Subscription, deadletters
 from shared.bus.users import USERS
-from shared.inbox import INBOX_DDL
-from shared.outbox import OUTBOX_DDL, OutboxRelay
+from shared.outbox import OutboxRelay
 from shared.relay import Relay
 from shared.settings import Settings
 
@@ -184,9 +183,10 @@ def _refused(nc: Client) -> Alarm:
 
 
 @contextlib.asynccontextmanager
-async def running(service: str, settings: Settings, ddl: Sequence[str] = ()) -> AsyncIterator[Runtime]:
-    """Migrate the service schema (with outbox and inbox), connect to NATS, ensure streams."""
-    await db.migrate(settings.database_url, service, (*OUTBOX_DDL, *INBOX_DDL, *ddl))
+async def running(service: str, settings: Settings) -> AsyncIterator[Runtime]:
+    """On a schema that has every migration of this code (else SchemaBehindError), connect to NATS, check
+    the streams."""
+    await migrations.require(settings.database_url, service, migrations.plan(service))
     pool = await db.open_pool(settings.database_url, service)
     nc = await bus.connect(settings.nats_url, service, bus.login(settings))
     js = nc.jetstream()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.identity import admin_api, api, store, webhooks
+from services.identity import admin_api, api, webhooks
 from services.identity.application import Identity
 from services.identity.devtokens import DevSigner
 from shared.http import create_app as create_service_app
@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.auth_mode == "dev":
         # The dev signer and its endpoints exist only in dev mode: in production there is no route.
         routers.append(api.dev_router)
-    app = create_service_app(SERVICE, settings, start, routers, store.DDL)
+    app = create_service_app(SERVICE, settings, start, routers)
     secret = settings.clerk_webhook_secret
     app.state.webhook_verify = webhooks.svix_verifier(secret.get_secret_value()) if secret else None
     if settings.auth_mode == "dev":

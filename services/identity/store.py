@@ -8,10 +8,11 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
 from services.identity.domain import Profile, User
+from shared.migrations import Migration
 
 CLERK_DELIVERIES = "clerk-webhooks"  # the inbox's name (shared/inbox.py) for Svix deliveries
 
-DDL = (
+V1 = (  # migration 1: the tables as the service made them at every start before migrations
     """CREATE TABLE IF NOT EXISTS users (
         id UUID PRIMARY KEY,
         clerk_id TEXT NOT NULL UNIQUE,
@@ -35,6 +36,7 @@ DDL = (
         END IF;
     END $$""",
 )
+MIGRATIONS = (Migration(1, "initial tables", V1),)
 
 _COLUMNS = "id::text AS id, clerk_id, email, first_name, last_name, avatar, is_active, role, created_at, updated_at"
 

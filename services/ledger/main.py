@@ -46,4 +46,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         rt.samplers.append(audited)
 
-    return create_service_app(SERVICE, settings, start, [api.router], store.DDL)
+    return create_service_app(SERVICE, settings, start, [api.router])

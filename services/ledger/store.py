@@ -12,10 +12,11 @@ from psycopg import AsyncConnection
 from psycopg.sql import SQL, Identifier
 
 from shared.db import conninfo_parts
+from shared.migrations import Migration
 
 SCHEMA = "ledger"
 
-DDL = (
+V1 = (  # migration 1: the tables as the service made them at every start before migrations
     """CREATE TABLE IF NOT EXISTS relay_position (
         name TEXT PRIMARY KEY,
         position BIGINT NOT NULL
@@ -45,6 +46,7 @@ DDL = (
         discrepancies INTEGER NOT NULL
     )""",
 )
+MIGRATIONS = (Migration(1, "initial tables", V1),)
 
 
 async def last_audit(conn: AsyncConnection) -> tuple[datetime, int] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.media import api, balances, handlers, store
+from services.media import api, balances, handlers
 from services.media.application import MediaLibrary
 from services.media.storage import LocalStorage
 from shared.http import create_app as create_service_app
@@ -28,4 +28,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt.spawn("incoming-sweep", library.sweeping)
         app.state.library = library
 
-    return create_service_app(SERVICE, settings, start, [api.router], store.DDL)
+    return create_service_app(SERVICE, settings, start, [api.router])

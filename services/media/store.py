@@ -11,8 +11,9 @@ from psycopg.types.json import Jsonb
 
 from services.media.domain import Hold, Job, Media, Status
 from shared.idempotency import IDEMPOTENCY_DDL
+from shared.migrations import Migration
 
-DDL = (
+V1 = (  # migration 1: the tables as the service made them at every start before migrations
     """CREATE TABLE IF NOT EXISTS media (
         id UUID PRIMARY KEY,
         user_id UUID NOT NULL,
@@ -47,6 +48,7 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS jobs_of_media ON jobs (media_id)",
     *IDEMPOTENCY_DDL,
 )
+MIGRATIONS = (Migration(1, "initial tables", V1),)
 
 _MEDIA = (
     "id::text AS id, user_id::text AS user_id, kind, type, title, description, status, file_key, thumbnail_key,"

@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         relay = rt.start_outbox_relay()
         rt.consume(Worker(rt.pool, relay, LocalStorage(settings.data_dir / "media")).subscription())
 
-    return create_worker_app("media-worker", SERVICE, settings, start, store.DDL)
+    return create_worker_app("media-worker", SERVICE, settings, start)
 
 
 def main() -> None:

@@ -84,14 +84,8 @@ class Transaction:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
-
-    @property
-    def refunded_cents(self) -> int:
-        return int(self.metadata.get("refund", {}).get("amount_cents", 0))
-
-    @property
-    def credits_clawed_back(self) -> int:
-        return int(self.metadata.get("refund", {}).get("credits", 0))
+    refunded_cents: int = 0  # of amount_cents, given back
+    credits_clawed_back: int = 0  # of credits, taken back by that refund
 
     def refunded_under(self, key: str) -> bool:
         """Whether the refund under idempotency `key` made it REFUNDED (that key's retry answers with it)."""
@@ -168,15 +162,18 @@ def observe(tx: Transaction, state: PaymentState, now: datetime, reason: str | N
     if RANK[target] <= RANK[tx.status]:
         return Change(tx, tx.status)
     metadata = dict(tx.metadata)
+    refunded, clawed_back = tx.refunded_cents, tx.credits_clawed_back
     announced: list[Status] = []
     if target in (Status.COMPLETED, Status.REFUNDED) and RANK[tx.status] < RANK[Status.COMPLETED]:
         announced.append(Status.COMPLETED)  # a refund seen first still means the payment went through
         metadata.pop("failure", None)  # an earlier card's decline: no longer why anything is as it is
     if target is Status.REFUNDED:
+        refunded = min(state.amount_refunded, tx.amount_cents)
+        clawed_back = credits_to_claw_back(tx, state.amount_refunded)
         metadata["refund"] = {
             "refund_id": state.refund_id,
-            "amount_cents": min(state.amount_refunded, tx.amount_cents),
-            "credits": credits_to_claw_back(tx, state.amount_refunded),
+            "amount_cents": refunded,
+            "credits": clawed_back,
             "reason": reason,
             "charge_id": state.charge_id,
         }
@@ -189,8 +186,9 @@ def observe(tx: Transaction, state: PaymentState, now: datetime, reason: str | N
     if state.charge_id:
         metadata["charge_id"] = state.charge_id
     moved = replace(
-        tx, status=target, metadata=metadata, updated_at=now, stripe_payment_intent_id=state.payment_intent_id
-    )
+        tx, status=target, metadata=metadata, updated_at=now, stripe_payment_intent_id=state.payment_intent_id,
+        refunded_cents=refunded, credits_clawed_back=clawed_back,
+    )  # fmt: skip
     return Change(moved, tx.status, tuple(announced))
 
 

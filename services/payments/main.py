@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.payments import admin_api, api, dev, handlers, store, webhooks
+from services.payments import admin_api, api, dev, handlers, webhooks
 from services.payments.application import Payments
 from services.payments.gateway import StripeGateway
 from shared.http import create_app as create_service_app
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = [api.router, admin_api.router, webhooks.router]
     if settings.auth_mode == "dev" and settings.stripe_api_base:  # a fake Stripe: the test-card form may pay
         routers.append(dev.router)
-    app = create_service_app(SERVICE, settings, start, routers, store.DDL)
+    app = create_service_app(SERVICE, settings, start, routers)
     secret = settings.stripe_webhook_secret
     app.state.webhook_verify = webhooks.stripe_verifier(secret.get_secret_value()) if secret else None
     return app

@@ -15,6 +15,7 @@ from services.payments.commands import TransactionQuery
 from services.payments.domain import Kind, Status, Transaction
 from shared.idempotency import IDEMPOTENCY_DDL
 from shared.inbox import first_delivery
+from shared.migrations import Migration
 
 Row = TypeVar("Row")
 
@@ -22,7 +23,7 @@ Row = TypeVar("Row")
 STRIPE_DELIVERIES = "stripe-webhooks"
 CROSSINGS = "auto-recharge-crossings"
 
-DDL = (
+V1 = (  # migration 1: the tables as the service made them at every start before migrations
     """CREATE TABLE IF NOT EXISTS transactions (
         id UUID PRIMARY KEY,
         user_id UUID NOT NULL,
@@ -111,10 +112,25 @@ DDL = (
     f"""INSERT INTO inbox (consumer, event_id) SELECT '{CROSSINGS}', crossing_event_id::text FROM recharges
         WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE consumer = '{CROSSINGS}') ON CONFLICT DO NOTHING""",
 )
+MIGRATIONS = (
+    Migration(1, "initial tables", V1),
+    # What a refund gave back, and took back, as columns the database holds to the payment (a refund never
+    # exceeds what was paid, nor its claw-back the credits granted), backfilled from the refund each
+    # transaction's metadata recorded; the metadata keeps the rest of Stripe's answer.
+    Migration(2, "refund totals as columns, within the payment", (
+        "ALTER TABLE transactions ADD COLUMN refunded_cents INTEGER NOT NULL DEFAULT 0,"
+        " ADD COLUMN credits_clawed_back INTEGER NOT NULL DEFAULT 0",
+        """UPDATE transactions SET refunded_cents = coalesce((metadata->'refund'->>'amount_cents')::int, 0),
+            credits_clawed_back = coalesce((metadata->'refund'->>'credits')::int, 0)
+            WHERE metadata ? 'refund'""",
+        "ALTER TABLE transactions ADD CONSTRAINT transactions_refund_within_payment"
+        " CHECK (refunded_cents BETWEEN 0 AND amount_cents AND credits_clawed_back BETWEEN 0 AND credits)",
+    )),
+)  # fmt: skip
 
 _COLUMNS = (
     "id::text AS id, user_id::text AS user_id, kind, status, amount_cents, currency, credits, description,"
-    " package_id, stripe_payment_intent_id, metadata, created_at, updated_at"
+    " package_id, stripe_payment_intent_id, metadata, created_at, updated_at, refunded_cents, credits_clawed_back"
 )
 
 
@@ -163,12 +179,13 @@ async def by_payment_intent(conn: AsyncConnection, intent: str, *, lock: bool = 
 
 
 async def save(conn: AsyncConnection, tx: Transaction) -> None:
-    """Write what may change: status, the PaymentIntent link, metadata."""
+    """Write what may change: status, the PaymentIntent link, metadata, the refund's totals."""
     await conn.execute(
-        "UPDATE transactions SET status = %s, stripe_payment_intent_id = %s, metadata = %s, updated_at = %s"
-        " WHERE id = %s",
-        (tx.status, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.updated_at, tx.id),
-    )
+        "UPDATE transactions SET status = %s, stripe_payment_intent_id = %s, metadata = %s, updated_at = %s,"
+        " refunded_cents = %s, credits_clawed_back = %s WHERE id = %s",
+        (tx.status, tx.stripe_payment_intent_id, Jsonb(tx.metadata), tx.updated_at, tx.refunded_cents,
+         tx.credits_clawed_back, tx.id),
+    )  # fmt: skip
 
 
 async def page(
@@ -213,8 +230,8 @@ async def totals_by_status(conn: AsyncConnection, user_id: str) -> list[dict[str
         await cur.execute(
             "SELECT status, count(*) AS count, coalesce(sum(amount_cents), 0) AS amount_cents,"
             " coalesce(sum(credits), 0) AS credits,"
-            " coalesce(sum((metadata->'refund'->>'amount_cents')::int), 0) AS refunded_cents,"
-            " coalesce(sum((metadata->'refund'->>'credits')::int), 0) AS credits_clawed_back"
+            " coalesce(sum(refunded_cents), 0) AS refunded_cents,"
+            " coalesce(sum(credits_clawed_back), 0) AS credits_clawed_back"
             " FROM transactions WHERE user_id = %s GROUP BY status",
             (user_id,),
         )

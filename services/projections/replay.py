@@ -30,11 +30,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.projections import store
 from services.projections.projection import CONSUMERS, apply_events
-from shared import db
+from shared import db, migrations
 from shared.bus.replaying import read_range
 from shared.bus.users import replay_consumer
 from shared.contracts import Envelope
-from shared.inbox import INBOX_DDL
 
 log = logging.getLogger(__name__)
 NEXT = "projections_next"
@@ -99,7 +98,7 @@ class Replayer:
 
     async def _rebuild(self) -> None:
         await _drop(self._database_url, NEXT)
-        await db.migrate(self._database_url, NEXT, (*INBOX_DDL, *store.DDL))
+        await migrations.apply(self._database_url, NEXT, migrations.plan("projections"))
         js = self._nc.jetstream()
         lasts = {stream: int((await js.stream_info(stream)).state.last_seq) for stream, _ in CONSUMERS}
         self.progress.total = sum(lasts.values())

@@ -8,7 +8,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-DDL = (
+from shared.migrations import Migration
+
+V1 = (  # migration 1: the tables as the service made them at every start before migrations
     """CREATE TABLE IF NOT EXISTS users (
         user_id UUID PRIMARY KEY,
         clerk_id TEXT NOT NULL,
@@ -138,6 +140,7 @@ DDL = (
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
 )
+MIGRATIONS = (Migration(1, "initial tables", V1),)
 
 
 async def record_position(conn: AsyncConnection, consumer: str, stream: str, seq: int) -> None:

@@ -4,6 +4,7 @@ test fixtures alike, so the suite runs exactly what a newcomer runs."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from shared import db_roles
+from shared import db_roles, migrations
 from shared.service_tokens import dev_public_key_pem
 from shared.settings import SERVICES, WORKERS
 from shared.testing.localstripe_server import LocalStripe, register_webhook
@@ -192,6 +193,7 @@ def five_services(
     # For the operator CLI the tests run against this system (it logs in as ops); no service is given it.
     cli_env = env | {"NATS_USERS_FILE": str(nats.credentials_file)}
     database_urls = db_roles.service_urls(database_url, data_dir / db_roles.FILE)
+    asyncio.run(migrations.apply_all(database_url))  # as `creditstream up` does before the services start
 
     def own(name: str) -> dict[str, str]:
         return env | nats.credentials.env(name) | {"DATABASE_URL": database_urls[name]}

@@ -10,14 +10,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from shared import bus, db
-from shared.inbox import INBOX_DDL
-from shared.outbox import OUTBOX_DDL
+from shared import bus, db, migrations
+from shared.migrations import Migration
 from shared.testing.nats import EmbeddedNats
 
 
-async def make_pool(database_url: str, schema: str, ddl: Sequence[str] = ()) -> AsyncConnectionPool:
-    await db.migrate(database_url, schema, (*OUTBOX_DDL, *INBOX_DDL, *ddl))
+async def make_pool(database_url: str, schema: str, own: Sequence[Migration] = ()) -> AsyncConnectionPool:
+    """A pool on `schema` with the tables every service has and a service's migrations `own`."""
+    await migrations.apply(database_url, schema, (("shared", migrations.SHARED), ("service", own)))
     return await db.open_pool(database_url, schema)
 
 

@@ -33,7 +33,7 @@ def localstripe() -> Iterator[LocalStripe]:
 
 @pytest.fixture
 async def two_pools(database_url: str, schema: str) -> AsyncIterator[tuple[AsyncConnectionPool, AsyncConnectionPool]]:
-    first = await make_pool(database_url, schema, store.DDL)
+    first = await make_pool(database_url, schema, store.MIGRATIONS)
     second = await make_pool(database_url, schema)
     yield first, second
     await first.close()

@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from collections.abc import Awaitable
 
-from shared import bus, db
-from shared.access import ACCESS_DDL, AccessList
+from shared import bus, db, migrations
+from shared.access import AccessList
 from shared.bus import Consumer
 from shared.contracts import Envelope
 from shared.contracts.identity import UserDeactivated, UserReactivated
@@ -18,7 +18,7 @@ from shared.testing.waiting import eventually
 async def test_the_list_follows_deactivation_and_reactivation_and_ignores_stale_redelivery(
     database_url: str, schema: str, nats_server: EmbeddedNats
 ) -> None:
-    await db.migrate(database_url, schema, ACCESS_DDL)
+    await migrations.apply(database_url, schema, (("shared", migrations.SHARED),))
     pool = await db.open_pool(database_url, schema)
     nc = await nats_server.connect("tests")
     js = nc.jetstream()

@@ -12,16 +12,15 @@ from services.identity import store
 from services.identity.application import ApplyClerkEvent, Identity, SetActive, SyncUser
 from services.identity.clerk import ClerkEvent
 from services.identity.domain import Profile
-from shared import db
-from shared.inbox import INBOX_DDL
-from shared.outbox import OUTBOX_DDL, OutboxRelay
+from shared import db, migrations
+from shared.outbox import OutboxRelay
 
 IdentityAndPool = tuple[Identity, AsyncConnectionPool]
 
 
 @pytest.fixture
 async def identity(database_url: str, schema: str) -> AsyncIterator[IdentityAndPool]:
-    await db.migrate(database_url, schema, (*OUTBOX_DDL, *INBOX_DDL, *store.DDL))
+    await migrations.apply(database_url, schema, (("shared", migrations.SHARED), ("identity", store.MIGRATIONS)))
     pool = await db.open_pool(database_url, schema, max_size=20)
     # The relay is only woken here, never run: these tests read the outbox itself.
     yield Identity(pool, OutboxRelay(pool, js=None)), pool  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from services.ledger.application import Ledger, open_ledger
 from services.ledger.domain import CreditAccount
 from services.ledger.handlers import handle
 from services.ledger.unit_of_work import UnitOfWork
-from shared import db
+from shared import migrations
 from shared.contracts import Envelope, EventData
 from shared.contracts import identity as idc
 from shared.contracts import media as mc
@@ -30,7 +30,7 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 @pytest.fixture
 async def ledger(database_url: str) -> AsyncIterator[tuple[Ledger, UnitOfWork]]:
     with fresh_database(database_url) as url:
-        await db.migrate(url, store.SCHEMA, store.DDL)
+        await migrations.apply(url, store.SCHEMA, migrations.plan(store.SCHEMA))
         app = await asyncio.to_thread(open_ledger, url)
         dispatcher = UnitOfWork(app)
         task = asyncio.create_task(dispatcher.run())

@@ -34,7 +34,7 @@ from tests.ledger_asks import ask
 
 @pytest.fixture
 async def ledger_pool(database_url: str, schema: str) -> AsyncIterator[AsyncConnectionPool]:
-    pool = await make_pool(database_url, schema, store.DDL)
+    pool = await make_pool(database_url, schema, store.MIGRATIONS)
     yield pool
     await pool.close()
 
@@ -145,7 +145,7 @@ async def test_a_relay_mid_batch_holds_up_its_own_schemas_relays_but_not_another
     middle of a batch holds up the relays of its own deployment only."""
     users = welcome_users(ledger, 3)
     other_schema = f"t_{uuid.uuid4().hex[:12]}"
-    other_pool = await make_pool(database_url, other_schema, store.DDL)
+    other_pool = await make_pool(database_url, other_schema, store.MIGRATIONS)
     other_ledger = Ledger(env={**store.eventsourcing_env(database_url), "POSTGRES_SCHEMA": other_schema})
     other_users = welcome_users(other_ledger, 2)
     other_nats = EmbeddedNats(tmp_path / "other-nats", harness=True).start()

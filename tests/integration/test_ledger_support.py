@@ -19,7 +19,7 @@ import nats.js.errors
 
 from services.ledger import store
 from services.ledger.application import Ledger
-from shared import keys
+from shared import keys, migrations
 from shared.contracts import Envelope
 from shared.scopes import of_audience
 from shared.service_tokens import DEV_KEY_FILE, ServiceKey, dev_public_key_pem
@@ -48,6 +48,7 @@ class LedgerCluster:
 
     def start(self, timeout: float = 90) -> LedgerCluster:
         self.nats.create_streams()
+        asyncio.run(migrations.apply(self.database_url, "ledger", migrations.plan("ledger")))
         for process in self.processes:
             process.start()
         for process in self.processes:

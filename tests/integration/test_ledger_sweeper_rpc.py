@@ -19,7 +19,7 @@ from services.ledger.domain import CreditAccount
 from services.ledger.rpc import LedgerRpc
 from services.ledger.sweeper import Sweeper
 from services.ledger.unit_of_work import UnitOfWork
-from shared import db
+from shared import db, migrations
 from shared.testing.nats import EmbeddedNats
 from shared.testing.postgres import fresh_database
 from tests.ledger_asks import ask
@@ -31,7 +31,7 @@ NOW = datetime.now(UTC)
 async def two_instances(database_url: str) -> AsyncIterator[list[tuple[Ledger, UnitOfWork, Sweeper]]]:
     """Two ledger applications (as two processes would have) sharing one database."""
     with fresh_database(database_url) as url:
-        await db.migrate(url, store.SCHEMA, store.DDL)
+        await migrations.apply(url, store.SCHEMA, migrations.plan(store.SCHEMA))
         pool = await db.open_pool(url, store.SCHEMA)
         instances, tasks = [], []
         for _ in range(2):
@@ -192,7 +192,7 @@ async def test_requests_past_the_bound_are_answered_busy_at_once_and_the_rest_co
     server = EmbeddedNats(tmp_path / "nats", harness=True).start()
     nc = await server.connect("tests")
     with fresh_database(database_url) as url:
-        await db.migrate(url, store.SCHEMA, store.DDL)
+        await migrations.apply(url, store.SCHEMA, migrations.plan(store.SCHEMA))
         app = await asyncio.to_thread(open_ledger, url)
         user = str(uuid.uuid4())
         granting = UnitOfWork(app)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from shared import db, limits
-from shared.limits import LIMITS_DDL, Policy, RateLimiter, Slots, SlotsFullError
+from shared import db, limits, migrations
+from shared.limits import Policy, RateLimiter, Slots, SlotsFullError
 from shared.testing.postgres import fresh_database
 
 SCHEMA = "limits"
@@ -24,7 +24,7 @@ T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 async def pools(database_url: str) -> AsyncIterator[list[AsyncConnectionPool]]:
     """Two pools on one database, as two copies of a service have."""
     with fresh_database(database_url) as url:
-        await db.migrate(url, SCHEMA, LIMITS_DDL)
+        await migrations.apply(url, SCHEMA, (("shared", migrations.SHARED),))
         opened = [await db.open_pool(url, SCHEMA) for _ in range(2)]
         try:
             yield opened

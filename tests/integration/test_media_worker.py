@@ -34,7 +34,7 @@ from tests.media_clips import clip
 
 @pytest.fixture
 async def media_pool(database_url: str, schema: str) -> AsyncIterator[AsyncConnectionPool]:
-    p = await make_pool(database_url, schema, store.DDL)
+    p = await make_pool(database_url, schema, store.MIGRATIONS)
     yield p
     await p.close()
 

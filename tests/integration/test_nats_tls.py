@@ -7,6 +7,7 @@ the cluster's own CA."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -23,7 +24,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from shared import bus, db_roles
+from shared import bus, db_roles, migrations
 from shared.bus import Login
 from shared.bus.connection import tls_context
 from shared.bus.users import OPS
@@ -183,6 +184,7 @@ def test_a_service_process_connects_over_tls_as_its_own_user_and_is_ready(
     port = free_port()
     with fresh_database(database_url) as admin:
         role_url = db_roles.service_urls(admin, tmp_path / db_roles.FILE)["identity"]
+        asyncio.run(migrations.apply_all(admin))
         env = service_env(
             {"AUTH_MODE": "dev", "DATABASE_URL": role_url, "DATA_DIR": str(tmp_path), "IDENTITY_PORT": str(port)},
             **deployed.env("identity"),

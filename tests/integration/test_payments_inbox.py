@@ -22,7 +22,7 @@ from tests.integration.conftest import make_pool
 
 @pytest.fixture
 async def payments_pool(database_url: str, schema: str) -> AsyncIterator[AsyncConnectionPool]:
-    pool = await make_pool(database_url, schema, store.DDL)
+    pool = await make_pool(database_url, schema, store.MIGRATIONS)
     yield pool
     await pool.close()
 

@@ -88,7 +88,7 @@ async def read_pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
     pools: list[AsyncConnectionPool] = []
 
     async def fresh() -> AsyncConnectionPool:
-        pools.append(await make_pool(database_url, f"t_{uuid.uuid4().hex[:12]}", store.DDL))
+        pools.append(await make_pool(database_url, f"t_{uuid.uuid4().hex[:12]}", store.MIGRATIONS))
         return pools[-1]
 
     yield fresh  # type: ignore[misc]

@@ -175,6 +175,14 @@ def test_each_kubernetes_process_logs_in_as_its_own_nats_user_and_database_role(
         assert str(Path(config["data"]["NATS_TLS_CA"]).parent) in mounts, process
     assert env_of(pods["media-worker"])["MEDIA_WORKER_PORT"] == "8005"
     assert pods["media-worker"]["spec"]["containers"][0]["command"] == ["python", "-m", "services.media.worker"]
+    # Each schema is migrated as its own service's role, before the services run on it.
+    migrate = {c["name"]: c for c in pods["db-migrate"]["spec"]["containers"]}
+    assert set(migrate) == set(db_roles.SCHEMAS)
+    for service, container in migrate.items():
+        assert container["command"] == ["creditstream", "migrate", "--service", service]
+        assert container["env"] == [
+            {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "creditstream-db", "key": service}}}
+        ]
     job = pods["nats-streams"]
     assert job["spec"]["containers"][0]["command"] == ["creditstream", "streams", "ensure"]
     assert env_of(job)["NATS_USER"] == OPS
@@ -211,8 +219,10 @@ def test_every_network_policy_selects_pods_that_exist() -> None:
     # NATS' clients are every creditstream process; its routes come from nats pods only.
     (clients, routes) = policies["nats"]["ingress"]
     assert ([p["port"] for p in clients["ports"]], selected(clients["from"][0]["podSelector"])) == (
-        [4222], set(PROCESSES) | {"nats-streams"}
+        [4222], set(PROCESSES) | {"nats-streams", "db-migrate"}
     )  # fmt: skip
+    assert selected(policies["db-migrate"]["podSelector"]) == {"db-migrate"}
+    assert policies["db-migrate"]["egress"] == [{"ports": [{"protocol": "TCP", "port": 5432}]}]
     assert ([p["port"] for p in routes["ports"]], selected(routes["from"][0]["podSelector"])) == ([6222], {"nats"})
     for name, policy in policies.items():
         for rule in policy.get("egress", []):
@@ -241,6 +251,15 @@ def test_compose_gives_each_process_its_own_logins_and_starts_them_after_the_str
         assert env["DATABASE_URL"] == f"postgresql://{role}:{databases[service]}@postgres:5432/creditstream"
         assert env["NATS_URL"] == "tls://nats:4222"
         assert services[process]["depends_on"]["streams"] == {"condition": "service_completed_successfully"}
+        assert services[process]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    migrate = deploy_files.compose_env("migrate", host)
+    for service in db_roles.SCHEMAS:
+        url = f"postgresql://{db_roles.role(service)}:{databases[service]}@postgres:5432/creditstream"
+        assert migrate[f"DB_{service.upper()}"] == url
+        assert (
+            f"DATABASE_URL=$$DB_{service.upper()} creditstream migrate --service {service}"
+            in (services["migrate"]["command"][2])
+        )
     streams = deploy_files.compose_env("streams", host)
     assert (streams["NATS_USER"], streams["NATS_PASSWORD"]) == (OPS, logins[OPS])
     assert services["streams"]["command"] == ["creditstream", "streams", "ensure"]
