@@ -64,7 +64,7 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
         case pc.PaymentRefunded() as refunded:
             return Refund(
                 user_id=refunded.user_id, key=refund_key(refunded.transaction_id),
-                transaction_id=refunded.transaction_id, credits=refunded.credits,
+                transaction_id=refunded.transaction_id, credits=refunded.credits_clawed_back,
                 stripe_charge_id=refunded.stripe_charge_id, **caused,
             )  # fmt: skip
         case pc.SubscriptionRenewed() as renewed:

@@ -31,7 +31,8 @@ def payment(tx: Transaction, status: Status) -> Envelope:
         case Status.CANCELLED:
             body = pc.PaymentCancelled(**common, credits=tx.credits, amount_cents=tx.amount_cents)
         case Status.REFUNDED:
-            body = pc.PaymentRefunded(**common, credits=tx.credits_clawed_back, amount_cents=tx.refunded_cents,
+            body = pc.PaymentRefunded(**common, refunded_cents=tx.refunded_cents,
+                                      credits_clawed_back=tx.credits_clawed_back,
                                       stripe_charge_id=tx.metadata["refund"].get("charge_id"))  # fmt: skip
         case _:
             raise ValueError(f"nothing is announced for {status}")

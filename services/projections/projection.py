@@ -194,11 +194,14 @@ async def _payment(conn: AsyncConnection, env: Envelope, body: Payment) -> None:
             extra, description = {}, f"{cancelled.credits} credits"
         case pc.PaymentRefunded() as refunded:
             status, kind = "REFUNDED", "refund"
-            message = f"Refunded {refunded.amount_cents / 100:.2f} {refunded.currency}: {refunded.credits} credits back"
-            extra = {"refunded_cents": refunded.amount_cents, "credits_clawed_back": refunded.credits}
+            back = f"{refunded.refunded_cents / 100:.2f} {refunded.currency}: {refunded.credits_clawed_back} credits"
+            message = f"Refunded {back} back"
+            extra = {"refunded_cents": refunded.refunded_cents, "credits_clawed_back": refunded.credits_clawed_back}
             description = "refunded"
+    # A refund says nothing of the payment's own amount: its succeeded event does, before or after it.
+    credits, cents = (0, 0) if isinstance(body, pc.PaymentRefunded) else (body.credits, body.amount_cents)
     row = {"id": body.transaction_id, "user_id": body.user_id, "type": "CREDIT_PURCHASE", "status": status,
-           "currency": body.currency, "credits": body.credits, "amount_cents": body.amount_cents,
+           "currency": body.currency, "credits": credits, "amount_cents": cents,
            "description": description, "stripe_payment_intent_id": body.stripe_payment_intent_id, "metadata": extra,
            "at": env.occurred_at}  # fmt: skip
     await read_models.save_transaction(conn, row)

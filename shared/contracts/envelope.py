@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
@@ -26,13 +27,27 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: ClassVar[str]
+    # The version producers of this code write. A change an older reader could not take (a field renamed,
+    # made required, its meaning changed) is a new version, with the step that reads the one before it.
     schema_version: ClassVar[int] = 1
+    # upcasts[n]: a body written at version n as version n + 1 would have said it.
+    upcasts: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
     registry: ClassVar[dict[str, builtins.type[EventData]]] = {}  # builtins: `type` is a field here
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "type" in cls.__dict__:
             EventData.registry[cls.type] = cls
+            missing = set(range(1, cls.schema_version)) - set(cls.upcasts)
+            assert not missing, f"{cls.type} v{cls.schema_version} cannot read versions {sorted(missing)}"
+
+    @classmethod
+    def read(cls, data: dict[str, Any], version: int) -> Self:
+        """A body written at `version`, brought up to this one. A newer one is read as it is: its added
+        fields are ignored, and what this code needs is still there or it is refused (ValidationError)."""
+        for step in range(version, cls.schema_version):
+            data = cls.upcasts[step](dict(data))
+        return cls.model_validate(data)
 
 
 class Envelope(BaseModel):
@@ -75,7 +90,7 @@ class Envelope(BaseModel):
         model = EventData.registry.get(self.type)
         if model is None:
             raise UnknownEventError(self.type)
-        return model.model_validate(self.data)
+        return model.read(self.data, self.schema_version)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -10,13 +11,25 @@ from shared.contracts.envelope import EventData
 from shared.inputs import MediumText, ShortText
 
 
-class _Payment(EventData):
+class _Transaction(EventData):
     transaction_id: ShortText
     user_id: ShortText
-    credits: int = Field(ge=0)
-    amount_cents: int = Field(ge=0)
     currency: ShortText
     stripe_payment_intent_id: ShortText | None
+
+
+class _Payment(_Transaction):
+    """A payment's outcome, with what was paid and the credits it buys."""
+
+    credits: int = Field(ge=0)
+    amount_cents: int = Field(ge=0)
+
+
+def _refund_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 said the refund's amounts in the payment's own fields."""
+    data["refunded_cents"] = data.pop("amount_cents")
+    data["credits_clawed_back"] = data.pop("credits")
+    return data
 
 
 class PaymentSucceeded(_Payment):
@@ -33,8 +46,15 @@ class PaymentCancelled(_Payment):
     type = "payments.payment.cancelled"
 
 
-class PaymentRefunded(_Payment):
+class PaymentRefunded(_Transaction):
+    """Money given back for a payment, and the credits that takes back. Version 1 put these in `amount_cents`
+    and `credits`, which every other payment event uses for the payment itself."""
+
     type = "payments.payment.refunded"
+    schema_version = 2
+    upcasts = {1: _refund_v1_to_v2}
+    refunded_cents: int = Field(ge=0)
+    credits_clawed_back: int = Field(ge=0)
     stripe_charge_id: ShortText | None = None
 
 

@@ -47,16 +47,18 @@ def _env(body: EventData, at: datetime = T0) -> Envelope:
 
 
 def _events(user: str) -> dict[str, Envelope]:
-    pay = {"user_id": user, "amount_cents": 999, "currency": "USD", "stripe_payment_intent_id": None}
+    paid = {"user_id": user, "currency": "USD", "stripe_payment_intent_id": None}
+    pay = {**paid, "amount_cents": 999}
+    refund = {**paid, "refunded_cents": 999, "credits_clawed_back": 50}
     job = {"user_id": user, "operation": "image_generation"}
     return {
         "registered": _env(
             idc.UserRegistered(user_id=user, clerk_id="c", email="a@b.c", first_name=None, last_name=None, avatar=None)
         ),
         "paid1": _env(pc.PaymentSucceeded(transaction_id="tx1", credits=50, **pay)),
-        "refund1": _env(pc.PaymentRefunded(transaction_id="tx1", credits=50, **pay)),
+        "refund1": _env(pc.PaymentRefunded(transaction_id="tx1", **refund)),
         "paid2": _env(pc.PaymentSucceeded(transaction_id="tx2", credits=50, **pay)),
-        "refund2": _env(pc.PaymentRefunded(transaction_id="tx2", credits=50, **pay)),
+        "refund2": _env(pc.PaymentRefunded(transaction_id="tx2", **refund)),
         "renewed": _env(
             pc.SubscriptionRenewed(
                 user_id=user,

@@ -63,7 +63,7 @@ def history(user: str) -> list[tuple[str, Envelope, int]]:
                                  resource_type="video", resource_id="vid1"))  # fmt: skip
     add("LEDGER", lc.ReservationRejected(user_id=user, reservation_id="r2", job_id=rejected, amount=2, available=1,
                                          balance=1, reason="too few", **ledger))  # fmt: skip
-    add("PAYMENTS", pc.PaymentRefunded(transaction_id="tx1", user_id=user, credits=50, amount_cents=999,
+    add("PAYMENTS", pc.PaymentRefunded(transaction_id="tx1", user_id=user, credits_clawed_back=50, refunded_cents=999,
                                        currency="USD", stripe_payment_intent_id="pi_1"))  # fmt: skip
     add("LEDGER", entry(lc.CreditsDebited, "REFUND", 50, 7, lots={"2": 50}))
     add("LEDGER", lc.BalanceLow(user_id=user, available=7, threshold=8, **ledger))
