@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 from pydantic import Field
 
@@ -18,6 +21,10 @@ from services.projections.schemas import (
     CreditsResponse,
     Dashboard,
     Expiring,
+    Export,
+    ExportedJob,
+    ExportedLot,
+    JobLinks,
     LotView,
     Profile,
     SubscriptionView,
@@ -118,3 +125,53 @@ async def dashboard(principal: SignedInUser, pool: PoolDep) -> Dashboard:
             expiring_soon=[Expiring(**x) for x in await queries.expiring_of(conn, user_id)],
             subscription=await _subscription(conn, user_id),
         )  # fmt: skip
+
+
+EXPORT_FORMAT = "creditstream-export/1"
+# Media's paths for a job's record and file, by the kind of record it made.
+MEDIA_RECORDS = {"image": "images", "video": "videos"}
+
+
+def _job(row: dict[str, Any]) -> ExportedJob:
+    records = MEDIA_RECORDS.get(row["resource_type"] or "")
+    made = records is not None and row["resource_id"] is not None and row["status"] == "COMPLETED"
+    record = f"/api/{records}/{row['resource_id']}"
+    return ExportedJob(**row, links=JobLinks(record=record, file=f"{record}/file") if made else None)
+
+
+# Documented as Export; answered as a stream of it (a returned Response is not re-serialized).
+@router.get("/api/user/export", response_model=Export, responses=responses(404))
+async def export(principal: SignedInUser, pool: PoolDep) -> StreamingResponse:
+    """Everything the read models hold of the token's user as one JSON document (`Export`): profile, balance,
+    subscriptions, transactions, lots, media jobs with their files' paths, activity, and the whole credit
+    history, read in one snapshot and streamed (a long history is never held in memory at once)."""
+    user_id = principal.user_id
+    async with pool.connection() as conn:
+        await _user(conn, user_id)  # a 404 before anything is streamed
+
+    async def document() -> AsyncIterator[bytes]:
+        async with pool.connection() as conn, conn.transaction():
+            # One snapshot: the history agrees with the balance however the read models move meanwhile.
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            head = Export(
+                format=EXPORT_FORMAT,
+                exported_at=datetime.now(UTC),
+                user=await _user(conn, user_id),
+                account=await _account(conn, user_id),
+                subscriptions=[SubscriptionView(**r) for r in await queries.all_subscriptions_of(conn, user_id)],
+                transactions=[Transaction(**t) for t in await queries.transactions_of(conn, user_id, None)],
+                lots=[ExportedLot(**lot) for lot in await queries.all_lots_of(conn, user_id)],
+                media_jobs=[_job(j) for j in await queries.all_jobs_of(conn, user_id)],
+                activity=[Activity(**a) for a in await queries.activity_of(conn, user_id, None)],
+                credit_history=[],
+            ).model_dump_json()
+            yield head.removesuffix("]}").encode()  # credit_history is the last field: its entries follow
+            separator = b""
+            async for entry in queries.all_entries_of(conn, user_id):
+                yield separator + CreditEntry.of(entry).model_dump_json().encode()
+                separator = b","
+            yield b"]}"
+
+    filename = f"creditstream-export-{user_id}.json"
+    return StreamingResponse(document(), media_type="application/json",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip

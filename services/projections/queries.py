@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 
 from services.projections.store import fetch_all, fetch_one
 
@@ -123,7 +125,8 @@ async def usage_by_day(conn: AsyncConnection, user_id: str, days: int) -> list[d
     )
 
 
-async def activity_of(conn: AsyncConnection, user_id: str, limit: int) -> list[dict[str, Any]]:
+async def activity_of(conn: AsyncConnection, user_id: str, limit: int | None) -> list[dict[str, Any]]:
+    """Newest first; `limit` None: all of it."""
     return await fetch_all(
         conn,
         "SELECT kind, notification, message, data, occurred_at FROM activity WHERE user_id = %s"
@@ -132,7 +135,8 @@ async def activity_of(conn: AsyncConnection, user_id: str, limit: int) -> list[d
     )
 
 
-async def transactions_of(conn: AsyncConnection, user_id: str, limit: int) -> list[dict[str, Any]]:
+async def transactions_of(conn: AsyncConnection, user_id: str, limit: int | None) -> list[dict[str, Any]]:
+    """Newest first; `limit` None: all of them."""
     return await fetch_all(
         conn,
         "SELECT id, type, status, amount_cents AS amount, currency, credits, description, stripe_payment_intent_id,"
@@ -161,3 +165,47 @@ async def feed_after(conn: AsyncConnection, user_id: str, after: int, limit: int
         "SELECT n, kind, data FROM feed WHERE user_id = %s AND n > %s ORDER BY n LIMIT %s",
         (user_id, after, limit),
     )
+
+
+# -- a user's export: everything, not a page --------------------------------------------------------
+
+
+async def all_subscriptions_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT id, plan_id, status, credits, amount_cents, current_period_end, updated_at FROM subscriptions"
+        " WHERE user_id = %s ORDER BY updated_at DESC, id",
+        (user_id,),
+    )
+
+
+async def all_lots_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT lot_id, amount, amount - taken AS remaining, expired, expires_at, description, granted_at FROM lots"
+        " WHERE user_id = %s ORDER BY granted_at NULLS LAST, length(lot_id), lot_id",
+        (user_id,),
+    )
+
+
+async def all_jobs_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT job_id, operation, status, cost, resource_type, resource_id, requested_at, ended_at FROM media_jobs"
+        " WHERE user_id = %s ORDER BY requested_at NULLS LAST, job_id",
+        (user_id,),
+    )
+
+
+async def all_entries_of(conn: AsyncConnection, user_id: str, batch: int = 1_000) -> AsyncIterator[dict[str, Any]]:
+    """The whole credit log, newest first, through a server-side cursor (inside the caller's transaction),
+    so a long history is never held at once."""
+    async with conn.cursor("export_entries", row_factory=dict_row) as cur:
+        cur.itersize = batch
+        await cur.execute(
+            "SELECT event_id::text AS id, entry_type AS type, amount, balance_after, description, metadata,"
+            " occurred_at AS created_at FROM credit_entries WHERE user_id = %s ORDER BY seq DESC",
+            (user_id,),
+        )
+        async for row in cur:
+            yield row

@@ -144,3 +144,47 @@ class Dashboard(BaseModel):
     lots: list[LotView] = Field(description="credit left by lot, in spending order (soonest expiry first)")
     expiring_soon: list[Expiring]
     subscription: SubscriptionView | None
+
+
+class ExportedLot(BaseModel):
+    lot_id: str
+    amount: int | None  # null: the grant that made it is not read yet
+    remaining: int | None
+    expired: bool
+    expires_at: datetime | None
+    description: str | None
+    granted_at: datetime | None
+
+
+class JobLinks(BaseModel):
+    """Paths on the media service (with the same token): the record, and its file once made."""
+
+    record: str
+    file: str
+
+
+class ExportedJob(BaseModel):
+    job_id: str
+    operation: str
+    status: str
+    cost: int | None
+    resource_type: str | None
+    resource_id: str | None
+    requested_at: datetime | None
+    ended_at: datetime | None
+    links: JobLinks | None
+
+
+class Export(BaseModel):
+    """Everything creditstream holds of the token's user (GDPR Art. 15 and 20), in one document."""
+
+    format: str = Field(description="creditstream-export/1")
+    exported_at: datetime
+    user: Profile | None
+    account: Account
+    subscriptions: list[SubscriptionView]
+    transactions: list[Transaction]
+    lots: list[ExportedLot]
+    media_jobs: list[ExportedJob]
+    activity: list[Activity]
+    credit_history: list[CreditEntry] = Field(description="every entry, newest first")
