@@ -110,6 +110,16 @@ def migrate(
 
 
 @app.command()
+def erase(user_id: Annotated[str, typer.Argument(help="the user's id (uuid)")]) -> None:
+    """Forget a user (GDPR Art. 17): identity blanks their profile and deletes their profile messages from
+    the IDENTITY stream, projections blanks theirs, media deletes their records and files; the ledger's and
+    payments' records stay under the pseudonymous id. Exit 1 when identity refuses (404: no such user)."""
+    from creditstream.erase import run
+
+    raise typer.Exit(run(console, user_id))
+
+
+@app.command()
 def audit() -> None:
     """Recompute every account from the LEDGER stream; compare with the ledger's event store and accounts and
     with the projections read models. Exit 1 on any difference, naming the account and the first event."""

@@ -5,17 +5,20 @@ identity.user.deactivated / .reactivated through a durable consumer of its own, 
 dependency asks it on every user request through a cache of a couple of seconds. So a deactivated
 user's token is refused everywhere within a few seconds, without a call to identity per request,
 and with every copy of a service agreeing (they share the table, not the consumer's deliveries).
+The same consumer takes identity.user.erased: the user stays deactivated and the service's erasers
+(`Runtime.erasers`: media's drops their files) forget what the service holds of them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from psycopg_pool import AsyncConnectionPool
 
 from shared.bus import Subscription
 from shared.contracts import Envelope
-from shared.contracts.identity import UserDeactivated, UserReactivated
+from shared.contracts.identity import UserDeactivated, UserErased, UserReactivated
 
 ACCESS_DDL = (
     """CREATE TABLE IF NOT EXISTS user_access (
@@ -26,12 +29,18 @@ ACCESS_DDL = (
     )""",
 )
 CACHE_SECONDS = 2.0
+# What a service forgets of a user identity erased (their id): run by the access list's consumer, so a
+# failure is retried like any other message.
+Eraser = Callable[[str], Awaitable[None]]
 CACHE_LIMIT = 50_000
 
 
 class AccessList:
-    def __init__(self, pool: AsyncConnectionPool, *, cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, cache_seconds: float = CACHE_SECONDS, erasers: Sequence[Eraser] = ()
+    ) -> None:
         self._pool = pool
+        self._erasers = tuple(erasers)
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[bool, float]] = {}
 
@@ -48,9 +57,10 @@ class AccessList:
         return deactivated
 
     async def apply(self, envelope: Envelope, stream_seq: int) -> None:
-        """Record the newest status; the stream sequence guard makes redelivery and replay harmless."""
+        """Record the newest status (an erased user is deactivated for good) and run the service's erasers;
+        the stream sequence guard makes redelivery and replay harmless."""
         body = envelope.body()
-        if not isinstance(body, UserDeactivated | UserReactivated):
+        if not isinstance(body, UserDeactivated | UserReactivated | UserErased):
             return
         active = isinstance(body, UserReactivated)
         async with self._pool.connection() as conn:
@@ -63,9 +73,13 @@ class AccessList:
             )
         # Other copies of this service see it when their cache entry expires.
         self._cache.pop(body.user_id, None)
+        if isinstance(body, UserErased):
+            for erase in self._erasers:
+                await erase(body.user_id)
 
     def subscription(self, service: str) -> Subscription:
-        return Subscription("IDENTITY", f"{service}-access", (UserDeactivated.type, UserReactivated.type), self.apply)
+        subjects = (UserDeactivated.type, UserReactivated.type, UserErased.type)
+        return Subscription("IDENTITY", f"{service}-access", subjects, self.apply)
 
     def _remember(self, user_id: str, deactivated: bool, now: float) -> None:
         if len(self._cache) >= CACHE_LIMIT:

@@ -47,7 +47,7 @@ def create_app(service: str, settings: Settings, start: Start, routers: Sequence
     async def started(app: FastAPI, rt: runtime.Runtime) -> None:
         await start(app, rt)
         app.state.limiter = RateLimiter(rt.pool, policies(settings))
-        access = AccessList(rt.pool)
+        access = AccessList(rt.pool, erasers=rt.erasers)
         rt.consume(access.subscription(service))
         app.state.access = access
 

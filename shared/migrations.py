@@ -41,8 +41,14 @@ class Migration:
 
 
 # What every service's schema holds whatever the service: the component "shared" of schema_migrations.
-SHARED: tuple[Migration, ...] = (Migration(1, "outbox, inbox, access list, rate limits",
-                                           (*OUTBOX_DDL, *INBOX_DDL, *ACCESS_DDL, *LIMITS_DDL)),)  # fmt: skip
+SHARED: tuple[Migration, ...] = (
+    Migration(1, "outbox, inbox, access list, rate limits", (*OUTBOX_DDL, *INBOX_DDL, *ACCESS_DDL, *LIMITS_DDL)),
+    # Where each published event sits on its stream, so that erasing a user can delete their messages
+    # (rows published before it have none: erasure looks for those on the stream).
+    Migration(2, "the stream sequence of each published outbox event", (
+        "ALTER TABLE outbox ADD COLUMN stream_seq BIGINT",
+    )),
+)  # fmt: skip
 
 # (component, its migrations): the shared tables first, then the service's own.
 Plan = tuple[tuple[str, Sequence[Migration]], ...]

@@ -70,10 +70,16 @@ class OutboxRelay(Relay):
                 (self._batch,),
             )
             rows = await cursor.fetchall()
+            seqs = []
             for _, event_id, subject, payload, headers in rows:
-                await publish(self._js, subject, bytes(payload), msg_id=str(event_id), headers=headers)
+                # A re-publish JetStream drops as a duplicate answers with the first one's sequence.
+                ack = await publish(self._js, subject, bytes(payload), msg_id=str(event_id), headers=headers)
+                seqs.append(ack.seq)
             if rows:
                 await conn.execute(
-                    "UPDATE outbox SET sent_at = now() WHERE position = ANY(%s)", ([r[0] for r in rows],)
+                    "UPDATE outbox SET sent_at = now(), stream_seq = sent.seq"
+                    " FROM unnest(%s::bigint[], %s::bigint[]) AS sent (position, seq)"
+                    " WHERE outbox.position = sent.position",
+                    ([r[0] for r in rows], seqs),
                 )
             return len(rows)

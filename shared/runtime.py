@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from shared import bus, db, metrics, migrations
+from shared.access import Eraser
 from shared.bus import Consumer, Subscription, deadletters
 from shared.bus.users import USERS
 from shared.outbox import OutboxRelay
@@ -50,6 +51,7 @@ class Runtime:
     failures: dict[str, tuple[int, str, float]] = field(default_factory=dict)
     samplers: list[Sampler] = field(default_factory=list)
     consumers: list[tuple[str, str]] = field(default_factory=list)  # (stream, durable) of each consumer run
+    erasers: list[Eraser] = field(default_factory=list)  # run for each identity.user.erased (shared/access.py)
 
     def __post_init__(self) -> None:
         self.alarms.append(self._loops_failing)

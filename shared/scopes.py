@@ -19,6 +19,7 @@ class Scope(StrEnum):
     PAYMENTS_RECONCILE = "payments:reconcile"
     IDENTITY_READ = "identity:read"  # search and read users
     IDENTITY_MANAGE = "identity:manage"  # deactivate and reactivate users
+    IDENTITY_ERASE = "identity:erase"  # forget a user (GDPR Art. 17): every service drops their personal data
     PROJECTIONS_STATUS = "projections:status"  # read models' positions and a replay's progress
     PROJECTIONS_REPLAY = "projections:replay"  # start a replay
     # A service's alarms (GET /alarms): what an operator must act on

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict
 
 from services.identity.api import UserPublic, get_identity
-from services.identity.application import Identity, SetActive
-from services.identity.domain import SelfDeactivationError, User, UserNotFoundError
+from services.identity.application import Erase, Identity, SetActive
+from services.identity.domain import SelfDeactivationError, User, UserErasedError, UserNotFoundError
 from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
 from shared.inputs import MediumText, ShortText
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/api/admin/users", tags=["admin"], route_class=Guarde
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 Reader = Annotated[Principal, privileged(Scope.IDENTITY_READ)]
 Manager = Annotated[Principal, privileged(Scope.IDENTITY_MANAGE)]
+Eraser = Annotated[Principal, privileged(Scope.IDENTITY_ERASE)]
 
 
 class UserPage(BaseModel):
@@ -76,7 +77,20 @@ async def deactivate(
     return await _set_active(identity, str(user_id), False, principal.user_id, reason, correlation_id)
 
 
-@router.post("/{user_id}/reactivate", response_model=StatusResponse)
+@router.post("/{user_id}/erase", response_model=UserPublic, responses=responses(404))
+async def erase(
+    user_id: uuid.UUID, _: Eraser, identity: IdentityDep, correlation_id: CorrelationId = None
+) -> UserPublic:
+    """Forget the user (GDPR Art. 17), as Clerk's user.deleted does: the profile is blanked here at once, and
+    every service drops what it holds of them within seconds (identity.user.erased); their credits and
+    payments stay under the pseudonymous id. Repeating it changes nothing."""
+    try:
+        return UserPublic.of(await identity.execute(Erase(str(user_id), correlation_id)))
+    except UserNotFoundError as exc:
+        raise Problem(404, f"No user {user_id}.") from exc
+
+
+@router.post("/{user_id}/reactivate", response_model=StatusResponse, responses=responses(409))
 async def reactivate(
     user_id: uuid.UUID, principal: Manager, identity: IdentityDep, correlation_id: CorrelationId = None
 ) -> StatusResponse:
@@ -92,4 +106,6 @@ async def _set_active(
         raise Problem(404, f"No user {user_id}.") from exc
     except SelfDeactivationError as exc:
         raise Problem(409, "You cannot deactivate your own account.") from exc
+    except UserErasedError as exc:
+        raise Problem(409, f"User {user_id} was erased: a forgotten user is not reactivated.") from exc
     return StatusResponse(user=UserPublic.of(change.user), changed=change.changed)

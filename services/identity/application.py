@@ -3,17 +3,29 @@ its event in one transaction; and the reads admins make."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, overload
 
+import nats.js.errors
+from nats.js import JetStreamContext
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.identity import store
 from services.identity.clerk import ClerkEvent
-from services.identity.domain import Profile, SelfDeactivationError, User, UserDeactivatedError, UserNotFoundError
+from services.identity.domain import (
+    Profile,
+    SelfDeactivationError,
+    User,
+    UserDeactivatedError,
+    UserErasedError,
+    UserNotFoundError,
+)
 from shared import outbox, webhooks
 from shared.auth import user_id_for
 from shared.contracts import Envelope, EventData
@@ -48,6 +60,14 @@ class SetActive:
 
 
 @dataclass(frozen=True)
+class Erase:
+    """Forget a user (Clerk's user.deleted, an admin, `creditstream erase`): repeating it changes nothing."""
+
+    user_id: str
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
 class SyncResult:
     user: User
     created: bool
@@ -63,6 +83,7 @@ class Identity:
     def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay) -> None:
         self._pool = pool
         self._relay = relay
+        self.erasures_due = asyncio.Event()  # set when a user was forgotten: their messages are to be deleted
 
     @overload
     async def execute(self, command: SyncUser) -> SyncResult: ...
@@ -70,9 +91,13 @@ class Identity:
     async def execute(self, command: ApplyClerkEvent) -> bool: ...
     @overload
     async def execute(self, command: SetActive) -> StatusChange: ...
+    @overload
+    async def execute(self, command: Erase) -> User: ...
 
-    async def execute(self, command: SyncUser | ApplyClerkEvent | SetActive) -> SyncResult | bool | StatusChange:
-        handler: Callable[[Identity, Any], Awaitable[SyncResult | bool | StatusChange]] = COMMAND_HANDLERS[
+    async def execute(
+        self, command: SyncUser | ApplyClerkEvent | SetActive | Erase
+    ) -> SyncResult | bool | StatusChange | User:
+        handler: Callable[[Identity, Any], Awaitable[SyncResult | bool | StatusChange | User]] = COMMAND_HANDLERS[
             type(command)
         ]
         return await handler(self, command)
@@ -104,12 +129,26 @@ class Identity:
             elif event.type == "user.deleted" and event.clerk_id:
                 user = await store.by_clerk_id(conn, event.clerk_id)
                 if user is not None:
-                    await self._set_active(conn, user.id, False, "deleted in Clerk", correlation_id)
+                    await self._erase(conn, user, correlation_id)
 
         if not await webhooks.apply_once(self._pool, store.CLERK_DELIVERIES, svix_id, effect):
             return False
         self._relay.wake()
+        self.erasures_due.set()
         return True
+
+    async def erase(self, command: Erase) -> User:
+        """Blank the profile, deactivate, announce identity.user.erased, and drop from the outbox the
+        events that held the profile; their messages on the stream go next (`StreamEraser`)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            user = await store.by_id(conn, command.user_id)
+            if user is None:
+                raise UserNotFoundError(command.user_id)
+            erased = await self._erase(conn, user, command.correlation_id)
+        if erased is not None:
+            self._relay.wake()
+            self.erasures_due.set()
+        return erased or user
 
     async def set_active(self, command: SetActive) -> StatusChange:
         """Deactivate or reactivate; a repeat changes nothing and writes no event."""
@@ -126,6 +165,8 @@ class Identity:
             user = changed or await store.by_id(conn, user_id)
         if user is None:
             raise UserNotFoundError(user_id)
+        if active and user.erased_at is not None:
+            raise UserErasedError(user_id)
         if changed:
             self._relay.wake()
         return StatusChange(user, changed=changed is not None)
@@ -160,6 +201,19 @@ class Identity:
         if user is not None:
             await _emit(conn, user, user.updated(), correlation_id)
 
+    async def _erase(self, conn: AsyncConnection, user: User, correlation_id: str | None) -> User | None:
+        # The relay's lock: a batch it is publishing now is recorded (with where it sits) before we look.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':' || 'outbox'))")
+        erased = await store.erase(conn, user.id)
+        if erased is None:
+            return None  # forgotten before
+        if user.is_active:
+            await _emit(conn, erased, erased.deactivated("erased"), correlation_id)
+        seqs, unknown = await store.drop_profile_events(conn, user.id)
+        await store.record_stream_erasure(conn, user.id, seqs, unknown)
+        await _emit(conn, erased, erased.erased(), correlation_id)
+        return erased
+
     async def _set_active(
         self, conn: AsyncConnection, user_id: str, active: bool, reason: str | None, correlation_id: str | None
     ) -> User | None:
@@ -174,8 +228,66 @@ async def _emit(conn: AsyncConnection, user: User, body: EventData, correlation_
 
 
 # Every command and the use case that runs it.
-COMMAND_HANDLERS: dict[type[Any], Callable[[Identity, Any], Awaitable[SyncResult | bool | StatusChange]]] = {
+COMMAND_HANDLERS: dict[type[Any], Callable[[Identity, Any], Awaitable[SyncResult | bool | StatusChange | User]]] = {
     SyncUser: Identity.sync_user,
     ApplyClerkEvent: Identity.apply_clerk_event,
     SetActive: Identity.set_active,
+    Erase: Identity.erase,
 }
+
+
+log = logging.getLogger(__name__)
+ERASURE_POLL_SECONDS = 10.0
+
+
+class StreamEraser:
+    """Deletes forgotten users' profile messages from the IDENTITY stream (JetStream overwrites a deleted
+    message's data), from where the relay recorded them, or by looking through the stream for those
+    published before that was recorded. Runs until each erasure is done: NATS away, it tries again."""
+
+    def __init__(self, pool: AsyncConnectionPool, js: JetStreamContext, due: asyncio.Event) -> None:
+        self._pool, self._js, self._due = pool, js, due
+
+    async def run(self) -> None:
+        while True:
+            await self.erase_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), ERASURE_POLL_SECONDS)
+            self._due.clear()
+
+    async def erase_due(self) -> int:
+        async with self._pool.connection() as conn:
+            due = await store.due_stream_erasures(conn)
+        for user_id, seqs, unknown in due:
+            found = await self._look_for(user_id) if unknown else []
+            for seq in sorted({*seqs, *found}):
+                with contextlib.suppress(nats.js.errors.NotFoundError):  # deleted before, or aged out
+                    await self._js.delete_msg(STREAM, seq)
+            async with self._pool.connection() as conn:
+                await store.stream_erasure_done(conn, user_id)
+            log.info("erased %d profile messages of user %s from %s", len(seqs) + len(found), user_id, STREAM)
+        return len(due)
+
+    async def _look_for(self, user_id: str) -> list[int]:
+        """The sequences of the user's profile messages, read one by one (erasures of rows relayed before
+        their place was recorded only)."""
+        info = await self._js.stream_info(STREAM)
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await self._js.get_msg(STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            if msg.subject in store.PROFILE_SUBJECTS and _user_of(msg.data) == user_id:
+                found.append(seq)
+        return found
+
+
+STREAM = "IDENTITY"
+
+
+def _user_of(data: bytes | None) -> str | None:
+    try:
+        return Envelope.from_bytes(data or b"").user_id
+    except ValueError:
+        return None

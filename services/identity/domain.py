@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.contracts.identity import UserDeactivated, UserReactivated, UserRegistered, UserUpdated
+from shared.contracts.identity import UserDeactivated, UserErased, UserReactivated, UserRegistered, UserUpdated
 
 ROLES = ("user", "admin")
 
@@ -36,6 +36,7 @@ class User:
     role: str
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = None  # forgotten: no profile any more, never active again
 
     def registered(self) -> UserRegistered:
         return UserRegistered(**self._profile())
@@ -55,6 +56,13 @@ class User:
 
     def reactivated(self) -> UserReactivated:
         return UserReactivated(user_id=self.id)
+
+    def erased(self) -> UserErased:
+        return UserErased(user_id=self.id)
+
+
+class UserErasedError(Exception):
+    """A forgotten user cannot be active again."""
 
 
 class UserNotFoundError(LookupError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.identity import admin_api, api, webhooks
-from services.identity.application import Identity
+from services.identity.application import Identity, StreamEraser
 from services.identity.devtokens import DevSigner
 from shared.http import create_app as create_service_app
 from shared.runtime import Runtime
@@ -18,7 +18,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # read from the environment
 
     async def start(app: FastAPI, rt: Runtime) -> None:
-        app.state.identity = Identity(rt.pool, rt.start_outbox_relay())
+        identity = Identity(rt.pool, rt.start_outbox_relay())
+        rt.spawn("stream-eraser", StreamEraser(rt.pool, rt.js, identity.erasures_due).run)
+        app.state.identity = identity
 
     routers = [api.router, admin_api.router, webhooks.router]
     if settings.auth_mode == "dev":

@@ -36,9 +36,28 @@ V1 = (  # migration 1: the tables as the service made them at every start before
         END IF;
     END $$""",
 )
-MIGRATIONS = (Migration(1, "initial tables", V1),)
+MIGRATIONS = (
+    Migration(1, "initial tables", V1),
+    # When a user was forgotten (their profile blanked), and which of their messages are still on the
+    # IDENTITY stream to be deleted (None: done).
+    Migration(2, "erasure", (
+        "ALTER TABLE users ADD COLUMN erased_at TIMESTAMPTZ",
+        """CREATE TABLE stream_erasures (
+            user_id UUID PRIMARY KEY,
+            requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            seqs BIGINT[] NOT NULL,
+            unknown BOOLEAN NOT NULL,
+            done_at TIMESTAMPTZ
+        )""",
+        "CREATE INDEX stream_erasures_due ON stream_erasures (requested_at) WHERE done_at IS NULL",
+    )),
+)  # fmt: skip
+# The events whose bodies hold a person's profile (email, names, avatar).
+PROFILE_SUBJECTS = ("identity.user.registered", "identity.user.updated")
 
-_COLUMNS = "id::text AS id, clerk_id, email, first_name, last_name, avatar, is_active, role, created_at, updated_at"
+_COLUMNS = (
+    "id::text AS id, clerk_id, email, first_name, last_name, avatar, is_active, role, created_at, updated_at, erased_at"
+)
 
 
 async def insert_if_absent(conn: AsyncConnection, user_id: str, profile: Profile) -> User | None:
@@ -80,7 +99,7 @@ async def update_profile(conn: AsyncConnection, profile: Profile) -> User | None
     async with conn.cursor(row_factory=class_row(User)) as cur:
         await cur.execute(
             "UPDATE users SET email = %s, first_name = %s, last_name = %s, avatar = %s, role = %s,"
-            " updated_at = now() WHERE clerk_id = %s"
+            " updated_at = now() WHERE clerk_id = %s AND erased_at IS NULL"
             " AND (email, first_name, last_name, avatar, role) IS DISTINCT FROM (%s, %s, %s, %s, %s)"
             f" RETURNING {_COLUMNS}",
             (
@@ -98,8 +117,9 @@ async def set_active(conn: AsyncConnection, user_id: str, active: bool) -> User 
     async with conn.cursor(row_factory=class_row(User)) as cur:
         await cur.execute(
             "UPDATE users SET is_active = %s, updated_at = now() WHERE id = %s AND is_active <> %s"
+            " AND (NOT %s OR erased_at IS NULL)"  # a forgotten user is never active again
             f" RETURNING {_COLUMNS}",
-            (active, user_id, active),
+            (active, user_id, active, active),
         )
         return await cur.fetchone()
 
@@ -125,3 +145,49 @@ async def search(conn: AsyncConnection, text: str | None, after: tuple[datetime,
             (*params, limit),
         )
         return await cur.fetchall()
+
+
+# -- erasure ----------------------------------------------------------------------------------------
+
+
+async def erase(conn: AsyncConnection, user_id: str) -> User | None:
+    """Blank the user's profile and deactivate them; None when there is no such user or it was done."""
+    async with conn.cursor(row_factory=class_row(User)) as cur:
+        await cur.execute(
+            "UPDATE users SET email = '', first_name = NULL, last_name = NULL, avatar = NULL, is_active = FALSE,"
+            f" erased_at = now(), updated_at = now() WHERE id = %s AND erased_at IS NULL RETURNING {_COLUMNS}",
+            (user_id,),
+        )
+        return await cur.fetchone()
+
+
+async def drop_profile_events(conn: AsyncConnection, user_id: str) -> tuple[list[int], bool]:
+    """Delete the outbox rows whose events hold the user's profile: where the published ones sit on the
+    stream, and whether some were published before their place was recorded (to be looked for)."""
+    cursor = await conn.execute(
+        "DELETE FROM outbox WHERE subject = ANY(%s) AND convert_from(payload, 'UTF8')::jsonb ->> 'user_id' = %s"
+        " RETURNING stream_seq, sent_at IS NOT NULL",
+        (list(PROFILE_SUBJECTS), user_id),
+    )
+    rows = await cursor.fetchall()
+    return sorted(int(seq) for seq, _ in rows if seq is not None), any(seq is None and sent for seq, sent in rows)
+
+
+async def record_stream_erasure(conn: AsyncConnection, user_id: str, seqs: list[int], unknown: bool) -> None:
+    await conn.execute(
+        "INSERT INTO stream_erasures (user_id, seqs, unknown) VALUES (%s, %s, %s)"
+        " ON CONFLICT (user_id) DO UPDATE SET seqs = stream_erasures.seqs || EXCLUDED.seqs,"
+        " unknown = stream_erasures.unknown OR EXCLUDED.unknown, done_at = NULL",
+        (user_id, seqs, unknown),
+    )
+
+
+async def due_stream_erasures(conn: AsyncConnection) -> list[tuple[str, list[int], bool]]:
+    cursor = await conn.execute(
+        "SELECT user_id::text, seqs, unknown FROM stream_erasures WHERE done_at IS NULL ORDER BY requested_at LIMIT 100"
+    )
+    return [(u, list(s), bool(k)) for u, s, k in await cursor.fetchall()]
+
+
+async def stream_erasure_done(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute("UPDATE stream_erasures SET done_at = now() WHERE user_id = %s", (user_id,))

@@ -325,6 +325,16 @@ class MediaLibrary:
                 log.warning("removed %d uploads no job reads: %s", len(orphans), ", ".join(orphans[:10]))
             await asyncio.sleep(SWEEP_EVERY_SECONDS)
 
+    async def forget(self, user_id: str) -> None:
+        """A user identity erased: their records, jobs (prompts, titles, descriptions) and files go. What the
+        jobs cost stays in the ledger; a job a worker is on finds its record gone and keeps nothing."""
+        async with self._pool.connection() as conn, conn.transaction():
+            inputs = await store.forget(conn, user_id)
+        await asyncio.to_thread(self.storage.remove_tree, user_id)  # every made file is under the user's folder
+        for key in inputs:
+            await drop_upload(self.storage, key)
+        log.info("forgot user %s: %d jobs, their files", user_id, len(inputs))
+
     async def get(self, user_id: str, media_id: str) -> Media:
         async with self._pool.connection() as conn:
             media = await store.media(conn, media_id)

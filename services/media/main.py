@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )  # fmt: skip
         rt.consume(handlers.subscription(library))
         rt.spawn("incoming-sweep", library.sweeping)
+        rt.erasers.append(library.forget)
         app.state.library = library
 
     return create_service_app(SERVICE, settings, start, [api.router])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def writer(self, key: str) -> Writer: ...
     def delete(self, key: str) -> None: ...
+    def remove_tree(self, prefix: str) -> None:
+        """Every key under `prefix` (a folder), and the folder."""
+        ...
+
     def untouched(self, prefix: str, seconds: float) -> Iterator[str]:
         """The keys under `prefix` (a folder) not written for `seconds`, half-written ones too."""
         ...
@@ -67,6 +72,9 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def remove_tree(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
 
     def untouched(self, prefix: str, seconds: float) -> Iterator[str]:
         folder = self._path(prefix.rstrip("/"))

@@ -121,6 +121,14 @@ async def media(conn: AsyncConnection, media_id: str, *, lock: bool = False) -> 
     return Media(**row) if row else None
 
 
+async def forget(conn: AsyncConnection, user_id: str) -> list[str]:
+    """Delete the user's jobs and records; the uploads their jobs read."""
+    cursor = await conn.execute("DELETE FROM jobs WHERE user_id = %s RETURNING input_key", (user_id,))
+    inputs = [str(key) for (key,) in await cursor.fetchall() if key]
+    await conn.execute("DELETE FROM media WHERE user_id = %s", (user_id,))
+    return inputs
+
+
 async def remove(conn: AsyncConnection, media_id: str) -> None:
     await conn.execute("DELETE FROM media WHERE id = %s", (media_id,))
 

@@ -39,7 +39,7 @@ CONSUMERS = (
 # recorded as handled and passes unparsed: a replay reads the streams raw, and a message no read model shows
 # (one the live consumers parked) must not stop it.
 Taken = (
-    idc.UserRegistered | idc.UserUpdated | idc.UserDeactivated | idc.UserReactivated
+    idc.UserRegistered | idc.UserUpdated | idc.UserDeactivated | idc.UserReactivated | idc.UserErased
     | lc.CreditsGranted | lc.CreditsDebited | lc.CreditsExpired | lc.CreditsCaptured | lc.CreditsReserved
     | lc.CreditsReleased | lc.ReservationRejected | lc.BalanceLow | lc.CreditsExpiring
     | pc.PaymentSucceeded | pc.PaymentFailed | pc.PaymentCancelled | pc.PaymentRefunded
@@ -64,6 +64,8 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
             await read_models.set_user_active(conn, user, False, seq=seq, at=at)
         case idc.UserReactivated(user_id=user):
             await read_models.set_user_active(conn, user, True, seq=seq, at=at)
+        case idc.UserErased(user_id=user):
+            await read_models.erase_user(conn, user, at=at)
         case lc.CreditsExpired() as expired:
             await _credits_moved(conn, env, expired, seq)
             await _activity(conn, env, expired.user_id, "credits_expired", f"{expired.amount} credits expired",

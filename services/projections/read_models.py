@@ -24,6 +24,23 @@ async def upsert_user(conn: AsyncConnection, row: dict[str, Any]) -> None:
     )
 
 
+# The profile and status position of a forgotten user: past any event's, so no profile or status event
+# (late, redelivered or replayed) writes theirs back.
+ERASED_SEQ = 2**62
+
+
+async def erase_user(conn: AsyncConnection, user_id: str, *, at: Any) -> None:
+    """Blank what the read models hold of the person (the profile); their credits and payments stay, under
+    the pseudonymous id."""
+    await conn.execute(
+        "INSERT INTO users AS u (user_id, clerk_id, email, registered_at, is_active, profile_seq, status_seq)"
+        " VALUES (%(u)s, '', '', %(at)s, FALSE, %(erased)s, %(erased)s) ON CONFLICT (user_id) DO UPDATE SET"
+        " clerk_id = '', email = '', first_name = NULL, last_name = NULL, avatar = NULL, is_active = FALSE,"
+        " profile_seq = %(erased)s, status_seq = %(erased)s",
+        {"u": user_id, "at": at, "erased": ERASED_SEQ},
+    )
+
+
 async def set_user_active(conn: AsyncConnection, user_id: str, active: bool, *, seq: int, at: Any) -> None:
     """The status as of stream position `seq`; one that overtook the registration keeps a row waiting for it."""
     await conn.execute(

@@ -50,6 +50,7 @@ class NatsUser:
     consumes: tuple[tuple[str, str], ...] = ()  # (stream, durable) pairs of its consumers
     reads: tuple[str, ...] = ()  # streams whose state and messages it reads (STREAM.INFO, MSG.GET)
     replays: tuple[str, ...] = ()  # streams it reads from sequence 1 (read models rebuilt)
+    erases: tuple[str, ...] = ()  # streams of its own whose messages it deletes (a forgotten user's)
     serves: tuple[str, ...] = ()  # core subjects it answers requests on
     requests: tuple[str, ...] = ()  # core subjects it sends requests to
     # Given as they are, in place of what the fields above imply: the whole JetStream API for ops.
@@ -81,7 +82,8 @@ class NatsUser:
             ]
         if self.consumes:  # a re-driven dead letter is read, applied, then deleted by its consumer
             allow += [f"$JS.API.STREAM.MSG.GET.{DEADLETTER}", f"$JS.API.STREAM.MSG.DELETE.{DEADLETTER}"]
-        allow += [f"$JS.API.STREAM.MSG.GET.{s}" for s in self.reads]
+        allow += [f"$JS.API.STREAM.MSG.GET.{s}" for s in (*self.reads, *self.erases)]
+        allow += [f"$JS.API.STREAM.MSG.DELETE.{s}" for s in self.erases]
         for stream in self.replays:
             name = replay_consumer(self.name, stream)
             allow += [
@@ -116,7 +118,7 @@ def _access(service: str) -> tuple[str, str]:
 USERS: dict[str, NatsUser] = {
     user.name: user
     for user in (
-        NatsUser("identity", publishes=("identity.>",), consumes=(_access("identity"),)),
+        NatsUser("identity", publishes=("identity.>",), consumes=(_access("identity"),), erases=("IDENTITY",)),
         NatsUser(
             "ledger",
             publishes=tuple(STREAMS["LEDGER"]),

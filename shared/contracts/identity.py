@@ -32,3 +32,11 @@ class UserDeactivated(EventData):
 class UserReactivated(EventData):
     type = "identity.user.reactivated"
     user_id: ShortText
+
+
+class UserErased(EventData):
+    """Forget the person (GDPR Art. 17): every service drops what it holds of them but the financial
+    record, which stays under the pseudonymous user id. Identity has deactivated them first."""
+
+    type = "identity.user.erased"
+    user_id: ShortText

@@ -45,7 +45,11 @@ async def test_a_fresh_database_has_everything_pending_and_a_migrated_one_nothin
     before = await migrations.status_all(database)
     assert set(before) == set(SERVICES)
     assert all(s.applied_at is None for states in before.values() for s in states)
-    assert [(s.component, s.migration.version) for s in before["ledger"]] == [("shared", 1), ("ledger", 1)]
+    assert [(s.component, s.migration.version) for s in before["ledger"]] == [
+        ("shared", 1),
+        ("shared", 2),
+        ("ledger", 1),
+    ]
 
     applied = await migrations.apply_all(database)
     assert sorted((schema, component, m.version) for schema, component, m in applied) == sorted(

@@ -69,6 +69,13 @@ async def test_a_relay_killed_mid_batch_resumes_without_losing_or_duplicating(
     messages = await stream_messages(js, "IDENTITY")
     assert [json.loads(data)["id"] for _, data, _ in messages] == [str(e.id) for e in envelopes]
     assert await pending(pool) == 0
+    # Each row knows where its event sits, the four sent twice too (JetStream answered with the first's).
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT event_id::text, stream_seq FROM outbox ORDER BY position")
+        recorded = await cursor.fetchall()
+    info = await js.stream_info("IDENTITY")
+    first = info.state.last_seq - len(envelopes) + 1
+    assert recorded == [(str(e.id), first + n) for n, e in enumerate(envelopes)]
 
 
 async def test_an_event_whose_transaction_rolled_back_is_never_published(
