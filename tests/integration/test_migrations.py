@@ -152,6 +152,6 @@ def test_a_service_on_a_database_behind_it_exits_saying_so(database: str, tmp_pa
         service.stop()
     assert service.exit_code() != 0
     log = "\n".join(service.lines)
-    assert "the identity schema is behind this code: migrations identity 1 (initial tables) are not applied" in log
+    assert "the identity schema is behind this code: migrations identity 1 (initial tables), identity 2" in log
     assert "Run `creditstream migrate`" in log
     assert rows(database, "identity", "SELECT to_regclass('users') IS NULL") == [(True,)]
