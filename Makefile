@@ -6,11 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install up test test-faults soak bench lint
 
-$(STAMP): pyproject.toml
+# The runtime dependencies at the versions of deploy/requirements.lock, the image's: the suite runs what ships.
+$(STAMP): pyproject.toml deploy/requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "creditstream needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# pip takes no hashes in constraints of an editable install: the pins alone.
+	grep -E '^[A-Za-z0-9]' deploy/requirements.lock | sed 's/ *\\$$//' > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(VENV)/constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

