@@ -12,6 +12,7 @@ without asking identity first. A user deactivated by identity is refused by ever
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,38 @@ def user_id_for(clerk_id: str) -> str:
     return str(derive_id("user", clerk_id))
 
 
+OrgRole = Literal["org:admin", "org:member"]
+ORG_ID = re.compile(r"org_[A-Za-z0-9]{1,100}")
+
+
+@dataclass(frozen=True)
+class Organization:
+    """The token's active Clerk organization and the caller's role in it."""
+
+    id: str
+    role: OrgRole
+    slug: str | None
+
+
+def organization_of(claims: dict[str, Any]) -> Organization | None:
+    """From a session token's `org_id` / `org_role` / `org_slug` (Clerk's v1 claims) or its `o` claim (v2:
+    `id`, `rol` without the `org:` prefix, `slg`); None without an active organization. A role other than
+    admin (a custom one) is a member's: it may spend, not manage."""
+    v2 = claims.get("o")
+    org_id, role, slug = (
+        (v2.get("id"), v2.get("rol"), v2.get("slg")) if isinstance(v2, dict)
+        else (claims.get("org_id"), claims.get("org_role"), claims.get("org_slug"))
+    )  # fmt: skip
+    if org_id is None:
+        return None
+    if not isinstance(org_id, str) or not ORG_ID.fullmatch(org_id):
+        raise AuthError("the token's organization id is not a Clerk organization id")
+    if slug is not None and (not isinstance(slug, str) or len(slug) > 200):
+        raise AuthError("the token's organization slug is not a short text")
+    admin = isinstance(role, str) and role.removeprefix("org:") == "admin"
+    return Organization(org_id, "org:admin" if admin else "org:member", slug)
+
+
 @dataclass(frozen=True)
 class Principal:
     clerk_id: str
@@ -45,6 +78,7 @@ class Principal:
     role: Role
     claims: dict[str, Any] = field(default_factory=dict, repr=False)
     scopes: frozenset[Scope] = frozenset()  # a service token's, at the service that verified it
+    org: Organization | None = None  # a user token's active organization
 
     def holds(self, scope: Scope) -> bool:
         """An admin holds every scope; a service token the ones it names; a user none."""
@@ -123,7 +157,8 @@ class TokenVerifier:
         sub = _subject(claims)
         if sub.startswith(SERVICE_SUBJECT_PREFIX):
             raise AuthError("user tokens may not name a service subject")
-        return Principal(clerk_id=sub, user_id=user_id_for(sub), role=self._user_role(sub, claims), claims=claims)
+        return Principal(clerk_id=sub, user_id=user_id_for(sub), role=self._user_role(sub, claims), claims=claims,
+                         org=organization_of(claims))  # fmt: skip
 
     def _verify_service(self, token: str, key: ServiceKey) -> Principal:
         claims = _decode(token, key.public, issuer=SERVICE_ISSUER, audience=self._audience)

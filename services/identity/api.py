@@ -109,6 +109,10 @@ class DevTokenRequest(BaseModel):
     first_name: ShortText | None = None
     last_name: ShortText | None = None
     role: Literal["user", "admin"] = "user"
+    # An active organization, as a Clerk session token of someone who switched to it carries it.
+    org_id: str | None = Field(default=None, pattern=r"^org_[A-Za-z0-9]{1,100}$")
+    org_role: Literal["org:admin", "org:member"] = "org:member"
+    org_slug: ShortText | None = None
 
 
 class DevTokenResponse(BaseModel):
@@ -126,6 +130,8 @@ async def dev_token(body: DevTokenRequest, signer: Annotated[DevSigner, Depends(
     }
     if body.role != "user":
         claims["public_metadata"] = {"role": body.role}  # where Clerk's session token carries it
+    if body.org_id is not None:
+        claims.update(org_id=body.org_id, org_role=body.org_role, org_slug=body.org_slug)
     return DevTokenResponse(token=signer.sign(claims), user_id=user_id_for(body.clerk_id))
 
 

@@ -183,3 +183,17 @@ def test_only_public_metadata_makes_a_user_token_an_admin(system: System, claims
 def test_identitys_dev_admin_token_carries_the_role_in_public_metadata(system: System) -> None:
     claims = jwt.decode(system.token("user_dev_admin", role="admin"), options={"verify_signature": False})
     assert claims["public_metadata"] == {"role": "admin"} and "role" not in claims
+
+
+def test_a_dev_token_carries_the_active_organization_as_clerk_does(system: System) -> None:
+    asked = {"clerk_id": "user_orgs", "email": "orgs@example.com", "org_id": "org_2acme", "org_role": "org:admin",
+             "org_slug": "acme"}  # fmt: skip
+    answer = httpx.post(f"{system.url('identity')}/dev/token", json=asked, timeout=30)
+    assert answer.status_code == 200, answer.text
+    claims = jwt.decode(answer.json()["token"], options={"verify_signature": False})
+    assert (claims["org_id"], claims["org_role"], claims["org_slug"]) == ("org_2acme", "org:admin", "acme")
+    plain = httpx.post(f"{system.url('identity')}/dev/token", json={**asked, "org_id": None}, timeout=30)
+    assert "org_id" not in jwt.decode(plain.json()["token"], options={"verify_signature": False})
+    for bad in ({"org_id": "acme"}, {"org_role": "org:owner"}):
+        refused = httpx.post(f"{system.url('identity')}/dev/token", json={**asked, **bad}, timeout=30)
+        assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"

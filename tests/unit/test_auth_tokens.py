@@ -252,3 +252,31 @@ def test_a_verified_token_is_trusted_until_it_expires_and_no_longer(
     assert verifier.cached(ending) is not None
     time.sleep(1.1)  # the token's own lifetime, not a wait for the system under test
     assert verifier.cached(ending) is None
+
+
+def test_a_token_without_an_active_organization_has_none(verifier: TokenVerifier, clerk_key: SigningKey) -> None:
+    assert verifier.verify(clerk_key.sign({"sub": "user_ada"})).org is None
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"org_id": "org_2abc", "org_role": "org:admin", "org_slug": "acme"}, ("org_2abc", "org:admin", "acme")),
+        ({"org_id": "org_2abc", "org_role": "org:member"}, ("org_2abc", "org:member", None)),
+        ({"o": {"id": "org_2abc", "rol": "admin", "slg": "acme"}}, ("org_2abc", "org:admin", "acme")),  # v2
+        ({"o": {"id": "org_2abc", "rol": "member"}}, ("org_2abc", "org:member", None)),
+        ({"org_id": "org_2abc", "org_role": "org:billing_viewer"}, ("org_2abc", "org:member", None)),  # custom
+    ],
+)
+def test_the_active_organization_is_read_from_either_claim_version(
+    verifier: TokenVerifier, clerk_key: SigningKey, claims: dict[str, Any], expected: tuple[str, str, str | None]
+) -> None:
+    org = verifier.verify(clerk_key.sign({"sub": "user_ada", **claims})).org
+    assert org is not None and (org.id, org.role, org.slug) == expected
+
+
+@pytest.mark.parametrize("org_id", ["acme", "org_", "org_a/../b", 42, "org_" + "x" * 101])
+def test_a_token_naming_no_real_organization_is_refused(
+    verifier: TokenVerifier, clerk_key: SigningKey, org_id: object
+) -> None:
+    refused(verifier, clerk_key.sign({"sub": "user_ada", "org_id": org_id}), "not a Clerk organization id")
