@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +77,13 @@ class System:
 
     def url(self, service: str) -> str:
         return self.services[service].url
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`creditstream <args>` against this system, as an operator's shell finds it (wide: tables unwrapped)."""
+        ports = {f"{n.upper()}_PORT": str(p.port) for n, p in self.services.items() if n != "media-worker"}
+        command = [str(Path(sys.executable).parent / "creditstream"), *args]
+        env = {**os.environ, **self.env, **ports, "COLUMNS": "200"}
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
     def token(self, clerk_id: str, *, email: str | None = None, role: str = "user") -> str:
         response = httpx.post(

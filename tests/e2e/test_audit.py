@@ -4,13 +4,9 @@ where the read model parts from the stream; each verdict is on the ledger's /met
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -32,14 +28,6 @@ def audited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
-def cli(system: System, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    ports = {f"{name.upper()}_PORT": str(process.port) for name, process in system.services.items()
-             if name != "media-worker"}  # fmt: skip
-    command = [str(Path(sys.executable).parent / "creditstream"), *args]
-    return subprocess.run(command, env={**os.environ, **system.env, **ports}, capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
-
-
 def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -> None:
     system = audited
     first, first_id = welcomed(system)
@@ -56,7 +44,7 @@ def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -
     for token, user_id in ((first, first_id), (second, second_id)):
         assert_converged(system, token, user_id)
 
-    clean = cli(system, "audit")
+    clean = system.cli("audit")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "agree" in clean.stdout and "2 accounts compared" in clean.stdout
     assert audit_metrics(system)["creditstream_audit_discrepancies"] == 0
@@ -65,7 +53,7 @@ def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -
     tampered = entries[-1]["id"]  # the welcome bonus
     with psycopg.connect(schema_conninfo(system.env["DATABASE_URL"], "projections"), autocommit=True) as conn:
         conn.execute("UPDATE credit_entries SET amount = amount + 1 WHERE event_id = %s", (tampered,))
-    found = cli(system, "audit")
+    found = system.cli("audit")
     assert found.returncode == 1, found.stdout + found.stderr
     mismatches = [line for line in found.stdout.splitlines() if "MISMATCH" in line]
     assert len(mismatches) == 1, found.stdout
@@ -89,15 +77,15 @@ def audit_metrics(system: System) -> dict[str, float]:
 
 def test_adjust_goes_through_the_ledger_once_per_key_and_never_below_zero(audited: System) -> None:
     token, user_id = welcomed(audited)
-    added = cli(audited, "adjust", user_id, "5", "--reason", "goodwill")
+    added = audited.cli("adjust", user_id, "5", "--reason", "goodwill")
     assert added.returncode == 0, added.stdout + added.stderr
     assert "by +5: balance 15" in added.stdout
     key = added.stdout.split("Idempotency-Key: ")[1].split()[0]
-    again = cli(audited, "adjust", user_id, "5", "--reason", "goodwill", "--key", key)
+    again = audited.cli("adjust", user_id, "5", "--reason", "goodwill", "--key", key)
     assert again.returncode == 0 and "nothing changed now" in again.stdout, again.stdout
-    taken = cli(audited, "adjust", user_id, "-3", "--reason", "duplicate grant")
+    taken = audited.cli("adjust", user_id, "-3", "--reason", "duplicate grant")
     assert taken.returncode == 0 and "by -3: balance 12" in taken.stdout, taken.stdout + taken.stderr
-    refused = cli(audited, "adjust", user_id, "-100", "--reason", "too much")
+    refused = audited.cli("adjust", user_id, "-100", "--reason", "too much")
     assert refused.returncode == 1 and "Refused (402)" in refused.stdout, refused.stdout + refused.stderr
     view = assert_converged(audited, token, user_id)
     assert [(e["type"], e["amount"]) for e in view["entries"]] == [

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,13 +35,6 @@ def forgetting(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield running
 
 
-def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    ports = {f"{name.upper()}_PORT": str(p.port) for name, p in system.services.items() if name != "media-worker"}
-    command = [str(Path(sys.executable).parent / "creditstream"), *args]
-    env = {**os.environ, **system.env, **ports, "COLUMNS": "200"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
 def deliver(system: System, kind: str, data: dict[str, Any]) -> None:
     body, headers = clerk_delivery(system.env["CLERK_WEBHOOK_SECRET"], kind, data)
     answer = httpx.post(f"{system.url('identity')}/webhooks/clerk", content=body, headers=headers, timeout=30)
@@ -59,22 +49,15 @@ def rows_holding(system: System, values: list[str]) -> list[str]:
             "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s)", (list(SCHEMAS),)
         ).fetchall()
         for schema, table in tables:
+            # A row as text; the outbox keeps its payloads as bytes, searched as text too.
+            text = "t::text || convert_from(t.payload, 'UTF8')" if table == "outbox" else "t::text"
+            query = sql.SQL("SELECT count(*) FROM {} AS t WHERE {} ILIKE %s").format(
+                sql.Identifier(schema, table), sql.SQL(text)
+            )
             for value in values:
-                query = sql.SQL("SELECT count(*) FROM {} AS t WHERE t::text ILIKE %s").format(
-                    sql.Identifier(schema, table)
-                )
                 row = conn.execute(query, (f"%{value}%",)).fetchone()
                 if row and row[0]:
                     found.append(f"{schema}.{table} ({value}: {row[0]})")
-            # The outbox keeps payloads as bytes: search them as text too.
-            if table == "outbox":
-                for value in values:
-                    query = sql.SQL("SELECT count(*) FROM {} WHERE convert_from(payload, 'UTF8') ILIKE %s").format(
-                        sql.Identifier(schema, table)
-                    )
-                    row = conn.execute(query, (f"%{value}%",)).fetchone()
-                    if row and row[0]:
-                        found.append(f"{schema}.outbox payload ({value}: {row[0]})")
     return found
 
 
@@ -146,11 +129,11 @@ def test_a_deleted_user_is_forgotten_everywhere_but_in_the_money(forgetting: Sys
     # The money stays: the ledger's account under the pseudonymous id, as it was.
     account = httpx.get(f"{system.url('ledger')}/api/accounts/{user_id}", headers=bearer(admin), timeout=30).json()
     assert account["balance"] == 9
-    audit = cli(system, "audit")
+    audit = system.cli("audit")
     assert audit.returncode == 0 and "agree" in audit.stdout, audit.stdout + audit.stderr
     assert export(system, other) == others_before
 
-    again = cli(system, "erase", user_id)
+    again = system.cli("erase", user_id)
     assert again.returncode == 0 and f"Erased user {user_id}" in again.stdout, again.stdout + again.stderr
     reactivated = httpx.post(
         f"{system.url('identity')}/api/admin/users/{user_id}/reactivate", headers=bearer(admin), timeout=30
@@ -159,5 +142,5 @@ def test_a_deleted_user_is_forgotten_everywhere_but_in_the_money(forgetting: Sys
     # A late profile event from Clerk writes nothing back.
     deliver(system, "user.updated", clerk_user(clerk_id, email, first_name=first, last_name=last))
     assert rows_holding(system, pii) == []
-    unknown = cli(system, "erase", str(uuid.uuid4()))
+    unknown = system.cli("erase", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "404" in unknown.stdout

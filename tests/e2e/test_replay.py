@@ -15,7 +15,6 @@ from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import assert_converged, welcomed
-from tests.e2e.test_audit import cli
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def test_a_replay_during_a_stream_of_debits_swaps_in_an_equal_read_model_and_rea
         worker.start()
     try:
         wait_until(lambda: len(debits) >= 3, timeout=30, what="debits flowing")
-        replay = cli(system, "replay", "projections")
+        replay = system.cli("replay", "projections")
         assert replay.returncode == 0, replay.stdout + replay.stderr
         assert "Rebuilt and swapped in" in replay.stdout
         print(f"\nreplay: {replay.stdout.strip()}")
@@ -70,6 +69,6 @@ def test_a_replay_during_a_stream_of_debits_swaps_in_an_equal_read_model_and_rea
     for token, user_id in users:
         view = assert_converged(system, token, user_id)
         assert view["balance"] == 10 - sum(1 for e in view["entries"] if e["type"] == "USAGE")
-    assert cli(system, "audit").returncode == 0
-    again = cli(system, "replay", "nothing")
+    assert system.cli("audit").returncode == 0
+    again = system.cli("replay", "nothing")
     assert again.returncode == 2 and "there is projections" in again.stdout

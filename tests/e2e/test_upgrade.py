@@ -11,12 +11,8 @@ those columns: what remains is what it would have left."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,13 +33,6 @@ from tests.e2e.test_payment_commands import my_transactions, refund
 def upgraded(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with system_of_its_own(database_url, tmp_path_factory.mktemp("upgraded")) as (running, _):
         yield running
-
-
-def cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    ports = {f"{name.upper()}_PORT": str(p.port) for name, p in system.services.items() if name != "media-worker"}
-    command = [str(Path(sys.executable).parent / "creditstream"), *args]
-    env = {**os.environ, **system.env, **ports, "COLUMNS": "200"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def get(system: System, service: str, path: str, token: str) -> Any:
@@ -109,10 +98,10 @@ def test_an_upgrade_that_changes_the_transactions_table_loses_nothing(upgraded: 
     payments.start()
     wait_until(lambda: payments.exit_code() is not None, timeout=60, what="payments to refuse the old schema")
     assert "the payments schema is behind this code: migrations payments 2" in "\n".join(payments.lines)
-    status = cli(system, "migrate", "--status")
+    status = system.cli("migrate", "--status")
     assert status.returncode == 1 and "1 pending" in status.stdout, status.stdout + status.stderr
 
-    migrated = cli(system, "migrate")
+    migrated = system.cli("migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert "payments: applied payments 2" in migrated.stdout and "1 migrations applied" in migrated.stdout
     for process in system.services.values():
@@ -136,5 +125,5 @@ def test_an_upgrade_that_changes_the_transactions_table_loses_nothing(upgraded: 
     assert payments_sql(system, "SELECT refunded_cents FROM transactions WHERE id = %s", (kept_tx,)) == [(2499,)]
     for token, user_id in users:
         assert_converged(system, token, user_id)
-    audit = cli(system, "audit")
+    audit = system.cli("audit")
     assert audit.returncode == 0 and "agree" in audit.stdout, audit.stdout + audit.stderr

@@ -17,7 +17,6 @@ from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, stream_sizes, welcomed
 from tests.e2e.stripe_support import paid_pack
-from tests.e2e.test_audit import cli
 from tests.e2e.test_media_images import command, completed
 
 
@@ -55,14 +54,14 @@ def test_lost_streams_are_refilled_from_postgres_and_nothing_is_applied_twice(
     nats.stop()
     shutil.rmtree(nats.data_dir / "jetstream")  # the bus is gone: only PostgreSQL remembers
     nats.start()
-    rebuilt = cli(system, "streams", "rebuild")
+    rebuilt = system.cli("streams", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "refilled" in rebuilt.stdout
     after = stream_sizes(system)
     for stream in ("IDENTITY", "LEDGER", "PAYMENTS", "MEDIA"):
         assert after[stream] == before[stream], (stream, before, after)  # every event once, none twice
 
-    again = cli(system, "streams", "rebuild")
+    again = system.cli("streams", "rebuild")
     assert again.returncode == 1 and "Refused" in again.stdout  # never onto streams that hold messages
     for name, process in system.services.items():
         wait_until(process.ready, timeout=60, what=f"{name} ready again")
@@ -70,5 +69,5 @@ def test_lost_streams_are_refilled_from_postgres_and_nothing_is_applied_twice(
     wait_until(lambda: assert_converged(system, first, first_id)["balance"] == 50, timeout=60, what="50")
     second_view = assert_converged(system, second, second_id)
     assert second_view == views[second_id]  # the republished history changed nothing
-    audit = cli(system, "audit")
+    audit = system.cli("audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr

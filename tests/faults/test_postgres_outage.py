@@ -19,7 +19,6 @@ from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, ledger_view, welcomed
-from tests.e2e.test_audit import cli
 
 BURST = 240
 OUTAGE_SECONDS = 2.0
@@ -96,5 +95,5 @@ def test_postgres_crashing_mid_burst_loses_no_answered_debit_and_doubles_none(
         assert len({e["description"] for e in debits}) == len(debits)
         assert view["balance"] == 1010 - len(debits)
     assert ledger_view(system, users[0][0], users[0][1])["balance"] >= 0
-    audit = cli(system, "audit")
+    audit = system.cli("audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -15,7 +15,6 @@ from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
 from tests.e2e.auth_support import admin_token, bearer
 from tests.e2e.convergence import assert_converged, consumer_state, welcomed
-from tests.e2e.test_audit import cli
 
 DEBITS_PER_USER = 60
 
@@ -62,5 +61,5 @@ def test_projections_killed_mid_stream_and_restarted_converge_to_the_ledger(cras
     for token, user_id in users:
         view = assert_converged(system, token, user_id, within=60)
         assert view["balance"] == 110 - DEBITS_PER_USER
-    audit = cli(system, "audit")
+    audit = system.cli("audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr

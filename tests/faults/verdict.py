@@ -20,7 +20,6 @@ from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
 from tests.e2e.convergence import ledger_view, parked_messages, projected_view
-from tests.e2e.test_audit import cli
 from tests.faults.mix import UNSETTLED, Mix, Sent
 
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")
@@ -130,7 +129,7 @@ def judge(system: System, mix: Mix, row: Row, admin: str) -> Row:
     if parked := {k: v for k, v in parked_messages(system).items() if v}:
         row.problems.append(f"parked messages: {parked}")
     try:  # after a fault it may wait for projections (30 s) and for a stalled stream read (about 80 s)
-        audit = cli(system, "audit", timeout=240)
+        audit = system.cli("audit", timeout=240)
     except subprocess.TimeoutExpired as hung:
         row.problems.append(f"audit still running after 240 s; it had said:\n{_text(hung.output)}{_text(hung.stderr)}")
     else:
