@@ -12,6 +12,7 @@ without asking identity first. A user deactivated by identity is refused by ever
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from fastapi import Depends, Request, params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.contracts import derive_id
+from shared.contracts.identity import OrgRole, org_account_id_for
 from shared.inputs import InputError, check_text
 from shared.problems import Problem
 from shared.scopes import Scope, of_audience
@@ -39,7 +41,6 @@ def user_id_for(clerk_id: str) -> str:
     return str(derive_id("user", clerk_id))
 
 
-OrgRole = Literal["org:admin", "org:member"]
 ORG_ID = re.compile(r"org_[A-Za-z0-9]{1,100}")
 
 
@@ -50,6 +51,14 @@ class Organization:
     id: str
     role: OrgRole
     slug: str | None
+
+    @property
+    def account_id(self) -> str:
+        return org_account_id_for(self.id)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "org:admin"
 
 
 def organization_of(claims: dict[str, Any]) -> Organization | None:
@@ -67,8 +76,13 @@ def organization_of(claims: dict[str, Any]) -> Organization | None:
         raise AuthError("the token's organization id is not a Clerk organization id")
     if slug is not None and (not isinstance(slug, str) or len(slug) > 200):
         raise AuthError("the token's organization slug is not a short text")
-    admin = isinstance(role, str) and role.removeprefix("org:") == "admin"
-    return Organization(org_id, "org:admin" if admin else "org:member", slug)
+    return Organization(org_id, org_role_of(role), slug)
+
+
+def org_role_of(role: object) -> OrgRole:
+    """Clerk's role key (`org:admin`, a v2 token's `admin`, a custom `org:billing`) as ours: only an admin
+    manages; any other role is a member's, who may spend."""
+    return "org:admin" if isinstance(role, str) and role.removeprefix("org:") == "admin" else "org:member"
 
 
 @dataclass(frozen=True)
@@ -229,8 +243,14 @@ def _subject(claims: dict[str, Any]) -> str:
         raise AuthError(f"the token's subject {exc}") from exc
 
 
+class OrgStanding(Protocol):
+    excluded: bool
+    role: str | None
+
+
 class AccessCheck(Protocol):
     async def is_deactivated(self, user_id: str) -> bool: ...
+    async def standing(self, org_id: str, user_id: str) -> OrgStanding: ...
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -260,6 +280,18 @@ async def current_principal(
             raise Problem(503, "The service is starting.")
         if await access.is_deactivated(principal.user_id):
             raise Problem(403, "This account is deactivated.")
+        if principal.org is not None:
+            principal = await _in_organization(access, principal, principal.org)
+    return principal
+
+
+async def _in_organization(access: AccessCheck, principal: Principal, org: Organization) -> Principal:
+    """The token's word on its organization, overruled by what identity announced since it was issued."""
+    standing = await access.standing(org.id, principal.user_id)
+    if standing.excluded:
+        raise Problem(403, f"You are no longer a member of organization {org.id}.", org_id=org.id)
+    if standing.role is not None and standing.role != org.role:
+        return dataclasses.replace(principal, org=dataclasses.replace(org, role=org_role_of(standing.role)))
     return principal
 
 

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from shared.access import ACCESS_DDL
+from shared.access import ACCESS_DDL, ORG_ACCESS_DDL
 from shared.inbox import INBOX_DDL
 from shared.limits import LIMITS_DDL
 from shared.outbox import OUTBOX_DDL
@@ -48,6 +48,7 @@ SHARED: tuple[Migration, ...] = (
     Migration(2, "the stream sequence of each published outbox event", (
         "ALTER TABLE outbox ADD COLUMN stream_seq BIGINT",
     )),
+    Migration(3, "who may act for each organization", ORG_ACCESS_DDL),
 )  # fmt: skip
 
 # (component, its migrations): the shared tables first, then the service's own.

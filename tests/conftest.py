@@ -85,11 +85,15 @@ class System:
         env = {**os.environ, **self.env, **ports, "COLUMNS": "200"}
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def token(self, clerk_id: str, *, email: str | None = None, role: str = "user") -> str:
-        response = httpx.post(
-            f"{self.url('identity')}/dev/token",
-            json={"clerk_id": clerk_id, "email": email or f"{clerk_id}@example.com", "role": role},
-        )
+    def token(
+        self, clerk_id: str, *, email: str | None = None, role: str = "user", org_id: str | None = None,
+        org_role: str = "org:member", org_slug: str | None = None,
+    ) -> str:  # fmt: skip
+        """A dev session token; with `org_id`, one active in that organization (as after Clerk's org switcher)."""
+        asked: dict[str, str | None] = {"clerk_id": clerk_id, "email": email or f"{clerk_id}@example.com", "role": role}
+        if org_id is not None:
+            asked |= {"org_id": org_id, "org_role": org_role, "org_slug": org_slug}
+        response = httpx.post(f"{self.url('identity')}/dev/token", json=asked)
         response.raise_for_status()
         return response.json()["token"]
 

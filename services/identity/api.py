@@ -10,12 +10,20 @@ from pydantic.dataclasses import dataclass as public_dataclass
 
 from services.identity.application import Identity, SyncUser
 from services.identity.devtokens import DevSigner
-from services.identity.domain import Profile, User, UserDeactivatedError
-from shared.auth import SignedInUser, user_id_for
+from services.identity.domain import (
+    MembershipInfo,
+    OrganizationNotFoundError,
+    OrgInfo,
+    Profile,
+    User,
+    UserDeactivatedError,
+)
+from shared.auth import Principal, SignedInUser, user_id_for
+from shared.contracts.identity import OrgRole
 from shared.guard import GuardedRoute
 from shared.inputs import Email, LongText, ShortText
 from shared.params import CorrelationId
-from shared.problems import Problem
+from shared.problems import Problem, responses
 
 router = APIRouter(route_class=GuardedRoute)
 dev_router = APIRouter(tags=["dev"], route_class=GuardedRoute)
@@ -85,11 +93,55 @@ async def sync_user(
         avatar=_claim(claims, "image_url", "avatar") or extra.avatar,
         role="admin" if principal.role == "admin" else "user",
     )
+    org, membership = _membership_of(principal)
     try:
-        result = await identity.execute(SyncUser(profile, correlation_id))
+        result = await identity.execute(SyncUser(profile, correlation_id, org, membership))
     except UserDeactivatedError as exc:
         raise Problem(403, "This account is deactivated.") from exc
     return SyncResponse(user=UserPublic.of(result.user), created=result.created)
+
+
+def _membership_of(principal: Principal) -> tuple[OrgInfo | None, MembershipInfo | None]:
+    """What an org-scoped token says: the caller belonged to that organization, in that role, when it was
+    issued (its iat); a token knows no organization's name, so its slug (or id) stands in until Clerk's word."""
+    org = principal.org
+    if org is None:
+        return None, None
+    iat = principal.claims.get("iat")
+    issued_ms = int(iat * 1000) if isinstance(iat, int | float) and not isinstance(iat, bool) else 0
+    return (
+        OrgInfo(org.id, org.slug or org.id, org.slug),
+        MembershipInfo(org.id, principal.clerk_id, org.role, issued_ms),
+    )
+
+
+class OrganizationPublic(BaseModel):
+    id: str
+    name: str
+    slug: str | None
+    account_id: str
+    role: OrgRole  # the caller's
+    members: int | None  # for the organization's admins
+
+
+@router.get("/api/org", response_model=OrganizationPublic, tags=["organizations"], responses=responses(404))
+async def get_org(principal: SignedInUser, identity: Annotated[Identity, Depends(get_identity)]) -> OrganizationPublic:
+    """The organization the token is active in, and the caller's role in it (their own, as identity knows it:
+    a token issued before a removal no longer counts)."""
+    active = principal.org
+    if active is None:
+        raise Problem(404, "The token has no active organization: switch to one in Clerk first.")
+    try:
+        org, member = await identity.organization(active.id, principal.user_id)
+    except OrganizationNotFoundError as exc:
+        detail = f"Organization {active.id} is not known here (sign in with it first) or was deleted."
+        raise Problem(404, detail) from exc
+    if member is None or not member.active:
+        raise Problem(403, f"You are not a member of organization {active.id}.")
+    count = len(await identity.members(org.id)) if member.role == "org:admin" else None
+    return OrganizationPublic(
+        id=org.id, name=org.name, slug=org.slug, account_id=org.account_id, role=member.role, members=count
+    )
 
 
 def _claim(claims: dict[str, Any], *names: str) -> str | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,12 +21,18 @@ from psycopg_pool import AsyncConnectionPool
 from services.identity import store
 from services.identity.clerk import ClerkEvent
 from services.identity.domain import (
+    Membership,
+    MembershipInfo,
+    Organization,
+    OrganizationNotFoundError,
+    OrgInfo,
     Profile,
     SelfDeactivationError,
     User,
     UserDeactivatedError,
     UserErasedError,
     UserNotFoundError,
+    membership_change,
 )
 from shared import outbox, webhooks
 from shared.auth import user_id_for
@@ -34,10 +42,13 @@ from shared.outbox import OutboxRelay
 
 @dataclass(frozen=True)
 class SyncUser:
-    """createOrGetUser: a sign-in, with what the token says of the user."""
+    """createOrGetUser: a sign-in, with what the token says of the user (and of the organization it is
+    active in, whose member the token says they are)."""
 
     profile: Profile
     correlation_id: str | None = None
+    org: OrgInfo | None = None
+    membership: MembershipInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -106,8 +117,11 @@ class Identity:
         """createOrGetUser: the first sign-in stores the user and queues identity.user.registered."""
         async with self._pool.connection() as conn, conn.transaction():
             result = await self._create_or_get(conn, command.profile, command.correlation_id)
-        if result.created:
-            self._relay.wake()
+            if command.org is not None and command.membership is not None and result.user.is_active:
+                org = await self._org_word(conn, command.org, command.correlation_id)
+                if org.deleted_at is None:
+                    await self._membership_word(conn, command.membership, False, command.correlation_id)
+        self._relay.wake()
         if not result.user.is_active:
             raise UserDeactivatedError(result.user.id)
         return result
@@ -130,6 +144,15 @@ class Identity:
                 user = await store.by_clerk_id(conn, event.clerk_id)
                 if user is not None:
                     await self._erase(conn, user, correlation_id)
+            elif event.type == "organization.deleted" and event.org:
+                await self._delete_org(conn, event.org, correlation_id)
+            elif event.org and event.membership is None:
+                await self._org_word(conn, event.org, correlation_id)
+            elif event.org and event.membership:
+                org = await self._org_word(conn, event.org, correlation_id)
+                removed = event.type == "organizationMembership.deleted"
+                if org.deleted_at is None or removed:
+                    await self._membership_word(conn, event.membership, removed, correlation_id)
 
         if not await webhooks.apply_once(self._pool, store.CLERK_DELIVERIES, svix_id, effect):
             return False
@@ -171,6 +194,19 @@ class Identity:
             self._relay.wake()
         return StatusChange(user, changed=changed is not None)
 
+    async def organization(self, org_id: str, user_id: str) -> tuple[Organization, Membership | None]:
+        """An organization that exists (not deleted), and the user's membership of it if they have one."""
+        async with self._pool.connection() as conn:
+            org = await store.organization(conn, org_id)
+            member = await store.membership(conn, org_id, user_id)
+        if org is None or org.deleted_at is not None:
+            raise OrganizationNotFoundError(org_id)
+        return org, member
+
+    async def members(self, org_id: str) -> list[Membership]:
+        async with self._pool.connection() as conn:
+            return await store.members(conn, org_id)
+
     async def user(self, user_id: str) -> User:
         async with self._pool.connection() as conn:
             user = await store.by_id(conn, user_id)
@@ -209,6 +245,9 @@ class Identity:
             return None  # forgotten before
         if user.is_active:
             await _emit(conn, erased, erased.deactivated("erased"), correlation_id)
+        for member in await store.memberships_of(conn, user.id):
+            word = MembershipInfo(member.org_id, member.clerk_user_id, member.role, member.changed_at)
+            await self._membership_word(conn, word, True, correlation_id)
         seqs, unknown = await store.drop_profile_events(conn, user.id)
         await store.record_stream_erasure(conn, user.id, seqs, unknown)
         await _emit(conn, erased, erased.erased(), correlation_id)
@@ -222,9 +261,57 @@ class Identity:
             await _emit(conn, user, user.reactivated() if active else user.deactivated(reason), correlation_id)
         return user
 
+    # -- organizations ------------------------------------------------------------------------------
+
+    async def _org_word(self, conn: AsyncConnection, info: OrgInfo, correlation_id: str | None) -> Organization:
+        """Store what Clerk (or a token) says of an organization: the first word creates it, a newer one that
+        differs updates it, an older one or a deleted organization's changes nothing."""
+        created = await store.insert_organization(conn, info)
+        if created is not None:
+            await _announce(conn, created.created(), None, correlation_id)
+            return created
+        updated = await store.update_organization(conn, info)
+        if updated is not None:
+            await _announce(conn, updated.updated(), None, correlation_id)
+            return updated
+        existing = await store.organization(conn, info.org_id)
+        assert existing is not None, "the insert conflicted, so the row exists"
+        return existing
+
+    async def _delete_org(self, conn: AsyncConnection, info: OrgInfo, correlation_id: str | None) -> None:
+        # One never seen is recorded deleted too: a late organization.created or token must not revive it.
+        await store.insert_organization(conn, info)
+        deleted = await store.delete_organization(conn, info.org_id)
+        if deleted is not None:
+            await _announce(conn, deleted.deleted(), None, correlation_id)
+
+    async def _membership_word(
+        self, conn: AsyncConnection, info: MembershipInfo, remove: bool, correlation_id: str | None
+    ) -> None:
+        user_id = user_id_for(info.clerk_user_id)
+        # Two words about one membership (a webhook and a sign-in) must not both find it absent and add it.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"membership:{info.org_id}:{user_id}",))
+        current = await store.membership(conn, info.org_id, user_id)
+        change = membership_change(current, info, remove=remove, now_ms=time.time_ns() // 1_000_000)
+        if change is None:
+            return
+        word = dataclasses.replace(info, role=change.role)
+        row = await store.write_membership(conn, user_id, word, removed=change.removed, at=change.at)
+        match change.event:
+            case "added":
+                await _announce(conn, row.added(), user_id, correlation_id)
+            case "role":
+                await _announce(conn, row.role_changed(), user_id, correlation_id)
+            case "removed":
+                await _announce(conn, row.removed(), user_id, correlation_id)
+
 
 async def _emit(conn: AsyncConnection, user: User, body: EventData, correlation_id: str | None) -> None:
-    await outbox.add(conn, Envelope.wrap(body, user_id=user.id, correlation_id=correlation_id))
+    await _announce(conn, body, user.id, correlation_id)
+
+
+async def _announce(conn: AsyncConnection, body: EventData, user_id: str | None, correlation_id: str | None) -> None:
+    await outbox.add(conn, Envelope.wrap(body, user_id=user_id, correlation_id=correlation_id))
 
 
 # Every command and the use case that runs it.

@@ -7,15 +7,18 @@ does not store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
-from services.identity.domain import ROLES, Profile
+from services.identity.domain import ROLES, MembershipInfo, OrgInfo, Profile
+from shared.auth import ORG_ID, org_role_of
 from shared.inputs import Email, LongText, ShortText
 from shared.webhooks import PayloadError
 
 HANDLED = ("user.created", "user.updated", "user.deleted")
+ORGANIZATION_EVENTS = ("organization.created", "organization.updated", "organization.deleted")
+MEMBERSHIP_EVENTS = tuple(f"organizationMembership.{change}" for change in ("created", "updated", "deleted"))
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
@@ -28,6 +31,8 @@ class ClerkEvent:
     type: str
     clerk_id: str | None = None
     profile: Profile | None = None  # for user.created / user.updated
+    org: OrgInfo | None = None  # for organization.* (a deleted one: its id only) and organizationMembership.*
+    membership: MembershipInfo | None = None  # for organizationMembership.*
 
 
 class _Address(BaseModel):
@@ -47,20 +52,63 @@ class _User(BaseModel):
     public_metadata: dict[str, Any] | None = None
 
 
+M = TypeVar("M", bound=BaseModel)
+OrgId = Annotated[str, StringConstraints(pattern=ORG_ID.pattern)]
+Millis = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class _Organization(BaseModel):
+    id: OrgId
+    name: ShortText | None = None  # absent from organization.deleted
+    slug: ShortText | None = None
+    updated_at: Millis = 0
+
+
+class _PublicUserData(BaseModel):
+    user_id: Annotated[ShortText, StringConstraints(min_length=1)]
+
+
+class _Membership(BaseModel):
+    id: Annotated[ShortText, StringConstraints(min_length=1)]
+    role: ShortText
+    organization: _Organization
+    public_user_data: _PublicUserData
+    updated_at: Millis = 0
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ClerkPayloadError(f"data.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+
+
+def _org_info(org: _Organization) -> OrgInfo:
+    # Clerk requires a name; a payload without one (a deleted organization's) names it by its slug or id.
+    return OrgInfo(org.id, org.name or org.slug or org.id, org.slug, org.updated_at)
+
+
 def parse_event(payload: Any) -> ClerkEvent:
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise ClerkPayloadError("a Clerk event is an object with a type")
     kind = payload["type"]
-    if kind not in HANDLED:
+    if kind not in (*HANDLED, *ORGANIZATION_EVENTS, *MEMBERSHIP_EVENTS):
         return ClerkEvent(type=kind[:100])
     data = payload.get("data")
     if not isinstance(data, dict) or not data.get("id"):
-        raise ClerkPayloadError(f"{kind} carries no user id")
-    try:
-        user = _User.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ClerkPayloadError(f"data.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+        what = "user" if kind in HANDLED else kind.partition(".")[0]
+        raise ClerkPayloadError(f"{kind} carries no {what} id")
+    if kind in ORGANIZATION_EVENTS:
+        return ClerkEvent(type=kind, org=_org_info(_validated(_Organization, data)))
+    if kind in MEMBERSHIP_EVENTS:
+        member = _validated(_Membership, data)
+        info = MembershipInfo(
+            org_id=member.organization.id, clerk_user_id=member.public_user_data.user_id,
+            role=org_role_of(member.role), at=member.updated_at, membership_id=member.id,
+        )  # fmt: skip
+        return ClerkEvent(type=kind, org=_org_info(member.organization), membership=info)
+    user = _validated(_User, data)
     if kind == "user.deleted":
         return ClerkEvent(type=kind, clerk_id=user.id)
     return ClerkEvent(type=kind, clerk_id=user.id, profile=_profile(user))

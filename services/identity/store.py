@@ -7,7 +7,7 @@ from datetime import datetime
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
-from services.identity.domain import Profile, User
+from services.identity.domain import Membership, MembershipInfo, Organization, OrgInfo, Profile, User
 from shared.migrations import Migration
 
 CLERK_DELIVERIES = "clerk-webhooks"  # the inbox's name (shared/inbox.py) for Svix deliveries
@@ -50,6 +50,30 @@ MIGRATIONS = (
             done_at TIMESTAMPTZ
         )""",
         "CREATE INDEX stream_erasures_due ON stream_erasures (requested_at) WHERE done_at IS NULL",
+    )),
+    # Clerk organizations and who belongs to them: `changed_at` is the time (ms) of the newest word applied,
+    # so an older one arriving late (a Svix retry, a token issued before a removal) changes nothing.
+    Migration(3, "organizations", (
+        """CREATE TABLE organizations (
+            id TEXT PRIMARY KEY CHECK (id ~ '^org_[A-Za-z0-9]{1,100}$'),
+            name TEXT NOT NULL,
+            slug TEXT,
+            changed_at BIGINT NOT NULL,
+            deleted_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )""",
+        """CREATE TABLE memberships (
+            org_id TEXT NOT NULL REFERENCES organizations (id),
+            user_id UUID NOT NULL,
+            clerk_user_id TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('org:admin', 'org:member')),
+            membership_id TEXT,
+            changed_at BIGINT NOT NULL,
+            removed_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (org_id, user_id)
+        )""",
+        "CREATE INDEX memberships_of_user ON memberships (user_id)",
     )),
 )  # fmt: skip
 # The events whose bodies hold a person's profile (email, names, avatar).
@@ -191,3 +215,97 @@ async def due_stream_erasures(conn: AsyncConnection) -> list[tuple[str, list[int
 
 async def stream_erasure_done(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute("UPDATE stream_erasures SET done_at = now() WHERE user_id = %s", (user_id,))
+
+
+# -- organizations ----------------------------------------------------------------------------------
+
+_ORG_COLUMNS = "id, name, slug, changed_at, deleted_at, created_at"
+_MEMBER_COLUMNS = "org_id, user_id::text AS user_id, clerk_user_id, role, membership_id, changed_at, removed_at"
+
+
+async def organization(conn: AsyncConnection, org_id: str, *, lock: bool = False) -> Organization | None:
+    async with conn.cursor(row_factory=class_row(Organization)) as cur:
+        await cur.execute(
+            f"SELECT {_ORG_COLUMNS} FROM organizations WHERE id = %s{' FOR UPDATE' if lock else ''}", (org_id,)
+        )
+        return await cur.fetchone()
+
+
+async def insert_organization(conn: AsyncConnection, info: OrgInfo) -> Organization | None:
+    """None when it exists (whoever inserted it first announces it)."""
+    async with conn.cursor(row_factory=class_row(Organization)) as cur:
+        await cur.execute(
+            "INSERT INTO organizations (id, name, slug, changed_at) VALUES (%s, %s, %s, %s)"
+            f" ON CONFLICT DO NOTHING RETURNING {_ORG_COLUMNS}",
+            (info.org_id, info.name, info.slug, info.at),
+        )
+        return await cur.fetchone()
+
+
+async def update_organization(conn: AsyncConnection, info: OrgInfo) -> Organization | None:
+    """Write what Clerk says if it is newer and differs; None otherwise (no event due)."""
+    async with conn.cursor(row_factory=class_row(Organization)) as cur:
+        await cur.execute(
+            "UPDATE organizations SET name = %s, slug = %s, changed_at = %s"
+            " WHERE id = %s AND deleted_at IS NULL AND changed_at < %s AND (name, slug) IS DISTINCT FROM (%s, %s)"
+            f" RETURNING {_ORG_COLUMNS}",
+            (info.name, info.slug, info.at, info.org_id, info.at, info.name, info.slug),
+        )
+        return await cur.fetchone()
+
+
+async def delete_organization(conn: AsyncConnection, org_id: str) -> Organization | None:
+    """Mark it deleted (for good: Clerk never reuses an id); None when unknown or deleted before."""
+    async with conn.cursor(row_factory=class_row(Organization)) as cur:
+        await cur.execute(
+            "UPDATE organizations SET deleted_at = now() WHERE id = %s AND deleted_at IS NULL"
+            f" RETURNING {_ORG_COLUMNS}",
+            (org_id,),
+        )
+        return await cur.fetchone()
+
+
+async def membership(conn: AsyncConnection, org_id: str, user_id: str, *, lock: bool = False) -> Membership | None:
+    async with conn.cursor(row_factory=class_row(Membership)) as cur:
+        await cur.execute(
+            f"SELECT {_MEMBER_COLUMNS} FROM memberships WHERE org_id = %s AND user_id = %s"
+            f"{' FOR UPDATE' if lock else ''}",
+            (org_id, user_id),
+        )
+        return await cur.fetchone()
+
+
+async def memberships_of(conn: AsyncConnection, user_id: str) -> list[Membership]:
+    async with conn.cursor(row_factory=class_row(Membership)) as cur:
+        await cur.execute(
+            f"SELECT {_MEMBER_COLUMNS} FROM memberships WHERE user_id = %s AND removed_at IS NULL", (user_id,)
+        )
+        return await cur.fetchall()
+
+
+async def members(conn: AsyncConnection, org_id: str) -> list[Membership]:
+    async with conn.cursor(row_factory=class_row(Membership)) as cur:
+        await cur.execute(
+            f"SELECT {_MEMBER_COLUMNS} FROM memberships WHERE org_id = %s AND removed_at IS NULL ORDER BY created_at",
+            (org_id,),
+        )
+        return await cur.fetchall()
+
+
+async def write_membership(
+    conn: AsyncConnection, user_id: str, info: MembershipInfo, *, removed: bool, at: int
+) -> Membership:
+    async with conn.cursor(row_factory=class_row(Membership)) as cur:
+        await cur.execute(
+            "INSERT INTO memberships (org_id, user_id, clerk_user_id, role, membership_id, changed_at, removed_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)"
+            " ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role,"
+            " membership_id = COALESCE(EXCLUDED.membership_id, memberships.membership_id),"
+            " changed_at = EXCLUDED.changed_at,"
+            " removed_at = CASE WHEN %s THEN COALESCE(memberships.removed_at, now()) END"
+            f" RETURNING {_MEMBER_COLUMNS}",
+            (info.org_id, user_id, info.clerk_user_id, info.role, info.membership_id, at, removed, removed),
+        )
+        row = await cur.fetchone()
+        assert row is not None, "an upsert returns its row"
+        return row

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from shared.contracts.envelope import EventData
+from typing import Literal
+
+from shared.contracts.envelope import EventData, derive_id
 from shared.inputs import LongText, MediumText, ShortText
 
 
@@ -40,3 +42,57 @@ class UserErased(EventData):
 
     type = "identity.user.erased"
     user_id: ShortText
+
+
+# -- organizations (Clerk's), each with a credit account of its own --------------------------------
+
+OrgRole = Literal["org:admin", "org:member"]  # any other Clerk role is a member's
+
+
+def org_account_id_for(org_id: str) -> str:
+    """The ledger account of a Clerk organization: derived, so every service finds it without asking."""
+    return str(derive_id("org", org_id))
+
+
+class _Organization(EventData):
+    org_id: ShortText  # Clerk's (org_...)
+    account_id: ShortText  # its ledger account (shared.auth.org_account_id_for)
+
+
+class _NamedOrganization(_Organization):
+    name: ShortText
+    slug: ShortText | None
+
+
+class OrganizationCreated(_NamedOrganization):
+    type = "identity.org.created"
+
+
+class OrganizationUpdated(_NamedOrganization):
+    type = "identity.org.updated"
+
+
+class OrganizationDeleted(_Organization):
+    """The organization is gone: its account is deactivated, none of its members may act for it."""
+
+    type = "identity.org.deleted"
+
+
+class _Membership(_Organization):
+    user_id: ShortText
+
+
+class MemberAdded(_Membership):
+    type = "identity.org.member.added"
+    role: OrgRole
+
+
+class MemberRoleChanged(_Membership):
+    type = "identity.org.member.updated"
+    role: OrgRole
+
+
+class MemberRemoved(_Membership):
+    """The user may no longer spend from, or read, the organization's account."""
+
+    type = "identity.org.member.removed"

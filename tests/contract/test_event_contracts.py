@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pytest
 from pydantic import ValidationError
@@ -48,6 +48,8 @@ def sample(model: type[EventData]) -> EventData:
         annotation = field.annotation
         if name == "entry_type":
             values[name] = "BONUS"
+        elif get_origin(annotation) is Literal:
+            values[name] = get_args(annotation)[0]
         elif annotation in SAMPLES:
             values[name] = SAMPLES[annotation]
         elif get_origin(annotation) is dict:

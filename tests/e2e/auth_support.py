@@ -140,3 +140,54 @@ def stream_events(system: System, stream: str, subject: str, user_id: str) -> li
             await nc.close()
 
     return asyncio.run(read())
+
+
+def new_org_id() -> str:
+    return f"org_{uuid.uuid4().hex[:12]}"
+
+
+def clerk_org(org_id: str, name: str, slug: str | None = None, *, updated_at: int = 1) -> dict[str, Any]:
+    """The `data` of a Clerk organization.created / .updated event (times in ms, as Clerk sends them)."""
+    return {"id": org_id, "object": "organization", "name": name, "slug": slug, "created_at": 1,
+            "updated_at": updated_at, "members_count": 1, "public_metadata": {}}  # fmt: skip
+
+
+def clerk_membership(
+    org: dict[str, Any], clerk_id: str, role: str = "org:member", *, membership_id: str | None = None,
+    updated_at: int = 1,
+) -> dict[str, Any]:  # fmt: skip
+    """The `data` of a Clerk organizationMembership.* event."""
+    return {
+        "id": membership_id or f"orgmem_{uuid.uuid4().hex[:12]}",
+        "object": "organization_membership",
+        "role": role,
+        "organization": org,
+        "public_user_data": {"user_id": clerk_id, "identifier": f"{clerk_id}@example.com", "first_name": None},
+        "created_at": 1,
+        "updated_at": updated_at,
+    }
+
+
+def org_rows(system: System, org_id: str) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
+    """What identity stores of an organization and its memberships, without the times of storing them."""
+    with psycopg.connect(system.env["DATABASE_URL"]) as conn:
+        org = conn.execute(
+            "SELECT id, name, slug, deleted_at IS NOT NULL FROM identity.organizations WHERE id = %s", (org_id,)
+        ).fetchone()
+        members = conn.execute(
+            "SELECT user_id::text, clerk_user_id, role, removed_at IS NOT NULL FROM identity.memberships"
+            " WHERE org_id = %s ORDER BY user_id",
+            (org_id,),
+        ).fetchall()
+    return org, members
+
+
+def org_outbox(system: System, org_id: str) -> list[str]:
+    """The subjects identity committed about an organization, in order."""
+    with psycopg.connect(system.env["DATABASE_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT subject FROM identity.outbox WHERE convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'org_id' = %s"
+            " ORDER BY position",
+            (org_id,),
+        ).fetchall()
+    return [subject for (subject,) in rows]

@@ -48,6 +48,7 @@ async def test_a_fresh_database_has_everything_pending_and_a_migrated_one_nothin
     assert [(s.component, s.migration.version) for s in before["ledger"]] == [
         ("shared", 1),
         ("shared", 2),
+        ("shared", 3),
         ("ledger", 1),
     ]
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shared import problems
+from shared.access import Standing
 from shared.auth import CurrentPrincipal, Principal, TokenVerifier, ensure_may_act_for, privileged, user_id_for
 from shared.scopes import Scope
 from shared.service_tokens import ServiceKey
@@ -23,9 +24,13 @@ class DeactivatedSet:
 
     def __init__(self) -> None:
         self.user_ids: set[str] = set()
+        self.members: dict[tuple[str, str], Standing] = {}
 
     async def is_deactivated(self, user_id: str) -> bool:
         return user_id in self.user_ids
+
+    async def standing(self, org_id: str, user_id: str) -> Standing:
+        return self.members.get((org_id, user_id), Standing(excluded=False, role=None))
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +52,11 @@ def app(key: SigningKey, service_key: ServiceKey) -> Iterator[FastAPI]:
     @app.get("/me")
     async def me(principal: CurrentPrincipal) -> dict[str, str]:
         return {"user_id": principal.user_id, "role": principal.role}
+
+    @app.get("/org")
+    async def org(principal: CurrentPrincipal) -> dict[str, str | None]:
+        org = principal.org
+        return {"org": org.id if org else None, "role": org.role if org else None}
 
     @app.get("/admin")
     async def admin(principal: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)]) -> dict[str, str]:
@@ -103,6 +113,30 @@ def test_a_deactivated_admin_is_forbidden_too(app: FastAPI, key: SigningKey) -> 
     admin = key.sign({"sub": "user_boss", "public_metadata": {"role": "admin"}})
     status, _ = get(app, "/admin", {"Authorization": f"Bearer {admin}"})
     assert status == 403
+
+
+def test_an_org_token_is_refused_once_identity_said_the_member_was_removed_or_the_org_deleted(
+    app: FastAPI, key: SigningKey
+) -> None:
+    token = {"Authorization": f"Bearer {key.sign({'sub': 'user_ada', 'org_id': 'org_one', 'org_role': 'org:admin'})}"}
+    assert get(app, "/org", token) == (200, {"org": "org_one", "role": "org:admin"})
+    app.state.access.members[("org_one", user_id_for("user_ada"))] = Standing(excluded=True, role=None)
+    status, body = get(app, "/org", token)
+    assert (status, body["detail"], body["org_id"]) == (
+        403,
+        "You are no longer a member of organization org_one.",
+        "org_one",
+    )
+    # Her personal requests are hers still.
+    assert get(app, "/me", token)[0] == 403  # the same token names the organization: refused whatever the path
+
+
+def test_a_role_identity_announced_overrules_the_tokens_older_word(app: FastAPI, key: SigningKey) -> None:
+    token = {"Authorization": f"Bearer {key.sign({'sub': 'user_ada', 'org_id': 'org_one', 'org_role': 'org:admin'})}"}
+    app.state.access.members[("org_one", user_id_for("user_ada"))] = Standing(excluded=False, role="org:member")
+    assert get(app, "/org", token) == (200, {"org": "org_one", "role": "org:member"})
+    plain = {"Authorization": f"Bearer {key.sign({'sub': 'user_ada'})}"}
+    assert get(app, "/me", plain)[0] == 200
 
 
 def service(service_key: ServiceKey, *scopes: Scope) -> dict[str, str]:
