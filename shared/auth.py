@@ -344,3 +344,24 @@ def ensure_may_act_for(principal: Principal, user_id: str, scope: Scope) -> None
     if principal.role == "user":
         raise Problem(403, "You may only act on your own account.")
     ensure_holds(principal, scope)
+
+
+def member_acting_for(principal: Principal, account_id: str, scope: Scope) -> str | None:
+    """Who spends when `principal` acts on `account_id`: on their active organization's account, they as its
+    member (their user id: their monthly limit applies); on their own, an admin or a service, nobody's limit
+    (None). Anyone else is refused as `ensure_may_act_for` refuses them."""
+    org = principal.org
+    if org is not None and principal.role != "service" and org.account_id == account_id:
+        return principal.user_id
+    ensure_may_act_for(principal, account_id, scope)
+    return None
+
+
+def ensure_org_admin(principal: Principal) -> Organization:
+    """The organization the caller administers: the token's active one, with the org:admin role there."""
+    org = principal.org
+    if org is None:
+        raise Problem(403, "This needs a token active in an organization (switch to it in Clerk).")
+    if not org.is_admin:
+        raise Problem(403, f"Only an admin of organization {org.id} may do this.", org_id=org.id)
+    return org

@@ -10,12 +10,13 @@ from services.ledger.commands import Command
 from services.ledger.operations import OPERATIONS, Asked, command
 
 # Keyword arguments that say who asks and when, not what (the rest is the request's body).
-ASKED = ("request_id", "reservation_id", "admin_id", "now")
+ASKED = ("request_id", "reservation_id", "admin_id", "member_id", "now")
 
 
 def ask(name: str, user_id: str, key: str, **fields: Any) -> Command:
     """`name`'s command for `user_id` under the caller's `key`: `debit`, `grant` (`type` or `entry_type`),
-    `reserve` (`now`), `capture` and `release` (`reservation_id`), `adjust` (`admin_id`)."""
+    `reserve` (`now`), `capture` and `release` (`reservation_id`), `adjust` (`admin_id`); an organization's
+    member spending its account names `member_id`."""
     asked: dict[str, Any] = {field: fields.pop(field) for field in ASKED if field in fields}
     if "entry_type" in fields:
         fields["type"] = fields.pop("entry_type")

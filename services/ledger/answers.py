@@ -61,11 +61,7 @@ def answer(result: Result | Exception) -> Answer:
         case CreditAccount.Granted() | CreditAccount.Debited() | CreditAccount.Expired() as event:
             return Answer(201, entry(event), replayed)
         case CreditAccount.DebitRejected() | CreditAccount.ReservationRejected() as refused:
-            detail = f"{refused.amount} credits asked, {refused.available} available."
-            body = problem_body(
-                402, detail, balance=refused.balance_after, available=refused.available, amount=refused.amount
-            )
-            return Answer(402, body, replayed)
+            return Answer(402, refusal(refused), replayed)
         case CreditAccount.Reserved() as reserved:
             return Answer(201, hold(reserved, expires_at=reserved.expires_at), replayed)
         case CreditAccount.Captured() as captured:
@@ -76,6 +72,26 @@ def answer(result: Result | Exception) -> Answer:
             return Answer(200, {"id": str(event_id(noted)), "noted": noted.reason}, replayed)
         case other:
             return Answer(200, {"id": str(event_id(other)), "noted": type(other).__name__}, replayed)
+
+
+def refusal(refused: events.Refused) -> dict[str, Any]:
+    """A 402 that says whose credit was short: `account` is "org" when an organization's member asked of its
+    account, "user" for one's own; `limit` (with what was `used` of it) when it was the member's monthly limit."""
+    account = "user" if refused.member_id is None else "org"
+    if refused.limit is not None:
+        detail = (
+            f"{refused.amount} credits asked: your monthly limit in this organization is {refused.limit},"
+            f" {refused.used} of it used or held."
+        )
+        extra: dict[str, Any] = {"reason": "limit", "limit": refused.limit, "used": refused.used}
+    else:
+        whose = "the organization's" if account == "org" else "your"
+        detail = f"{refused.amount} credits asked, {refused.available} available in {whose} account."
+        extra = {"reason": "credits"}
+    return problem_body(
+        402, detail, balance=refused.balance_after, available=refused.available, amount=refused.amount,
+        account=account, **extra,
+    )  # fmt: skip
 
 
 def event_id(event: AnyEvent) -> Any:
@@ -99,6 +115,7 @@ def entry(event: AnyEvent) -> dict[str, Any]:
         "shortfall": event.shortfall if isinstance(event, CreditAccount.Debited) else 0,
         "description": line.description,
         "metadata": line.metadata,
+        "member_id": line.member_id,
         "idempotency_key": event.idempotency_key.removeprefix("client:"),
         "created_at": event.timestamp.isoformat(),
     }
@@ -142,6 +159,7 @@ STREAMED_EVENTS = (
     CreditAccount.Released,
     CreditAccount.BalanceLow,
     CreditAccount.ExpiringSoon,
+    CreditAccount.MemberLimitSet,
 )
 
 
@@ -158,25 +176,28 @@ def to_contract(event: AnyEvent) -> EventData | None:
                 **_entry_fields(event), lot_id=event.lot_id, expires_at=datetime.fromisoformat(event.expires_at)
             )
         case CreditAccount.Debited():
-            return contracts.CreditsDebited(**_entry_fields(event), shortfall=event.shortfall, lots=event.lots)
+            return contracts.CreditsDebited(
+                **_entry_fields(event), shortfall=event.shortfall, lots=event.lots, member_id=event.member_id
+            )
         case CreditAccount.DebitRejected():
-            return contracts.DebitRejected(
-                **_stamp(event), amount=event.amount, available=event.available, balance=event.balance_after,
-                reason=event.reason,
-            )  # fmt: skip
+            return contracts.DebitRejected(**_stamp(event), **_refused_fields(event))
         case CreditAccount.Reserved():
             return contracts.CreditsReserved(
                 **_hold_fields(event), expires_at=datetime.fromisoformat(event.expires_at), balance=event.balance_after,
-                reserved_after=event.reserved_after,
+                reserved_after=event.reserved_after, member_id=event.member_id,
             )  # fmt: skip
         case CreditAccount.ReservationRejected():
-            return contracts.ReservationRejected(
-                **_hold_fields(event), available=event.available, balance=event.balance_after, reason=event.reason
-            )
+            return contracts.ReservationRejected(**{**_hold_fields(event), **_refused_fields(event)})
         case CreditAccount.Captured():
             return contracts.CreditsCaptured(
                 **_hold_fields(event), released=event.released, balance_after=event.balance_after,
                 reserved_after=event.reserved_after, description=event.description, lots=event.lots,
+                member_id=event.member_id,
+            )  # fmt: skip
+        case CreditAccount.MemberLimitSet():
+            return contracts.MemberLimitSet(
+                **_stamp(event), member_id=event.member_id, monthly_credits=event.monthly_credits,
+                admin_id=event.admin_id,
             )  # fmt: skip
         case CreditAccount.Released():
             return contracts.CreditsReleased(
@@ -216,6 +237,13 @@ def to_envelope(event: AnyEvent) -> Envelope | None:
 
 def _stamp(event: events.Stamped) -> dict[str, Any]:
     return {"user_id": str(event.originator_id), "idempotency_key": event.idempotency_key, "cause_id": event.cause_id}
+
+
+def _refused_fields(event: events.Refused) -> dict[str, Any]:
+    return {
+        "amount": event.amount, "available": event.available, "balance": event.balance_after, "reason": event.reason,
+        "member_id": event.member_id, "limit": event.limit, "used": event.used,
+    }  # fmt: skip
 
 
 def _entry_fields(event: events.BalanceChanged) -> dict[str, Any]:

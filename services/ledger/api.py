@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from services.ledger.answers import Answer, answer, entry, is_entry
 from services.ledger.application import ConcurrencyError, Ledger, Result
+from services.ledger.commands import Command, SetMemberLimit, client_key
 from services.ledger.operations import Asked, command
 from services.ledger.schemas import (
     AccountPublic,
@@ -29,11 +31,21 @@ from services.ledger.schemas import (
     GrantIn,
     HoldPublic,
     LotPublic,
+    MemberLimitIn,
+    MemberLimitPublic,
     ReleaseIn,
     ReservationIn,
 )
 from services.ledger.unit_of_work import UnitOfWork
-from shared.auth import CurrentPrincipal, Principal, ensure_may_act_for, privileged
+from services.ledger.values import month_of
+from shared.auth import (
+    CurrentPrincipal,
+    Principal,
+    ensure_org_admin,
+    member_acting_for,
+    privileged,
+    user_id_for,
+)
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec
@@ -43,6 +55,7 @@ from shared.problems import MEDIA_TYPE, Problem, responses
 from shared.scopes import Scope
 
 router = APIRouter(tags=["accounts"], route_class=GuardedRoute)
+CLERK_USER_ID = r"^user_[A-Za-z0-9]{1,100}$"
 
 
 async def get_ledger(request: Request) -> Ledger:
@@ -93,7 +106,8 @@ async def _account(ledger: Ledger, user_id: str) -> AccountPublic:
 
 @router.get("/api/accounts/{user_id}", response_model=AccountPublic)
 async def get_account(user_id: uuid.UUID, principal: CurrentPrincipal, ledger: LedgerDep) -> AccountPublic:
-    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_READ)
+    """Your account, or your active organization's."""
+    member_acting_for(principal, str(user_id), Scope.LEDGER_READ)
     return await _account(ledger, str(user_id))
 
 
@@ -104,7 +118,7 @@ async def can_spend(
     ledger: LedgerDep,
     amount: Annotated[int, Query(gt=0, le=1_000_000)],
 ) -> CanSpendPublic:
-    ensure_may_act_for(principal, str(user_id), Scope.LEDGER_READ)
+    member_acting_for(principal, str(user_id), Scope.LEDGER_READ)
     account = await _account(ledger, str(user_id))
     return CanSpendPublic(
         user_id=account.user_id,
@@ -124,9 +138,11 @@ async def list_entries(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     entry_type: Annotated[list[EntryType] | None, Query(alias="type", description="only these types")] = None,
 ) -> EntriesPage:
-    """The authoritative credit history, newest first, read from the ledger's event store."""
+    """The authoritative credit history, newest first, read from the ledger's event store. An organization's
+    (which names the member of each entry) is for its admins."""
     uid = str(user_id)
-    ensure_may_act_for(principal, uid, Scope.LEDGER_READ)
+    if member_acting_for(principal, uid, Scope.LEDGER_READ) is not None:
+        ensure_org_admin(principal)
     types = {t.value for t in entry_type or ()}
     before = ENTRIES_CURSOR.decode(cursor)
     events, next_cursor = await asyncio.to_thread(
@@ -155,6 +171,9 @@ class Door:
     async def run(self, operation: str, user_id: uuid.UUID, body: Body, **asked: Any) -> JSONResponse:
         ttl = self.request.app.state.settings.reservation_ttl_seconds
         to_run = command(operation, body, Asked(str(user_id), self.key, self.request_id, ttl_seconds=ttl, **asked))
+        return await self.submit(to_run)
+
+    async def submit(self, to_run: Command) -> JSONResponse:
         try:
             result: Result | Exception = await self.unit.submit(to_run)
         except ConcurrencyError as error:
@@ -178,8 +197,10 @@ DoorDep = Annotated[Door, Depends(door)]
 
 @router.post("/api/accounts/{user_id}/debits", status_code=201, response_model=EntryPublic, responses=REFUSALS)
 async def debit(user_id: uuid.UUID, body: DebitIn, at: DoorDep) -> JSONResponse:
-    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_DEBIT)
-    return await at.run("debit", user_id, body)
+    """Spend credits of your account, or (with a token active in an organization) of the organization's, within
+    your monthly limit there; a 402 says whose credit was short (`account`) and whether it was your `limit`."""
+    member = member_acting_for(at.principal, str(user_id), Scope.LEDGER_DEBIT)
+    return await at.run("debit", user_id, body, member_id=member)
 
 
 @router.post("/api/accounts/{user_id}/grants", status_code=201, response_model=EntryPublic, responses=REFUSALS)
@@ -191,8 +212,9 @@ async def grant(
 
 @router.post("/api/accounts/{user_id}/reservations", status_code=201, response_model=HoldPublic, responses=REFUSALS)
 async def reserve(user_id: uuid.UUID, body: ReservationIn, at: DoorDep) -> JSONResponse:
-    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
-    return await at.run("reserve", user_id, body)
+    """Hold credits of your account or your organization's (as a debit: a member's hold counts against their limit)."""
+    member = member_acting_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
+    return await at.run("reserve", user_id, body, member_id=member)
 
 
 @router.post(
@@ -203,7 +225,7 @@ async def capture(
 ) -> JSONResponse:
     """Capture a hold you placed (all of it, or part: the rest is released). A media job's hold is a 409:
     only the job settles it, for admins and services too (CreditAccount.check_not_held_for_a_job says why)."""
-    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
+    member_acting_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
     return await at.run("capture", user_id, body or CaptureIn(), reservation_id=str(reservation_id))
 
 
@@ -214,7 +236,7 @@ async def release(
     user_id: uuid.UUID, reservation_id: uuid.UUID, at: DoorDep, body: ReleaseIn | None = None
 ) -> JSONResponse:
     """Release a hold you placed. A media job's hold is a 409, as for capture."""
-    ensure_may_act_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
+    member_acting_for(at.principal, str(user_id), Scope.LEDGER_HOLD)
     return await at.run("release", user_id, body or ReleaseIn(), reservation_id=str(reservation_id))
 
 
@@ -229,3 +251,35 @@ async def adjust(
     user_id: uuid.UUID, body: AdjustmentIn, admin: Annotated[Principal, privileged(Scope.LEDGER_ADJUST)], at: DoorDep
 ) -> JSONResponse:
     return await at.run("adjust", user_id, body, admin_id=admin.user_id)
+
+
+@router.put(
+    "/api/org/members/{clerk_user_id}/limit", tags=["organizations"], response_model=MemberLimitPublic,
+    responses=responses(403, 409, 422, 429),
+)  # fmt: skip
+async def set_member_limit(
+    clerk_user_id: Annotated[str, Path(pattern=CLERK_USER_ID, max_length=200)], body: MemberLimitIn, at: DoorDep,
+    ledger: LedgerDep,
+) -> JSONResponse:  # fmt: skip
+    """Set how much a member may spend of your organization's account each calendar month (UTC; null: no limit).
+    For the organization's admins, with a token active in it; the limit holds from the member's next spend."""
+    org = ensure_org_admin(at.principal)
+    member = user_id_for(clerk_user_id)
+    limit = SetMemberLimit(
+        user_id=org.account_id, key=client_key(at.key), cause_id=at.request_id, correlation_id=at.request_id,
+        member_id=member, monthly_credits=body.monthly_credits, admin_id=at.principal.user_id,
+    )  # fmt: skip
+    done = await at.submit(limit)
+    if done.status_code != 200:
+        return done
+    account = await asyncio.to_thread(ledger.account, org.account_id)
+    assert account is not None, "the limit was set on it"
+    used = account.member_used(member, month_of(datetime.now(UTC)))
+    limit_now = account.members[member].limit
+    answer = MemberLimitPublic(
+        org_id=org.id, account_id=org.account_id, member_id=member, clerk_user_id=clerk_user_id,
+        monthly_credits=limit_now, used=used,
+    )  # fmt: skip
+    return JSONResponse(
+        answer.model_dump(), headers=dict(done.headers.items()) if done.headers.get("idempotent-replayed") else None
+    )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
 from services.ledger.domain import CreditAccount
-from services.ledger.values import Stamp
+from services.ledger.values import Stamp, month_of
 from shared.contracts import derive_id
 from shared.credits import WELCOME_BONUS
 from shared.idempotency import fingerprint
@@ -26,7 +26,10 @@ from shared.telemetry import current_traceparent
 # Whether the account has already seen an idempotency key: how an event that arrives out of order
 # learns what its siblings did (a refund asks whether its purchase was granted).
 Seen = Callable[[str], bool]
-NOT_MEANING = frozenset({"key", "cause_id", "correlation_id", "traceparent"})
+NOT_MEANING = frozenset({"key", "cause_id", "correlation_id", "traceparent", "asked_at"})
+# Fields commands gained after their fingerprints were first recorded: left out while unset, so a request
+# asked before they existed (a redelivered event, a client's retry across an upgrade) means what it meant.
+ADDED_SINCE = frozenset({"member_id"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +52,7 @@ class Command:
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name not in NOT_MEANING | self.circumstances
+            and not (f.name in ADDED_SINCE and getattr(self, f.name) is None)
         }
         return fingerprint(type(self).__name__, meaning)
 
@@ -73,12 +77,25 @@ class _Entry(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Spending(Command):
+    """What spends credit: when an organization's member spends its account (`member_id`), their monthly
+    limit applies, measured in the month it is asked (when, not what: a retry next month is the same ask)."""
+
+    member_id: str | None = None
+    asked_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def month(self) -> str:
+        return month_of(self.asked_at)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Grant(_Entry):
     expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class Debit(_Entry):
+class Debit(_Entry, _Spending):
     opens_account = False
 
 
@@ -93,7 +110,17 @@ class Adjust(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Reserve(Command):
+class SetMemberLimit(Command):
+    """An organization's admin sets a member's monthly limit on its account (None: no limit)."""
+
+    opens_account = False
+    member_id: str
+    monthly_credits: int | None
+    admin_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reserve(_Spending):
     """A caller's own hold (never a media job's: HoldForJob places those)."""
 
     opens_account = False
@@ -113,7 +140,7 @@ class _OnHold(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Capture(_OnHold):
+class Capture(_OnHold, _Spending):
     amount: int | None  # None: the whole hold
     description: str = ""
 
@@ -198,7 +225,12 @@ class Renewal(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class HoldForJob(Command):
+class OpenOrganization(Command):
+    """An organization's account, opened when identity announces it (empty: it gets no welcome bonus)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldForJob(_Spending):
     circumstances = frozenset({"expires_at"})
     reservation_id: str
     job_id: str
@@ -210,7 +242,7 @@ class HoldForJob(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChargeJob(Command):
+class ChargeJob(_Spending):
     job_id: str
     cost: int
     operation: str
@@ -227,6 +259,7 @@ class EndJob(Command):
 # -- keys -----------------------------------------------------------------------------------------
 
 WELCOME_KEY = "bonus:welcome"
+ORG_OPENED_KEY = "org:opened"
 
 
 def _keyed(prefix: str) -> Callable[[str], str]:
@@ -264,7 +297,18 @@ def _grant(a: CreditAccount, c: Grant, _seen: Seen) -> None:
 
 
 def _debit(a: CreditAccount, c: Debit, _seen: Seen) -> None:
-    a.debit(c.stamp, entry_type=c.entry_type, amount=c.amount, description=c.description, metadata=c.metadata)
+    a.debit(
+        c.stamp, entry_type=c.entry_type, amount=c.amount, description=c.description, metadata=c.metadata,
+        member_id=c.member_id, month=c.month,
+    )  # fmt: skip
+
+
+def _set_member_limit(a: CreditAccount, c: SetMemberLimit, _seen: Seen) -> None:
+    a.set_member_limit(c.stamp, member_id=c.member_id, monthly_credits=c.monthly_credits, admin_id=c.admin_id)
+
+
+def _open_organization(a: CreditAccount, c: OpenOrganization, _seen: Seen) -> None:
+    a.note(c.stamp, reason="organization account opened")
 
 
 def _adjust(a: CreditAccount, c: Adjust, _seen: Seen) -> None:
@@ -274,12 +318,15 @@ def _adjust(a: CreditAccount, c: Adjust, _seen: Seen) -> None:
 
 
 def _reserve(a: CreditAccount, c: Reserve, _seen: Seen) -> None:
-    a.reserve(c.stamp, reservation_id=c.reservation_id, amount=c.amount, job_id=None, expires_at=c.expires_at)
+    a.reserve(
+        c.stamp, reservation_id=c.reservation_id, amount=c.amount, job_id=None, expires_at=c.expires_at,
+        member_id=c.member_id, month=c.month,
+    )  # fmt: skip
 
 
 def _capture(a: CreditAccount, c: Capture, _seen: Seen) -> None:
     a.check_not_held_for_a_job(c.reservation_id)
-    a.capture(c.stamp, reservation_id=c.reservation_id, amount=c.amount, description=c.description)
+    a.capture(c.stamp, reservation_id=c.reservation_id, amount=c.amount, description=c.description, month=c.month)
 
 
 def _release(a: CreditAccount, c: Release, _seen: Seen) -> None:
@@ -346,11 +393,13 @@ def _hold_for_job(a: CreditAccount, c: HoldForJob, seen: Seen) -> None:
         cost=c.cost,
         expires_at=c.expires_at,
         job_settled=settled,
+        member_id=c.member_id,
+        month=c.month,
     )
 
 
 def _charge_job(a: CreditAccount, c: ChargeJob, _seen: Seen) -> None:
-    a.charge_job(c.stamp, job_id=c.job_id, cost=c.cost, operation=c.operation)
+    a.charge_job(c.stamp, job_id=c.job_id, cost=c.cost, operation=c.operation, member_id=c.member_id, month=c.month)
 
 
 def _end_job(a: CreditAccount, c: EndJob, _seen: Seen) -> None:
@@ -362,6 +411,8 @@ COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]
     Grant: _grant,
     Debit: _debit,
     Adjust: _adjust,
+    SetMemberLimit: _set_member_limit,
+    OpenOrganization: _open_organization,
     Reserve: _reserve,
     Capture: _capture,
     Release: _release,

@@ -29,6 +29,7 @@ from services.ledger.values import (
     IdempotencyConflictError,
     InvalidCommandError,
     Lot,
+    Member,
     Portions,
     Stamp,
     check_positive,
@@ -90,10 +91,12 @@ class CreditAccount(Upcast, Holds, Aggregate):
 
     class Reactivated(events.Reactivated): ...
 
+    class MemberLimitSet(events.MemberLimitSet): ...
+
     # -- state ----------------------------------------------------------------------------------
 
-    # What a snapshot taken before auto-recharge lacks: no threshold watched.
-    ADDED: ClassVar[dict[str, Any]] = {"recharge_threshold": None, "recharge_at": None}
+    # What a snapshot taken before auto-recharge lacks: no threshold watched; before organizations: no members.
+    ADDED: ClassVar[dict[str, Any]] = {"recharge_threshold": None, "recharge_at": None, "members": {}}
 
     @staticmethod
     def create_id(user_id: str) -> uuid.UUID:
@@ -112,10 +115,37 @@ class CreditAccount(Upcast, Holds, Aggregate):
         # The user's auto-recharge threshold (payments' word, newest by `recharge_at`), or None.
         self.recharge_threshold: int | None = None
         self.recharge_at: str | None = None
+        # An organization's account: each member's limit and spending this month, by user id.
+        self.members: dict[str, Member] = {}
 
     @property
     def available(self) -> int:
         return self.balance - self.reserved
+
+    # -- an organization's members ----------------------------------------------------------------
+
+    def member_used(self, member_id: str, month: str) -> int:
+        """What a member spent this month and holds now: what their limit is measured against."""
+        spent = self.members.get(member_id, Member()).used_in(month)
+        return spent + sum(hold.amount for hold in self.reservations.values() if hold.member_id == member_id)
+
+    def set_member_limit(self, stamp: Stamp, *, member_id: str, monthly_credits: int | None, admin_id: str) -> None:
+        if monthly_credits is not None and (isinstance(monthly_credits, bool) or monthly_credits < 0):
+            raise InvalidCommandError("a monthly limit is a whole number of credits, 0 or more")
+        self.trigger_event(
+            self.MemberLimitSet, member_id=member_id, monthly_credits=monthly_credits, admin_id=admin_id,
+            **stamp.recorded(),
+        )  # fmt: skip
+
+    def over_limit(self, amount: int, member_id: str | None, month: str | None) -> dict[str, Any] | None:
+        """What refuses `amount` to a member: their limit and what they used of it; None if it fits."""
+        if member_id is None or month is None:
+            return None
+        limit = self.members.get(member_id, Member()).limit
+        used = self.member_used(member_id, month)
+        if limit is None or used + amount <= limit:
+            return None
+        return {"member_id": member_id, "limit": limit, "used": used}
 
     # -- lots -----------------------------------------------------------------------------------
 
@@ -179,23 +209,32 @@ class CreditAccount(Upcast, Holds, Aggregate):
         amount: int,
         description: str = "",
         metadata: dict[str, Any] | None = None,
+        member_id: str | None = None,
+        month: str | None = None,
     ) -> None:
-        """Debit whole or not at all; a refusal is recorded too, so its retry answers the same."""
+        """Debit whole or not at all; a refusal is recorded too, so its retry answers the same. A member of an
+        organization spending its credit (`member_id`, in `month`) is held to their monthly limit."""
         if entry_type not in DEBIT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a debit type")
         check_positive(amount)
         self._must_be_active()
-        if amount > self.available:
+        refusal = self.refusal(amount, member_id, month)
+        if refusal is not None:
             self.trigger_event(
-                self.DebitRejected,
-                amount=amount,
-                balance_after=self.balance,
-                available=self.available,
-                reason="insufficient credits",
+                self.DebitRejected, amount=amount, balance_after=self.balance, available=self.available, **refusal,
                 **stamp.recorded(),
-            )
+            )  # fmt: skip
             return
-        self._debited(stamp, entry_type, amount, 0, description, dict(metadata or {}))
+        self._debited(stamp, entry_type, amount, 0, description, dict(metadata or {}), None, member_id, month)
+
+    def refusal(self, amount: int, member_id: str | None, month: str | None) -> dict[str, Any] | None:
+        """Why `amount` may not be spent (a member's limit first: it is theirs to know), or None."""
+        limited = self.over_limit(amount, member_id, month)
+        if limited is not None:
+            return {"reason": "member limit", **limited}
+        if amount > self.available:
+            return {"reason": "insufficient credits", "member_id": member_id, "limit": None, "used": None}
+        return None
 
     def claw_back(
         self, stamp: Stamp, *, amount: int, lot_source: str, description: str, metadata: dict[str, Any]
@@ -217,9 +256,13 @@ class CreditAccount(Upcast, Holds, Aggregate):
         description: str,
         metadata: dict[str, Any],
         portions: Portions | None = None,
+        member_id: str | None = None,
+        month: str | None = None,
     ) -> None:
         self.trigger_event(
             self.Debited,
+            member_id=member_id,
+            month=month,
             entry_type=entry_type,
             amount=amount,
             balance_after=self.balance - amount,

@@ -8,12 +8,14 @@ StatusChanged) are never stored: code asks `isinstance` of these.
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, cast
 
 from eventsourcing.domain import Aggregate
 
-from services.ledger.values import Hold, Lot, Portions, in_spending_order
+from services.ledger.values import Hold, Lot, Member, Portions, in_spending_order
 
 
 class AccountState(Protocol):
@@ -27,6 +29,7 @@ class AccountState(Protocol):
     lots: dict[str, Lot]
     recharge_threshold: int | None
     recharge_at: str | None
+    members: dict[str, Member]
 
     def portions(self, amount: int) -> Portions: ...
     def spend(self, portions: Portions) -> None: ...
@@ -38,18 +41,23 @@ def _state(aggregate: Aggregate) -> AccountState:
 
 class Upcast:
     """Events (and snapshots) stored before a field was added are read as if they had it: each class names
-    in `ADDED` the fields it gained after it was first stored and what their absence meant, and version 1
-    state (anything stored before versions were recorded) is brought up to version 2 by giving it those.
-    `setdefault`, so state stored after a field came but before versions did keeps what it recorded."""
+    in `ADDED` the fields it gained after it was first stored and what their absence meant, and state of an
+    older version (1: anything stored before versions were recorded; 2: before organizations' members) is
+    brought up by giving it those. `setdefault`, so state that recorded a field keeps what it recorded; a
+    copy, so no two accounts share the mutable default."""
 
-    class_version: ClassVar[int] = 2
+    class_version: ClassVar[int] = 3
     ADDED: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def upcast_v1_v2(cls, state: dict[str, Any]) -> None:
         for klass in reversed(cls.__mro__):
             for name, absent in vars(klass).get("ADDED", {}).items():
-                state.setdefault(name, absent)
+                state.setdefault(name, copy.copy(absent))
+
+    @classmethod
+    def upcast_v2_v3(cls, state: dict[str, Any]) -> None:
+        cls.upcast_v1_v2(state)
 
 
 class Keyed(Upcast, Aggregate.Event):
@@ -95,15 +103,25 @@ class Granted(BalanceChanged):
         account.lots[str(self.originator_version)] = Lot(self.idempotency_key, self.amount, self.amount, expires_at)
 
 
+def _count(account: AccountState, member_id: str | None, month: str | None, amount: int) -> None:
+    """What a member spent counts against their monthly limit."""
+    if member_id is not None and month is not None and amount:
+        account.members[member_id] = account.members.get(member_id, Member()).spent(month, amount)
+
+
 class Debited(BalanceChanged):
-    ADDED: ClassVar[dict[str, Any]] = {"lots": None}  # stored before lots: taken in spending order
+    # Stored before lots: taken in spending order; before organizations: no member spent it.
+    ADDED: ClassVar[dict[str, Any]] = {"lots": None, "member_id": None, "month": None}
     shortfall: int  # what a claw-back could not take
     lots: Portions | None
+    member_id: str | None  # the organization's member who spent it
+    month: str | None  # the month it counts in against their limit
 
     def apply(self, aggregate: Aggregate) -> None:
         account = _state(aggregate)
         account.balance = self.balance_after
         account.spend(self.lots or account.portions(self.amount))
+        _count(account, self.member_id, self.month, self.amount)
 
 
 class Expired(BalanceChanged):
@@ -118,11 +136,22 @@ class Expired(BalanceChanged):
         account.spend({self.lot_id: self.amount})
 
 
-class DebitRejected(Stamped):
+class Refused(Stamped):
+    """Credits asked and refused: for want of them, or past the member's monthly limit (then `limit` and
+    what they had `used` of it, holds included)."""
+
+    ADDED: ClassVar[dict[str, Any]] = {"member_id": None, "limit": None, "used": None}
     amount: int
     balance_after: int
     available: int
     reason: str
+    member_id: str | None
+    limit: int | None
+    used: int | None
+
+
+class DebitRejected(Refused):
+    pass
 
 
 class Reserved(Stamped):
@@ -132,24 +161,22 @@ class Reserved(Stamped):
     expires_at: str
     balance_after: int
     reserved_after: int
-    ADDED: ClassVar[dict[str, Any]] = {"lots": None}  # stored before lots: set aside in spending order
+    # Stored before lots: set aside in spending order; before organizations: placed by no member.
+    ADDED: ClassVar[dict[str, Any]] = {"lots": None, "member_id": None}
     lots: Portions | None
+    member_id: str | None
 
     def apply(self, aggregate: Aggregate) -> None:
         account = _state(aggregate)
         portions = self.lots or account.portions(self.amount)
-        hold = Hold(self.amount, self.job_id, datetime.fromisoformat(self.expires_at), portions)
+        hold = Hold(self.amount, self.job_id, datetime.fromisoformat(self.expires_at), portions, self.member_id)
         account.reservations[self.reservation_id] = hold
         account.reserved += self.amount
 
 
-class ReservationRejected(Stamped):
+class ReservationRejected(Refused):
     reservation_id: str
-    amount: int
     job_id: str | None
-    balance_after: int
-    available: int
-    reason: str
 
 
 class HoldClosed(Stamped):
@@ -166,10 +193,13 @@ class HoldClosed(Stamped):
 
 
 class Captured(HoldClosed):
-    ADDED: ClassVar[dict[str, Any]] = {"lots": None}  # what it took from each lot: stored before lots, unknown
+    # What it took from each lot (stored before lots: unknown); whose hold it was, counted in which month.
+    ADDED: ClassVar[dict[str, Any]] = {"lots": None, "member_id": None, "month": None}
     released: int  # the rest of the hold, given back
     description: str
     lots: Portions | None
+    member_id: str | None
+    month: str | None
 
     def apply(self, aggregate: Aggregate) -> None:
         account = _state(aggregate)
@@ -177,6 +207,7 @@ class Captured(HoldClosed):
         account.reserved -= hold.amount
         account.balance = self.balance_after
         account.spend(self.lots or in_spending_order(hold.lots, self.amount, account.lots))
+        _count(account, self.member_id, self.month, self.amount)
 
 
 class Released(HoldClosed):
@@ -201,6 +232,20 @@ class RechargeThresholdSet(Keyed):
     def apply(self, aggregate: Aggregate) -> None:
         account = _state(aggregate)
         account.recharge_threshold, account.recharge_at = self.threshold, self.at
+
+
+class MemberLimitSet(Stamped):
+    """An organization's admin set how much a member may spend of its account each month (None: no limit)."""
+
+    member_id: str
+    monthly_credits: int | None
+    admin_id: str
+
+    def apply(self, aggregate: Aggregate) -> None:
+        account = _state(aggregate)
+        account.members[self.member_id] = replace(
+            account.members.get(self.member_id, Member()), limit=self.monthly_credits
+        )
 
 
 class ExpiringSoon(Stamped):

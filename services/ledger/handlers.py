@@ -8,13 +8,16 @@ nothing.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from services.ledger.commands import (
+    ORG_OPENED_KEY,
     WELCOME_KEY,
     ChargeJob,
     Command,
     EndJob,
     HoldForJob,
+    OpenOrganization,
     Purchase,
     Refund,
     Renewal,
@@ -34,19 +37,25 @@ from shared.contracts import identity as idc
 from shared.contracts import media as mc
 from shared.contracts import payments as pc
 
+ORGANIZATION_EVENTS = (idc.OrganizationCreated, idc.OrganizationDeleted)
 # Every event the ledger acts on, by the stream it comes from.
 SUBSCRIBED: dict[str, tuple[type[EventData], ...]] = {
-    "IDENTITY": (idc.UserRegistered, idc.UserDeactivated, idc.UserReactivated),
+    "IDENTITY": (idc.UserRegistered, idc.UserDeactivated, idc.UserReactivated, *ORGANIZATION_EVENTS),
     "PAYMENTS": (pc.PaymentSucceeded, pc.PaymentRefunded, pc.SubscriptionRenewed, pc.AutoRechargeConfigured),
     "MEDIA": (mc.JobRequested, mc.JobCompleted, mc.JobFailed, mc.JobCancelled),
 }
 
 
 def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
-    caused = {"cause_id": str(envelope.id), "correlation_id": envelope.correlation_id}
+    caused: dict[str, Any] = {"cause_id": str(envelope.id), "correlation_id": envelope.correlation_id}
     match envelope.body():
         case idc.UserRegistered(user_id=user):
             return Welcome(user_id=user, key=WELCOME_KEY, **caused)
+        case idc.OrganizationCreated(account_id=account):
+            return OpenOrganization(user_id=account, key=ORG_OPENED_KEY, **caused)
+        case idc.OrganizationDeleted(account_id=account):
+            return SetStatus(user_id=account, key=f"status:{envelope.id}", active=False, at=envelope.occurred_at,
+                             **caused)  # fmt: skip
         case idc.UserDeactivated(user_id=user) | idc.UserReactivated(user_id=user) as status:
             active = isinstance(status, idc.UserReactivated)
             key = f"status:{envelope.id}"
@@ -76,22 +85,32 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
             )  # fmt: skip
         case mc.JobRequested() as job:
             key = job_key(job.job_id, "reserve")
+            account, member = _payer(job)
             return HoldForJob(
-                user_id=job.user_id, key=key, reservation_id=reservation_id(job.user_id, key), job_id=job.job_id,
+                user_id=account, key=key, reservation_id=reservation_id(account, key), job_id=job.job_id,
                 cost=job.cost, expires_at=reservation_expiry(datetime.now(UTC), job.hold_seconds or ttl_seconds),
-                **caused,
+                member_id=member, **caused,
             )  # fmt: skip
         case mc.JobCompleted() as job:
             key = job_key(job.job_id, "capture")
+            account, member = _payer(job)
             return ChargeJob(
-                user_id=job.user_id, key=key, job_id=job.job_id, cost=job.cost, operation=job.operation, **caused
-            )
+                user_id=account, key=key, job_id=job.job_id, cost=job.cost, operation=job.operation, member_id=member,
+                **caused,
+            )  # fmt: skip
         case mc.JobFailed() | mc.JobCancelled() as job:
             reason = job.reason if isinstance(job, mc.JobFailed) else "cancelled"
-            return EndJob(user_id=job.user_id, key=job_key(job.job_id, "release"), job_id=job.job_id, reason=reason,
-                          **caused)  # fmt: skip
+            return EndJob(user_id=_payer(job)[0], key=job_key(job.job_id, "release"), job_id=job.job_id,
+                          reason=reason, **caused)  # fmt: skip
         case _:
             return None
+
+
+def _payer(job: mc.JobRequested | mc.JobCompleted | mc.JobFailed | mc.JobCancelled) -> tuple[str, str | None]:
+    """Whose account pays for a job, and which of an organization's members asked (their limit applies)."""
+    if job.account_id is None or job.account_id == job.user_id:
+        return job.user_id, None
+    return job.account_id, job.user_id
 
 
 async def handle(unit: UnitOfWork, envelope: Envelope, ttl_seconds: int) -> None:

@@ -44,25 +44,29 @@ class Holds:
 
         def _announce_if_low(self, stamp: Stamp, available_before: int) -> None: ...
         def _must_be_active(self) -> None: ...
+        def refusal(self, amount: int, member_id: str | None, month: str | None) -> dict[str, Any] | None: ...
 
     def reservation_for_job(self, job_id: str) -> str | None:
         return next((rid for rid, hold in self.reservations.items() if hold.job_id == job_id), None)
 
     def reserve(
-        self, stamp: Stamp, *, reservation_id: str, amount: int, job_id: str | None, expires_at: datetime
-    ) -> None:
+        self, stamp: Stamp, *, reservation_id: str, amount: int, job_id: str | None, expires_at: datetime,
+        member_id: str | None = None, month: str | None = None,
+    ) -> None:  # fmt: skip
         check_positive(amount)
         self._must_be_active()
         if reservation_id in self.reservations:
             raise InvalidCommandError(f"reservation {reservation_id} exists")
-        if amount > self.available:
-            self._refuse_hold(stamp, reservation_id, amount, job_id, "insufficient credits")
+        refusal = self.refusal(amount, member_id, month)
+        if refusal is not None:
+            self._refuse_hold(stamp, reservation_id, amount, job_id, **refusal)
             return
         self.trigger_event(
             self.Reserved,
             reservation_id=reservation_id,
             amount=amount,
             job_id=job_id,
+            member_id=member_id,
             expires_at=expires_at.isoformat(),
             balance_after=self.balance,
             reserved_after=self.reserved + amount,
@@ -71,7 +75,10 @@ class Holds:
         )
         self._announce_if_low(stamp, self.available + amount)
 
-    def capture(self, stamp: Stamp, *, reservation_id: str, amount: int | None, description: str) -> None:
+    def capture(
+        self, stamp: Stamp, *, reservation_id: str, amount: int | None, description: str, month: str | None = None
+    ) -> None:
+        """Take `amount` (None: all) of a hold; a member's counts against their limit in `month`."""
         hold = self._hold(reservation_id)
         taken = hold.amount if amount is None else amount
         if not 0 <= taken <= hold.amount:
@@ -86,6 +93,8 @@ class Holds:
             reserved_after=self.reserved - hold.amount,
             description=description,
             lots=in_spending_order(hold.lots, taken, self.lots),
+            member_id=hold.member_id,
+            month=month if hold.member_id is not None else None,
             **stamp.recorded(),
         )
 
@@ -126,7 +135,10 @@ class Holds:
         else:
             self.release(stamp, reservation_id=reservation_id, reason="expired")
 
-    def _refuse_hold(self, stamp: Stamp, reservation_id: str, amount: int, job_id: str | None, reason: str) -> None:
+    def _refuse_hold(
+        self, stamp: Stamp, reservation_id: str, amount: int, job_id: str | None, reason: str,
+        member_id: str | None = None, limit: int | None = None, used: int | None = None,
+    ) -> None:  # fmt: skip
         self.trigger_event(
             self.ReservationRejected,
             reservation_id=reservation_id,
@@ -135,6 +147,9 @@ class Holds:
             balance_after=self.balance,
             available=self.available,
             reason=reason,
+            member_id=member_id,
+            limit=limit,
+            used=used,
             **stamp.recorded(),
         )
 
@@ -147,26 +162,36 @@ class Holds:
     # -- a media job's hold, settled by the job's own events in whatever order they arrive ---------
 
     def hold_for_job(
-        self, stamp: Stamp, *, reservation_id: str, job_id: str, cost: int, expires_at: datetime, job_settled: bool
-    ) -> None:
+        self, stamp: Stamp, *, reservation_id: str, job_id: str, cost: int, expires_at: datetime, job_settled: bool,
+        member_id: str | None = None, month: str | None = None,
+    ) -> None:  # fmt: skip
         if job_settled:
             self.note(stamp, reason="job settled before its hold was asked")
         elif not self.active:
-            self._refuse_hold(stamp, reservation_id, cost, job_id, "account deactivated")
+            self._refuse_hold(stamp, reservation_id, cost, job_id, "account deactivated", member_id)
         else:
-            self.reserve(stamp, reservation_id=reservation_id, amount=cost, job_id=job_id, expires_at=expires_at)
+            self.reserve(
+                stamp, reservation_id=reservation_id, amount=cost, job_id=job_id, expires_at=expires_at,
+                member_id=member_id, month=month,
+            )  # fmt: skip
 
-    def charge_job(self, stamp: Stamp, *, job_id: str, cost: int, operation: str) -> None:
+    def charge_job(
+        self, stamp: Stamp, *, job_id: str, cost: int, operation: str, member_id: str | None = None,
+        month: str | None = None,
+    ) -> None:  # fmt: skip
         description = f"{operation} ({job_id})"
         rid = self.reservation_for_job(job_id)
         if rid is not None:
             taken = min(cost, self.reservations[rid].amount)
-            self.capture(stamp, reservation_id=rid, amount=taken, description=description)
+            self.capture(stamp, reservation_id=rid, amount=taken, description=description, month=month)
         elif cost > 0 and self.active:
             # No hold (it expired, or the completion overtook the request): charge the work now, whole
             # or refused; a refusal goes on the stream as ledger.debit.rejected for operators to see.
             metadata = {"job_id": job_id, "operation": operation}
-            self.debit(stamp, entry_type="USAGE", amount=cost, description=description, metadata=metadata)
+            self.debit(
+                stamp, entry_type="USAGE", amount=cost, description=description, metadata=metadata,
+                member_id=member_id, month=month,
+            )  # fmt: skip
         else:
             self.note(stamp, reason="nothing to capture")
 

@@ -38,6 +38,7 @@ class Asked:
     request_id: str | None = None  # HTTP's X-Request-Id; none over NATS
     reservation_id: str | None = None  # the hold a capture or release names
     admin_id: str | None = None  # who adjusts
+    member_id: str | None = None  # an organization's member spending its account (their limit applies)
     ttl_seconds: int = 900  # how long a hold lives that names no TTL (RESERVATION_TTL_SECONDS)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -65,8 +66,9 @@ class Operation(Generic[B]):
 
 def _debit(body: DebitIn, asked: Asked) -> Debit:
     return Debit(
-        **asked.stamp(), entry_type="USAGE", amount=body.amount, description=body.description, metadata=body.metadata
-    )
+        **asked.stamp(), entry_type="USAGE", amount=body.amount, description=body.description, metadata=body.metadata,
+        member_id=asked.member_id, asked_at=asked.now,
+    )  # fmt: skip
 
 
 def _grant(body: GrantIn, asked: Asked) -> Grant:
@@ -81,12 +83,15 @@ def _reserve(body: ReservationIn, asked: Asked) -> Reserve:
     ttl = body.ttl_seconds or asked.ttl_seconds
     return Reserve(
         **stamp, reservation_id=reservation_id(asked.user_id, stamp["key"]), amount=body.amount, ttl_seconds=ttl,
-        expires_at=reservation_expiry(asked.now, ttl),
+        expires_at=reservation_expiry(asked.now, ttl), member_id=asked.member_id, asked_at=asked.now,
     )  # fmt: skip
 
 
 def _capture(body: CaptureIn, asked: Asked) -> Capture:
-    return Capture(**asked.stamp(), reservation_id=asked.hold, amount=body.amount, description=body.description)
+    return Capture(
+        **asked.stamp(), reservation_id=asked.hold, amount=body.amount, description=body.description,
+        asked_at=asked.now,
+    )  # fmt: skip
 
 
 def _release(body: ReleaseIn, asked: Asked) -> Release:

@@ -71,6 +71,21 @@ class AdjustmentIn(Body):
         return value
 
 
+class MemberLimitIn(Body):
+    monthly_credits: Annotated[int, Field(strict=True, ge=0, le=1_000_000), Whole] | None = Field(
+        description="what the member may spend of the organization's account per calendar month (UTC); null: no limit"
+    )
+
+
+class MemberLimitPublic(BaseModel):
+    org_id: str
+    account_id: str
+    member_id: str  # the member's user id
+    clerk_user_id: str
+    monthly_credits: int | None
+    used: int  # this month, holds included
+
+
 class LotPublic(BaseModel):
     """Credit from one grant: spent soonest-expiring first, non-expiring last."""
 
@@ -111,6 +126,7 @@ class EntryPublic(BaseModel):
     shortfall: int
     description: str
     metadata: dict[str, Any]
+    member_id: str | None = None  # on an organization's account: the member who spent it
     idempotency_key: str
     created_at: datetime
 

@@ -3,7 +3,7 @@ carries, holds and lots, and the arithmetic of spending order. Pure: stdlib only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,6 +71,7 @@ class Hold:
     job_id: str | None
     expires_at: datetime
     lots: dict[str, int] = field(default_factory=dict)
+    member_id: str | None = None  # the organization's member who placed it (their limit counts it)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,26 @@ class Lot:
     def order(self, lot_id: str) -> tuple[bool, datetime, int]:
         """The spending order: soonest expiry first, non-expiring last, older first among equals."""
         return (self.expires_at is None, self.expires_at or datetime.max.replace(tzinfo=UTC), int(lot_id))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member's spending from an organization's account: their monthly limit (None: none) and what they
+    spent in `month` (YYYY-MM, UTC); what they hold counts against the limit too (the account adds it)."""
+
+    limit: int | None = None
+    month: str | None = None
+    used: int = 0
+
+    def used_in(self, month: str) -> int:
+        return self.used if self.month == month else 0
+
+    def spent(self, month: str, amount: int) -> Member:
+        return replace(self, month=month, used=self.used_in(month) + amount)
+
+
+def month_of(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m")
 
 
 def check_positive(amount: int) -> None:

@@ -38,7 +38,7 @@ from services.media.domain import (
 from services.media.images import MAX_PIXELS, MAX_UPLOAD_BYTES, TooManyPixelsError
 from services.media.uploads import MalformedUploadError, UploadTooLargeError
 from services.media.video import MAX_VIDEO_BYTES
-from shared.auth import SignedInUser
+from shared.auth import Principal, SignedInUser
 from shared.credits import OPERATION_COSTS
 from shared.guard import GuardedRoute, body_limit
 from shared.idempotency import IdempotencyConflictError
@@ -117,7 +117,15 @@ class VideoPage(BaseModel):
 
 P = TypeVar("P", bound=MediaPublic)
 ARTICLED = {"image": "an image", "video": "a video"}
+
+
 # What a paid operation on one of the user's images answers: 202 with the new record, or why not.
+def payer(principal: Principal) -> str | None:
+    """The account a credit-costing request spends: the token's active organization's (as its member, whose
+    monthly limit applies), else the user's own (None)."""
+    return principal.org.account_id if principal.org is not None else None
+
+
 # Every request that makes a job takes from the user's media-jobs bucket first.
 A_JOB = [rate_limited("media-jobs")]
 ON_AN_IMAGE: dict[str, Any] = {
@@ -161,7 +169,7 @@ def _upload(
         request: Request, principal: SignedInUser, library: LibraryDep, key: IdempotencyKey
     ) -> MediaPublic:
         with _refusals(public.KIND):
-            async with library.receiving(principal.user_id, operation) as receive:
+            async with library.receiving(principal.user_id, operation, payer(principal)) as receive:
                 file, fields = await receive(request.stream(), request.headers.get("content-type", ""), limit)
             try:
                 texts = UploadFields.model_validate(fields)
@@ -169,8 +177,8 @@ def _upload(
                 await library.discard(file)
                 errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
                 raise RequestValidationError(errors) from exc
-            asked = command(user_id=principal.user_id, key=key, file=file, title=texts.title,
-                            description=texts.description)  # fmt: skip
+            asked = command(user_id=principal.user_id, account_id=payer(principal), key=key, file=file,
+                            title=texts.title, description=texts.description)  # fmt: skip
             return public.of(await library.handle(asked))
 
 
@@ -301,9 +309,15 @@ def _refusals(noun: str, media_id: uuid.UUID | None = None) -> Iterator[None]:
         raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
     except InsufficientCreditsError as exc:
         job = exc.job
+        refusal = job.refusal or {"account": "user", "reason": "credits"}
+        if refusal["reason"] == "limit":
+            detail = (f"{job.cost} credits asked: your monthly limit in this organization is {refusal['limit']},"
+                      f" {refusal['used']} of it used or held.")  # fmt: skip
+        else:
+            whose = "the organization's" if refusal["account"] == "org" else "your"
+            detail = f"{job.cost} credits asked, {job.available} available in {whose} account."
         raise Problem(
-            402, f"{job.cost} credits asked, {job.available} available.", balance=job.balance,
-            available=job.available, amount=job.cost,
+            402, detail, balance=job.balance, available=job.available, amount=job.cost, **refusal
         ) from exc  # fmt: skip
 
 
@@ -315,7 +329,8 @@ async def transform_image(
     spec = body.model_dump(exclude_none=True)
     if "format" in spec:
         spec["format"] = spec["format"].upper()
-    transform = Transform(user_id=principal.user_id, key=key, image_id=str(image_id), spec=spec)
+    transform = Transform(user_id=principal.user_id, account_id=payer(principal), key=key, image_id=str(image_id),
+                          spec=spec)  # fmt: skip
     return await _answer(library, transform, ImagePublic, image_id)
 
 
@@ -337,7 +352,8 @@ async def remove_background(
     """A copy of one of your images with its background made transparent, as PNG (1 credit). The body
     is optional: the model is the default."""
     method = (body or RemoveBackgroundRequest()).method
-    remove = RemoveBackground(user_id=principal.user_id, key=key, image_id=str(image_id), method=method)
+    remove = RemoveBackground(user_id=principal.user_id, account_id=payer(principal), key=key, image_id=str(image_id),
+                              method=method)  # fmt: skip
     return await _answer(library, remove, ImagePublic, image_id)
 
 
@@ -368,7 +384,8 @@ async def extend_image(
     """One of your images on a bigger canvas (2 credits), the new border filled from its edges (OpenCV
     Telea inpainting: smooth backgrounds extend well, busy ones smear)."""
     extend = Extend(
-        user_id=principal.user_id, key=key, image_id=str(image_id), left=body.left, right=body.right, top=body.top,
+        user_id=principal.user_id, account_id=payer(principal), key=key, image_id=str(image_id), left=body.left,
+        right=body.right, top=body.top,
         bottom=body.bottom,
     )  # fmt: skip
     return await _answer(library, extend, ImagePublic, image_id)
@@ -383,7 +400,13 @@ async def generate_image(
 ) -> ImagePublic:
     """A picture from a prompt (3 credits): the same prompt, seed and size always give the same pixels."""
     generate = Generate(
-        user_id=principal.user_id, key=key, prompt=body.prompt, seed=body.seed, width=body.width, height=body.height
+        user_id=principal.user_id,
+        account_id=payer(principal),
+        key=key,
+        prompt=body.prompt,
+        seed=body.seed,
+        width=body.width,
+        height=body.height,
     )
     return await _answer(library, generate, ImagePublic)
 

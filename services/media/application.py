@@ -32,6 +32,7 @@ from services.media.domain import (
     NotProcessingError,
     NotReadyError,
     OnImage,
+    Paid,
     ProcessVideo,
     ReceivedFile,
     RecordHold,
@@ -115,10 +116,11 @@ class MediaLibrary:
         return answer
 
     @asynccontextmanager
-    async def receiving(self, user_id: str, operation: str) -> AsyncIterator[Receive]:
+    async def receiving(self, user_id: str, operation: str, account_id: str | None = None) -> AsyncIterator[Receive]:
         """Room to receive one upload for `operation`, before a byte of its body is read: UploadsBusyError if
         this process is writing as many as it may for UPLOAD_WAIT_SECONDS, InsufficientCreditsError if the
-        user's available credit (the ledger's word, asked now) is short of its cost. Yields what reads the
+        paying account's available credit (the ledger's word, asked now: the user's own, or `account_id`, their
+        organization's) is short of its cost. Yields what reads the
         body into storage."""
         try:
             # A short wait smooths a burst (a browser sending five photos); a longer one would only queue.
@@ -127,10 +129,12 @@ class MediaLibrary:
             raise UploadsBusyError(self._max_uploads) from None
         try:
             cost = OPERATION_COSTS[operation]
-            account = await self._balances(user_id)
+            account = await self._balances(account_id or user_id)
             if account is not None and account.available < cost:
+                refusal = {"account": "org" if account_id else "user", "reason": "credits"}
                 raise InsufficientCreditsError(Job("", "", user_id, operation, cost, "", Hold.REJECTED,
-                                                   balance=account.balance, available=account.available))  # fmt: skip
+                                                   balance=account.balance, available=account.available,
+                                                   account_id=account_id, refusal=refusal))  # fmt: skip
 
             async def receive(body: AsyncIterator[bytes], content_type: str, limit: int) -> Received:
                 return await uploads.receive(body, content_type, self.storage, incoming_key(str(uuid.uuid4())), limit)
@@ -145,7 +149,7 @@ class MediaLibrary:
         info = await self._checked(c.file, lambda: self._inspect(c.file))
         request = Request("image_upload", "UPLOADED", c.title, c.description, {}, c.file.sha256)
         metadata = {"format": info.format, "width": info.width, "height": info.height, **_as_received(c.file)}
-        return await self._request(c.user_id, c.key, request, metadata, received=c.file)
+        return await self._request(c, request, metadata, received=c.file)
 
     async def _process_video(self, c: ProcessVideo) -> Media:
         """Take a received video (only its signature is checked here: decoding is the worker's) and ask the
@@ -153,7 +157,7 @@ class MediaLibrary:
         container = await self._checked(c.file, lambda: sniff(c.file.head, c.file.size))
         request = Request("video_processing", "UPLOADED", c.title, c.description, {}, c.file.sha256, kind="video")
         metadata = {"container": container, **_as_received(c.file)}
-        return await self._request(c.user_id, c.key, request, metadata, received=c.file)
+        return await self._request(c, request, metadata, received=c.file)
 
     async def discard(self, file: ReceivedFile) -> None:
         """A received upload its request will not use (its fields were refused)."""
@@ -187,7 +191,9 @@ class MediaLibrary:
             assert job is not None, "stored with its record"
             cancelled = replace(media, status=Status.CANCELLED, updated_at=datetime.now(UTC))
             await store.finish(conn, cancelled)
-            event = mc.JobCancelled(job_id=job.id, user_id=c.user_id, operation=job.operation)
+            event = mc.JobCancelled(
+                job_id=job.id, user_id=c.user_id, operation=job.operation, account_id=job.account_id
+            )
             await outbox.add(conn, Envelope.wrap(event, user_id=c.user_id, correlation_id=f"media:{c.video_id}"))
         self._relay.wake()
         return cancelled
@@ -223,12 +229,12 @@ class MediaLibrary:
         if "width" in source.metadata and "height" in source.metadata:  # the made file's, upright
             fits(int(source.metadata["width"]), int(source.metadata["height"]))
         request = Request(operation, kind, source.title, source.description, params, c.image_id)
-        return await self._request(c.user_id, c.key, request, {"source_id": c.image_id}, input_key=source.file_key)
+        return await self._request(c, request, {"source_id": c.image_id}, input_key=source.file_key)
 
     async def _generate(self, c: Generate) -> Media:
         params = {"prompt": c.prompt, "seed": c.seed, "width": c.width, "height": c.height}
         request = Request("image_generation", "GENERATED", c.prompt[:200], None, params, "")
-        return await self._request(c.user_id, c.key, request, {"prompt": c.prompt, "seed": c.seed})
+        return await self._request(c, request, {"prompt": c.prompt, "seed": c.seed})
 
     async def _record_hold(self, c: RecordHold) -> None:
         """The ledger's answer, in one transaction with its inbox record (a redelivered answer changes
@@ -240,9 +246,10 @@ class MediaLibrary:
             job = await store.job(conn, c.job_id, lock=True)
             if job is None or job.hold is not Hold.REQUESTED:
                 return  # not media's job, or answered before
-            await store.set_hold(conn, job.id, c.hold, c.balance, c.available, c.expires_at)
+            await store.set_hold(conn, job.id, c.hold, c.balance, c.available, c.expires_at, c.refusal)
             if c.hold is Hold.RESERVED:
-                work = mc.WorkQueued(job_id=job.id, user_id=job.user_id, operation=job.operation)
+                work = mc.WorkQueued(job_id=job.id, user_id=job.user_id, operation=job.operation,
+                                     account_id=job.account_id)  # fmt: skip
                 queued = Envelope.wrap(work, user_id=job.user_id, event_id=derive_id("mediawork", job.id))
                 await outbox.add(conn, queued)
             else:
@@ -253,19 +260,20 @@ class MediaLibrary:
         self._relay.wake()
 
     async def _request(
-        self, user_id: str, key: str, request: Request, metadata: dict[str, Any], *,
-        received: ReceivedFile | None = None, input_key: str = "",
+        self, asked: Paid, request: Request, metadata: dict[str, Any], *, received: ReceivedFile | None = None,
+        input_key: str = "",
     ) -> Media:  # fmt: skip
         """Store the record, its job and `media.job.requested` in one transaction (naming the received file,
         already in storage, if any), then wait for the ledger's answer. A retry under `key` waits for the
         same job's answer, and its own copy of the file goes; so does the file of a request not recorded."""
+        user_id, key = asked.user_id, asked.key
         meaning = fingerprint(dataclasses.asdict(request))
         job_id, media_id, now = str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC)
         media = Media(media_id, user_id, request.kind, request.type, request.title, request.description,
                       Status.PROCESSING, None, None, metadata, now, now)  # fmt: skip
         cost = OPERATION_COSTS[request.operation]
         job = Job(job_id, media_id, user_id, request.operation, cost, received.key if received else input_key,
-                  Hold.REQUESTED, params=request.params)  # fmt: skip
+                  Hold.REQUESTED, params=request.params, account_id=asked.account_id)  # fmt: skip
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 held_job = await idempotency.claim(conn, f"media:{user_id}", key, meaning, job_id)
@@ -274,6 +282,7 @@ class MediaLibrary:
                     requested = mc.JobRequested(
                         job_id=job_id, user_id=user_id, operation=request.operation, cost=cost,
                         resource_type=request.kind, resource_id=media_id, hold_seconds=HOLD_SECONDS[request.operation],
+                        account_id=asked.account_id,
                     )  # fmt: skip
                     await outbox.add(conn, Envelope.wrap(requested, user_id=user_id, correlation_id=f"job:{job_id}"))
         except BaseException:

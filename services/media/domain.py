@@ -59,6 +59,8 @@ class Job:
     available: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # the operation's request (a transform's spec)
     hold_expires_at: datetime | None = None  # when the ledger lets the hold go unsettled
+    account_id: str | None = None  # an organization's account that pays (None: the user's own)
+    refusal: dict[str, Any] | None = None  # why the ledger refused the hold: whose credit, or the member's limit
 
     def hold_lasts(self, now: datetime) -> bool:
         """Whether an outcome recorded now still finds its hold: the completion has to reach the ledger
@@ -83,6 +85,7 @@ class Paid(Command[Media]):
 
     user_id: str
     key: str
+    account_id: str | None = None  # the organization's account its member spends (None: their own)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class RecordHold(Command[None]):
     hold: Hold
     balance: int | None = None  # the ledger's figures when it refused
     available: int | None = None
+    refusal: dict[str, Any] | None = None  # and why: whose credit was short, or the member's limit
     expires_at: datetime | None = None  # when a granted hold lapses unsettled
     consumer: str
     answer_id: str

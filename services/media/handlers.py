@@ -5,6 +5,8 @@ changes nothing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.media.application import MediaLibrary
 from services.media.domain import Hold, RecordHold
 from shared.bus import Subscription
@@ -24,6 +26,14 @@ def subscription(library: MediaLibrary) -> Subscription:
     return Subscription("LEDGER", DURABLE, SUBJECTS, apply)
 
 
+def refusal_of(refused: lc.ReservationRejected) -> dict[str, Any]:
+    """Whose credit was short ("org" when a member spent an organization's), or the member's limit."""
+    account = "user" if refused.member_id is None else "org"
+    if refused.limit is not None:
+        return {"account": account, "reason": "limit", "limit": refused.limit, "used": refused.used}
+    return {"account": account, "reason": "credits"}
+
+
 def to_command(envelope: Envelope) -> RecordHold | None:
     # A job id that is no UUID is no media job's: a caller's hold from when the ledger still let callers
     # name a job.
@@ -36,7 +46,7 @@ def to_command(envelope: Envelope) -> RecordHold | None:
         case lc.ReservationRejected(job_id=str(job_id)) as refused if is_uuid(job_id):
             return RecordHold(
                 job_id=job_id, hold=Hold.REJECTED, balance=refused.balance, available=refused.available,
-                consumer=DURABLE, answer_id=answer_id,
+                refusal=refusal_of(refused), consumer=DURABLE, answer_id=answer_id,
             )  # fmt: skip
         case _:
             return None

@@ -48,7 +48,14 @@ V1 = (  # migration 1: the tables as the service made them at every start before
     "CREATE INDEX IF NOT EXISTS jobs_of_media ON jobs (media_id)",
     *IDEMPOTENCY_DDL,
 )
-MIGRATIONS = (Migration(1, "initial tables", V1),)
+MIGRATIONS = (
+    Migration(1, "initial tables", V1),
+    # Which account pays for a job (an organization's, when its member asked), and why a hold was refused.
+    Migration(2, "jobs paid by organizations", (
+        "ALTER TABLE jobs ADD COLUMN account_id UUID",
+        "ALTER TABLE jobs ADD COLUMN refusal JSONB",
+    )),
+)  # fmt: skip
 
 _MEDIA = (
     "id::text AS id, user_id::text AS user_id, kind, type, title, description, status, file_key, thumbnail_key,"
@@ -56,7 +63,7 @@ _MEDIA = (
 )
 _JOB = (
     "id::text AS id, media_id::text AS media_id, user_id::text AS user_id, operation, cost, input_key, hold,"
-    " balance, available, params, hold_expires_at"
+    " balance, available, params, hold_expires_at, account_id::text AS account_id, refusal"
 )
 
 
@@ -70,10 +77,13 @@ async def add(conn: AsyncConnection, media: Media, job: Job) -> None:
         ),
     )  # fmt: skip
     await conn.execute(
-        "INSERT INTO jobs (id, media_id, user_id, operation, cost, input_key, hold, params)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (job.id, job.media_id, job.user_id, job.operation, job.cost, job.input_key, job.hold, Jsonb(job.params)),
-    )
+        "INSERT INTO jobs (id, media_id, user_id, operation, cost, input_key, hold, params, account_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            job.id, job.media_id, job.user_id, job.operation, job.cost, job.input_key, job.hold, Jsonb(job.params),
+            job.account_id,
+        ),
+    )  # fmt: skip
 
 
 async def job(conn: AsyncConnection, job_id: str, *, lock: bool = False) -> Job | None:
@@ -94,12 +104,12 @@ async def job_of(conn: AsyncConnection, media_id: str) -> Job | None:
 
 async def set_hold(
     conn: AsyncConnection, job_id: str, hold: Hold, balance: int | None, available: int | None,
-    expires_at: datetime | None,
+    expires_at: datetime | None, refusal: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     await conn.execute(
-        "UPDATE jobs SET hold = %s, balance = %s, available = %s, hold_expires_at = %s, updated_at = now()"
-        " WHERE id = %s",
-        (hold, balance, available, expires_at, job_id),
+        "UPDATE jobs SET hold = %s, balance = %s, available = %s, hold_expires_at = %s, refusal = %s,"
+        " updated_at = now() WHERE id = %s",
+        (hold, balance, available, expires_at, Jsonb(refusal) if refusal is not None else None, job_id),
     )
 
 

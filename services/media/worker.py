@@ -95,7 +95,8 @@ class Worker:
     async def _fail(self, job: Job, media: Media, reason: str) -> None:
         failed = replace(media, status=Status.FAILED, metadata={**media.metadata, "error": reason[:500]},
                          updated_at=datetime.now(UTC))  # fmt: skip
-        outcome = mc.JobFailed(job_id=job.id, user_id=job.user_id, operation=job.operation, reason=reason[:500])
+        outcome = mc.JobFailed(job_id=job.id, user_id=job.user_id, operation=job.operation, reason=reason[:500],
+                               account_id=job.account_id)  # fmt: skip
         await self._record(media, failed, outcome)
         await drop_upload(self._storage, job.input_key)
 
@@ -144,7 +145,12 @@ class Worker:
             metadata={**media.metadata, **prepared.metadata}, updated_at=datetime.now(UTC),
         )  # fmt: skip
         completed = mc.JobCompleted(
-            job_id=job.id, user_id=job.user_id, operation=job.operation, cost=job.cost, resource_id=media.id
+            job_id=job.id,
+            user_id=job.user_id,
+            operation=job.operation,
+            cost=job.cost,
+            resource_id=media.id,
+            account_id=job.account_id,
         )
         recorded = await self._record(media, done, completed)
         if not recorded:  # cancelled meanwhile: what was made goes

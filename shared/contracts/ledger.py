@@ -43,6 +43,10 @@ class _Refused(_Stamped):
     # The balance when refused (added later, so older events lack it).
     balance: int | None = None
     reason: MediumText
+    # An organization's member who asked, and, refused for their monthly limit, it and what they used of it.
+    member_id: ShortText | None = None
+    limit: int | None = None
+    used: int | None = None
 
 
 class _Entry(_Stamped):
@@ -81,6 +85,7 @@ class CreditsDebited(_Entry):
     # A claw-back that found fewer credits than it wanted records what it could not take.
     shortfall: int = 0
     lots: Portions | None = None  # older events lack it
+    member_id: ShortText | None = None  # the organization's member who spent it (None: the account's owner)
 
 
 class CreditsReserved(_Hold):
@@ -89,6 +94,7 @@ class CreditsReserved(_Hold):
     expires_at: datetime
     balance: int
     reserved_after: int
+    member_id: ShortText | None = None  # the organization's member who placed it
 
 
 class CreditsCaptured(_Hold):
@@ -99,6 +105,7 @@ class CreditsCaptured(_Hold):
     reserved_after: int
     description: MediumText
     lots: Portions | None = None  # what the capture took from each lot (older events lack it)
+    member_id: ShortText | None = None  # whose hold it was: the organization's member who spent it
 
 
 class CreditsReleased(_Hold):
@@ -136,6 +143,15 @@ class DebitRejected(_Refused):
     type = "ledger.debit.rejected"
 
 
+class MemberLimitSet(_Stamped):
+    """An organization's admin set how much a member may spend of its account per calendar month (UTC)."""
+
+    type = "ledger.credits.limit_set"
+    member_id: ShortText
+    monthly_credits: int | None = Field(ge=0)  # None: no limit
+    admin_id: ShortText
+
+
 @dataclass(frozen=True)
 class CreditEntry:
     """A line of the credit log, as the ledger answers it and every read model shows it: a positive
@@ -146,6 +162,7 @@ class CreditEntry:
     balance_after: int
     description: str
     metadata: dict[str, Any]
+    member_id: str | None = None  # on an organization's account: the member who spent it
 
 
 def credit_entry(body: EventData) -> CreditEntry | None:
@@ -153,11 +170,15 @@ def credit_entry(body: EventData) -> CreditEntry | None:
     match body:
         case CreditsGranted():
             return CreditEntry(body.entry_type, body.amount, body.balance_after, body.description, body.metadata)
-        case CreditsDebited() | CreditsExpired():
+        case CreditsDebited():
+            return CreditEntry(
+                body.entry_type, -body.amount, body.balance_after, body.description, body.metadata, body.member_id
+            )
+        case CreditsExpired():
             return CreditEntry(body.entry_type, -body.amount, body.balance_after, body.description, body.metadata)
         case CreditsCaptured(amount=taken) if taken > 0:
             # A hold's capture is spending: USAGE, with the hold it came from.
             metadata = {"reservation_id": body.reservation_id, "job_id": body.job_id}
-            return CreditEntry(EntryType.USAGE, -taken, body.balance_after, body.description, metadata)
+            return CreditEntry(EntryType.USAGE, -taken, body.balance_after, body.description, metadata, body.member_id)
         case _:
             return None

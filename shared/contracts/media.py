@@ -14,6 +14,8 @@ class _Job(EventData):
     job_id: ShortText
     user_id: ShortText
     operation: ShortText
+    # Whose credit pays: an organization's account when its member asked (older events: the user's own).
+    account_id: ShortText | None = None
 
 
 class JobRequested(_Job):

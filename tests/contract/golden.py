@@ -96,6 +96,14 @@ def history() -> dict[str, Any]:
     run(lc.WarnExpiring(user_id=USER, key="warn-late", lot_id=lot))  # nothing left to warn of: noted
     run(lc.SetStatus(user_id=USER, key="off", active=False, at=AT))
     run(lc.SetStatus(user_id=USER, key="on", active=True, at=AT + timedelta(seconds=1)))
+    # As an organization's account: a member's limit, their spending within it and past it.
+    member = "0b7e6f3c-5d2a-4e1b-9c8d-7a6f5e4d3c2b"
+    run(lc.SetMemberLimit(user_id=USER, key="limit", member_id=member, monthly_credits=4, admin_id="admin"))
+    run(lc.Debit(user_id=USER, key="member-spent", entry_type="USAGE", amount=2, member_id=member, asked_at=AT))
+    run(lc.Reserve(user_id=USER, key="member-hold", reservation_id="r-m", amount=1, ttl_seconds=600,
+                   expires_at=AT + timedelta(seconds=600), member_id=member, asked_at=AT))  # fmt: skip
+    run(lc.Capture(user_id=USER, key="member-taken", reservation_id="r-m", amount=1, asked_at=AT))
+    run(lc.Debit(user_id=USER, key="member-over", entry_type="USAGE", amount=2, member_id=member, asked_at=AT))
     events = [
         {"version": item.originator_version, "topic": item.topic, "state": item.state.decode()}
         for item in ledger.recorder.select_events(uuid.UUID(USER))
@@ -112,7 +120,10 @@ def account_view(account: CreditAccount) -> dict[str, Any]:
         "active": account.active,
         "recharge_threshold": account.recharge_threshold,
         "lots": {k: [lot.amount, lot.remaining] for k, lot in sorted(account.lots.items())},
-    }
+        # Only an organization's account has members: histories written before them show none.
+        **({"members": {k: [m.limit, m.month, m.used] for k, m in sorted(account.members.items())}}
+           if account.members else {}),
+    }  # fmt: skip
 
 
 def write_missing() -> list[Path]:

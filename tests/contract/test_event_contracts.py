@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import pytest
 from pydantic import ValidationError
 
+from shared.bus.streams import STREAMS, stream_of
 from shared.contracts import Envelope, EventData, UnknownEventError
 from shared.contracts import ledger as lc
 
@@ -121,3 +122,9 @@ def test_a_credit_log_line_is_said_once_for_every_reader() -> None:
         lc.EntryType.USAGE, -3, 7, "resize", {"reservation_id": "r", "job_id": "j"}
     )
     assert lc.credit_entry(nothing) is None
+
+
+@pytest.mark.parametrize("subject", sorted(EventData.registry))
+def test_every_contract_is_stored_by_a_stream(subject: str) -> None:
+    # A subject no stream stores is refused at publish, and the relay that holds it stops there for good.
+    assert stream_of(subject) in STREAMS

@@ -107,3 +107,25 @@ def test_a_snapshot_taken_before_auto_recharge_reads_back_watching_no_threshold(
 
     assert account is not None
     assert (account.balance, account.recharge_threshold, account.recharge_at) == (7, None, None)
+
+
+def test_a_version_2_snapshot_from_before_organizations_reads_back_with_no_members_of_its_own() -> None:
+    ledger, user = in_memory(), str(uuid.uuid4())
+    ledger.execute_batch([ask("grant", user, "g", entry_type="BONUS", amount=7)])
+    ledger.take_snapshot(uuid.UUID(user))
+    assert ledger.snapshots is not None
+    [snapshot] = ledger.snapshots.recorder.select_events(uuid.UUID(user))
+    state: dict[str, Any] = ledger.mapper.transcoder.decode(snapshot.state)
+    state["state"].pop("members")
+    state["state"]["class_version"] = 2
+    older = in_memory()
+    older.recorder.insert_events(list(ledger.recorder.select_events(uuid.UUID(user))))
+    assert older.snapshots is not None
+    encoded = ledger.mapper.transcoder.encode(state)
+    older.snapshots.recorder.insert_events(
+        [StoredEvent(snapshot.originator_id, snapshot.originator_version, snapshot.topic, encoded)]
+    )
+    first, second = older.account(user), older.account(user)
+    assert first is not None and second is not None and first.members == {}
+    first.members["someone"] = None  # type: ignore[assignment]
+    assert second.members == {}, "two accounts read from old snapshots share one dict of members"
