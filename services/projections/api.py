@@ -26,6 +26,11 @@ from services.projections.schemas import (
     ExportedLot,
     JobLinks,
     LotView,
+    MemberUsage,
+    OrgCreditsResponse,
+    OrgDashboard,
+    OrgTotals,
+    OrgView,
     Profile,
     SubscriptionView,
     Totals,
@@ -33,7 +38,7 @@ from services.projections.schemas import (
     UsageDay,
     UserProfile,
 )
-from shared.auth import CurrentPrincipal, SignedInUser
+from shared.auth import CurrentPrincipal, Principal, SignedInUser
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
 from shared.inputs import CursorCodec, Moment
@@ -175,3 +180,64 @@ async def export(principal: SignedInUser, pool: PoolDep) -> StreamingResponse:
     filename = f"creditstream-export-{user_id}.json"
     return StreamingResponse(document(), media_type="application/json",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+
+
+# -- an organization's shared account: its members read it, its admins see every member ----------------------
+
+
+async def _org(conn: AsyncConnection, principal: Principal) -> OrgView:
+    active = principal.org
+    if active is None:
+        raise Problem(404, "The token has no active organization: switch to one in Clerk first.")
+    row = await queries.organization_of(conn, active.id)
+    if row is None:
+        raise Problem(404, f"Organization {active.id} is not known here yet (sign in with it first) or was deleted.")
+    return OrgView(id=row["org_id"], name=row["name"], slug=row["slug"], account_id=row["account_id"], role=active.role)
+
+
+def _own_unless_admin(principal: Principal) -> str | None:
+    """Whose spending an organization's reader sees: an admin everyone's (None), a member their own."""
+    assert principal.org is not None
+    return None if principal.org.is_admin else principal.user_id
+
+
+@router.get(
+    "/api/org/credits", response_model=OrgCreditsResponse, tags=["organizations"], responses=responses(400, 404)
+)
+async def org_credits(
+    principal: SignedInUser, pool: PoolDep, cursor: PageCursor = None, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> OrgCreditsResponse:
+    """The balance of the token's active organization and its credit history, newest first, with the member who
+    spent each entry: all of it for the organization's admins; what they spent themselves for its members."""
+    before = HISTORY_CURSOR.decode(cursor)
+    async with pool.connection() as conn:
+        org = await _org(conn, principal)
+        account = await _account(conn, org.account_id)
+        entries = await queries.entries_of(conn, org.account_id, before=before, limit=limit + 1,
+                                           member_id=_own_unless_admin(principal))  # fmt: skip
+    page, more = entries[:limit], len(entries) > limit
+    return OrgCreditsResponse(
+        org=org, balance=account.balance, reserved=account.reserved, available=account.available,
+        history=[CreditEntry.of(e) for e in page], next_cursor=HISTORY_CURSOR.encode(page[-1]["seq"]) if more else None,
+    )  # fmt: skip
+
+
+@router.get("/api/org/dashboard", response_model=OrgDashboard, tags=["organizations"], responses=responses(404))
+async def org_dashboard(principal: SignedInUser, pool: PoolDep) -> OrgDashboard:
+    """The organization's account this month: its balance and lots, and each member's usage against their
+    monthly limit (an admin sees every member, a member themselves)."""
+    now = datetime.now(UTC)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    async with pool.connection() as conn:
+        org = await _org(conn, principal)
+        members = await queries.members_usage(conn, org.id, org.account_id, month_start)
+        own = _own_unless_admin(principal)
+        shown = [m for m in members if own is None or m["user_id"] == own]
+        totals = await queries.totals_of(conn, org.account_id)
+        return OrgDashboard(
+            org=org, month=now.strftime("%Y-%m"), account=await _account(conn, org.account_id),
+            members=[MemberUsage(**m) for m in shown],
+            totals=OrgTotals(used_this_month=sum(m["used"] for m in shown), credits_bought=totals["credits_bought"],
+                             credits_spent=totals["credits_spent"]),
+            lots=[LotView(**lot) for lot in await queries.lots_of(conn, org.account_id)],
+        )  # fmt: skip

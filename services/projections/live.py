@@ -84,6 +84,22 @@ async def stream_ticket(principal: SignedInUser, pool: PoolDep) -> StreamTicket:
     return StreamTicket(ticket=ticket, expires_at=expires_at)
 
 
+@router.post(
+    "/api/org/credits/stream-ticket", response_model=StreamTicket, responses=responses(404, 429),
+    dependencies=[rate_limited("stream-tickets")], tags=["organizations"],
+)  # fmt: skip
+async def org_stream_ticket(principal: SignedInUser, pool: PoolDep) -> StreamTicket:
+    """A ticket that opens the live stream of the token's active organization's balance (its members'), used as
+    the personal one: `GET /api/user/credits/stream?ticket=...`."""
+    if principal.org is None:
+        raise Problem(404, "The token has no active organization: switch to one in Clerk first.")
+    ticket = secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + timedelta(seconds=TICKET_SECONDS)
+    async with pool.connection() as conn:
+        await store.issue_ticket(conn, _ticket_hash(ticket), principal.org.account_id, expires_at)
+    return StreamTicket(ticket=ticket, expires_at=expires_at)
+
+
 def _ticket_hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 

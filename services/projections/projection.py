@@ -40,6 +40,8 @@ CONSUMERS = (
 # (one the live consumers parked) must not stop it.
 Taken = (
     idc.UserRegistered | idc.UserUpdated | idc.UserDeactivated | idc.UserReactivated | idc.UserErased
+    | idc.OrganizationCreated | idc.OrganizationUpdated | idc.OrganizationDeleted
+    | idc.MemberAdded | idc.MemberRoleChanged | idc.MemberRemoved | lc.MemberLimitSet
     | lc.CreditsGranted | lc.CreditsDebited | lc.CreditsExpired | lc.CreditsCaptured | lc.CreditsReserved
     | lc.CreditsReleased | lc.ReservationRejected | lc.BalanceLow | lc.CreditsExpiring
     | pc.PaymentSucceeded | pc.PaymentFailed | pc.PaymentCancelled | pc.PaymentRefunded
@@ -66,6 +68,19 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
             await read_models.set_user_active(conn, user, True, seq=seq, at=at)
         case idc.UserErased(user_id=user):
             await read_models.erase_user(conn, user, at=at)
+        case idc.OrganizationCreated() | idc.OrganizationUpdated() as org:
+            await read_models.save_organization(conn, {**org.model_dump(), "deleted": False, "seq": seq})
+        case idc.OrganizationDeleted() as org:
+            row = {**org.model_dump(), "name": org.org_id, "slug": None, "deleted": True, "seq": seq}
+            await read_models.save_organization(conn, row)
+        case idc.MemberAdded() | idc.MemberRoleChanged() as member:
+            await read_models.save_member(conn, {**member.model_dump(), "active": True, "seq": seq})
+        case idc.MemberRemoved() as member:
+            await read_models.save_member(conn, {**member.model_dump(), "role": None, "active": False, "seq": seq})
+        case lc.MemberLimitSet() as limit:
+            row = {"account_id": limit.user_id, "member_id": limit.member_id,
+                   "monthly_credits": limit.monthly_credits, "seq": seq}  # fmt: skip
+            await read_models.set_member_limit(conn, row)
         case lc.CreditsExpired() as expired:
             await _credits_moved(conn, env, expired, seq)
             await _activity(conn, env, expired.user_id, "credits_expired", f"{expired.amount} credits expired",
@@ -139,6 +154,7 @@ async def _credits_moved(conn: AsyncConnection, env: Envelope, body: Moved, seq:
                 "description": line.description,
                 "metadata": line.metadata,
                 "occurred_at": env.occurred_at,
+                "member_id": line.member_id,
             },
         )
     match body:

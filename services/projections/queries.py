@@ -35,19 +35,47 @@ async def balance_at(conn: AsyncConnection, user_id: str, at: Any) -> int:
 
 async def entries_of(
     conn: AsyncConnection, user_id: str, *, before: int | None, limit: int, entry_type: str | None = None,
-    at: Any = None,
+    at: Any = None, member_id: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """A user's credit log, newest first, below stream position `before`; only of `entry_type`, and only up
-    to the moment `at`, when given."""
+    """An account's credit log, newest first, below stream position `before`; only of `entry_type`, only up
+    to the moment `at`, and only what an organization's member spent (`member_id`), when given."""
     return await fetch_all(
         conn,
         "SELECT seq, event_id::text AS id, entry_type AS type, amount, balance_after, description, metadata,"
-        " occurred_at AS created_at FROM credit_entries WHERE user_id = %(u)s AND seq < %(before)s"
-        " AND (%(type)s::text IS NULL OR entry_type = %(type)s)"
+        " occurred_at AS created_at, member_id::text AS member_id FROM credit_entries"
+        " WHERE user_id = %(u)s AND seq < %(before)s AND (%(type)s::text IS NULL OR entry_type = %(type)s)"
+        " AND (%(member)s::uuid IS NULL OR member_id = %(member)s)"
         " AND (%(at)s::timestamptz IS NULL OR occurred_at <= %(at)s) ORDER BY seq DESC LIMIT %(limit)s",
         {"u": user_id, "before": before if before is not None else 2**62, "type": entry_type, "at": at,
-         "limit": limit},
+         "limit": limit, "member": member_id},
     )  # fmt: skip
+
+
+async def organization_of(conn: AsyncConnection, org_id: str) -> dict[str, Any] | None:
+    return await fetch_one(
+        conn, "SELECT org_id, account_id::text AS account_id, name, slug FROM organizations"
+        " WHERE org_id = %s AND NOT deleted", (org_id,),
+    )  # fmt: skip
+
+
+async def members_usage(conn: AsyncConnection, org_id: str, account_id: str, since: Any) -> list[dict[str, Any]]:
+    """Each member (and anyone who spent the account, a member no longer), what they spent of it since `since`
+    (the month's start) and their monthly limit; first the ones who spent most."""
+    return await fetch_all(
+        conn,
+        "WITH spent AS (SELECT member_id, -SUM(amount) AS used FROM credit_entries WHERE user_id = %(a)s"
+        "   AND member_id IS NOT NULL AND entry_type = 'USAGE' AND occurred_at >= %(since)s GROUP BY member_id),"
+        " people AS (SELECT user_id AS member_id FROM org_members WHERE org_id = %(o)s AND active"
+        "   UNION SELECT member_id FROM spent)"
+        " SELECT p.member_id::text AS user_id, m.role, COALESCE(m.active, FALSE) AS active,"
+        " NULLIF(concat_ws(' ', u.first_name, u.last_name), '') AS name, NULLIF(u.email, '') AS email,"
+        " l.monthly_credits AS monthly_limit, COALESCE(s.used, 0) AS used FROM people p"
+        " LEFT JOIN org_members m ON m.org_id = %(o)s AND m.user_id = p.member_id"
+        " LEFT JOIN users u ON u.user_id = p.member_id"
+        " LEFT JOIN member_limits l ON l.account_id = %(a)s AND l.member_id = p.member_id"
+        " LEFT JOIN spent s ON s.member_id = p.member_id ORDER BY used DESC, user_id",
+        {"a": account_id, "o": org_id, "since": since},
+    )
 
 
 async def totals_of(conn: AsyncConnection, user_id: str) -> dict[str, int]:

@@ -84,9 +84,41 @@ async def set_balance(
 async def add_entry(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO credit_entries (seq, event_id, user_id, entry_type, amount, balance_after, description,"
-        " metadata, occurred_at) VALUES (%(seq)s, %(event_id)s, %(user_id)s, %(entry_type)s, %(amount)s,"
-        " %(balance_after)s, %(description)s, %(metadata)s, %(occurred_at)s) ON CONFLICT DO NOTHING",
-        {**row, "metadata": Jsonb(row["metadata"])},
+        " metadata, occurred_at, member_id) VALUES (%(seq)s, %(event_id)s, %(user_id)s, %(entry_type)s, %(amount)s,"
+        " %(balance_after)s, %(description)s, %(metadata)s, %(occurred_at)s, %(member_id)s) ON CONFLICT DO NOTHING",
+        {"member_id": None, **row, "metadata": Jsonb(row["metadata"])},
+    )
+
+
+async def save_organization(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    """An organization as of stream position `seq`; a deleted one stays deleted."""
+    await conn.execute(
+        "INSERT INTO organizations AS o (org_id, account_id, name, slug, deleted, seq) VALUES (%(org_id)s,"
+        " %(account_id)s, %(name)s, %(slug)s, %(deleted)s, %(seq)s) ON CONFLICT (org_id) DO UPDATE SET"
+        " name = CASE WHEN EXCLUDED.seq > o.seq AND NOT EXCLUDED.deleted THEN EXCLUDED.name ELSE o.name END,"
+        " slug = CASE WHEN EXCLUDED.seq > o.seq AND NOT EXCLUDED.deleted THEN EXCLUDED.slug ELSE o.slug END,"
+        " deleted = o.deleted OR EXCLUDED.deleted, seq = GREATEST(o.seq, EXCLUDED.seq)",
+        row,
+    )
+
+
+async def save_member(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    """A membership as of stream position `seq` (a removal keeps the role last said)."""
+    await conn.execute(
+        "INSERT INTO org_members AS m (org_id, user_id, role, active, seq) VALUES (%(org_id)s, %(user_id)s,"
+        " %(role)s, %(active)s, %(seq)s) ON CONFLICT (org_id, user_id) DO UPDATE SET"
+        " role = COALESCE(EXCLUDED.role, m.role), active = EXCLUDED.active, seq = EXCLUDED.seq"
+        " WHERE m.seq < EXCLUDED.seq",
+        row,
+    )
+
+
+async def set_member_limit(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO member_limits AS l (account_id, member_id, monthly_credits, seq) VALUES (%(account_id)s,"
+        " %(member_id)s, %(monthly_credits)s, %(seq)s) ON CONFLICT (account_id, member_id) DO UPDATE SET"
+        " monthly_credits = EXCLUDED.monthly_credits, seq = EXCLUDED.seq WHERE l.seq < EXCLUDED.seq",
+        row,
     )
 
 

@@ -42,7 +42,7 @@ BATCH = 500
 # Every table the consumers write (not the stream tickets: those are the API's, not a read model's).
 TABLES = (
     "users", "balances", "credit_entries", "transactions", "subscriptions", "media_jobs", "activity", "lots", "feed",
-    "feed_heads", "positions", "inbox",
+    "feed_heads", "positions", "inbox", "organizations", "org_members", "member_limits",
 )  # fmt: skip
 
 

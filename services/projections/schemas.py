@@ -17,6 +17,7 @@ class CreditEntry(BaseModel):
     description: str
     metadata: dict[str, Any]
     created_at: datetime
+    member_id: str | None = None  # on an organization's account: the member who spent it
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> CreditEntry:
@@ -188,3 +189,45 @@ class Export(BaseModel):
     media_jobs: list[ExportedJob]
     activity: list[Activity]
     credit_history: list[CreditEntry] = Field(description="every entry, newest first")
+
+
+class OrgView(BaseModel):
+    id: str  # Clerk's
+    name: str
+    slug: str | None
+    account_id: str
+    role: str  # the caller's: org:admin | org:member
+
+
+class OrgCreditsResponse(BaseModel):
+    org: OrgView
+    balance: int
+    reserved: int  # held for running jobs
+    available: int
+    history: list[CreditEntry]  # every member's for an admin; a member's own for them
+    next_cursor: str | None
+
+
+class MemberUsage(BaseModel):
+    user_id: str
+    name: str | None
+    email: str | None
+    role: str | None  # org:admin | org:member; null: no longer a member (they spent before they left)
+    active: bool
+    monthly_limit: int | None  # null: no limit
+    used: int  # spent of the organization's credit this month (UTC)
+
+
+class OrgTotals(BaseModel):
+    used_this_month: int  # by the members shown
+    credits_bought: int
+    credits_spent: int
+
+
+class OrgDashboard(BaseModel):
+    org: OrgView
+    month: str  # YYYY-MM, UTC: what `used` counts
+    account: Account
+    members: list[MemberUsage]  # all for an admin; the caller alone for a member
+    totals: OrgTotals
+    lots: list[LotView]

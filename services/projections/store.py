@@ -140,7 +140,38 @@ V1 = (  # migration 1: the tables as the service made them at every start before
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
 )
-MIGRATIONS = (Migration(1, "initial tables", V1),)
+MIGRATIONS = (
+    Migration(1, "initial tables", V1),
+    # Organizations' shared accounts: who spent each entry, the members and their monthly limits.
+    Migration(2, "organizations", (
+        "ALTER TABLE credit_entries ADD COLUMN member_id UUID",
+        "CREATE INDEX credit_entries_by_member ON credit_entries (user_id, member_id, occurred_at)"
+        " WHERE member_id IS NOT NULL",
+        """CREATE TABLE organizations (
+            org_id TEXT PRIMARY KEY,
+            account_id UUID NOT NULL,
+            name TEXT NOT NULL,
+            slug TEXT,
+            deleted BOOLEAN NOT NULL DEFAULT FALSE,
+            seq BIGINT NOT NULL
+        )""",
+        """CREATE TABLE org_members (
+            org_id TEXT NOT NULL,
+            user_id UUID NOT NULL,
+            role TEXT,
+            active BOOLEAN NOT NULL,
+            seq BIGINT NOT NULL,
+            PRIMARY KEY (org_id, user_id)
+        )""",
+        """CREATE TABLE member_limits (
+            account_id UUID NOT NULL,
+            member_id UUID NOT NULL,
+            monthly_credits BIGINT,
+            seq BIGINT NOT NULL,
+            PRIMARY KEY (account_id, member_id)
+        )""",
+    )),
+)  # fmt: skip
 
 
 async def record_position(conn: AsyncConnection, consumer: str, stream: str, seq: int) -> None:

@@ -138,6 +138,38 @@ def test_thirty_concurrent_spends_by_three_members_never_overdraw_or_pass_a_limi
                                headers=bearer(org.tokens[1]), timeout=30)  # fmt: skip
     assert member_history.status_code == 403  # the history names every member: for the admins
 
+    # The read models: the dashboard's usage per member is what the ledger's entries say, against each limit.
+    def dashboard(token: str) -> dict[str, Any]:
+        answer = httpx.get(f"{system.url('projections')}/api/org/dashboard", headers=bearer(token), timeout=30)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    wait_until(lambda: dashboard(org.admin)["account"]["balance"] == org.balance(), timeout=30,
+               what="the dashboard caught up with the ledger")  # fmt: skip
+    seen = dashboard(org.admin)
+    assert seen["org"] == {
+        "id": org.id,
+        "name": "team",
+        "slug": "team",
+        "account_id": org.account_id,
+        "role": "org:admin",
+    }
+    usage = {m["user_id"]: (m["used"], m["monthly_limit"], m["role"]) for m in seen["members"]}
+    assert usage == {
+        user_id_for(org.clerk_ids[0]): (0, None, "org:admin"),
+        **{user_id_for(org.clerk_ids[m]): (accepted[m], limits[m], "org:member") for m in limits},
+    }
+    assert seen["totals"]["used_this_month"] == sum(accepted.values()) == seen["totals"]["credits_spent"]
+    assert [lot["remaining"] for lot in seen["lots"]] == [org.balance()]
+    mine = dashboard(org.tokens[1])
+    assert [m["user_id"] for m in mine["members"]] == [user_id_for(org.clerk_ids[1])]  # a member sees themselves
+    assert mine["account"]["balance"] == org.balance()  # and the organization's balance
+    credits = httpx.get(f"{system.url('projections')}/api/org/credits?limit=200", headers=bearer(org.tokens[1]),
+                        timeout=30).json()  # fmt: skip
+    own = user_id_for(org.clerk_ids[1])
+    assert {e["member_id"] for e in credits["history"]} <= {own}
+    assert -sum(e["amount"] for e in credits["history"]) == accepted[1]
+
 
 def test_a_removed_members_org_requests_are_refused_and_their_own_account_is_untouched(system: System) -> None:
     org = Org(system, credits=10, members=1)
