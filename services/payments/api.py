@@ -35,7 +35,7 @@ from services.payments.domain import (
 )
 from services.payments.gateway import CardRefusedError, StripeUnavailableError
 from services.payments.stripe_objects import Card
-from shared.auth import SignedInUser
+from shared.auth import SignedInUser, ensure_org_admin
 from shared.credits import PACKAGES, PLANS, SubscriptionPlan
 from shared.guard import GuardedRoute
 from shared.idempotency import IdempotencyConflictError
@@ -128,6 +128,18 @@ class TransactionStats(BaseModel):
     currency: str = "USD"
 
 
+async def account_of_buyer(principal: SignedInUser) -> str:
+    """Whose account the caller buys for and manages billing of: with a token active in an organization, the
+    organization's (its admins only: it is the Stripe customer then); else their own."""
+    if principal.org is None:
+        return principal.user_id
+    return ensure_org_admin(principal).account_id
+
+
+# The account a payments request acts for: the caller's own, or their organization's (see account_of_buyer).
+Buyer = Annotated[str, Depends(account_of_buyer)]
+
+
 @router.get("/api/credit-packages", response_model=list[CreditPackagePublic], tags=["payments"])
 async def credit_packages() -> list[CreditPackagePublic]:
     return [CreditPackagePublic(**p.__dict__) for p in PACKAGES.values()]
@@ -139,7 +151,7 @@ async def credit_packages() -> list[CreditPackagePublic]:
 )  # fmt: skip
 async def checkout(
     body: CheckoutRequest,
-    principal: SignedInUser,
+    buyer: Buyer,
     payments: PaymentsDep,
     key: IdempotencyKey,
     correlation_id: CorrelationId = None,
@@ -147,7 +159,7 @@ async def checkout(
     """Start buying a pack: a PENDING transaction and a Stripe PaymentIntent, whose client secret the
     frontend confirms with Stripe.js (card details go to Stripe only). A retry with the same key
     answers the same transaction and PaymentIntent."""
-    command = Checkout(user_id=principal.user_id, package_id=body.package_id, key=key, correlation_id=correlation_id)
+    command = Checkout(user_id=buyer, package_id=body.package_id, key=key, correlation_id=correlation_id)
     try:
         done = await payments.handle(command)
     except UnknownPackageError as exc:
@@ -175,7 +187,7 @@ async def transaction_page(
 
 @router.get("/api/user/transactions", response_model=TransactionPage, tags=["user"], responses=responses(400))
 async def my_transactions(
-    principal: SignedInUser,
+    buyer: Buyer,
     payments: PaymentsDep,
     status: StatusFilter = [],  # noqa: B006  # FastAPI copies defaults per request
     kind: KindFilter = [],  # noqa: B006
@@ -183,15 +195,13 @@ async def my_transactions(
     limit: Limit = 50,
 ) -> TransactionPage:
     """The token's user's transactions, newest first (getUserTransactions)."""
-    return await transaction_page(
-        payments, TransactionQuery(principal.user_id, tuple(status), tuple(kind)), cursor, limit
-    )
+    return await transaction_page(payments, TransactionQuery(buyer, tuple(status), tuple(kind)), cursor, limit)
 
 
 @router.get("/api/user/transactions/stats", response_model=TransactionStats, tags=["user"])
-async def my_stats(principal: SignedInUser, payments: PaymentsDep) -> TransactionStats:
+async def my_stats(buyer: Buyer, payments: PaymentsDep) -> TransactionStats:
     """Counts and amounts by status, what was spent and the credits bought (getUserTransactionStats)."""
-    rows = await payments.totals(principal.user_id)
+    rows = await payments.totals(buyer)
     by_status = {Status(r["status"]): StatusTotals(count=int(r["count"]), amount=int(r["amount_cents"])) for r in rows}
     kept = [r for r in rows if r["status"] in (Status.COMPLETED, Status.REFUNDED)]
     return TransactionStats(
@@ -270,10 +280,10 @@ async def subscription_plans() -> list[PlanPublic]:
     "/api/billing/payment-methods", response_model=list[CardPublic], status_code=201, tags=["billing"],
     responses=responses(402, 502),
 )  # fmt: skip
-async def save_card(body: SaveCardRequest, principal: SignedInUser, payments: PaymentsDep) -> list[CardPublic]:
+async def save_card(body: SaveCardRequest, buyer: Buyer, payments: PaymentsDep) -> list[CardPublic]:
     """Save a card made client-side with Stripe.js (its pm_ id) as the user's default; answers their cards."""
     try:
-        cards = await payments.handle(SaveCard(user_id=principal.user_id, payment_method=body.payment_method))
+        cards = await payments.handle(SaveCard(user_id=buyer, payment_method=body.payment_method))
     except CardRefusedError as exc:
         raise Problem(402, f"The card was not saved: {exc}") from exc
     except StripeUnavailableError as exc:
@@ -282,10 +292,10 @@ async def save_card(body: SaveCardRequest, principal: SignedInUser, payments: Pa
 
 
 @router.get("/api/billing/payment-methods", response_model=list[CardPublic], tags=["billing"], responses=responses(502))
-async def my_cards(principal: SignedInUser, payments: PaymentsDep) -> list[CardPublic]:
+async def my_cards(buyer: Buyer, payments: PaymentsDep) -> list[CardPublic]:
     """The user's saved cards: brand, last 4 digits and expiry, never more."""
     try:
-        return [CardPublic.of(c) for c in await payments.cards(principal.user_id)]
+        return [CardPublic.of(c) for c in await payments.cards(buyer)]
     except StripeUnavailableError as exc:
         raise stripe_problem(exc) from exc
 
@@ -295,11 +305,11 @@ async def my_cards(principal: SignedInUser, payments: PaymentsDep) -> list[CardP
     responses=responses(404, 409, 429, 502), dependencies=[rate_limited("checkouts")],
 )  # fmt: skip
 async def subscribe(
-    body: SubscribeRequest, principal: SignedInUser, payments: PaymentsDep, key: IdempotencyKey
+    body: SubscribeRequest, buyer: Buyer, payments: PaymentsDep, key: IdempotencyKey
 ) -> SubscriptionPublic:
     """Subscribe to a plan, paid with the default card. Credits come with each paid invoice."""
     try:
-        sub = await payments.handle(Subscribe(user_id=principal.user_id, plan_id=body.plan_id, key=key))
+        sub = await payments.handle(Subscribe(user_id=buyer, plan_id=body.plan_id, key=key))
     except UnknownPlanError as exc:
         raise Problem(404, f"No plan {body.plan_id!r}; see /api/subscription-plans.") from exc
     except NoCardError as exc:
@@ -317,10 +327,10 @@ async def subscribe(
     "/api/subscriptions/{subscription_id}", response_model=SubscriptionPublic, tags=["billing"],
     responses=responses(404, 502),
 )  # fmt: skip
-async def cancel(subscription_id: uuid.UUID, principal: SignedInUser, payments: PaymentsDep) -> SubscriptionPublic:
+async def cancel(subscription_id: uuid.UUID, buyer: Buyer, payments: PaymentsDep) -> SubscriptionPublic:
     """Cancel at the end of the paid period (its credits stay until they expire). Repeating it changes nothing."""
     try:
-        sub = await payments.handle(CancelSubscription(user_id=principal.user_id, subscription_id=str(subscription_id)))
+        sub = await payments.handle(CancelSubscription(user_id=buyer, subscription_id=str(subscription_id)))
     except SubscriptionNotFoundError as exc:
         raise Problem(404, f"You have no subscription {subscription_id}.") from exc
     except StripeUnavailableError as exc:
@@ -329,9 +339,9 @@ async def cancel(subscription_id: uuid.UUID, principal: SignedInUser, payments: 
 
 
 @router.get("/api/user/subscription", response_model=CurrentSubscription, tags=["billing", "user"])
-async def my_subscription(principal: SignedInUser, payments: PaymentsDep) -> CurrentSubscription:
+async def my_subscription(buyer: Buyer, payments: PaymentsDep) -> CurrentSubscription:
     """The user's live subscription (else their latest): plan, status, current period, next renewal."""
-    sub = await payments.current_subscription(principal.user_id)
+    sub = await payments.current_subscription(buyer)
     return CurrentSubscription(subscription=SubscriptionPublic.of(sub) if sub else None)
 
 
@@ -361,25 +371,23 @@ class AutoRechargePublic(BaseModel):
     "/api/billing/auto-recharge", response_model=AutoRechargePublic, tags=["billing"],
     responses=responses(404, 409, 502),
 )  # fmt: skip
-async def set_auto_recharge(
-    body: AutoRechargeRequest, principal: SignedInUser, payments: PaymentsDep
-) -> AutoRechargePublic:
+async def set_auto_recharge(body: AutoRechargeRequest, buyer: Buyer, payments: PaymentsDep) -> AutoRechargePublic:
     """Buy `package_id` off-session with the default card whenever available credit crosses below
     `threshold`: once per crossing, at most `monthly_cap_cents` a month, at most every 5 minutes."""
     try:
-        await payments.handle(ConfigureAutoRecharge(user_id=principal.user_id, **body.model_dump()))
+        await payments.handle(ConfigureAutoRecharge(user_id=buyer, **body.model_dump()))
     except UnknownPackageError as exc:
         raise unknown_package(body.package_id) from exc
     except NoCardError as exc:
         raise Problem(409, NO_CARD) from exc
     except StripeUnavailableError as exc:
         raise stripe_problem(exc) from exc
-    return await my_auto_recharge(principal, payments)
+    return await my_auto_recharge(buyer, payments)
 
 
 @router.get("/api/billing/auto-recharge", response_model=AutoRechargePublic, tags=["billing"])
-async def my_auto_recharge(principal: SignedInUser, payments: PaymentsDep) -> AutoRechargePublic:
-    setting, spent = await payments.auto_recharge(principal.user_id)
+async def my_auto_recharge(buyer: Buyer, payments: PaymentsDep) -> AutoRechargePublic:
+    setting, spent = await payments.auto_recharge(buyer)
     if setting is None:
         return AutoRechargePublic(
             enabled=False, threshold=5, package_id="basic", monthly_cap_cents=0, spent_this_month_cents=spent,

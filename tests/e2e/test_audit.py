@@ -13,10 +13,11 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.contracts.identity import org_account_id_for
 from shared.db import schema_conninfo
 from shared.testing.waiting import wait_until
 from tests.conftest import System, system_of_its_own
-from tests.e2e.auth_support import bearer
+from tests.e2e.auth_support import admin_token, bearer, new_clerk_id, new_org_id
 from tests.e2e.convergence import assert_converged, ledger_view, welcomed
 from tests.e2e.test_media_images import command, completed
 
@@ -43,10 +44,32 @@ def test_audit_is_clean_on_a_history_and_names_a_tampered_row(audited: System) -
     wait_until(lambda: ledger_view(system, second, second_id)["balance"] == 6, timeout=20, what="the capture")
     for token, user_id in ((first, first_id), (second, second_id)):
         assert_converged(system, token, user_id)
+    # An organization's account, spent by its member (a generation held and captured, a debit): audited as any.
+    org_id = new_org_id()
+    member = system.token(new_clerk_id(), org_id=org_id, org_role="org:admin", org_slug="audited")
+    assert httpx.post(f"{system.url('identity')}/api/user/sync", headers=bearer(member), timeout=30).status_code == 200
+    org_account = org_account_id_for(org_id)
+    granted = httpx.post(
+        f"{system.url('ledger')}/api/accounts/{org_account}/grants", json={"type": "BONUS", "amount": 9},
+        headers={**bearer(admin_token(system)), "Idempotency-Key": "org-grant"}, timeout=30,
+    )  # fmt: skip
+    assert granted.status_code == 201, granted.text
+    made = command(system, member, "/api/images/generate", {"prompt": "team lines", "width": 32, "height": 32})
+    assert completed(system, member, made.json()["id"])["status"] == "COMPLETED"
+    spent = httpx.post(f"{system.url('ledger')}/api/accounts/{org_account}/debits", json={"amount": 2},
+                       headers={**bearer(member), "Idempotency-Key": "org-debit"}, timeout=30)  # fmt: skip
+    assert spent.status_code == 201, spent.text
+    wait_until(lambda: ledger_view(system, member, org_account)["balance"] == 4, timeout=20, what="the org's capture")
+
+    def projected() -> int:
+        answer = httpx.get(f"{system.url('projections')}/api/org/credits", headers=bearer(member), timeout=30)
+        return int(answer.json()["balance"]) if answer.status_code == 200 else -1
+
+    wait_until(lambda: projected() == 4, timeout=20, what="the org's balance projected")
 
     clean = system.cli("audit")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert "agree" in clean.stdout and "2 accounts compared" in clean.stdout
+    assert "agree" in clean.stdout and "4 accounts compared" in clean.stdout  # the member's own too
     assert audit_metrics(system)["creditstream_audit_discrepancies"] == 0
 
     entries = ledger_view(system, first, first_id)["entries"]  # newest first: the debit, then the bonus

@@ -22,6 +22,7 @@ from tests.e2e.auth_support import (
     new_clerk_id,
     new_org_id,
 )
+from tests.e2e.stripe_support import checkout, pay, payment_intent_of, settled
 
 
 def post(system: System, service: str, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
@@ -191,3 +192,23 @@ def test_a_removed_members_org_requests_are_refused_and_their_own_account_is_unt
     mine = system.token(member_clerk)
     assert account(system, mine, user_id_for(member_clerk))["balance"] == 10
     assert generate(system, mine).status_code == 202  # on their own credit
+
+
+def test_an_org_admin_buys_a_pack_for_the_organization_and_a_member_may_not(system: System) -> None:
+    org = Org(system, credits=1, members=1)
+    refused = checkout(system, org.tokens[1], "basic")
+    assert (refused.status_code, refused.json()["detail"]) == (
+        403,
+        f"Only an admin of organization {org.id} may do this.",
+    )
+    admin = admin_token(system)
+    started = checkout(system, org.admin, "basic")
+    assert started.status_code == 201, started.text
+    assert pay(system, payment_intent_of(system, admin, started.json()["transaction_id"]))["status"] == "succeeded"
+    wait_until(lambda: org.balance() == 51, timeout=30, what="the pack granted to the organization's account")
+    tx = settled(system, admin, started.json()["transaction_id"], "COMPLETED")
+    assert (tx["user_id"], tx["credits"], tx["amount"]) == (org.account_id, 50, 999)
+    # The organization's purchases are its admins' to see; the admin's own account was not charged.
+    listed = httpx.get(f"{system.url('payments')}/api/user/transactions", headers=bearer(org.admin), timeout=30)
+    assert [t["id"] for t in listed.json()["transactions"]] == [tx["id"]]
+    assert account(system, system.token(org.clerk_ids[0]), user_id_for(org.clerk_ids[0]))["balance"] == 10
