@@ -203,6 +203,10 @@ class Identity:
             raise OrganizationNotFoundError(org_id)
         return org, member
 
+    async def organizations_of(self, user_id: str) -> list[tuple[Organization, Membership]]:
+        async with self._pool.connection() as conn:
+            return await store.organizations_of(conn, user_id)
+
     async def members(self, org_id: str) -> list[Membership]:
         async with self._pool.connection() as conn:
             return await store.members(conn, org_id)

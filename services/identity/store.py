@@ -275,6 +275,18 @@ async def membership(conn: AsyncConnection, org_id: str, user_id: str, *, lock: 
         return await cur.fetchone()
 
 
+async def organizations_of(conn: AsyncConnection, user_id: str) -> list[tuple[Organization, Membership]]:
+    """The organizations the user belongs to now, by name."""
+    cursor = await conn.execute(
+        f"SELECT {', '.join('o.' + c for c in _ORG_COLUMNS.split(', '))},"
+        " m.org_id, m.user_id::text, m.clerk_user_id, m.role, m.membership_id, m.changed_at, m.removed_at"
+        " FROM memberships m JOIN organizations o ON o.id = m.org_id"
+        " WHERE m.user_id = %s AND m.removed_at IS NULL AND o.deleted_at IS NULL ORDER BY o.name, o.id",
+        (user_id,),
+    )
+    return [(Organization(*row[:6]), Membership(*row[6:])) for row in await cursor.fetchall()]
+
+
 async def memberships_of(conn: AsyncConnection, user_id: str) -> list[Membership]:
     async with conn.cursor(row_factory=class_row(Membership)) as cur:
         await cur.execute(

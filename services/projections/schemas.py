@@ -210,6 +210,7 @@ class OrgCreditsResponse(BaseModel):
 
 class MemberUsage(BaseModel):
     user_id: str
+    clerk_id: str | None  # what an admin names them by to set their limit (null: not signed in here yet)
     name: str | None
     email: str | None
     role: str | None  # org:admin | org:member; null: no longer a member (they spent before they left)

@@ -7,6 +7,15 @@ const page = document.body.dataset.page;
 const $ = (id) => document.getElementById(id);
 const url = (service, path) => `${location.protocol}//${location.hostname}:${config.ports[service]}${path}`;
 let token = sessionStorage.getItem("creditstream-token");
+// What the token says of the organization it is active in (Clerk's v1 org_* claims or the v2 `o`), or null.
+function activeOrg() {
+  if (!token) return null;
+  const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  const claims = JSON.parse(atob(part + "=".repeat((4 - part.length % 4) % 4)));
+  if (claims.o && claims.o.id) return { id: claims.o.id, admin: String(claims.o.rol).replace("org:", "") === "admin" };
+  return claims.org_id ? { id: claims.org_id, admin: claims.org_role === "org:admin" } : null;
+}
+const org = activeOrg();
 let stream = null;
 let lastEventId = null;
 
@@ -41,10 +50,9 @@ async function signIn(event) {
   try {
     if (config.auth_mode === "dev") {
       const form = new FormData(event.target);
-      const answer = await call("identity", "/dev/token", { method: "POST", body: {
-        clerk_id: form.get("clerk_id"), email: form.get("email"), first_name: form.get("first_name") || null,
-      } });
-      token = answer.token;
+      const who = { clerk_id: form.get("clerk_id"), email: form.get("email"), first_name: form.get("first_name") || null };
+      token = (await call("identity", "/dev/token", { method: "POST", body: who })).token;
+      sessionStorage.setItem("creditstream-dev", JSON.stringify(who));
     } else {
       token = new FormData(event.target).get("token").trim();
     }
@@ -59,6 +67,7 @@ async function signIn(event) {
 
 function signOut() {
   sessionStorage.removeItem("creditstream-token");
+  sessionStorage.removeItem("creditstream-dev");
   token = null;
   if (stream) stream.close();
   location.reload();
@@ -75,7 +84,8 @@ function showBalance(figures) {
 async function listen() {
   // A ticket per connection: the EventSource cannot send our Authorization header, and a ticket opens one
   // stream only. A reconnect resumes after the last event seen (?after=), as Last-Event-ID would.
-  const { ticket } = await call("projections", "/api/user/credits/stream-ticket", { method: "POST" });
+  const tickets = org ? "/api/org/credits/stream-ticket" : "/api/user/credits/stream-ticket";
+  const { ticket } = await call("projections", tickets, { method: "POST" });
   const after = lastEventId === null ? "" : `&after=${lastEventId}`;
   stream = new EventSource(url("projections", `/api/user/credits/stream?ticket=${ticket}${after}`));
   stream.addEventListener("balance", (event) => {
@@ -96,7 +106,69 @@ async function listen() {
 let refreshing = null;
 function refresh() {
   clearTimeout(refreshing);
-  refreshing = setTimeout(() => (page === "dashboard" ? loadDashboard() : loadCredits(true)), 150);
+  refreshing = setTimeout(() => (page === "dashboard" ? loadBoard() : loadCredits(true)), 150);
+}
+
+// -- organizations: the switcher, and the organization's dashboard --------------------------------------------
+
+async function loadOrganizations() {
+  const orgs = await call("identity", "/api/user/organizations");
+  const options = [el("option", { value: "" }, "Personal"), ...orgs.map((o) => el("option", { value: o.id }, o.name))];
+  $("org-switcher").replaceChildren(...options);
+  $("org-switcher").value = org ? org.id : "";
+  $("org-switch").hidden = orgs.length === 0 && !org;
+  // Only Clerk makes a real session token active in an organization; in dev mode identity signs one for it.
+  $("org-switcher").disabled = config.auth_mode !== "dev";
+  $("org-switcher").onchange = () => switchTo(orgs.find((o) => o.id === $("org-switcher").value) || null);
+}
+
+async function switchTo(chosen) {
+  const who = JSON.parse(sessionStorage.getItem("creditstream-dev") || "null");
+  if (!who) return;
+  const body = chosen ? { ...who, org_id: chosen.id, org_role: chosen.role, org_slug: chosen.slug } : who;
+  token = (await call("identity", "/dev/token", { method: "POST", body })).token;
+  await call("identity", "/api/user/sync", { method: "POST" });
+  sessionStorage.setItem("creditstream-token", token);
+  location.reload();
+}
+
+const loadBoard = () => (org ? loadOrgDashboard() : loadDashboard());
+
+async function loadOrgDashboard() {
+  const board = await call("projections", "/api/org/dashboard");
+  showBalance(board.account);
+  $("org-title").textContent = `${board.org.name} · ${board.org.role === "org:admin" ? "admin" : "member"}`;
+  $("org-balance").textContent = board.account.balance;
+  $("org-available").textContent = `${board.account.available} available, ${board.account.reserved} held`;
+  $("org-used").textContent = `${board.totals.used_this_month} used in ${board.month}`;
+  $("org-set-limit").hidden = !org.admin;
+  $("org-members").replaceChildren(...board.members.map((m) => {
+    const limit = m.monthly_limit === null ? "no limit" : String(m.monthly_limit);
+    const cells = [el("td", {}, m.name || m.email || m.user_id), el("td", {}, m.role || "left"),
+      el("td", {}, String(m.used)), el("td", {}, limit)];
+    if (org.admin && m.clerk_id) {
+      const input = el("input", { type: "number", min: "0", "aria-label": `Monthly limit of ${m.name || m.email}`,
+        value: m.monthly_limit === null ? "" : String(m.monthly_limit) });
+      const set = el("button", { type: "button" }, "Set limit");
+      set.addEventListener("click", () => setLimit(m.clerk_id, input.value));
+      cells.push(el("td", {}, input, set));
+    }
+    return el("tr", {}, ...cells);
+  }));
+  $("org-lots").replaceChildren(...(board.lots.length ? board.lots.map((lot) => el("li", {},
+    `${lot.remaining} of ${lot.amount}`, lot.description ? ` · ${lot.description}` : "")) : [el("li", {}, "No credit.")]));
+}
+
+async function setLimit(clerkId, value) {
+  $("org-status").textContent = "";
+  try {
+    await call("ledger", `/api/org/members/${encodeURIComponent(clerkId)}/limit`, { method: "PUT",
+      body: { monthly_credits: value === "" ? null : Number(value) }, headers: { "Idempotency-Key": key() } });
+    $("org-status").textContent = "Limit saved.";
+    await loadOrgDashboard();
+  } catch (error) {
+    $("org-status").textContent = `Not saved: ${error.message}`;
+  }
 }
 
 // -- dashboard ---------------------------------------------------------------------------------------------
@@ -165,11 +237,11 @@ let buying = null;
 async function loadCredits(fromTop = true) {
   if (fromTop) cursor = null;
   const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
-  const credits = await call("projections", `/api/user/credits${query}`);
+  const credits = await call("projections", `${org ? "/api/org/credits" : "/api/user/credits"}${query}`);
   showBalance(credits);
   const rows = credits.history.map((e) => el("tr", {}, el("td", {}, when(e.created_at)), el("td", {}, e.type),
     el("td", {}, e.amount > 0 ? `+${e.amount}` : String(e.amount)), el("td", {}, String(e.balance_after)),
-    el("td", {}, e.description)));
+    el("td", {}, e.description + (org && e.member_id ? ` · by member ${e.member_id.slice(0, 8)}` : ""))));
   if (fromTop) $("history").replaceChildren(...rows); else $("history").append(...rows);
   cursor = credits.next_cursor;
   $("more").hidden = !cursor;
@@ -237,11 +309,13 @@ async function saveRecharge(event) {
 async function start() {
   $("sign-in").hidden = true;
   $("sign-out").hidden = false;
-  $(page).hidden = false;
+  $(page === "dashboard" && org ? "org-dashboard" : page).hidden = false;
+  if ($("credits-owner")) $("credits-owner").textContent = org ? "The organization's balance" : "Balance";
+  await loadOrganizations();
   // A first sign-in reaches projections a moment after sync: wait for the profile to appear.
   for (let tries = 0; ; tries++) {
     try {
-      if (page === "dashboard") await loadDashboard();
+      if (page === "dashboard") await loadBoard();
       else { await loadPackages(); await loadCredits(); }
       break;
     } catch (error) {
