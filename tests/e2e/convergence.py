@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import jwt
 
 from shared.bus import deadletters
 from shared.bus.streams import STREAMS
@@ -15,7 +16,7 @@ from tests.conftest import System
 from tests.e2e.auth_support import bearer, signed_in
 
 # What an entry is, in both the ledger's history and the projection's: compared field by field.
-FIELDS = ("id", "type", "amount", "balance_after", "description", "metadata")
+FIELDS = ("id", "type", "amount", "balance_after", "description", "metadata", "member_id")
 
 
 def all_pages(url: str, token: str, items: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -44,8 +45,17 @@ def ledger_view(system: System, token: str, user_id: str) -> dict[str, Any]:
     }
 
 
+def in_an_org(token: str) -> bool:
+    """Whether the token is active in an organization (so reads its account, not its user's own)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return bool(claims.get("org_id") or claims.get("o"))
+
+
 def projected_view(system: System, token: str) -> dict[str, Any]:
-    page, history = all_pages(f"{system.url('projections')}/api/user/credits", token, "history")
+    """The token's account as projections show it: its user's own, or (a token active in an organization, an
+    admin's: all of its history) the organization's."""
+    reads = "/api/org/credits" if in_an_org(token) else "/api/user/credits"
+    page, history = all_pages(f"{system.url('projections')}{reads}", token, "history")
     return {
         "balance": page["balance"],
         "reserved": page["reserved"],

@@ -22,7 +22,7 @@ from tests.e2e.auth_support import (
     new_clerk_id,
     new_org_id,
 )
-from tests.e2e.stripe_support import checkout, pay, payment_intent_of, settled
+from tests.e2e.stripe_support import card_at_stripe, checkout, pay, payment_intent_of, settled
 
 
 def post(system: System, service: str, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
@@ -212,3 +212,21 @@ def test_an_org_admin_buys_a_pack_for_the_organization_and_a_member_may_not(syst
     listed = httpx.get(f"{system.url('payments')}/api/user/transactions", headers=bearer(org.admin), timeout=30)
     assert [t["id"] for t in listed.json()["transactions"]] == [tx["id"]]
     assert account(system, system.token(org.clerk_ids[0]), user_id_for(org.clerk_ids[0]))["balance"] == 10
+
+
+def test_auto_recharge_buys_for_the_organization_when_its_members_spend_it_low(system: System) -> None:
+    org = Org(system, credits=8, members=1)
+    payments = f"{system.url('payments')}/api/billing"
+    saved = httpx.post(f"{payments}/payment-methods", json={"payment_method": card_at_stripe(system)},
+                       headers=bearer(org.admin), timeout=30)  # fmt: skip
+    assert saved.status_code == 201, saved.text
+    setting = {"enabled": True, "threshold": 5, "package_id": "basic", "monthly_cap_cents": 5000}
+    on = httpx.put(f"{payments}/auto-recharge", json=setting, headers=bearer(org.admin), timeout=30)
+    assert on.status_code == 200, on.text
+    wait_until(lambda: account(system, org.admin, org.account_id)["recharge_threshold"] == 5, timeout=20,
+               what="the ledger watching the organization's account")  # fmt: skip
+    spent = post(system, "ledger", f"/api/accounts/{org.account_id}/debits", org.tokens[1], {"amount": 4})
+    assert spent.status_code == 201, spent.text
+    wait_until(lambda: org.balance() == 54, timeout=30, what="a Basic pack bought for the organization")
+    mine = httpx.get(f"{payments}/auto-recharge", headers=bearer(system.token(org.clerk_ids[0])), timeout=30)
+    assert mine.json()["enabled"] is False  # the admin's own account was never set to recharge

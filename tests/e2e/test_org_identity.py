@@ -11,6 +11,7 @@ from shared.contracts.identity import org_account_id_for
 from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import (
+    admin_token,
     bearer,
     clerk_delivery,
     clerk_membership,
@@ -138,6 +139,13 @@ def test_a_deleted_organization_is_gone_for_its_members(system: System) -> None:
     assert again.status_code in (200, 403)  # a sign-in with it changes nothing
     assert org_rows(system, org_id)[0] == (org_id, "gone", "gone", True)
     assert org_outbox(system, org_id) == ["identity.org.created", "identity.org.member.added", "identity.org.deleted"]
+    # Its account is deactivated: nothing more is spent of it, by anyone.
+    ledger = f"{system.url('ledger')}/api/accounts/{org_account_id_for(org_id)}"
+    admin = bearer(admin_token(system))
+    wait_until(lambda: httpx.get(ledger, headers=admin, timeout=30).json().get("active") is False, timeout=30,
+               what="the organization's account deactivated")  # fmt: skip
+    spent = httpx.post(f"{ledger}/debits", json={"amount": 1}, headers={**admin, "Idempotency-Key": "gone"}, timeout=30)
+    assert (spent.status_code, spent.json()["detail"]) == (403, "the account is deactivated")
     plain = org_of(system, system.token(clerk_id))
     assert (plain.status_code, plain.json()["detail"]) == (
         404, "The token has no active organization: switch to one in Clerk first."

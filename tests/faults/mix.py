@@ -1,6 +1,7 @@
 """The load the fault cases run under: virtual users that sign in (a Clerk-style token and identity's
 sync), get an admin grant, then debit, hold and capture or release, buy packs paid at localstripe,
-subscribe, generate images and update their Clerk profile by webhook, each command with its key.
+subscribe, generate images and update their Clerk profile by webhook, and spend an organization's shared
+account as its members (debits and holds), each command with its key.
 
 Every command and every answer it got is recorded (`Sent`); a command that got no answer is retried
 with its key after the load (`settle`), which settles whether it was applied. What the ledger must then
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from shared.contracts.identity import org_account_id_for
 from tests.conftest import System
 from tests.e2e.auth_support import clerk_delivery, clerk_user
 from tests.e2e.stripe_support import GOOD_CARD
@@ -26,6 +28,7 @@ from tests.e2e.stripe_support import GOOD_CARD
 CARD = {"type": "card", "card[number]": GOOD_CARD, "card[exp_month]": "12", "card[exp_year]": "2034",
         "card[cvc]": "123"}  # fmt: skip
 GRANT = 100
+ORG_GRANT = 400  # the shared organization's: its members spend it down and get refused past it
 PACK, PLAN = "basic", "starter"
 OPS_PER_USER = 25  # then the virtual user signs a new user in
 UNSETTLED = (None, 503)  # answers that leave the outcome open (see `Sent`)
@@ -96,6 +99,9 @@ class Mix:
         self._admin = ""
         self._generate_cost = 0
         self._http = httpx.AsyncClient(timeout=10)
+        self._org_id = f"org_load{uuid.uuid4().hex[:10]}"
+        self._org: User | None = None  # its account, as its admin reads it
+        self._member_tokens: dict[str, str] = {}  # each virtual user's token active in the organization
 
     # -- running
 
@@ -103,6 +109,7 @@ class Mix:
         self._admin = await self._token(f"admin_load_{uuid.uuid4().hex[:8]}", role="admin")
         costs = await self._http.get(f"{self.url('media')}/api/operations")
         self._generate_cost = int(costs.json()["image_generation"])
+        self._org = await self._open_org()
         self._tasks = [asyncio.create_task(self._client(n)) for n in range(self.clients)]
 
     async def stop(self) -> None:
@@ -124,7 +131,7 @@ class Mix:
                 continue
             actions: list[Callable[[User], Awaitable[None]]] = [
                 self._debit, self._debit, self._debit, self._hold, self._hold, self._purchase, self._media,
-                self._media, self._profile,
+                self._media, self._profile, self._org_spend,
             ]  # fmt: skip
             subscribed = False
             for _ in range(OPS_PER_USER):
@@ -169,13 +176,14 @@ class Mix:
         key = f"load-{next(self._numbers)}-{uuid.uuid4().hex[:8]}"
         return key, {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
 
-    async def _token(self, clerk_id: str, role: str = "user") -> str:
-        """A dev session token (what Clerk's frontend would hold); asked again until identity answers."""
+    async def _token(self, clerk_id: str, role: str = "user", **org: str) -> str:
+        """A dev session token (what Clerk's frontend would hold; with `org_id` and `org_role`, one active in
+        that organization); asked again until identity answers."""
         while True:
             try:
                 response = await self._http.post(
                     f"{self.url('identity')}/dev/token",
-                    json={"clerk_id": clerk_id, "email": f"{clerk_id}@example.com", "role": role},
+                    json={"clerk_id": clerk_id, "email": f"{clerk_id}@example.com", "role": role, **org},
                 )
                 if response.status_code == 200:
                     return str(response.json()["token"])
@@ -201,6 +209,48 @@ class Mix:
             json={"amount": GRANT, "type": "ADMIN_ADJUSTMENT", "description": key}, headers=headers,
         )  # fmt: skip
         return user
+
+    async def _open_org(self) -> User:
+        """The organization the virtual users share, made by its admin's first sign-in, with an admin grant."""
+        clerk_id = f"user_load_admin_{uuid.uuid4().hex[:10]}"
+        token = await self._token(clerk_id, org_id=self._org_id, org_role="org:admin")
+        while True:
+            try:
+                synced = await self._http.post(f"{self.url('identity')}/api/user/sync",
+                                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                if synced.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+        org = User(clerk_id, org_account_id_for(self._org_id), token)
+        self.users.append(org)
+        key, headers = self._keyed(self._admin)
+        await self._send(
+            Sent("grant", key, org.user_id, ORG_GRANT), "POST", "ledger", f"/api/accounts/{org.user_id}/grants",
+            json={"amount": ORG_GRANT, "type": "ADMIN_ADJUSTMENT", "description": key}, headers=headers,
+        )  # fmt: skip
+        return org
+
+    async def _org_spend(self, user: User) -> None:
+        """As a member of the shared organization: a debit of its account, or a hold captured or released."""
+        assert self._org is not None, "opened at start"
+        token = self._member_tokens.get(user.clerk_id)
+        if token is None:
+            token = self._member_tokens[user.clerk_id] = await self._token(user.clerk_id, org_id=self._org_id,
+                                                                           org_role="org:member")  # fmt: skip
+        account, amount = self._org.user_id, self._random.randint(1, 3)
+        key, headers = self._keyed(token)
+        if self._random.random() < 0.6:
+            await self._send(Sent("debit", key, account, -amount), "POST", "ledger", f"/api/accounts/{account}/debits",
+                             json={"amount": amount, "description": key}, headers=headers)  # fmt: skip
+            return
+        hold = Sent("hold", key, account, amount)
+        held = await self._send(hold, "POST", "ledger", f"/api/accounts/{account}/reservations",
+                                json={"amount": amount}, headers=headers)  # fmt: skip
+        if held is not None and held.status_code == 201:
+            hold.ref = str(held.json()["reservation_id"])
+            await self.settle_hold(token, account, hold.ref, amount, capture=self._random.random() < 0.6)
 
     async def _debit(self, user: User) -> None:
         amount = self._random.randint(1, 3)

@@ -19,7 +19,7 @@ import psycopg
 from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import bearer
-from tests.e2e.convergence import ledger_view, parked_messages, projected_view
+from tests.e2e.convergence import in_an_org, ledger_view, parked_messages, projected_view
 from tests.faults.mix import UNSETTLED, Mix, Sent
 
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")
@@ -216,8 +216,7 @@ def _never_negative(row: Row, system: System, user_id: str, token: str, view: di
         row.problems.append(f"negative balance in {user_id}'s history")
     if sum(e["amount"] for e in view["entries"]) != view["balance"]:
         row.problems.append(f"{user_id}: balance != sum of entries")
-    lots = httpx.get(f"{system.url('projections')}/api/user/dashboard", headers=bearer(token), timeout=30).json()[
-        "lots"
-    ]
+    board = "/api/org/dashboard" if in_an_org(token) else "/api/user/dashboard"
+    lots = httpx.get(f"{system.url('projections')}{board}", headers=bearer(token), timeout=30).json()["lots"]
     if any(lot["remaining"] < 0 for lot in lots) or sum(lot["remaining"] for lot in lots) != view["balance"]:
         row.problems.append(f"{user_id}'s lots {lots} do not add up to the balance {view['balance']} (or one is < 0)")
