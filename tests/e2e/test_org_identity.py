@@ -150,3 +150,13 @@ def test_a_deleted_organization_is_gone_for_its_members(system: System) -> None:
     assert (plain.status_code, plain.json()["detail"]) == (
         404, "The token has no active organization: switch to one in Clerk first."
     )  # fmt: skip
+
+
+def test_an_erased_user_leaves_every_organization(system: System) -> None:
+    org_id, clerk_id = new_org_id(), new_clerk_id()
+    sync(system, system.token(clerk_id, org_id=org_id, org_slug="forgetful"))
+    erased = httpx.post(f"{system.url('identity')}/api/admin/users/{user_id_for(clerk_id)}/erase",
+                        headers=bearer(admin_token(system)), timeout=30)  # fmt: skip
+    assert erased.status_code == 200, erased.text
+    assert org_rows(system, org_id)[1] == [(user_id_for(clerk_id), clerk_id, "org:member", True)]
+    assert org_outbox(system, org_id)[-1] == "identity.org.member.removed"
