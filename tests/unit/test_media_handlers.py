@@ -55,8 +55,16 @@ def test_a_refused_hold_records_the_ledgers_figures() -> None:
     job_id = str(uuid.uuid4())
     envelope = answer(refused(job_id))
     assert to_command(envelope) == RecordHold(
-        job_id=job_id, hold=Hold.REJECTED, balance=2, available=1, consumer=DURABLE, answer_id=str(envelope.id)
-    )
+        job_id=job_id, hold=Hold.REJECTED, balance=2, available=1, refusal={"account": "user", "reason": "credits"},
+        consumer=DURABLE, answer_id=str(envelope.id),
+    )  # fmt: skip
+
+
+def test_a_hold_refused_for_a_members_limit_says_so_to_media() -> None:
+    job_id = str(uuid.uuid4())
+    body = refused(job_id).model_copy(update={"member_id": USER, "limit": 5, "used": 3, "reason": "member limit"})
+    command = to_command(answer(body))
+    assert command is not None and command.refusal == {"account": "org", "reason": "limit", "limit": 5, "used": 3}
 
 
 def test_a_hold_that_is_no_media_jobs_asks_nothing() -> None:
