@@ -91,6 +91,7 @@ def policies(settings: Settings) -> dict[str, Policy]:
         for p in (
             Policy("media-jobs", settings.rate_media_jobs_per_minute, burst=settings.rate_media_jobs_burst),
             Policy("checkouts", settings.rate_checkouts_per_minute),
+            Policy("promo-redemptions", settings.rate_promo_redemptions_per_minute),
             Policy("ledger-commands", settings.rate_ledger_commands_per_minute),
             Policy("stream-tickets", settings.rate_stream_tickets_per_minute),
         )

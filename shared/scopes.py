@@ -17,6 +17,7 @@ class Scope(StrEnum):
     PAYMENTS_READ = "payments:read"  # every transaction
     PAYMENTS_REFUND = "payments:refund"
     PAYMENTS_RECONCILE = "payments:reconcile"
+    PAYMENTS_PROMOS = "payments:promos"  # create, list and disable promo codes
     IDENTITY_READ = "identity:read"  # search and read users
     IDENTITY_MANAGE = "identity:manage"  # deactivate and reactivate users
     IDENTITY_ERASE = "identity:erase"  # forget a user (GDPR Art. 17): every service drops their personal data

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     rate_media_jobs_per_minute: int = Field(default=30, ge=1)
     rate_media_jobs_burst: int = Field(default=10, ge=1)
     rate_checkouts_per_minute: int = Field(default=10, ge=1)
+    rate_promo_redemptions_per_minute: int = Field(default=10, ge=1)
     rate_ledger_commands_per_minute: int = Field(default=600, ge=1)
     rate_stream_tickets_per_minute: int = Field(default=10, ge=1)
     max_open_streams: int = Field(default=3, ge=1)

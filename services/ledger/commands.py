@@ -270,6 +270,7 @@ def _keyed(prefix: str) -> Callable[[str], str]:
 # derives from events (`payment:<id>`), which would make a real payment look like a retry.
 client_key = _keyed("client")
 payment_key = _keyed("payment")
+promo_grant_key = _keyed("promo")  # one grant per code and account, whatever redelivers it
 refund_key = _keyed("refund")
 # What the sweeper asks of a hold or a lot whose time is up (or near): any number of sweepers ask under one key.
 expire_key = _keyed("expire")

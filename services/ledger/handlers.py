@@ -16,6 +16,7 @@ from services.ledger.commands import (
     ChargeJob,
     Command,
     EndJob,
+    Grant,
     HoldForJob,
     OpenOrganization,
     Purchase,
@@ -26,6 +27,7 @@ from services.ledger.commands import (
     Welcome,
     job_key,
     payment_key,
+    promo_grant_key,
     refund_key,
     reservation_id,
 )
@@ -41,7 +43,13 @@ ORGANIZATION_EVENTS = (idc.OrganizationCreated, idc.OrganizationDeleted)
 # Every event the ledger acts on, by the stream it comes from.
 SUBSCRIBED: dict[str, tuple[type[EventData], ...]] = {
     "IDENTITY": (idc.UserRegistered, idc.UserDeactivated, idc.UserReactivated, *ORGANIZATION_EVENTS),
-    "PAYMENTS": (pc.PaymentSucceeded, pc.PaymentRefunded, pc.SubscriptionRenewed, pc.AutoRechargeConfigured),
+    "PAYMENTS": (
+        pc.PaymentSucceeded,
+        pc.PaymentRefunded,
+        pc.SubscriptionRenewed,
+        pc.AutoRechargeConfigured,
+        pc.PromoRedeemed,
+    ),
     "MEDIA": (mc.JobRequested, mc.JobCompleted, mc.JobFailed, mc.JobCancelled),
 }
 
@@ -75,6 +83,12 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
                 user_id=refunded.user_id, key=refund_key(refunded.transaction_id),
                 transaction_id=refunded.transaction_id, credits=refunded.credits_clawed_back,
                 stripe_charge_id=refunded.stripe_charge_id, **caused,
+            )  # fmt: skip
+        case pc.PromoRedeemed() as promo:
+            return Grant(
+                user_id=promo.user_id, key=promo_grant_key(promo.code), entry_type="BONUS", amount=promo.credits,
+                description=f"Promo code {promo.code}", expires_at=promo.expires_at,
+                metadata={"promo_code": promo.code, "redemption_id": promo.redemption_id}, **caused,
             )  # fmt: skip
         case pc.SubscriptionRenewed() as renewed:
             key = f"subscription:{renewed.subscription_id}:{renewed.invoice_id}"

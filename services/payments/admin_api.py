@@ -13,14 +13,22 @@ from services.payments.api import (
     KindFilter,
     Limit,
     PaymentsDep,
+    PromoCodeText,
     StatusFilter,
     TransactionPage,
     TransactionPublic,
     stripe_problem,
     transaction_page,
 )
-from services.payments.commands import Reconcile, Refund, TransactionQuery
-from services.payments.domain import NotRefundableError, Status, TransactionNotFoundError
+from services.payments.commands import CreatePromo, DisablePromo, Reconcile, Refund, TransactionQuery
+from services.payments.domain import (
+    NotRefundableError,
+    PromoCode,
+    PromoExistsError,
+    PromoUnavailableError,
+    Status,
+    TransactionNotFoundError,
+)
 from services.payments.gateway import StripeUnavailableError
 from shared.auth import Principal, privileged
 from shared.guard import GuardedRoute
@@ -139,3 +147,59 @@ async def reconcile(
         unknown_payment_intents=report.unknown_intents,
         refused=report.refused,
     )
+
+
+# -- promo codes ------------------------------------------------------------------------------------------------
+
+Promoter = Annotated[Principal, privileged(Scope.PAYMENTS_PROMOS)]
+
+
+class PromoIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: PromoCodeText  # kept in upper case: redeemed in any
+    credits: Annotated[int, Field(strict=True, ge=1, le=1_000_000), Whole]
+    max_redemptions: Annotated[int, Field(strict=True, ge=1, le=10_000_000), Whole]
+    valid_until: Moment | None = None  # omitted: no end
+    credits_expire_in_days: Annotated[int, Field(strict=True, ge=1, le=3650), Whole] | None = None  # omitted: never
+    new_users_only: bool = False  # only for an account that has paid for nothing yet
+
+
+class PromoPublic(BaseModel):
+    code: str
+    credits: int
+    max_redemptions: int
+    redeemed: int
+    valid_until: datetime | None
+    credits_expire_in_days: int | None
+    new_users_only: bool
+    disabled_at: datetime | None
+    created_at: datetime
+    created_by: str
+
+    @classmethod
+    def of(cls, promo: PromoCode) -> PromoPublic:
+        return cls(**vars(promo))
+
+
+@router.post("/promo-codes", response_model=PromoPublic, status_code=201, responses=responses(409))
+async def create_promo(body: PromoIn, admin: Promoter, payments: PaymentsDep) -> PromoPublic:
+    try:
+        return PromoPublic.of(await payments.handle(CreatePromo(**body.model_dump(), admin_id=admin.user_id)))
+    except PromoExistsError as exc:
+        raise Problem(409, f"Promo code {body.code.upper()} exists.") from exc
+
+
+@router.get("/promo-codes", response_model=list[PromoPublic])
+async def list_promos(_: Promoter, payments: PaymentsDep) -> list[PromoPublic]:
+    """Every code, newest first, with how often each was redeemed."""
+    return [PromoPublic.of(p) for p in await payments.promos()]
+
+
+@router.post("/promo-codes/{code}/disable", response_model=PromoPublic, responses=responses(404))
+async def disable_promo(code: PromoCodeText, _: Promoter, payments: PaymentsDep) -> PromoPublic:
+    """No more redemptions of it (those made keep their credits); disabling it again answers the same."""
+    try:
+        return PromoPublic.of(await payments.handle(DisablePromo(code=code)))
+    except PromoUnavailableError as exc:
+        raise Problem(404, f"No promo code {code.upper()}.") from exc

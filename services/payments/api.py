@@ -17,14 +17,19 @@ from services.payments.commands import (
     CancelSubscription,
     Checkout,
     ConfigureAutoRecharge,
+    RedeemPromo,
     SaveCard,
     Subscribe,
     TransactionQuery,
 )
 from services.payments.domain import (
+    PROMO_CODE_PATTERN,
     AlreadySubscribedError,
     Kind,
     NoCardError,
+    PromoTakenError,
+    PromoUnavailableError,
+    Redemption,
     Status,
     Subscription,
     SubscriptionNotFoundError,
@@ -395,3 +400,48 @@ async def my_auto_recharge(buyer: Buyer, payments: PaymentsDep) -> AutoRechargeP
         )  # fmt: skip
     fields: dict[str, Any] = {k: v for k, v in setting.__dict__.items() if k != "user_id"}
     return AutoRechargePublic(**fields, spent_this_month_cents=spent)
+
+
+# -- promo codes ------------------------------------------------------------------------------------------------
+
+PromoCodeText = Annotated[str, StringConstraints(pattern=PROMO_CODE_PATTERN)]
+
+
+class RedeemRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: PromoCodeText  # any case
+
+
+class RedemptionPublic(BaseModel):
+    id: str
+    code: str
+    credits: int
+    expires_at: datetime | None  # when the unspent part of these credits expires; null: never
+    redeemed_at: datetime
+
+    @classmethod
+    def of(cls, redemption: Redemption) -> RedemptionPublic:
+        return cls(**{k: v for k, v in vars(redemption).items() if k != "user_id"})
+
+
+@router.post(
+    "/api/user/promo-codes/redeem", response_model=RedemptionPublic, status_code=201, tags=["payments"],
+    responses=responses(404, 409, 429), dependencies=[rate_limited("promo-redemptions")],
+)  # fmt: skip
+async def redeem_promo(
+    body: RedeemRequest, buyer: Buyer, payments: PaymentsDep, key: IdempotencyKey
+) -> RedemptionPublic:
+    """Redeem a promo code: its credits as a BONUS lot (expiring when the code says). Once per account (409 the
+    second time, whatever the key); a retry under the same key answers the same redemption. An unknown, disabled,
+    expired or used-up code is one 404. With a token active in an organization, its admins redeem for it."""
+    try:
+        redemption = await payments.handle(RedeemPromo(user_id=buyer, code=body.code, key=key))
+    except PromoUnavailableError as exc:
+        raise Problem(404, "Unknown or no longer valid promo code.") from exc
+    except PromoTakenError as exc:
+        raise Problem(409, f"Promo code {exc.redemption.code} was redeemed for this account before.",
+                      redeemed_at=exc.redemption.redeemed_at.isoformat()) from exc  # fmt: skip
+    except IdempotencyConflictError as exc:
+        raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
+    return RedemptionPublic.of(redemption)

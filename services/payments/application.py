@@ -25,10 +25,13 @@ from services.payments.commands import (
     Checkout,
     Command,
     ConfigureAutoRecharge,
+    CreatePromo,
+    DisablePromo,
     PayWithTestCard,
     ReceiveStripeEvent,
     Recharge,
     Reconcile,
+    RedeemPromo,
     Refund,
     SaveCard,
     StartedCheckout,
@@ -42,6 +45,11 @@ from services.payments.domain import (
     NoCardError,
     NotPendingError,
     PaymentState,
+    PromoCode,
+    PromoExistsError,
+    PromoTakenError,
+    PromoUnavailableError,
+    Redemption,
     Status,
     Subscription,
     SubscriptionNotFoundError,
@@ -53,6 +61,7 @@ from services.payments.domain import (
     checkout_purchase,
     month_start,
     observe,
+    promo_key,
     recharge_purchase,
     refund_amount,
     why_not,
@@ -93,6 +102,9 @@ class Payments:
             CancelSubscription: self.cancel_subscription,
             ConfigureAutoRecharge: self.configure_auto_recharge,
             Recharge: self.recharge,
+            CreatePromo: self.create_promo,
+            DisablePromo: self.disable_promo,
+            RedeemPromo: self.redeem_promo,
         }
 
     async def handle(self, command: Command[Answer]) -> Answer:
@@ -102,6 +114,52 @@ class Payments:
     @property
     def _stripe(self) -> StripeGateway:
         return configured(self._gateway)
+
+    # -- promo codes ------------------------------------------------------------------------------
+
+    async def create_promo(self, c: CreatePromo) -> PromoCode:
+        promo = PromoCode(promo_key(c.code), c.credits, c.max_redemptions, 0, c.valid_until, c.credits_expire_in_days,
+                          c.new_users_only, None, datetime.now(UTC), c.admin_id)  # fmt: skip
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await store.add_promo(conn, promo):
+                raise PromoExistsError(promo.code)
+            made = await store.promo(conn, promo.code)
+        assert made is not None, "just added"
+        return made
+
+    async def disable_promo(self, c: DisablePromo) -> PromoCode:
+        async with self._pool.connection() as conn, conn.transaction():
+            disabled = await store.disable_promo(conn, promo_key(c.code))
+        if disabled is None:
+            raise PromoUnavailableError(c.code)
+        return disabled
+
+    async def promos(self) -> list[PromoCode]:
+        return await self._read(store.promos)
+
+    async def redeem_promo(self, c: RedeemPromo) -> Redemption:
+        """Under the code's row lock: whoever redeems it at once are lined up, so the count never passes the
+        maximum and an account redeems a code once; the grant goes to the ledger in the same transaction."""
+        code, now, new_id = promo_key(c.code), datetime.now(UTC), str(uuid.uuid4())
+        async with self._pool.connection() as conn, conn.transaction():
+            held = await idempotency.claim(conn, f"promo:{c.user_id}", c.key, fingerprint("promo", code), new_id)
+            if held != new_id:
+                first = await store.redemption(conn, held)
+                assert first is not None, "a claimed key's redemption commits with it"
+                return first
+            promo = await store.promo(conn, code, lock=True)
+            if promo is None or not promo.redeemable(now):
+                raise PromoUnavailableError(code)
+            if (before := await store.redemption_of(conn, code, c.user_id)) is not None:
+                raise PromoTakenError(before)
+            if promo.new_users_only and await store.has_bought(conn, c.user_id):
+                raise PromoUnavailableError(code)
+            redemption = Redemption(new_id, code, c.user_id, promo.credits, promo.lot_expiry(now), now)
+            if not await store.redeem(conn, redemption):  # the unique pair backs the lock up
+                raise PromoUnavailableError(code)
+            await outbox.add(conn, events.promo_redeemed(redemption))
+        self._relay.wake()
+        return redemption
 
     # -- buying and refunds -----------------------------------------------------------------------
 

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from services.payments.domain import AutoRecharge, Kind, PaymentState, Status, Subscription, Transaction
+from services.payments.domain import (
+    AutoRecharge,
+    Kind,
+    PaymentState,
+    PromoCode,
+    Redemption,
+    Status,
+    Subscription,
+    Transaction,
+)
 from services.payments.stripe_objects import Card
 
 Answer = TypeVar("Answer")
@@ -141,6 +150,35 @@ class Recharge(Command[None]):
 
     user_id: str
     crossing: str
+
+
+# -- promo codes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreatePromo(Command[PromoCode]):
+    code: str
+    credits: int
+    max_redemptions: int
+    valid_until: datetime | None
+    credits_expire_in_days: int | None
+    new_users_only: bool
+    admin_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisablePromo(Command[PromoCode]):
+    code: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedeemPromo(Command[Redemption]):
+    """Redeem a code for an account: once per account, never past the code's maximum; a retry under `key`
+    answers the first redemption."""
+
+    user_id: str
+    code: str
+    key: str
 
 
 # -- reading --------------------------------------------------------------------------------------

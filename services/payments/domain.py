@@ -348,6 +348,50 @@ def month_start(now: datetime) -> datetime:
 # -- errors ---------------------------------------------------------------------------------------
 
 
+# -- promo codes --------------------------------------------------------------------------------------------
+
+PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,39}$"
+
+
+def promo_key(code: str) -> str:
+    """Codes are case-insensitive: kept, compared and shown in upper case."""
+    return code.strip().upper()
+
+
+@dataclass(frozen=True)
+class PromoCode:
+    code: str
+    credits: int
+    max_redemptions: int
+    redeemed: int
+    valid_until: datetime | None
+    credits_expire_in_days: int | None
+    new_users_only: bool
+    disabled_at: datetime | None
+    created_at: datetime
+    created_by: str
+
+    def redeemable(self, now: datetime) -> bool:
+        return (
+            self.disabled_at is None
+            and (self.valid_until is None or now < self.valid_until)
+            and self.redeemed < self.max_redemptions
+        )
+
+    def lot_expiry(self, now: datetime) -> datetime | None:
+        return now + timedelta(days=self.credits_expire_in_days) if self.credits_expire_in_days else None
+
+
+@dataclass(frozen=True)
+class Redemption:
+    id: str
+    code: str
+    user_id: str
+    credits: int
+    expires_at: datetime | None
+    redeemed_at: datetime
+
+
 class PaymentsError(Exception):
     pass
 
@@ -385,4 +429,21 @@ class AlreadySubscribedError(PaymentsError):
 
 
 class SubscriptionNotFoundError(PaymentsError, LookupError):
+    pass
+
+
+class PromoUnavailableError(PaymentsError, LookupError):
+    """Unknown, disabled, expired, used up, or for new users only: one answer for all, so a guess learns nothing
+    of which codes exist."""
+
+
+class PromoTakenError(PaymentsError):
+    """This account redeemed the code before (under another key)."""
+
+    def __init__(self, redemption: Redemption) -> None:
+        super().__init__(f"promo code {redemption.code} was redeemed for this account on {redemption.redeemed_at}")
+        self.redemption = redemption
+
+
+class PromoExistsError(PaymentsError):
     pass

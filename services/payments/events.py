@@ -6,7 +6,7 @@ reconciliation) it is one event: a duplicate in the outbox's relay and in every 
 
 from __future__ import annotations
 
-from services.payments.domain import AutoRecharge, InvoiceState, Status, Subscription, Transaction
+from services.payments.domain import AutoRecharge, InvoiceState, Redemption, Status, Subscription, Transaction
 from shared.contracts import Envelope, EventData, derive_id
 from shared.contracts import payments as pc
 from shared.credits import PACKAGES, SubscriptionPlan
@@ -84,3 +84,12 @@ def recharge_failed(setting: AutoRecharge, reason: str, *, disabled: bool) -> En
         user_id=setting.user_id, package_id=setting.package_id, reason=reason, disabled=disabled
     )
     return Envelope.wrap(body, user_id=setting.user_id)
+
+
+def promo_redeemed(redemption: Redemption) -> Envelope:
+    body = pc.PromoRedeemed(
+        user_id=redemption.user_id, redemption_id=redemption.id, code=redemption.code, credits=redemption.credits,
+        expires_at=redemption.expires_at,
+    )  # fmt: skip
+    return Envelope.wrap(body, user_id=redemption.user_id, event_id=derive_id("promo", redemption.id),
+                         correlation_id=f"promo:{redemption.id}")  # fmt: skip

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from services.payments.commands import TransactionQuery
-from services.payments.domain import Kind, Status, Transaction
+from services.payments.domain import Kind, PromoCode, Redemption, Status, Transaction
 from shared.idempotency import IDEMPOTENCY_DDL
 from shared.inbox import first_delivery
 from shared.migrations import Migration
@@ -125,6 +125,31 @@ MIGRATIONS = (
             WHERE metadata ? 'refund'""",
         "ALTER TABLE transactions ADD CONSTRAINT transactions_refund_within_payment"
         " CHECK (refunded_cents BETWEEN 0 AND amount_cents AND credits_clawed_back BETWEEN 0 AND credits)",
+    )),
+    # Promo codes and who redeemed each: the database holds a code to its maximum (however many redeem at
+    # once, the counter's row lock lines them up) and an account to one redemption of it.
+    Migration(3, "promo codes", (
+        """CREATE TABLE promo_codes (
+            code TEXT PRIMARY KEY CHECK (code = upper(code)),
+            credits INTEGER NOT NULL CHECK (credits > 0),
+            max_redemptions INTEGER NOT NULL CHECK (max_redemptions > 0),
+            redeemed INTEGER NOT NULL DEFAULT 0 CHECK (redeemed BETWEEN 0 AND max_redemptions),
+            valid_until TIMESTAMPTZ,
+            credits_expire_in_days INTEGER CHECK (credits_expire_in_days > 0),
+            new_users_only BOOLEAN NOT NULL DEFAULT FALSE,
+            disabled_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            created_by TEXT NOT NULL
+        )""",
+        """CREATE TABLE promo_redemptions (
+            id UUID PRIMARY KEY,
+            code TEXT NOT NULL REFERENCES promo_codes (code),
+            user_id UUID NOT NULL,
+            credits INTEGER NOT NULL,
+            expires_at TIMESTAMPTZ,
+            redeemed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (code, user_id)
+        )""",
     )),
 )  # fmt: skip
 
@@ -298,3 +323,82 @@ async def stuck_events(conn: AsyncConnection, attempts: int) -> tuple[int, str |
     )
     row = await cursor.fetchone()
     return (int(row[0]), row[1]) if row else (0, None)
+
+
+# -- promo codes ----------------------------------------------------------------------------------------------
+
+_PROMO = (
+    "code, credits, max_redemptions, redeemed, valid_until, credits_expire_in_days, new_users_only, disabled_at,"
+    " created_at, created_by"
+)
+_REDEMPTION = "id::text AS id, code, user_id::text AS user_id, credits, expires_at, redeemed_at"
+
+
+async def add_promo(conn: AsyncConnection, promo: PromoCode) -> bool:
+    """False when the code exists."""
+    cursor = await conn.execute(
+        "INSERT INTO promo_codes (code, credits, max_redemptions, valid_until, credits_expire_in_days, new_users_only,"
+        " created_by) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (promo.code, promo.credits, promo.max_redemptions, promo.valid_until, promo.credits_expire_in_days,
+         promo.new_users_only, promo.created_by),
+    )  # fmt: skip
+    return cursor.rowcount == 1
+
+
+async def promo(conn: AsyncConnection, code: str, *, lock: bool = False) -> PromoCode | None:
+    rows = await _rows(
+        conn, f"SELECT {_PROMO} FROM promo_codes WHERE code = %s{' FOR UPDATE' if lock else ''}", (code,)
+    )
+    return PromoCode(**rows[0]) if rows else None
+
+
+async def promos(conn: AsyncConnection) -> list[PromoCode]:
+    return [PromoCode(**r) for r in await _rows(conn, f"SELECT {_PROMO} FROM promo_codes ORDER BY created_at DESC", ())]
+
+
+async def disable_promo(conn: AsyncConnection, code: str) -> PromoCode | None:
+    rows = await _rows(
+        conn, f"UPDATE promo_codes SET disabled_at = COALESCE(disabled_at, now()) WHERE code = %s RETURNING {_PROMO}",
+        (code,),
+    )  # fmt: skip
+    return PromoCode(**rows[0]) if rows else None
+
+
+async def redemption(conn: AsyncConnection, redemption_id: str) -> Redemption | None:
+    rows = await _rows(conn, f"SELECT {_REDEMPTION} FROM promo_redemptions WHERE id = %s", (redemption_id,))
+    return Redemption(**rows[0]) if rows else None
+
+
+async def redemption_of(conn: AsyncConnection, code: str, user_id: str) -> Redemption | None:
+    rows = await _rows(conn, f"SELECT {_REDEMPTION} FROM promo_redemptions WHERE code = %s AND user_id = %s",
+                       (code, user_id))  # fmt: skip
+    return Redemption(**rows[0]) if rows else None
+
+
+async def redeem(conn: AsyncConnection, redemption: Redemption) -> bool:
+    """Count the redemption against the code and record it, in the caller's transaction; False when the account
+    redeemed the code before (the caller rolls back: the count went up)."""
+    await conn.execute("UPDATE promo_codes SET redeemed = redeemed + 1 WHERE code = %s", (redemption.code,))
+    cursor = await conn.execute(
+        "INSERT INTO promo_redemptions (id, code, user_id, credits, expires_at, redeemed_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (code, user_id) DO NOTHING",
+        (redemption.id, redemption.code, redemption.user_id, redemption.credits, redemption.expires_at,
+         redemption.redeemed_at),
+    )  # fmt: skip
+    return cursor.rowcount == 1
+
+
+async def has_bought(conn: AsyncConnection, user_id: str) -> bool:
+    """Whether the account has paid for anything (a pack, a plan, a recharge): then it is no new user's."""
+    cursor = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM transactions WHERE user_id = %s AND status IN ('COMPLETED', 'REFUNDED'))",
+        (user_id,),
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def _rows(conn: AsyncConnection, sql: str, params: Any) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()

@@ -123,3 +123,15 @@ class AutoRechargeConfigured(EventData):
     user_id: ShortText
     threshold: int | None = Field(default=None, ge=1)
     at: datetime
+
+
+class PromoRedeemed(EventData):
+    """A promo code redeemed for an account: the ledger grants its credits as a BONUS lot, once per code and
+    account (the account's own: a user's, or an organization's)."""
+
+    type = "payments.promo.redeemed"
+    user_id: ShortText
+    redemption_id: ShortText
+    code: ShortText  # as stored: upper case
+    credits: int = Field(gt=0)
+    expires_at: datetime | None = None  # when the lot's unspent credits expire; None: never
