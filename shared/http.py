@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from shared import metrics, problems, runtime, telemetry
+from shared import clock, metrics, problems, runtime, telemetry
 from shared.access import AccessList
 from shared.auth import TokenVerifier, privileged
 from shared.guard import GuardedRoute, assert_guarded
@@ -39,6 +39,7 @@ class Alarms(BaseModel):
 
 
 def create_app(service: str, settings: Settings, start: Start, routers: Sequence[APIRouter]) -> FastAPI:
+    clock.move(settings.clock_offset_seconds)
     """A service: on a schema that has its migrations (shared/migrations.py), `start` run on its runtime, the
     deactivated-users list and the per-user limits every service keeps, and `routers` behind the bearer-token
     checks."""

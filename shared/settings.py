@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # A live handler keeps its message with progress beats, however long it works.
     ack_wait_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     reservation_ttl_seconds: int = 900
+    # Dev mode only: how far the calendar clock (shared/clock.py) runs ahead, so a test can step into next month.
+    clock_offset_seconds: float = 0.0
     # Per-user limits (shared/limits.py): requests per minute of each route class, and what is open at once.
     rate_media_jobs_per_minute: int = Field(default=30, ge=1)
     rate_media_jobs_burst: int = Field(default=10, ge=1)
@@ -112,6 +114,12 @@ class Settings(BaseSettings):
                 f"AUTH_MODE=dev serves unauthenticated /dev/token: HOST must be a loopback address"
                 f" (127.0.0.0/8, ::1 or localhost), not {self.host!r}; use AUTH_MODE=clerk on a network"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _clock_moves_in_dev_mode_only(self) -> Settings:
+        if self.clock_offset_seconds and self.auth_mode != "dev":
+            raise ValueError("CLOCK_OFFSET_SECONDS is for tests in dev mode: the real calendar decides otherwise")
         return self
 
     @model_validator(mode="after")

@@ -78,12 +78,18 @@ def refusal(refused: events.Refused) -> dict[str, Any]:
     """A 402 that says whose credit was short: `account` is "org" when an organization's member asked of its
     account, "user" for one's own; `limit` (with what was `used` of it) when it was the member's monthly limit."""
     account = "user" if refused.member_id is None else "org"
-    if refused.limit is not None:
+    if refused.limit is not None and refused.reason == "usage cap":
+        detail = (
+            f"{refused.amount} credits asked: this account's monthly cap is {refused.limit},"
+            f" {refused.used} of it used or held this month."
+        )
+        extra: dict[str, Any] = {"reason": "cap", "cap": refused.limit, "used": refused.used}
+    elif refused.limit is not None:
         detail = (
             f"{refused.amount} credits asked: your monthly limit in this organization is {refused.limit},"
             f" {refused.used} of it used or held."
         )
-        extra: dict[str, Any] = {"reason": "limit", "limit": refused.limit, "used": refused.used}
+        extra = {"reason": "limit", "limit": refused.limit, "used": refused.used}
     else:
         whose = "the organization's" if account == "org" else "your"
         detail = f"{refused.amount} credits asked, {refused.available} available in {whose} account."
@@ -160,6 +166,7 @@ STREAMED_EVENTS = (
     CreditAccount.BalanceLow,
     CreditAccount.ExpiringSoon,
     CreditAccount.MemberLimitSet,
+    CreditAccount.UsageCapSet,
 )
 
 
@@ -194,6 +201,8 @@ def to_contract(event: AnyEvent) -> EventData | None:
                 reserved_after=event.reserved_after, description=event.description, lots=event.lots,
                 member_id=event.member_id,
             )  # fmt: skip
+        case CreditAccount.UsageCapSet():
+            return contracts.UsageCapSet(**_stamp(event), monthly_credits=event.monthly_credits, set_by=event.set_by)
         case CreditAccount.MemberLimitSet():
             return contracts.MemberLimitSet(
                 **_stamp(event), member_id=event.member_id, monthly_credits=event.monthly_credits,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -17,7 +16,7 @@ from pydantic import Field
 
 from services.ledger.answers import Answer, answer, entry, is_entry
 from services.ledger.application import ConcurrencyError, Ledger, Result
-from services.ledger.commands import Command, SetMemberLimit, client_key
+from services.ledger.commands import Command, SetMemberLimit, SetUsageCap, client_key
 from services.ledger.operations import Asked, command
 from services.ledger.schemas import (
     AccountPublic,
@@ -35,9 +34,12 @@ from services.ledger.schemas import (
     MemberLimitPublic,
     ReleaseIn,
     ReservationIn,
+    UsageCapIn,
+    UsageCapPublic,
 )
 from services.ledger.unit_of_work import UnitOfWork
 from services.ledger.values import month_of
+from shared import clock
 from shared.auth import (
     CurrentPrincipal,
     Principal,
@@ -274,7 +276,7 @@ async def set_member_limit(
         return done
     account = await asyncio.to_thread(ledger.account, org.account_id)
     assert account is not None, "the limit was set on it"
-    used = account.member_used(member, month_of(datetime.now(UTC)))
+    used = account.member_used(member, month_of(clock.now()))
     limit_now = account.members[member].limit
     answer = MemberLimitPublic(
         org_id=org.id, account_id=org.account_id, member_id=member, clerk_user_id=clerk_user_id,
@@ -283,3 +285,40 @@ async def set_member_limit(
     return JSONResponse(
         answer.model_dump(), headers=dict(done.headers.items()) if done.headers.get("idempotent-replayed") else None
     )
+
+
+def _capped_account(principal: Principal) -> str:
+    """Whose cap: the caller's own account, or their active organization's (its admins set that)."""
+    if principal.role == "service":
+        raise Problem(403, "This endpoint is for signed-in users.")
+    return ensure_org_admin(principal).account_id if principal.org is not None else principal.user_id
+
+
+@router.get("/api/user/limits", response_model=UsageCapPublic, tags=["accounts"], responses=responses(403, 404))
+async def get_usage_cap(principal: CurrentPrincipal, ledger: LedgerDep) -> UsageCapPublic:
+    """The monthly cap on what your account (or, with a token active in one, your organization's) may spend."""
+    return await _cap_of(ledger, _capped_account(principal))
+
+
+@router.put("/api/user/limits", response_model=UsageCapPublic, tags=["accounts"], responses=responses(403, 404, 429))
+async def set_usage_cap(body: UsageCapIn, at: DoorDep, ledger: LedgerDep) -> JSONResponse | UsageCapPublic:
+    """Cap what your account may spend per calendar month (UTC; null: no cap): a debit, hold or job that would
+    pass it is refused with a 402 naming `cap`. With a token active in an organization, its admins cap its account."""
+    account_id = _capped_account(at.principal)
+    cap = SetUsageCap(
+        user_id=account_id, key=client_key(at.key), cause_id=at.request_id, correlation_id=at.request_id,
+        monthly_credits=body.monthly_usage_credits, set_by=at.principal.user_id,
+    )  # fmt: skip
+    done = await at.submit(cap)
+    if done.status_code != 200:
+        return done
+    return await _cap_of(ledger, account_id)
+
+
+async def _cap_of(ledger: Ledger, account_id: str) -> UsageCapPublic:
+    account = await asyncio.to_thread(ledger.account, account_id)
+    if account is None:
+        raise Problem(404, f"No credit account {account_id}.")
+    month = month_of(clock.now())
+    return UsageCapPublic(account_id=account_id, monthly_usage_credits=account.usage.limit, month=month,
+                          used=account.used(month))  # fmt: skip

@@ -26,7 +26,7 @@ from psycopg import Connection
 from services.ledger import store
 from services.ledger.commands import COMMAND_HANDLERS, Command
 from services.ledger.domain import CreditAccount, IdempotencyRecord
-from services.ledger.values import AccountNotFoundError, Hold, LedgerError, Lot, Member
+from services.ledger.values import AccountNotFoundError, Allowance, Hold, LedgerError, Lot
 
 MAX_ATTEMPTS = 20
 # Accounts the writer keeps in memory (a few KB each: an account's state is the size of its open holds).
@@ -55,13 +55,13 @@ class AsDict(Transcoding):
     """How a value of the account (a hold, a lot, a member) is kept in its snapshot: its fields, one level deep
     (what they hold, datetimes and dicts of ints, the transcoder encodes itself)."""
 
-    def __init__(self, kind: type[Hold] | type[Lot] | type[Member], name: str) -> None:
+    def __init__(self, kind: type[Hold] | type[Lot] | type[Allowance], name: str) -> None:
         self.type, self.name = kind, name
 
-    def encode(self, obj: Hold | Lot | Member) -> dict[str, Any]:
+    def encode(self, obj: Hold | Lot | Allowance) -> dict[str, Any]:
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
-    def decode(self, data: dict[str, Any]) -> Hold | Lot | Member:
+    def decode(self, data: dict[str, Any]) -> Hold | Lot | Allowance:
         return self.type(**data)
 
 
@@ -73,7 +73,7 @@ class Ledger(Application):
         super().register_transcodings(transcoder)
         transcoder.register(AsDict(Hold, "ledger_hold"))
         transcoder.register(AsDict(Lot, "ledger_lot"))
-        transcoder.register(AsDict(Member, "ledger_member"))
+        transcoder.register(AsDict(Allowance, "ledger_member"))
 
     def account(self, user_id: str) -> CreditAccount | None:
         try:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
 from services.ledger.domain import CreditAccount
 from services.ledger.values import Stamp, month_of
+from shared import clock
 from shared.contracts import derive_id
 from shared.credits import WELCOME_BONUS
 from shared.idempotency import fingerprint
@@ -82,7 +83,7 @@ class _Spending(Command):
     limit applies, measured in the month it is asked (when, not what: a retry next month is the same ask)."""
 
     member_id: str | None = None
-    asked_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    asked_at: datetime = dataclasses.field(default_factory=clock.now)
 
     @property
     def month(self) -> str:
@@ -117,6 +118,15 @@ class SetMemberLimit(Command):
     member_id: str
     monthly_credits: int | None
     admin_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetUsageCap(Command):
+    """The account's owner (or its organization's admin) caps its spending per month (None: no cap)."""
+
+    opens_account = False
+    monthly_credits: int | None
+    set_by: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,6 +318,10 @@ def _set_member_limit(a: CreditAccount, c: SetMemberLimit, _seen: Seen) -> None:
     a.set_member_limit(c.stamp, member_id=c.member_id, monthly_credits=c.monthly_credits, admin_id=c.admin_id)
 
 
+def _set_usage_cap(a: CreditAccount, c: SetUsageCap, _seen: Seen) -> None:
+    a.set_usage_cap(c.stamp, monthly_credits=c.monthly_credits, set_by=c.set_by)
+
+
 def _open_organization(a: CreditAccount, c: OpenOrganization, _seen: Seen) -> None:
     a.note(c.stamp, reason="organization account opened")
 
@@ -413,6 +427,7 @@ COMMAND_HANDLERS: dict[type[Command], Callable[[CreditAccount, Any, Seen], None]
     Debit: _debit,
     Adjust: _adjust,
     SetMemberLimit: _set_member_limit,
+    SetUsageCap: _set_usage_cap,
     OpenOrganization: _open_organization,
     Reserve: _reserve,
     Capture: _capture,

@@ -25,11 +25,11 @@ from services.ledger.values import (
     DEBIT_TYPES,
     GRANT_TYPES,
     AccountInactiveError,
+    Allowance,
     Hold,
     IdempotencyConflictError,
     InvalidCommandError,
     Lot,
-    Member,
     Portions,
     Stamp,
     check_positive,
@@ -93,10 +93,14 @@ class CreditAccount(Upcast, Holds, Aggregate):
 
     class MemberLimitSet(events.MemberLimitSet): ...
 
+    class UsageCapSet(events.UsageCapSet): ...
+
     # -- state ----------------------------------------------------------------------------------
 
     # What a snapshot taken before auto-recharge lacks: no threshold watched; before organizations: no members.
-    ADDED: ClassVar[dict[str, Any]] = {"recharge_threshold": None, "recharge_at": None, "members": {}}
+    ADDED: ClassVar[dict[str, Any]] = {
+        "recharge_threshold": None, "recharge_at": None, "members": {}, "usage": Allowance(),
+    }  # fmt: skip
 
     @staticmethod
     def create_id(user_id: str) -> uuid.UUID:
@@ -116,7 +120,9 @@ class CreditAccount(Upcast, Holds, Aggregate):
         self.recharge_threshold: int | None = None
         self.recharge_at: str | None = None
         # An organization's account: each member's limit and spending this month, by user id.
-        self.members: dict[str, Member] = {}
+        self.members: dict[str, Allowance] = {}
+        # The account's own spending this month, against its owner's monthly cap (limit None: no cap).
+        self.usage = Allowance()
 
     @property
     def available(self) -> int:
@@ -126,8 +132,17 @@ class CreditAccount(Upcast, Holds, Aggregate):
 
     def member_used(self, member_id: str, month: str) -> int:
         """What a member spent this month and holds now: what their limit is measured against."""
-        spent = self.members.get(member_id, Member()).used_in(month)
+        spent = self.members.get(member_id, Allowance()).used_in(month)
         return spent + sum(hold.amount for hold in self.reservations.values() if hold.member_id == member_id)
+
+    def set_usage_cap(self, stamp: Stamp, *, monthly_credits: int | None, set_by: str) -> None:
+        if monthly_credits is not None and (isinstance(monthly_credits, bool) or monthly_credits < 0):
+            raise InvalidCommandError("a monthly cap is a whole number of credits, 0 or more")
+        self.trigger_event(self.UsageCapSet, monthly_credits=monthly_credits, set_by=set_by, **stamp.recorded())
+
+    def used(self, month: str) -> int:
+        """What the account spent this month and holds now: what its cap is measured against."""
+        return self.usage.used_in(month) + self.reserved
 
     def set_member_limit(self, stamp: Stamp, *, member_id: str, monthly_credits: int | None, admin_id: str) -> None:
         if monthly_credits is not None and (isinstance(monthly_credits, bool) or monthly_credits < 0):
@@ -141,7 +156,7 @@ class CreditAccount(Upcast, Holds, Aggregate):
         """What refuses `amount` to a member: their limit and what they used of it; None if it fits."""
         if member_id is None or month is None:
             return None
-        limit = self.members.get(member_id, Member()).limit
+        limit = self.members.get(member_id, Allowance()).limit
         used = self.member_used(member_id, month)
         if limit is None or used + amount <= limit:
             return None
@@ -228,10 +243,14 @@ class CreditAccount(Upcast, Holds, Aggregate):
         self._debited(stamp, entry_type, amount, 0, description, dict(metadata or {}), None, member_id, month)
 
     def refusal(self, amount: int, member_id: str | None, month: str | None) -> dict[str, Any] | None:
-        """Why `amount` may not be spent (a member's limit first: it is theirs to know), or None."""
+        """Why `amount` may not be spent (a member's limit first: it is theirs to know; then the account's cap),
+        or None."""
         limited = self.over_limit(amount, member_id, month)
         if limited is not None:
             return {"reason": "member limit", **limited}
+        cap = self.usage.limit
+        if cap is not None and month is not None and self.used(month) + amount > cap:
+            return {"reason": "usage cap", "member_id": member_id, "limit": cap, "used": self.used(month)}
         if amount > self.available:
             return {"reason": "insufficient credits", "member_id": member_id, "limit": None, "used": None}
         return None

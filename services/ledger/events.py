@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, cast
 
 from eventsourcing.domain import Aggregate
 
-from services.ledger.values import Hold, Lot, Member, Portions, in_spending_order
+from services.ledger.values import Allowance, Hold, Lot, Portions, in_spending_order
 
 
 class AccountState(Protocol):
@@ -29,7 +29,8 @@ class AccountState(Protocol):
     lots: dict[str, Lot]
     recharge_threshold: int | None
     recharge_at: str | None
-    members: dict[str, Member]
+    members: dict[str, Allowance]
+    usage: Allowance
 
     def portions(self, amount: int) -> Portions: ...
     def spend(self, portions: Portions) -> None: ...
@@ -104,9 +105,12 @@ class Granted(BalanceChanged):
 
 
 def _count(account: AccountState, member_id: str | None, month: str | None, amount: int) -> None:
-    """What a member spent counts against their monthly limit."""
-    if member_id is not None and month is not None and amount:
-        account.members[member_id] = account.members.get(member_id, Member()).spent(month, amount)
+    """Spending counts against the account's cap in its month, and a member's against their limit too."""
+    if month is None or not amount:
+        return
+    account.usage = account.usage.spent(month, amount)
+    if member_id is not None:
+        account.members[member_id] = account.members.get(member_id, Allowance()).spent(month, amount)
 
 
 class Debited(BalanceChanged):
@@ -244,8 +248,19 @@ class MemberLimitSet(Stamped):
     def apply(self, aggregate: Aggregate) -> None:
         account = _state(aggregate)
         account.members[self.member_id] = replace(
-            account.members.get(self.member_id, Member()), limit=self.monthly_credits
+            account.members.get(self.member_id, Allowance()), limit=self.monthly_credits
         )
+
+
+class UsageCapSet(Stamped):
+    """The account's owner (or its organization's admin) capped what it may spend each month (None: no cap)."""
+
+    monthly_credits: int | None
+    set_by: str
+
+    def apply(self, aggregate: Aggregate) -> None:
+        account = _state(aggregate)
+        account.usage = replace(account.usage, limit=self.monthly_credits)
 
 
 class ExpiringSoon(Stamped):

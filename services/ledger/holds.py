@@ -94,7 +94,7 @@ class Holds:
             description=description,
             lots=in_spending_order(hold.lots, taken, self.lots),
             member_id=hold.member_id,
-            month=month if hold.member_id is not None else None,
+            month=month,
             **stamp.recorded(),
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from services.ledger.commands import (
@@ -25,6 +25,7 @@ from services.ledger.commands import (
 )
 from services.ledger.schemas import AdjustmentIn, Body, CaptureIn, DebitIn, GrantIn, ReleaseIn, ReservationIn
 from services.ledger.values import reservation_expiry
+from shared import clock
 
 B = TypeVar("B", bound=Body)
 
@@ -40,7 +41,7 @@ class Asked:
     admin_id: str | None = None  # who adjusts
     member_id: str | None = None  # an organization's member spending its account (their limit applies)
     ttl_seconds: int = 900  # how long a hold lives that names no TTL (RESERVATION_TTL_SECONDS)
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime = field(default_factory=clock.now)
 
     def stamp(self) -> dict[str, Any]:
         """What every command asked by a caller carries."""

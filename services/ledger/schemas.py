@@ -86,6 +86,19 @@ class MemberLimitPublic(BaseModel):
     used: int  # this month, holds included
 
 
+class UsageCapIn(Body):
+    monthly_usage_credits: Annotated[int, Field(strict=True, ge=0, le=1_000_000), Whole] | None = Field(
+        description="what the account may spend per calendar month (UTC), holds included; null: no cap"
+    )
+
+
+class UsageCapPublic(BaseModel):
+    account_id: str
+    monthly_usage_credits: int | None
+    month: str  # YYYY-MM (UTC)
+    used: int  # spent this month and held now
+
+
 class LotPublic(BaseModel):
     """Credit from one grant: spent soonest-expiring first, non-expiring last."""
 

@@ -89,9 +89,10 @@ class Lot:
 
 
 @dataclass(frozen=True)
-class Member:
-    """A member's spending from an organization's account: their monthly limit (None: none) and what they
-    spent in `month` (YYYY-MM, UTC); what they hold counts against the limit too (the account adds it)."""
+class Allowance:
+    """What may be spent in a calendar month (UTC) and what was spent in `month` (YYYY-MM): a member's of an
+    organization's account (their limit), or the account's own (its owner's cap); None: no bound. What is held
+    counts against it too (the account adds it)."""
 
     limit: int | None = None
     month: str | None = None
@@ -100,7 +101,7 @@ class Member:
     def used_in(self, month: str) -> int:
         return self.used if self.month == month else 0
 
-    def spent(self, month: str, amount: int) -> Member:
+    def spent(self, month: str, amount: int) -> Allowance:
         return replace(self, month=month, used=self.used_in(month) + amount)
 
 

@@ -310,7 +310,10 @@ def _refusals(noun: str, media_id: uuid.UUID | None = None) -> Iterator[None]:
     except InsufficientCreditsError as exc:
         job = exc.job
         refusal = job.refusal or {"account": "user", "reason": "credits"}
-        if refusal["reason"] == "limit":
+        if refusal["reason"] == "cap":
+            detail = (f"{job.cost} credits asked: this account's monthly cap is {refusal['cap']},"
+                      f" {refusal['used']} of it used or held this month.")  # fmt: skip
+        elif refusal["reason"] == "limit":
             detail = (f"{job.cost} credits asked: your monthly limit in this organization is {refusal['limit']},"
                       f" {refusal['used']} of it used or held.")  # fmt: skip
         else:

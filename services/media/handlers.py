@@ -29,6 +29,8 @@ def subscription(library: MediaLibrary) -> Subscription:
 def refusal_of(refused: lc.ReservationRejected) -> dict[str, Any]:
     """Whose credit was short ("org" when a member spent an organization's), or the member's limit."""
     account = "user" if refused.member_id is None else "org"
+    if refused.limit is not None and refused.reason == "usage cap":
+        return {"account": account, "reason": "cap", "cap": refused.limit, "used": refused.used}
     if refused.limit is not None:
         return {"account": account, "reason": "limit", "limit": refused.limit, "used": refused.used}
     return {"account": account, "reason": "credits"}

@@ -32,12 +32,14 @@ from services.projections.schemas import (
     OrgTotals,
     OrgView,
     Profile,
+    Spending,
     SubscriptionView,
     Totals,
     Transaction,
     UsageDay,
     UserProfile,
 )
+from shared import clock
 from shared.auth import CurrentPrincipal, Principal, SignedInUser
 from shared.contracts.ledger import EntryType
 from shared.guard import GuardedRoute
@@ -117,8 +119,10 @@ async def dashboard(principal: SignedInUser, pool: PoolDep) -> Dashboard:
     """Everything the dashboard shows: balance, counts, totals, recent activity (notifications marked),
     the last credit entries, credits used per operation per day over 30 days, what expires soon."""
     user_id = principal.user_id
+    now = clock.now()
     async with pool.connection() as conn:
         entries = await queries.entries_of(conn, user_id, before=None, limit=10)
+        spending = Spending(month=now.strftime("%Y-%m"), **await queries.spending_of(conn, user_id, month_start(now)))
         return Dashboard(
             user=await _user(conn, user_id), account=await _account(conn, user_id),
             counts=Counts(**await queries.counts_of(conn, user_id)),
@@ -128,8 +132,12 @@ async def dashboard(principal: SignedInUser, pool: PoolDep) -> Dashboard:
             usage=[UsageDay(**u) for u in await queries.usage_by_day(conn, user_id, USAGE_DAYS)],
             lots=[LotView(**lot) for lot in await queries.lots_of(conn, user_id)],
             expiring_soon=[Expiring(**x) for x in await queries.expiring_of(conn, user_id)],
-            subscription=await _subscription(conn, user_id),
+            subscription=await _subscription(conn, user_id), spending=spending,
         )  # fmt: skip
+
+
+def month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 EXPORT_FORMAT = "creditstream-export/1"
@@ -226,11 +234,10 @@ async def org_credits(
 async def org_dashboard(principal: SignedInUser, pool: PoolDep) -> OrgDashboard:
     """The organization's account this month: its balance and lots, and each member's usage against their
     monthly limit (an admin sees every member, a member themselves)."""
-    now = datetime.now(UTC)
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    now = clock.now()
     async with pool.connection() as conn:
         org = await _org(conn, principal)
-        members = await queries.members_usage(conn, org.id, org.account_id, month_start)
+        members = await queries.members_usage(conn, org.id, org.account_id, month_start(now))
         own = _own_unless_admin(principal)
         shown = [m for m in members if own is None or m["user_id"] == own]
         totals = await queries.totals_of(conn, org.account_id)

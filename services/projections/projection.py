@@ -41,7 +41,7 @@ CONSUMERS = (
 Taken = (
     idc.UserRegistered | idc.UserUpdated | idc.UserDeactivated | idc.UserReactivated | idc.UserErased
     | idc.OrganizationCreated | idc.OrganizationUpdated | idc.OrganizationDeleted
-    | idc.MemberAdded | idc.MemberRoleChanged | idc.MemberRemoved | lc.MemberLimitSet
+    | idc.MemberAdded | idc.MemberRoleChanged | idc.MemberRemoved | lc.MemberLimitSet | lc.UsageCapSet
     | lc.CreditsGranted | lc.CreditsDebited | lc.CreditsExpired | lc.CreditsCaptured | lc.CreditsReserved
     | lc.CreditsReleased | lc.ReservationRejected | lc.BalanceLow | lc.CreditsExpiring
     | pc.PaymentSucceeded | pc.PaymentFailed | pc.PaymentCancelled | pc.PaymentRefunded
@@ -77,6 +77,9 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
             await read_models.save_member(conn, {**member.model_dump(), "active": True, "seq": seq})
         case idc.MemberRemoved() as member:
             await read_models.save_member(conn, {**member.model_dump(), "role": None, "active": False, "seq": seq})
+        case lc.UsageCapSet() as cap:
+            row = {"account_id": cap.user_id, "monthly_credits": cap.monthly_credits, "seq": seq}
+            await read_models.set_usage_cap(conn, row)
         case lc.MemberLimitSet() as limit:
             row = {"account_id": limit.user_id, "member_id": limit.member_id,
                    "monthly_credits": limit.monthly_credits, "seq": seq}  # fmt: skip

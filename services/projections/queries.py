@@ -140,6 +140,19 @@ async def expiring_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any
     )
 
 
+async def spending_of(conn: AsyncConnection, account_id: str, since: Any) -> dict[str, Any]:
+    """What the account spent since `since` (the month's start) and its monthly cap."""
+    row = await fetch_one(
+        conn,
+        "SELECT (SELECT monthly_credits FROM usage_caps WHERE account_id = %(a)s) AS monthly_cap,"
+        " (SELECT COALESCE(-SUM(amount), 0) FROM credit_entries WHERE user_id = %(a)s AND entry_type = 'USAGE'"
+        "  AND occurred_at >= %(since)s) AS used_this_month",
+        {"a": account_id, "since": since},
+    )
+    assert row is not None
+    return {"monthly_cap": row["monthly_cap"], "used_this_month": int(row["used_this_month"])}
+
+
 async def usage_by_day(conn: AsyncConnection, user_id: str, days: int) -> list[dict[str, Any]]:
     """Credits used per operation per UTC day over the last `days` days; spending that was not a media job
     (a direct debit) is `other`."""

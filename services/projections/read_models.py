@@ -113,6 +113,15 @@ async def save_member(conn: AsyncConnection, row: dict[str, Any]) -> None:
     )
 
 
+async def set_usage_cap(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO usage_caps AS c (account_id, monthly_credits, seq) VALUES (%(account_id)s, %(monthly_credits)s,"
+        " %(seq)s) ON CONFLICT (account_id) DO UPDATE SET monthly_credits = EXCLUDED.monthly_credits,"
+        " seq = EXCLUDED.seq WHERE c.seq < EXCLUDED.seq",
+        row,
+    )
+
+
 async def set_member_limit(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO member_limits AS l (account_id, member_id, monthly_credits, seq) VALUES (%(account_id)s,"

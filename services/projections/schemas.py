@@ -145,6 +145,15 @@ class Dashboard(BaseModel):
     lots: list[LotView] = Field(description="credit left by lot, in spending order (soonest expiry first)")
     expiring_soon: list[Expiring]
     subscription: SubscriptionView | None
+    spending: Spending
+
+
+class Spending(BaseModel):
+    """This calendar month (UTC) against the account's cap."""
+
+    month: str  # YYYY-MM
+    used_this_month: int
+    monthly_cap: int | None  # null: no cap
 
 
 class ExportedLot(BaseModel):

@@ -171,6 +171,14 @@ MIGRATIONS = (
             PRIMARY KEY (account_id, member_id)
         )""",
     )),
+    # Each account's monthly spending cap, as its owner last set it.
+    Migration(3, "spending caps", (
+        """CREATE TABLE usage_caps (
+            account_id UUID PRIMARY KEY,
+            monthly_credits BIGINT,
+            seq BIGINT NOT NULL
+        )""",
+    )),
 )  # fmt: skip
 
 

@@ -152,6 +152,14 @@ class MemberLimitSet(_Stamped):
     admin_id: ShortText
 
 
+class UsageCapSet(_Stamped):
+    """The account's owner (or its organization's admin) capped what it may spend per calendar month (UTC)."""
+
+    type = "ledger.credits.cap_set"
+    monthly_credits: int | None = Field(ge=0)  # None: no cap
+    set_by: ShortText
+
+
 @dataclass(frozen=True)
 class CreditEntry:
     """A line of the credit log, as the ledger answers it and every read model shows it: a positive

@@ -119,8 +119,10 @@ class ServiceProcess:
         except httpx.HTTPError:
             return False
 
-    def restart(self) -> ServiceProcess:
-        """Stop it if it still runs, then start it again: same port, environment and log."""
+    def restart(self, **env: str) -> ServiceProcess:
+        """Stop it if it still runs, then start it again: same port and log, its environment changed by `env`
+        (a setting to move, such as CLOCK_OFFSET_SECONDS)."""
+        self._env.update(env)
         self.stop()
         self.join_output()
         return self.start()

@@ -104,6 +104,9 @@ def history() -> dict[str, Any]:
                    expires_at=AT + timedelta(seconds=600), member_id=member, asked_at=AT))  # fmt: skip
     run(lc.Capture(user_id=USER, key="member-taken", reservation_id="r-m", amount=1, asked_at=AT))
     run(lc.Debit(user_id=USER, key="member-over", entry_type="USAGE", amount=2, member_id=member, asked_at=AT))
+    # The account's own monthly cap, and a spend past it.
+    run(lc.SetUsageCap(user_id=USER, key="cap", monthly_credits=4, set_by="owner"))
+    run(lc.Debit(user_id=USER, key="capped", entry_type="USAGE", amount=2, asked_at=AT))
     events = [
         {"version": item.originator_version, "topic": item.topic, "state": item.state.decode()}
         for item in ledger.recorder.select_events(uuid.UUID(USER))
@@ -123,6 +126,9 @@ def account_view(account: CreditAccount) -> dict[str, Any]:
         # Only an organization's account has members: histories written before them show none.
         **({"members": {k: [m.limit, m.month, m.used] for k, m in sorted(account.members.items())}}
            if account.members else {}),
+        # Only an account with a cap shows its spending: histories written before caps show none.
+        **({"usage": [account.usage.limit, account.usage.month, account.usage.used]}
+           if account.usage.limit is not None else {}),
     }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.ledger.answers import answer
 from services.ledger.application import Ledger
-from services.ledger.commands import ChargeJob, HoldForJob, OpenOrganization, SetMemberLimit
+from services.ledger.commands import ChargeJob, HoldForJob, OpenOrganization, SetMemberLimit, SetUsageCap
 from shared.contracts.identity import org_account_id_for
 from tests.ledger_asks import ask
 
@@ -132,3 +132,22 @@ def test_an_organizations_account_snapshot_keeps_its_members() -> None:
     fresh.snapshots.recorder.insert_events(list(ledger.snapshots.recorder.select_events(uuid.UUID(org))))
     account = fresh.account(org)
     assert account is not None and account.member_used(A, "2026-12") == 2 and account.members[A].limit == 5
+
+
+def test_an_accounts_monthly_cap_counts_every_spend_and_holds_and_opens_again_next_month() -> None:
+    ledger, user = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}), str(uuid.uuid4())
+    ledger.execute_batch([ask("grant", user, "g", entry_type="BONUS", amount=20)])
+    ledger.execute_batch([SetUsageCap(user_id=user, key="cap", monthly_credits=5, set_by=user)])
+    assert answer(ledger.execute_batch([ask("debit", user, "d1", amount=3, now=DEC)])[0]).status == 201
+    refused = answer(ledger.execute_batch([ask("debit", user, "d2", amount=3, now=DEC)])[0])
+    assert {k: refused.body[k] for k in ("account", "reason", "cap", "used")} == {
+        "account": "user", "reason": "cap", "cap": 5, "used": 3,
+    }  # fmt: skip
+    held = answer(ledger.execute_batch([ask("reserve", user, "h", amount=2, ttl_seconds=60, now=DEC)])[0])
+    assert held.status == 201  # 3 + 2 = 5: at the cap, not past it
+    assert (
+        answer(ledger.execute_batch([ask("reserve", user, "h2", amount=1, ttl_seconds=60, now=DEC)])[0]).status == 402
+    )
+    assert answer(ledger.execute_batch([ask("debit", user, "jan", amount=3, now=JAN)])[0]).status == 201
+    account = ledger.account(user)
+    assert account is not None and account.balance == 14  # the refusals took nothing

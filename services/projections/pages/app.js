@@ -185,6 +185,10 @@ async function loadDashboard() {
   $("stat-videos").textContent = board.counts.videos;
   $("stat-transactions").textContent = board.counts.transactions;
   $("stat-totals").textContent = `${board.totals.credits_bought} / ${board.totals.credits_spent}`;
+  const spending = board.spending;
+  $("stat-spending").textContent = spending.monthly_cap === null ? spending.used_this_month
+    : `${spending.used_this_month} / ${spending.monthly_cap}`;
+  $("stat-cap").textContent = spending.monthly_cap === null ? "used, no monthly cap" : "used of the monthly cap";
   $("activity").replaceChildren(...(board.recent_activity.length ? board.recent_activity.map((a) =>
     el("li", a.notification ? { class: "notification" } : {}, a.notification ? "⚠ " : "", a.message,
       el("small", {}, ` · ${when(a.occurred_at)}`))) : [el("li", {}, "Nothing yet.")]));
