@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     rate_media_jobs_burst: int = Field(default=10, ge=1)
     rate_checkouts_per_minute: int = Field(default=10, ge=1)
     rate_promo_redemptions_per_minute: int = Field(default=10, ge=1)
+    # How long after an automatic purchase auto-recharge buys nothing more (a burst of crossings buys once).
+    recharge_cooldown_seconds: float = Field(default=300.0, ge=0.0)
     rate_ledger_commands_per_minute: int = Field(default=600, ge=1)
     rate_stream_tickets_per_minute: int = Field(default=10, ge=1)
     max_open_streams: int = Field(default=3, ge=1)

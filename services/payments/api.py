@@ -360,6 +360,8 @@ class AutoRechargeRequest(BaseModel):
     threshold: Annotated[int, Field(strict=True, ge=1, le=1_000_000), Whole]
     package_id: OfferId
     monthly_cap_cents: Annotated[int, Field(strict=True, ge=0, le=10_000_000), Whole]
+    # At most so many automatic purchases a calendar month (UTC), whatever they cost.
+    monthly_max_recharges: Annotated[int, Field(strict=True, ge=0, le=1000), Whole] = 5
 
 
 class AutoRechargePublic(BaseModel):
@@ -367,7 +369,9 @@ class AutoRechargePublic(BaseModel):
     threshold: int
     package_id: str
     monthly_cap_cents: int
+    monthly_max_recharges: int
     spent_this_month_cents: int
+    recharges_this_month: int
     disabled_reason: str | None  # why it turned itself off, for the frontend to tell the user
     updated_at: datetime | None
 
@@ -392,14 +396,14 @@ async def set_auto_recharge(body: AutoRechargeRequest, buyer: Buyer, payments: P
 
 @router.get("/api/billing/auto-recharge", response_model=AutoRechargePublic, tags=["billing"])
 async def my_auto_recharge(buyer: Buyer, payments: PaymentsDep) -> AutoRechargePublic:
-    setting, spent = await payments.auto_recharge(buyer)
+    setting, done = await payments.auto_recharge(buyer)
     if setting is None:
         return AutoRechargePublic(
-            enabled=False, threshold=5, package_id="basic", monthly_cap_cents=0, spent_this_month_cents=spent,
-            disabled_reason=None, updated_at=None,
+            enabled=False, threshold=5, package_id="basic", monthly_cap_cents=0, monthly_max_recharges=5,
+            spent_this_month_cents=done.cents, recharges_this_month=done.count, disabled_reason=None, updated_at=None,
         )  # fmt: skip
     fields: dict[str, Any] = {k: v for k, v in setting.__dict__.items() if k != "user_id"}
-    return AutoRechargePublic(**fields, spent_this_month_cents=spent)
+    return AutoRechargePublic(**fields, spent_this_month_cents=done.cents, recharges_this_month=done.count)
 
 
 # -- promo codes ------------------------------------------------------------------------------------------------

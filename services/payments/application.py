@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from psycopg import AsyncConnection
@@ -39,6 +39,7 @@ from services.payments.commands import (
     TransactionQuery,
 )
 from services.payments.domain import (
+    RECHARGE_COOLDOWN,
     AlreadySubscribedError,
     AutoRecharge,
     Change,
@@ -49,6 +50,7 @@ from services.payments.domain import (
     PromoExistsError,
     PromoTakenError,
     PromoUnavailableError,
+    RechargesThisMonth,
     Redemption,
     Status,
     Subscription,
@@ -85,8 +87,12 @@ Read = TypeVar("Read")
 
 
 class Payments:
-    def __init__(self, pool: AsyncConnectionPool, relay: OutboxRelay, gateway: StripeGateway | None) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, relay: OutboxRelay, gateway: StripeGateway | None, *,
+        recharge_cooldown: timedelta = RECHARGE_COOLDOWN,
+    ) -> None:  # fmt: skip
         self._pool = pool
+        self._recharge_cooldown = recharge_cooldown
         self._relay = relay
         self._gateway = gateway
         self.stripe_events = StripeEvents(pool, relay, gateway)
@@ -285,7 +291,7 @@ class Payments:
         setting = AutoRecharge(
             user_id=command.user_id, enabled=command.enabled, threshold=command.threshold,
             package_id=command.package_id, monthly_cap_cents=command.monthly_cap_cents, disabled_reason=None,
-            updated_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC), monthly_max_recharges=command.monthly_max_recharges,
         )  # fmt: skip
         if setting.enabled:
             customer = await self._read(lambda conn: billing_store.customer_of(conn, setting.user_id))
@@ -310,8 +316,8 @@ class Payments:
 
     async def _buy_off_session(self, conn: AsyncConnection, setting: AutoRecharge, crossing: str) -> None:
         package, now = PACKAGES[setting.package_id], datetime.now(UTC)
-        spent, last = await billing_store.recharged(conn, setting.user_id, month_start(now))
-        if (reason := why_not(setting, package.price_cents, spent, last, now)) is not None:
+        done = await billing_store.recharged(conn, setting.user_id, month_start(now))
+        if (reason := why_not(setting, package.price_cents, done, now, self._recharge_cooldown)) is not None:
             await billing_store.settle_crossing(conn, crossing, f"skipped: {reason}")
             if "cap" in reason:
                 await _recharge_failed(conn, setting, reason, disable=False)
@@ -365,11 +371,11 @@ class Payments:
     async def current_subscription(self, user_id: str) -> Subscription | None:
         return await self._read(lambda conn: billing_store.current_subscription(conn, user_id))
 
-    async def auto_recharge(self, user_id: str) -> tuple[AutoRecharge | None, int]:
-        """The user's setting and the cents it has spent this calendar month (UTC)."""
+    async def auto_recharge(self, user_id: str) -> tuple[AutoRecharge | None, RechargesThisMonth]:
+        """The user's setting and what it bought this calendar month (UTC)."""
         async with self._pool.connection() as conn:
-            spent, _ = await billing_store.recharged(conn, user_id, month_start(datetime.now(UTC)))
-            return await billing_store.auto_recharge(conn, user_id), spent
+            done = await billing_store.recharged(conn, user_id, month_start(datetime.now(UTC)))
+            return await billing_store.auto_recharge(conn, user_id), done
 
     async def _read(self, query: Callable[[AsyncConnection], Awaitable[Read]]) -> Read:
         async with self._pool.connection() as conn:

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from services.payments.domain import AutoRecharge, Subscription, SubscriptionStatus
+from services.payments.domain import AutoRecharge, RechargesThisMonth, Subscription, SubscriptionStatus
 from services.payments.store import CROSSINGS, locked, one
 from shared.inbox import first_delivery
 
@@ -17,7 +17,8 @@ _SUBSCRIPTION = (
     " current_period_end, cancel_at_period_end, created_at, updated_at"
 )
 _AUTO_RECHARGE = (
-    "user_id::text AS user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason, updated_at"
+    "user_id::text AS user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason, updated_at,"
+    " monthly_max_recharges"
 )
 
 
@@ -94,13 +95,13 @@ async def auto_recharge(conn: AsyncConnection, user_id: str, *, lock: bool = Fal
 async def save_auto_recharge(conn: AsyncConnection, setting: AutoRecharge) -> None:
     await conn.execute(
         "INSERT INTO auto_recharge (user_id, enabled, threshold, package_id, monthly_cap_cents, disabled_reason,"
-        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET"
-        " enabled = EXCLUDED.enabled, threshold = EXCLUDED.threshold, package_id = EXCLUDED.package_id,"
+        " updated_at, monthly_max_recharges) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE"
+        " SET enabled = EXCLUDED.enabled, threshold = EXCLUDED.threshold, package_id = EXCLUDED.package_id,"
         " monthly_cap_cents = EXCLUDED.monthly_cap_cents, disabled_reason = EXCLUDED.disabled_reason,"
-        " updated_at = EXCLUDED.updated_at",
+        " updated_at = EXCLUDED.updated_at, monthly_max_recharges = EXCLUDED.monthly_max_recharges",
         (
             setting.user_id, setting.enabled, setting.threshold, setting.package_id, setting.monthly_cap_cents,
-            setting.disabled_reason, setting.updated_at,
+            setting.disabled_reason, setting.updated_at, setting.monthly_max_recharges,
         ),
     )  # fmt: skip
 
@@ -124,12 +125,13 @@ async def settle_crossing(
     )
 
 
-async def recharged(conn: AsyncConnection, user_id: str, month_start: datetime) -> tuple[int, datetime | None]:
-    """Cents bought automatically since `month_start`, and when the last automatic purchase was made."""
+async def recharged(conn: AsyncConnection, user_id: str, month_start: datetime) -> RechargesThisMonth:
+    """Cents and purchases bought automatically since `month_start`, and when the last one was made."""
     cursor = await conn.execute(
-        "SELECT coalesce(sum(amount_cents) FILTER (WHERE created_at >= %s), 0), max(created_at)"
+        "SELECT coalesce(sum(amount_cents) FILTER (WHERE created_at >= %s), 0),"
+        " count(*) FILTER (WHERE created_at >= %s), max(created_at)"
         " FROM recharges WHERE user_id = %s AND transaction_id IS NOT NULL",
-        (month_start, user_id),
+        (month_start, month_start, user_id),
     )
     row = await cursor.fetchone()
-    return (int(row[0]), row[1]) if row else (0, None)
+    return RechargesThisMonth(int(row[0]), int(row[1]), row[2]) if row else RechargesThisMonth(0, 0, None)

@@ -142,6 +142,7 @@ class ConfigureAutoRecharge(Command[AutoRecharge]):
     threshold: int
     package_id: str
     monthly_cap_cents: int
+    monthly_max_recharges: int = 5
 
 
 @dataclass(frozen=True, kw_only=True)

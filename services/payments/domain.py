@@ -325,18 +325,31 @@ class AutoRecharge:
     monthly_cap_cents: int
     disabled_reason: str | None  # why it turned itself off (a card that needs the customer, a decline)
     updated_at: datetime
+    monthly_max_recharges: int = 5  # at most so many automatic purchases a calendar month (UTC)
+
+
+@dataclass(frozen=True)
+class RechargesThisMonth:
+    cents: int
+    count: int
+    last_at: datetime | None  # the last automatic purchase, this month or before
 
 
 def why_not(
-    setting: AutoRecharge | None, price_cents: int, spent_this_month: int, last_at: datetime | None, now: datetime
-) -> str | None:
+    setting: AutoRecharge | None, price_cents: int, done: RechargesThisMonth, now: datetime,
+    cooldown: timedelta = RECHARGE_COOLDOWN,
+) -> str | None:  # fmt: skip
     """Why a crossing buys nothing (None: buy)."""
     if setting is None or not setting.enabled:
         return "auto-recharge is off"
-    if spent_this_month + price_cents > setting.monthly_cap_cents:
+    if done.count >= setting.monthly_max_recharges:
+        return f"the monthly cap of {setting.monthly_max_recharges} recharges is reached"
+    if done.cents + price_cents > setting.monthly_cap_cents:
         return f"the monthly cap of {setting.monthly_cap_cents} cents would be passed"
-    if last_at is not None and now - last_at < RECHARGE_COOLDOWN:
-        return "the last automatic purchase was less than 5 minutes ago"
+    if done.last_at is not None and now - done.last_at < cooldown:
+        seconds = cooldown.total_seconds()
+        span = f"{seconds / 60:g} minutes" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
+        return f"the last automatic purchase was less than {span} ago"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from services.payments import admin_api, api, dev, handlers, webhooks
@@ -20,7 +22,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gateway = StripeGateway(key.get_secret_value(), settings.stripe_api_base) if key else None
 
     async def start(app: FastAPI, rt: Runtime) -> None:
-        payments = Payments(rt.pool, rt.start_outbox_relay(), gateway)
+        cooldown = timedelta(seconds=settings.recharge_cooldown_seconds)
+        payments = Payments(rt.pool, rt.start_outbox_relay(), gateway, recharge_cooldown=cooldown)
         rt.spawn("stripe-events", payments.stripe_events.run)
         for subscription in handlers.subscriptions(payments):
             rt.consume(subscription)

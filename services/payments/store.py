@@ -151,6 +151,11 @@ MIGRATIONS = (
             UNIQUE (code, user_id)
         )""",
     )),
+    # At most so many automatic purchases a month, beside the cents cap.
+    Migration(4, "a monthly count cap on auto-recharge", (
+        "ALTER TABLE auto_recharge ADD COLUMN monthly_max_recharges INTEGER NOT NULL DEFAULT 5"
+        " CHECK (monthly_max_recharges >= 0)",
+    )),
 )  # fmt: skip
 
 _COLUMNS = (

@@ -124,8 +124,8 @@ async def apply(conn: AsyncConnection, env: Envelope, body: Taken, seq: int) -> 
                             subscription_id=ended.subscription_id)  # fmt: skip
         case pc.AutoRechargeSucceeded() as bought:
             await _activity(conn, env, bought.user_id, "auto_recharge",
-                            f"Auto-recharge bought {bought.credits} credits", transaction_id=bought.transaction_id,
-                            credits=bought.credits)  # fmt: skip
+                            f"Auto-recharge bought {bought.credits} credits", notification=True,
+                            transaction_id=bought.transaction_id, credits=bought.credits)  # fmt: skip
         case pc.AutoRechargeFailed() as failed:
             off = " (auto-recharge is now off)" if failed.disabled else ""
             await _activity(conn, env, failed.user_id, "auto_recharge_failed",
