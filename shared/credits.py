@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
 WELCOME_BONUS = 10
 # Available credit below this is announced (ledger.balance.low), once per crossing.
@@ -72,3 +73,32 @@ PLANS: dict[str, SubscriptionPlan] = {
         SubscriptionPlan("creator", "Creator", 400, 2900),
     )
 }
+
+
+# A custom top-up: any number of credits between the settings' bounds, priced by the price table.
+TOPUP = "custom"
+# (from how many credits, cents per credit): the price of the largest tier a top-up reaches; the packs' own
+# prices per credit (Basic 19.98, Pro 16.66, Premium 16).
+PriceTable = tuple[tuple[int, Decimal], ...]
+
+
+def parse_price_table(text: str) -> PriceTable:
+    """`20:19.98,150:16.66,500:16` → ((20, 19.98), (150, 16.66), (500, 16)), by tier."""
+    tiers = []
+    for part in text.split(","):
+        least, _, cents = part.strip().partition(":")
+        tiers.append((int(least), Decimal(cents)))
+    if not tiers or any(price <= 0 for _, price in tiers):
+        raise ValueError("a price table is tiers of `credits:cents per credit`, each price above 0")
+    return tuple(sorted(tiers))
+
+
+def topup_price_cents(credits: int, table: PriceTable) -> int:
+    """Whole cents for `credits`: their count times the per-credit price of the largest tier they reach (the
+    first tier's below it), rounded half up to a cent, once, on the total."""
+    price = next((cents for least, cents in reversed(table) if credits >= least), table[0][1])
+    return int((price * credits).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def topup(credits: int, table: PriceTable) -> CreditPackage:
+    return CreditPackage(TOPUP, f"Top-up of {credits} credits", credits, topup_price_cents(credits, table))

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.credits import PriceTable, parse_price_table
+
 SERVICES = ("projections", "identity", "ledger", "payments", "media")
 DEFAULT_PORTS = {"projections": 8000, "identity": 8001, "ledger": 8002, "payments": 8003, "media": 8004}
 # Processes that serve no API of their own (a health port only), by name: their app.
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
     rate_media_jobs_burst: int = Field(default=10, ge=1)
     rate_checkouts_per_minute: int = Field(default=10, ge=1)
     rate_promo_redemptions_per_minute: int = Field(default=10, ge=1)
+    # Custom top-ups (POST /api/checkout {"credits": N}): the bounds of N, and the price table (shared/credits.py).
+    topup_min_credits: int = Field(default=20, ge=1)
+    topup_max_credits: int = Field(default=10_000, ge=1)
+    topup_price_table: str = "20:19.98,150:16.66,500:16"
     # How long after an automatic purchase auto-recharge buys nothing more (a burst of crossings buys once).
     recharge_cooldown_seconds: float = Field(default=300.0, ge=0.0)
     rate_ledger_commands_per_minute: int = Field(default=600, ge=1)
@@ -131,6 +137,17 @@ class Settings(BaseSettings):
         # Without an allow-list any site holding a session token of the Clerk instance could call us.
         if self.auth_mode == "clerk" and not self.clerk_authorized_parties:
             raise ValueError("AUTH_MODE=clerk needs CLERK_AUTHORIZED_PARTIES (comma-separated origins)")
+        return self
+
+    @property
+    def topup_prices(self) -> PriceTable:
+        return parse_price_table(self.topup_price_table)
+
+    @model_validator(mode="after")
+    def _topups_are_priced(self) -> Settings:
+        self.topup_prices  # noqa: B018  # a malformed table stops the service at start, not a checkout
+        if self.topup_min_credits > self.topup_max_credits:
+            raise ValueError("TOPUP_MIN_CREDITS is above TOPUP_MAX_CREDITS")
         return self
 
     @property

@@ -300,7 +300,9 @@ async def get_usage_cap(principal: CurrentPrincipal, ledger: LedgerDep) -> Usage
     return await _cap_of(ledger, _capped_account(principal))
 
 
-@router.put("/api/user/limits", response_model=UsageCapPublic, tags=["accounts"], responses=responses(403, 404, 429))
+@router.put(
+    "/api/user/limits", response_model=UsageCapPublic, tags=["accounts"], responses=responses(403, 404, 409, 429)
+)
 async def set_usage_cap(body: UsageCapIn, at: DoorDep, ledger: LedgerDep) -> JSONResponse | UsageCapPublic:
     """Cap what your account may spend per calendar month (UTC; null: no cap): a debit, hold or job that would
     pass it is refused with a 402 naming `cap`. With a token active in an organization, its admins cap its account."""

@@ -162,7 +162,7 @@ class PromoIn(BaseModel):
     max_redemptions: Annotated[int, Field(strict=True, ge=1, le=10_000_000), Whole]
     valid_until: Moment | None = None  # omitted: no end
     credits_expire_in_days: Annotated[int, Field(strict=True, ge=1, le=3650), Whole] | None = None  # omitted: never
-    new_users_only: bool = False  # only for an account that has paid for nothing yet
+    new_users_only: Annotated[bool, Field(strict=True)] = False  # only for an account that has paid for nothing yet
 
 
 class PromoPublic(BaseModel):

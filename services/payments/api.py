@@ -41,14 +41,15 @@ from services.payments.domain import (
 from services.payments.gateway import CardRefusedError, StripeUnavailableError
 from services.payments.stripe_objects import Card
 from shared.auth import SignedInUser, ensure_org_admin
-from shared.credits import PACKAGES, PLANS, SubscriptionPlan
+from shared.credits import PACKAGES, PLANS, TOPUP, SubscriptionPlan
 from shared.guard import GuardedRoute
 from shared.idempotency import IdempotencyConflictError
-from shared.inputs import ShortText, Whole
+from shared.inputs import MAX_SAFE_INTEGER, ShortText, Whole
 from shared.limits import rate_limited
 from shared.paging import After, newest_first
 from shared.params import CorrelationId, IdempotencyKey, PageCursor
 from shared.problems import Problem, responses
+from shared.settings import Settings
 
 router = APIRouter(route_class=GuardedRoute)
 # What Stripe.js hands the frontend (pm_...): the card itself never reaches us.
@@ -105,10 +106,21 @@ class TransactionPage(BaseModel):
     next_cursor: str | None
 
 
-class CheckoutRequest(BaseModel):
+class PackCheckout(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     package_id: ShortText
+
+
+class TopUpCheckout(BaseModel):
+    """A custom top-up: `credits` between the bounds GET /api/credit-packages/top-up shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credits: Annotated[int, Field(strict=True, ge=1, le=MAX_SAFE_INTEGER), Whole]
+
+
+CheckoutRequest = PackCheckout | TopUpCheckout
 
 
 class CheckoutResponse(BaseModel):
@@ -133,6 +145,13 @@ class TransactionStats(BaseModel):
     currency: str = "USD"
 
 
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
 async def account_of_buyer(principal: SignedInUser) -> str:
     """Whose account the caller buys for and manages billing of: with a token active in an organization, the
     organization's (its admins only: it is the Stripe customer then); else their own."""
@@ -150,6 +169,28 @@ async def credit_packages() -> list[CreditPackagePublic]:
     return [CreditPackagePublic(**p.__dict__) for p in PACKAGES.values()]
 
 
+class TopUpPublic(BaseModel):
+    min_credits: int
+    max_credits: int
+    currency: str
+    tiers: list[TopUpTier]  # the price per credit from so many credits on
+
+
+class TopUpTier(BaseModel):
+    from_credits: int
+    cents_per_credit: str  # a decimal: the total is rounded half up to a whole cent, once
+
+
+@router.get("/api/credit-packages/top-up", response_model=TopUpPublic, tags=["payments"])
+async def topup_prices(settings: SettingsDep) -> TopUpPublic:
+    """What a custom top-up may be and what it costs: `credits` times the price of the largest tier it reaches,
+    rounded half up to a cent (137 credits at 19.98 are 2737.26: 2737 cents)."""
+    return TopUpPublic(
+        min_credits=settings.topup_min_credits, max_credits=settings.topup_max_credits, currency="USD",
+        tiers=[TopUpTier(from_credits=n, cents_per_credit=str(c)) for n, c in settings.topup_prices],
+    )  # fmt: skip
+
+
 @router.post(
     "/api/checkout", response_model=CheckoutResponse, status_code=201, tags=["payments"],
     responses=responses(404, 409, 429, 502, 503), dependencies=[rate_limited("checkouts")],
@@ -157,18 +198,26 @@ async def credit_packages() -> list[CreditPackagePublic]:
 async def checkout(
     body: CheckoutRequest,
     buyer: Buyer,
+    settings: SettingsDep,
     payments: PaymentsDep,
     key: IdempotencyKey,
     correlation_id: CorrelationId = None,
 ) -> CheckoutResponse:
-    """Start buying a pack: a PENDING transaction and a Stripe PaymentIntent, whose client secret the
-    frontend confirms with Stripe.js (card details go to Stripe only). A retry with the same key
-    answers the same transaction and PaymentIntent."""
-    command = Checkout(user_id=buyer, package_id=body.package_id, key=key, correlation_id=correlation_id)
+    """Start buying a pack, or a custom top-up of `credits`: a PENDING transaction and a Stripe PaymentIntent,
+    whose client secret the frontend confirms with Stripe.js (card details go to Stripe only). A retry with the
+    same key answers the same transaction and PaymentIntent. A top-up outside the bounds is a 422 naming them."""
+    credits = body.credits if isinstance(body, TopUpCheckout) else None
+    if credits is not None:
+        least, most = settings.topup_min_credits, settings.topup_max_credits
+        if not least <= credits <= most:
+            raise Problem(422, f"A top-up is of {least} to {most} credits, not {credits}.", min=least, max=most)
+    package_id = body.package_id if isinstance(body, PackCheckout) else TOPUP
+    command = Checkout(user_id=buyer, package_id=package_id, key=key, correlation_id=correlation_id,
+                       credits=credits)  # fmt: skip
     try:
         done = await payments.handle(command)
     except UnknownPackageError as exc:
-        raise unknown_package(body.package_id) from exc
+        raise unknown_package(package_id) from exc
     except IdempotencyConflictError as exc:
         raise Problem(409, "This Idempotency-Key was used for a different checkout.") from exc
     except StripeUnavailableError as exc:

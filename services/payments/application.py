@@ -78,20 +78,22 @@ from services.payments.stripe_events import StripeEvents, observe_payment, recor
 from services.payments.stripe_objects import Card
 from shared import idempotency, outbox
 from shared.contracts import derive_id
-from shared.credits import PACKAGES, PLANS
+from shared.credits import PACKAGES, PLANS, TOPUP, PriceTable, parse_price_table, topup
 from shared.idempotency import IdempotencyConflictError, fingerprint
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
+DEFAULT_TOPUP_PRICES = parse_price_table("20:19.98,150:16.66,500:16")
 Read = TypeVar("Read")
 
 
 class Payments:
     def __init__(
         self, pool: AsyncConnectionPool, relay: OutboxRelay, gateway: StripeGateway | None, *,
-        recharge_cooldown: timedelta = RECHARGE_COOLDOWN,
+        recharge_cooldown: timedelta = RECHARGE_COOLDOWN, topup_prices: PriceTable = DEFAULT_TOPUP_PRICES,
     ) -> None:  # fmt: skip
         self._pool = pool
+        self._topup_prices = topup_prices
         self._recharge_cooldown = recharge_cooldown
         self._relay = relay
         self._gateway = gateway
@@ -170,13 +172,18 @@ class Payments:
     # -- buying and refunds -----------------------------------------------------------------------
 
     async def checkout(self, command: Checkout) -> StartedCheckout:
-        package = PACKAGES.get(command.package_id)
+        package = (
+            topup(command.credits, self._topup_prices) if command.package_id == TOPUP and command.credits
+            else PACKAGES.get(command.package_id)
+        )  # fmt: skip
         if package is None:
             raise UnknownPackageError(command.package_id)
         gateway, user_id = self._stripe, command.user_id
         tx = checkout_purchase(str(uuid.uuid4()), user_id, package, command.correlation_id, datetime.now(UTC))
+        # A pack is its id; a top-up its count (its price follows from the table of the day it was asked).
+        meaning = fingerprint(package.id) if package.id != TOPUP else fingerprint(package.id, package.credits)
         async with self._pool.connection() as conn, conn.transaction():
-            tx_id = await idempotency.claim(conn, f"checkout:{user_id}", command.key, fingerprint(package.id), tx.id)
+            tx_id = await idempotency.claim(conn, f"checkout:{user_id}", command.key, meaning, tx.id)
             if tx_id == tx.id:
                 await store.insert(conn, tx)
         # The row lock makes concurrent retries wait for the one that creates the PaymentIntent.

@@ -41,9 +41,10 @@ class Checkout(Command[StartedCheckout]):
     """A PENDING purchase of a pack and its PaymentIntent; a retry under `key` gets the same two back."""
 
     user_id: str
-    package_id: str
+    package_id: str  # a pack's, or shared.credits.TOPUP for a custom amount
     key: str
     correlation_id: str | None = None
+    credits: int | None = None  # a custom top-up's, priced by the price table
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def start(app: FastAPI, rt: Runtime) -> None:
         cooldown = timedelta(seconds=settings.recharge_cooldown_seconds)
-        payments = Payments(rt.pool, rt.start_outbox_relay(), gateway, recharge_cooldown=cooldown)
+        payments = Payments(
+            rt.pool, rt.start_outbox_relay(), gateway, recharge_cooldown=cooldown, topup_prices=settings.topup_prices
+        )
         rt.spawn("stripe-events", payments.stripe_events.run)
         for subscription in handlers.subscriptions(payments):
             rt.consume(subscription)
