@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.dataclasses import dataclass as public_dataclass
 
@@ -35,10 +36,13 @@ from services.payments.domain import (
     SubscriptionNotFoundError,
     SubscriptionStatus,
     Transaction,
+    TransactionNotFoundError,
     UnknownPackageError,
     UnknownPlanError,
 )
 from services.payments.gateway import CardRefusedError, StripeUnavailableError
+from services.payments.receipt import CONTENT_SECURITY_POLICY
+from services.payments.receipt import render as render_receipt
 from services.payments.stripe_objects import Card
 from shared.auth import SignedInUser, ensure_org_admin
 from shared.credits import PACKAGES, PLANS, TOPUP, SubscriptionPlan
@@ -498,3 +502,23 @@ async def redeem_promo(
     except IdempotencyConflictError as exc:
         raise Problem(409, "This Idempotency-Key was used for a different request.") from exc
     return RedemptionPublic.of(redemption)
+
+
+@router.get(
+    "/api/user/transactions/{transaction_id}/receipt", tags=["user"], response_class=HTMLResponse,
+    responses={**responses(404), 200: {"content": {"text/html": {}}, "description": "a printable receipt"}},
+)  # fmt: skip
+async def receipt(transaction_id: uuid.UUID, buyer: Buyer, payments: PaymentsDep) -> HTMLResponse:
+    """A printable receipt of one of your transactions (HTML): the line items, amount, currency, date and the
+    credits granted; a refund shown beside what it gave back; Stripe's own receipt linked when Stripe has one."""
+    try:
+        tx = await payments.transaction(str(transaction_id))
+    except TransactionNotFoundError as exc:
+        raise Problem(404, f"You have no transaction {transaction_id}.") from exc
+    if tx.user_id != buyer:
+        raise Problem(404, f"You have no transaction {transaction_id}.")
+    receipt_url = await payments.receipt_url(tx)
+    return HTMLResponse(
+        render_receipt(tx, receipt_url=receipt_url),
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "private, no-store"},
+    )

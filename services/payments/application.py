@@ -363,6 +363,19 @@ class Payments:
             raise TransactionNotFoundError(tx_id)
         return tx
 
+    async def receipt_url(self, tx: Transaction) -> str | None:
+        """Stripe's own receipt of a payment, when Stripe keeps one (a receipt reads without it: None)."""
+        if (
+            self._gateway is None
+            or not tx.stripe_payment_intent_id
+            or tx.status not in (Status.COMPLETED, Status.REFUNDED)
+        ):
+            return None
+        try:
+            return (await self._gateway.payment_state(tx.stripe_payment_intent_id)).receipt_url
+        except StripeUnavailableError:
+            return None
+
     async def transactions(
         self, query: TransactionQuery, after: tuple[datetime, str] | None, limit: int
     ) -> list[Transaction]:

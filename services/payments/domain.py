@@ -57,6 +57,7 @@ class PaymentState:
     amount_refunded: int = 0
     refund_id: str | None = None
     failure: str | None = None  # last_payment_error's message
+    receipt_url: str | None = None  # the charge's receipt at Stripe
 
     @property
     def outcome(self) -> Status:

@@ -98,6 +98,7 @@ def payment_state(intent: dict[str, Any]) -> PaymentState:
         charge_id=_text(charge.get("id")),
         amount_refunded=refunded,
         failure=_failure(error),
+        receipt_url=_text(charge.get("receipt_url")),
     )
 
 
