@@ -230,3 +230,23 @@ def test_auto_recharge_buys_for_the_organization_when_its_members_spend_it_low(s
     wait_until(lambda: org.balance() == 54, timeout=30, what="a Basic pack bought for the organization")
     mine = httpx.get(f"{payments}/auto-recharge", headers=bearer(system.token(org.clerk_ids[0])), timeout=30)
     assert mine.json()["enabled"] is False  # the admin's own account was never set to recharge
+
+
+def test_an_org_admin_caps_the_organizations_monthly_spending(system: System) -> None:
+    org = Org(system, credits=30, members=1)
+    url = f"{system.url('ledger')}/api/user/limits"
+    member_try = httpx.put(url, json={"monthly_usage_credits": 100}, headers={**bearer(org.tokens[1]),
+                           "Idempotency-Key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
+    assert member_try.status_code == 403
+    capped = httpx.put(url, json={"monthly_usage_credits": 4}, headers={**bearer(org.admin),
+                       "Idempotency-Key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
+    assert (capped.status_code, capped.json()["account_id"], capped.json()["monthly_usage_credits"]) == (
+        200, org.account_id, 4,
+    )  # fmt: skip
+    path = f"/api/accounts/{org.account_id}/debits"
+    assert post(system, "ledger", path, org.tokens[1], {"amount": 3}).status_code == 201
+    refused = post(system, "ledger", path, org.tokens[1], {"amount": 2})
+    assert (refused.status_code, refused.json()["account"], refused.json()["reason"], refused.json()["cap"]) == (
+        402, "org", "cap", 4,
+    )  # fmt: skip
+    assert org.balance() == 27
