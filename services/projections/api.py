@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -187,6 +190,53 @@ async def export(principal: SignedInUser, pool: PoolDep) -> StreamingResponse:
 
     filename = f"creditstream-export-{user_id}.json"
     return StreamingResponse(document(), media_type="application/json",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+
+
+CSV_COLUMNS = ("id", "created_at", "type", "amount", "balance_after", "description", "metadata", "member_id")
+# A cell a spreadsheet would run as a formula (OWASP's CSV injection): kept as text by a leading quote.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_line(values: list[str]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue().encode()
+
+
+def _text_cell(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def _entry_cells(entry: CreditEntry) -> list[str]:
+    return [
+        entry.id, entry.created_at.isoformat(), entry.type, str(entry.amount), str(entry.balance_after),
+        _text_cell(entry.description), _text_cell(json.dumps(entry.metadata, sort_keys=True, ensure_ascii=False)),
+        entry.member_id or "",
+    ]  # fmt: skip
+
+
+@router.get(
+    "/api/user/credits/export", response_class=StreamingResponse, responses={
+        200: {"content": {"text/csv": {}}, "description": "the whole credit history, newest first, one entry a row"},
+    },
+)  # fmt: skip
+async def export_credits(
+    principal: SignedInUser, pool: PoolDep, format: Annotated[Literal["csv"], Query()] = "csv"
+) -> StreamingResponse:
+    """The token's user's whole credit history as CSV (RFC 4180, UTF-8, newest first; `metadata` as JSON; a text
+    cell a spreadsheet would take for a formula starts with a `'`), read in one snapshot and streamed."""
+    user_id = principal.user_id
+
+    async def rows() -> AsyncIterator[bytes]:
+        yield csv_line(list(CSV_COLUMNS))
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            async for entry in queries.all_entries_of(conn, user_id):
+                yield csv_line(_entry_cells(CreditEntry.of(entry)))
+
+    filename = f"creditstream-credits-{user_id}.{format}"
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
 
 

@@ -246,7 +246,8 @@ async def all_entries_of(conn: AsyncConnection, user_id: str, batch: int = 1_000
         cur.itersize = batch
         await cur.execute(
             "SELECT event_id::text AS id, entry_type AS type, amount, balance_after, description, metadata,"
-            " occurred_at AS created_at FROM credit_entries WHERE user_id = %s ORDER BY seq DESC",
+            " occurred_at AS created_at, member_id::text AS member_id FROM credit_entries WHERE user_id = %s"
+            " ORDER BY seq DESC",
             (user_id,),
         )
         async for row in cur:

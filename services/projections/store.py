@@ -172,7 +172,7 @@ MIGRATIONS = (
         )""",
     )),
     # Each account's monthly spending cap, as its owner last set it.
-    Migration(3, "spending caps", (
+    Migration(3, "usage caps", (
         """CREATE TABLE usage_caps (
             account_id UUID PRIMARY KEY,
             monthly_credits BIGINT,
