@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass as public_dataclass
 
 from services.payments.api import (
     KindFilter,
@@ -165,18 +166,9 @@ class PromoIn(BaseModel):
     new_users_only: Annotated[bool, Field(strict=True)] = False  # only for an account that has paid for nothing yet
 
 
-class PromoPublic(BaseModel):
-    code: str
-    credits: int
-    max_redemptions: int
-    redeemed: int
-    valid_until: datetime | None
-    credits_expire_in_days: int | None
-    new_users_only: bool
-    disabled_at: datetime | None
-    created_at: datetime
-    created_by: str
-
+# A promo code as the admin API shows it: every field the domain keeps (a comment: a docstring would be its schema's).
+@public_dataclass(frozen=True)
+class PromoPublic(PromoCode):
     @classmethod
     def of(cls, promo: PromoCode) -> PromoPublic:
         return cls(**vars(promo))
