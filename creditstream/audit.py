@@ -1,8 +1,10 @@
 """`creditstream audit`: prove every balance. Recomputes each account from the LEDGER stream (from sequence
 1) and compares it with the ledger's own accounts and event-store history (its API) and with the projections
 read models (their tables): every credit entry, in order, with its amount and balance after; each balance and
-reserved figure; and every stored entry on the stream exactly once. Exit 0 when all agree, 1 on any
-difference (each named with its account, what was expected and found, and the first event where they part).
+reserved figure; every stored entry on the stream exactly once; and the finance read model's cents sold,
+recognised, broken and refunded per month and currency, recounted from the stream (shared/finance.py). Exit 0
+when all agree, 1 on any difference (each named with its account, what was expected and found, and the first
+event where they part).
 
 It reads the stream up to its last message when it starts and waits (bounded) for projections to apply that
 far, so a system that is running still audits clean; an account whose ledger moved on meanwhile is audited
@@ -15,6 +17,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,6 +32,7 @@ from creditstream.connect import connect_nats, service_token, service_urls
 from shared.bus.replaying import StreamStalled, read_range
 from shared.contracts import ledger as lc
 from shared.db import schema_conninfo
+from shared.finance import Book, Kind
 from shared.scopes import Scope
 
 PROJECTIONS_WAIT_SECONDS = 30
@@ -114,10 +118,11 @@ def record(database_url: str, report: Report) -> None:
 async def audit(console: Console, database_url: str, token: str) -> Report:
     report = Report()
     started = time.perf_counter()
-    accounts, last_seq = await read_stream(console, report)
+    accounts, book, last_seq = await read_stream(console, report)
     report.seconds = time.perf_counter() - started
     report.accounts = len(accounts)
     projected = await read_projections(database_url, last_seq)
+    report.mismatches += compare_finance(book, await read_finance(database_url, last_seq))
     async with httpx.AsyncClient(base_url=service_urls()["ledger"], timeout=60,
                                  headers={"Authorization": f"Bearer {token}"}) as ledger:  # fmt: skip
         users = sorted(set(accounts) | set(projected))
@@ -131,11 +136,12 @@ async def audit(console: Console, database_url: str, token: str) -> Report:
     return report
 
 
-async def read_stream(console: Console, report: Report) -> tuple[dict[str, Account], int]:
+async def read_stream(console: Console, report: Report) -> tuple[dict[str, Account], Book, int]:
     """Every account as the LEDGER stream tells it, from sequence 1 to the last message when we began,
-    applied as it arrives (see shared/bus/replaying.py)."""
+    applied as it arrives (see shared/bus/replaying.py), and what its credits are worth (the finance book)."""
     nc = await connect_nats("creditstream-audit", pending_size=64 * 1024 * 1024)
     accounts: defaultdict[str, Account] = defaultdict(Account)
+    book = Book()
     seen: dict[str, tuple[int, int]] = {}
     try:
         js = nc.jetstream()
@@ -143,7 +149,7 @@ async def read_stream(console: Console, report: Report) -> tuple[dict[str, Accou
 
         async def take(msg: Msg, seq: int) -> None:
             report.events += 1
-            report.repeated += apply(accounts, seen, msg.data, seq)
+            report.repeated += apply(accounts, seen, msg.data, seq, book)
 
         def stalled(position: int) -> None:
             console.print(f"[yellow]The LEDGER stream delivered nothing past {position:,} for a while:"
@@ -156,10 +162,12 @@ async def read_stream(console: Console, report: Report) -> tuple[dict[str, Accou
                              tick=lambda position: progress.update(task, completed=position))  # fmt: skip
     finally:
         await nc.close()
-    return dict(accounts), last
+    return dict(accounts), book, last
 
 
-def apply(accounts: defaultdict[str, Account], seen: dict[str, tuple[int, int]], raw: bytes, seq: int) -> bool:
+def apply(
+    accounts: defaultdict[str, Account], seen: dict[str, tuple[int, int]], raw: bytes, seq: int, book: Book
+) -> bool:
     """One stream message into its account (plain JSON: validating every message would halve the speed;
     the contracts were checked when they were published). True when it repeats, byte for byte, an event
     already read: delivery is at least once and every reader skips such a copy by its event id, so the
@@ -180,6 +188,7 @@ def apply(accounts: defaultdict[str, Account], seen: dict[str, tuple[int, int]],
     if kind not in CREDIT_TYPES:
         return False
     entry_type, amount = data.get("entry_type", "USAGE"), int(data["amount"])
+    value(book, kind, data, envelope["occurred_at"])
     if kind == lc.CreditsCaptured.type:
         if amount == 0:
             return False  # an empty capture writes no line
@@ -191,6 +200,44 @@ def apply(accounts: defaultdict[str, Account], seen: dict[str, tuple[int, int]],
         account.broken_chain = envelope["id"]
     account.entries.append((envelope["id"], entry_type, amount, int(data["balance_after"])))
     return False
+
+
+def value(book: Book, kind: str, data: dict[str, Any], occurred_at: str) -> None:
+    """A credit entry's movement of value, as the finance read model should have counted it."""
+    month = datetime.fromisoformat(occurred_at).astimezone(UTC).strftime("%Y-%m")
+    account = data["user_id"]
+    if kind == lc.CreditsGranted.type:
+        if data.get("lot_id") is not None:
+            book.granted(account, data["lot_id"], int(data["amount"]), int(data.get("value_cents") or 0),
+                         data.get("currency"), month)  # fmt: skip
+    elif kind == lc.CreditsExpired.type:
+        book.taken(account, "EXPIRED", {data["lot_id"]: int(data["amount"])}, month)
+    elif data.get("lots"):
+        book.taken(account, data.get("entry_type", "USAGE"), {k: int(v) for k, v in data["lots"].items()}, month)
+
+
+async def read_finance(database_url: str, last_seq: int) -> dict[tuple[str, str, Kind], int]:
+    """The finance read model's totals by (month, currency, kind), of the stream up to `last_seq` (the
+    projections have applied that far: read_projections waited)."""
+    conninfo = schema_conninfo(database_url, "projections")
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        rows = await (await conn.execute(
+            "SELECT month, currency, kind, SUM(cents) FROM finance_entries WHERE seq <= %s GROUP BY 1, 2, 3",
+            (last_seq,),
+        )).fetchall()  # fmt: skip
+    return {(month, currency, Kind(kind)): int(cents) for month, currency, kind, cents in rows}
+
+
+def compare_finance(book: Book, found: dict[tuple[str, str, Kind], int]) -> list[Mismatch]:
+    """Every month's sold, recognised, breakage and refunded cents, per currency, as the stream says."""
+    expected = {key: cents for key, cents in book.totals.items() if cents}
+    found = {key: cents for key, cents in found.items() if cents}
+    differing = sorted(key for key in set(expected) | set(found) if expected.get(key, 0) != found.get(key, 0))
+    return [
+        Mismatch("finance", f"{month} {currency} {kind.value} cents", expected.get(key, 0), found.get(key, 0), None)
+        for key in differing
+        for month, currency, kind in [key]
+    ]
 
 
 async def read_projections(database_url: str, last_seq: int) -> dict[str, dict[str, Any]]:

@@ -151,6 +151,18 @@ def replay(
     raise typer.Exit(run(console, read_model, timeout))
 
 
+@app.command()
+def finance(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (UTC); default: this month")] = None,
+    account: Annotated[str | None, typer.Option(help="one account's figures only (its id)")] = None,
+) -> None:
+    """The month's revenue per currency: deferred at its start, sold, recognised, breakage, refunded, deferred
+    at its end; and what was recognised by operation."""
+    from creditstream.finance import run
+
+    raise typer.Exit(run(console, month, account))
+
+
 # Unknown options taken as arguments: a negative amount (-5) is an amount, not an option.
 @app.command(context_settings={"ignore_unknown_options": True})
 def adjust(

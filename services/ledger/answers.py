@@ -176,7 +176,11 @@ def to_contract(event: AnyEvent) -> EventData | None:
         case CreditAccount.Granted():
             expires_at = datetime.fromisoformat(event.expires_at) if event.expires_at else None
             return contracts.CreditsGranted(
-                **_entry_fields(event), expires_at=expires_at, lot_id=str(event.originator_version)
+                **_entry_fields(event),
+                expires_at=expires_at,
+                lot_id=str(event.originator_version),
+                value_cents=event.value_cents,
+                currency=event.currency,
             )
         case CreditAccount.Expired():
             return contracts.CreditsExpired(

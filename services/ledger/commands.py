@@ -207,10 +207,14 @@ class SetRechargeThreshold(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class Purchase(Command):
+    # The transaction fixes its currency: a redelivery of an event from before currencies were recorded here
+    # is the same purchase.
+    circumstances = frozenset({"currency"})
     transaction_id: str
     credits: int
     package_id: str | None
     amount_cents: int
+    currency: str | None = None
 
     def related_keys(self) -> tuple[str, ...]:
         return (refund_key(self.transaction_id),)
@@ -230,8 +234,11 @@ class Refund(Command):
 class Renewal(Command):
     subscription_id: str
     invoice_id: str
+    circumstances = frozenset({"amount_cents", "currency"})  # the invoice fixes them, as `currency` above
     credits: int
     expires_at: datetime | None  # the period's end, unless the plan rolls its credits over
+    amount_cents: int = 0  # what the invoice charged for the period's credits
+    currency: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,7 +384,10 @@ def _purchase(a: CreditAccount, c: Purchase, seen: Seen) -> None:
     metadata = {"transaction_id": c.transaction_id, "package_id": c.package_id, "amount_cents": c.amount_cents}
     description = f"Purchase of {c.credits} credits"
     refunded = seen(refund_key(c.transaction_id))
-    a.purchase(c.stamp, credits=c.credits, refunded_first=refunded, description=description, metadata=metadata)
+    a.purchase(
+        c.stamp, credits=c.credits, refunded_first=refunded, description=description, metadata=metadata,
+        value_cents=c.amount_cents, currency=c.currency,
+    )  # fmt: skip
 
 
 def _refund(a: CreditAccount, c: Refund, seen: Seen) -> None:
@@ -395,7 +405,7 @@ def _renewal(a: CreditAccount, c: Renewal, _seen: Seen) -> None:
     description = f"Subscription: {c.credits} credits"
     a.grant(
         c.stamp, entry_type="PURCHASE", amount=c.credits, description=description, metadata=metadata,
-        expires_at=c.expires_at,
+        expires_at=c.expires_at, value_cents=c.amount_cents, currency=c.currency,
     )  # fmt: skip
 
 

@@ -200,7 +200,11 @@ class CreditAccount(Upcast, Holds, Aggregate):
         description: str = "",
         metadata: dict[str, Any] | None = None,
         expires_at: datetime | None = None,
+        value_cents: int = 0,
+        currency: str | None = None,
     ) -> None:
+        """Credits in, as a lot of their own; a sold one records what all of it cost (`value_cents` in
+        `currency`): what its credits are worth as revenue when they are spent."""
         if entry_type not in GRANT_TYPES:
             raise InvalidCommandError(f"{entry_type} is not a grant type")
         check_positive(amount)
@@ -213,6 +217,8 @@ class CreditAccount(Upcast, Holds, Aggregate):
             description=description,
             metadata=dict(metadata or {}),
             expires_at=expires_at.isoformat() if expires_at else None,
+            value_cents=value_cents,
+            currency=currency.upper() if value_cents and currency else None,
             **stamp.recorded(),
         )
 
@@ -323,13 +329,17 @@ class CreditAccount(Upcast, Holds, Aggregate):
     # -- what other services' events ask for, in whatever order they arrive ----------------------
 
     def purchase(
-        self, stamp: Stamp, *, credits: int, refunded_first: bool, description: str, metadata: dict[str, Any]
-    ) -> None:
+        self, stamp: Stamp, *, credits: int, refunded_first: bool, description: str, metadata: dict[str, Any],
+        value_cents: int, currency: str | None,
+    ) -> None:  # fmt: skip
         if refunded_first or credits == 0:
             # Its refund came first and took nothing: granting now would give away refunded credits.
             self.note(stamp, reason="purchase refunded before it was granted")
         else:
-            self.grant(stamp, entry_type="PURCHASE", amount=credits, description=description, metadata=metadata)
+            self.grant(
+                stamp, entry_type="PURCHASE", amount=credits, description=description, metadata=metadata,
+                value_cents=value_cents, currency=currency,
+            )  # fmt: skip
 
     def refund(
         self,

@@ -43,11 +43,12 @@ def _state(aggregate: Aggregate) -> AccountState:
 class Upcast:
     """Events (and snapshots) stored before a field was added are read as if they had it: each class names
     in `ADDED` the fields it gained after it was first stored and what their absence meant, and state of an
-    older version (1: anything stored before versions were recorded; 2: before organizations' members) is
+    older version (1: anything stored before versions were recorded; 2: before organizations' members; 3: before
+    lots' prices) is
     brought up by giving it those. `setdefault`, so state that recorded a field keeps what it recorded; a
     copy, so no two accounts share the mutable default."""
 
-    class_version: ClassVar[int] = 3
+    class_version: ClassVar[int] = 4
     ADDED: ClassVar[dict[str, Any]] = {}
 
     @classmethod
@@ -58,6 +59,10 @@ class Upcast:
 
     @classmethod
     def upcast_v2_v3(cls, state: dict[str, Any]) -> None:
+        cls.upcast_v1_v2(state)
+
+    @classmethod
+    def upcast_v3_v4(cls, state: dict[str, Any]) -> None:
         cls.upcast_v1_v2(state)
 
 
@@ -94,8 +99,11 @@ class BalanceChanged(Stamped):
 
 
 class Granted(BalanceChanged):
-    ADDED: ClassVar[dict[str, Any]] = {"expires_at": None}  # stored before lots: never expiring
+    # Stored before lots: never expiring; before prices: worth nothing (no sale of it was recorded).
+    ADDED: ClassVar[dict[str, Any]] = {"expires_at": None, "value_cents": 0, "currency": None}
     expires_at: str | None
+    value_cents: int  # what the lot's credits were sold for, all of them (0: given, not sold)
+    currency: str | None  # of value_cents (None when nothing was paid)
 
     def apply(self, aggregate: Aggregate) -> None:
         account = _state(aggregate)

@@ -76,7 +76,8 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
         case pc.PaymentSucceeded() as paid:
             return Purchase(
                 user_id=paid.user_id, key=payment_key(paid.transaction_id), transaction_id=paid.transaction_id,
-                credits=paid.credits, package_id=paid.package_id, amount_cents=paid.amount_cents, **caused,
+                credits=paid.credits, package_id=paid.package_id, amount_cents=paid.amount_cents,
+                currency=paid.currency, **caused,
             )  # fmt: skip
         case pc.PaymentRefunded() as refunded:
             return Refund(
@@ -95,7 +96,8 @@ def to_command(envelope: Envelope, ttl_seconds: int) -> Command | None:
             return Renewal(
                 user_id=renewed.user_id, key=key, subscription_id=renewed.subscription_id,
                 invoice_id=renewed.invoice_id, credits=renewed.credits,
-                expires_at=None if renewed.rolls_over else renewed.period_end, **caused,
+                expires_at=None if renewed.rolls_over else renewed.period_end, amount_cents=renewed.amount_cents,
+                currency=renewed.currency, **caused,
             )  # fmt: skip
         case mc.JobRequested() as job:
             key = job_key(job.job_id, "reserve")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.projections import admin_api, api, live, pages_api, projection
+from services.projections import admin_api, api, finance_api, live, pages_api, projection
 from services.projections.replay import Replayer
 from shared.http import create_app as create_service_app
 from shared.limits import Slots
@@ -27,5 +27,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.streams = Slots(rt.pool, "live stream", settings.max_open_streams)
         app.state.replayer = Replayer(settings.database_url, SERVICE, rt.pool, rt.nc)
 
-    routers = [api.router, admin_api.router, live.router, pages_api.router]
+    routers = [api.router, admin_api.router, finance_api.router, live.router, pages_api.router]
     return create_service_app(SERVICE, settings, start, routers)

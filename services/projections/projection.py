@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.projections import read_models, store
-from shared import metrics
+from shared import finance, metrics
 from shared.bus import Subscription
 from shared.bus.streams import STREAMS
 from shared.contracts import Envelope
@@ -160,21 +160,50 @@ async def _credits_moved(conn: AsyncConnection, env: Envelope, body: Moved, seq:
                 "member_id": line.member_id,
             },
         )
+    month = finance_month(env)
     match body:
         case lc.CreditsGranted(lot_id=str(lot_id)):
             await read_models.lot_granted(conn, {"user_id": body.user_id, "lot_id": lot_id, "amount": body.amount,
                                            "expires_at": body.expires_at, "description": body.description,
                                            "at": env.occurred_at})  # fmt: skip
+            if body.value_cents:
+                await read_models.lot_sold(conn, {
+                    "event_id": env.id, "seq": seq, "user_id": body.user_id, "lot_id": lot_id, "month": month,
+                    "credits": body.amount, "value_cents": body.value_cents,
+                    "currency": body.currency or finance.NO_CURRENCY,
+                })  # fmt: skip
         case lc.CreditsDebited(lots=dict(portions)) | lc.CreditsCaptured(lots=dict(portions)):
             await read_models.lots_taken(conn, body.user_id, portions)
+            await read_models.value_taken(conn, _spent(env, body, seq, month), portions)
         case lc.CreditsExpired(lot_id=lot_id):
             await read_models.lot_expired(conn, body.user_id, lot_id)
+            row = {"event_id": env.id, "seq": seq, "user_id": body.user_id, "month": month, "entry_type": "EXPIRED",
+                   "job_id": None, "operation": None}  # fmt: skip
+            await read_models.value_taken(conn, row, {lot_id: body.amount})
     # Only a capture says what is held after it: the others leave the holds' figure as it stands.
     reserved = body.reserved_after if isinstance(body, lc.CreditsCaptured) else None
     figures = await read_models.set_balance(
         conn, body.user_id, seq=seq, at=env.occurred_at, balance=body.balance_after, reserved=reserved
     )
     await _balance_changed(conn, env, body.user_id, figures)
+
+
+def finance_month(env: Envelope) -> str:
+    """The month (UTC) a movement of value counts in: when the ledger recorded it."""
+    return env.occurred_at.astimezone(UTC).strftime("%Y-%m")
+
+
+def _spent(env: Envelope, body: lc.CreditsDebited | lc.CreditsCaptured, seq: int, month: str) -> dict[str, Any]:
+    """A debit's or capture's movement of value, with the operation it paid for where the ledger says (a job's
+    capture names its job: the media job's row names the operation)."""
+    if isinstance(body, lc.CreditsCaptured):
+        entry_type, job_id, operation = "USAGE", body.job_id, None if body.job_id else "hold"
+    else:
+        entry_type, job_id = body.entry_type.value, body.metadata.get("job_id")
+        operation = body.metadata.get("operation") or ("debit" if entry_type == "USAGE" else entry_type.lower())
+    return {"event_id": env.id, "seq": seq, "user_id": body.user_id, "month": month, "entry_type": entry_type,
+            "job_id": job_id if isinstance(job_id, str) else None,
+            "operation": operation if isinstance(operation, str) else None}  # fmt: skip
 
 
 async def _balance_changed(conn: AsyncConnection, env: Envelope, user_id: str, figures: tuple[int, int]) -> None:

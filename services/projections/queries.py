@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from services.projections.store import fetch_all, fetch_one
+from shared import finance
 
 
 async def user_of(conn: AsyncConnection, user_id: str) -> dict[str, Any] | None:
@@ -119,9 +120,11 @@ async def lots_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
     """The lots with credit left, in the order the ledger spends them: soonest expiry first, lasting ones last."""
     return await fetch_all(
         conn,
-        "SELECT lot_id, amount, amount - taken AS remaining, expires_at, description FROM lots"
-        " WHERE user_id = %s AND amount IS NOT NULL AND NOT expired AND amount > taken"
-        " ORDER BY expires_at IS NULL, expires_at, length(lot_id), lot_id",
+        "SELECT l.lot_id, l.amount, l.amount - l.taken AS remaining, l.expires_at, l.description,"
+        " COALESCE(f.value_cents, 0) AS value_cents, f.currency FROM lots l"
+        " LEFT JOIN finance_lots f ON f.user_id = l.user_id AND f.lot_id = l.lot_id"
+        " WHERE l.user_id = %s AND l.amount IS NOT NULL AND NOT l.expired AND l.amount > l.taken"
+        " ORDER BY l.expires_at IS NULL, l.expires_at, length(l.lot_id), l.lot_id",
         (user_id,),
     )
 
@@ -252,3 +255,34 @@ async def all_entries_of(conn: AsyncConnection, user_id: str, batch: int = 1_000
         )
         async for row in cur:
             yield row
+
+
+# -- finance: what the credits are worth (shared/finance.py) ----------------------------------------------------
+
+
+async def finance_totals(
+    conn: AsyncConnection, through: str, account_id: str | None = None
+) -> dict[tuple[str, str, finance.Kind], int]:
+    """Cents moved by (month, currency, kind) up to the month `through` (YYYY-MM), of one account or all."""
+    rows = await fetch_all(
+        conn,
+        "SELECT month, currency, kind, SUM(cents) AS cents FROM finance_entries WHERE month <= %(through)s"
+        " AND (%(account)s::uuid IS NULL OR user_id = %(account)s::uuid) GROUP BY month, currency, kind",
+        {"through": through, "account": account_id},
+    )
+    return {(r["month"], r["currency"], finance.Kind(r["kind"])): int(r["cents"]) for r in rows}
+
+
+async def recognised_by_operation(
+    conn: AsyncConnection, month: str, account_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The month's recognised revenue by what it paid for: a job's operation (from its media job), else what
+    the debit said."""
+    return await fetch_all(
+        conn,
+        "SELECT f.currency, COALESCE(f.operation, j.operation, 'unknown') AS operation, SUM(f.credits) AS credits,"
+        " SUM(f.cents) AS recognised FROM finance_entries f LEFT JOIN media_jobs j ON j.job_id = f.job_id"
+        " WHERE f.month = %(month)s AND f.kind = 'recognised'"
+        " AND (%(account)s::uuid IS NULL OR f.user_id = %(account)s::uuid) GROUP BY 1, 2 ORDER BY 1, 4 DESC, 2",
+        {"month": month, "account": account_id},
+    )

@@ -8,6 +8,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from shared import finance
+
 
 async def upsert_user(conn: AsyncConnection, row: dict[str, Any]) -> None:
     """The profile as of stream position `seq` (registered_at: the earliest moment seen)."""
@@ -148,6 +150,50 @@ async def lots_taken(conn: AsyncConnection, user_id: str, portions: dict[str, in
             " ON CONFLICT (user_id, lot_id) DO UPDATE SET taken = l.taken + EXCLUDED.taken",
             (user_id, lot_id, taken),
         )
+
+
+async def lot_sold(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    """A paid lot: its value is owed from now (a redelivery finds its row and adds nothing)."""
+    cur = await conn.execute(
+        "INSERT INTO finance_lots (user_id, lot_id, credits, value_cents, currency) VALUES (%(user_id)s, %(lot_id)s,"
+        " %(credits)s, %(value_cents)s, %(currency)s) ON CONFLICT (user_id, lot_id) DO NOTHING",
+        row,
+    )
+    if cur.rowcount:
+        await _finance_entry(conn, {**row, "kind": finance.Kind.SOLD, "cents": row["value_cents"], "job_id": None,
+                                    "operation": None})  # fmt: skip
+
+
+async def value_taken(conn: AsyncConnection, row: dict[str, Any], portions: dict[str, int]) -> None:
+    """Credits that left paid lots (an entry of `row["entry_type"]`): the value each took, rounded as
+    shared/finance.py says, against what had left the lot before. Lots given, not sold, have no row."""
+    kind = finance.TAKEN_AS.get(row["entry_type"], finance.Kind.RECOGNISED)
+    for lot_id, credits in portions.items():
+        cur = await conn.execute(
+            "SELECT credits, value_cents, currency, taken FROM finance_lots WHERE user_id = %s AND lot_id = %s"
+            " FOR UPDATE",
+            (row["user_id"], lot_id),
+        )
+        lot = await cur.fetchone()
+        if lot is None or credits <= 0:
+            continue
+        lot_credits, value, currency, before = lot
+        cents = finance.movement_cents(int(value), int(lot_credits), int(before), credits)
+        await conn.execute(
+            "UPDATE finance_lots SET taken = taken + %s WHERE user_id = %s AND lot_id = %s",
+            (credits, row["user_id"], lot_id),
+        )
+        await _finance_entry(conn, {**row, "lot_id": lot_id, "kind": kind, "currency": currency, "credits": credits,
+                                    "cents": cents})  # fmt: skip
+
+
+async def _finance_entry(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO finance_entries (event_id, lot_id, seq, user_id, kind, month, currency, credits, cents, job_id,"
+        " operation) VALUES (%(event_id)s, %(lot_id)s, %(seq)s, %(user_id)s, %(kind)s, %(month)s, %(currency)s,"
+        " %(credits)s, %(cents)s, %(job_id)s, %(operation)s) ON CONFLICT (event_id, lot_id) DO NOTHING",
+        {**row, "kind": str(row["kind"])},
+    )
 
 
 async def lot_expired(conn: AsyncConnection, user_id: str, lot_id: str) -> None:

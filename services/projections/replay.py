@@ -43,7 +43,7 @@ BATCH = 500
 TABLES = (
     "users", "balances", "credit_entries", "transactions", "subscriptions", "media_jobs", "activity", "lots", "feed",
     "feed_heads", "positions", "inbox", "organizations", "org_members", "member_limits",
-    "usage_caps",
+    "usage_caps", "finance_lots", "finance_entries",
 )  # fmt: skip
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from shared import finance
 
 
 class CreditEntry(BaseModel):
@@ -124,6 +126,13 @@ class LotView(BaseModel):
     remaining: int
     expires_at: datetime | None  # null: never
     description: str | None
+    value_cents: int = Field(0, description="what the lot's credits were sold for, all of them (0: given)")
+    currency: str | None = None
+
+    @computed_field(description="value_cents / amount, in minor units to four places")  # type: ignore[prop-decorator]
+    @property
+    def price_per_credit(self) -> str:
+        return finance.price_per_credit(self.value_cents, self.amount)
 
 
 class Totals(BaseModel):

@@ -179,6 +179,35 @@ MIGRATIONS = (
             seq BIGINT NOT NULL
         )""",
     )),
+    # What the credits are worth (shared/finance.py): each paid lot's value and how much of it has left, and
+    # every movement of value (sold, recognised, breakage, refunded) by the month it happened in.
+    Migration(4, "finance", (
+        """CREATE TABLE finance_lots (
+            user_id UUID NOT NULL,
+            lot_id TEXT NOT NULL,
+            credits BIGINT NOT NULL,
+            value_cents BIGINT NOT NULL,
+            currency TEXT NOT NULL,
+            taken BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (user_id, lot_id)
+        )""",
+        """CREATE TABLE finance_entries (
+            event_id UUID NOT NULL,
+            lot_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            user_id UUID NOT NULL,
+            kind TEXT NOT NULL,
+            month TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            credits BIGINT NOT NULL,
+            cents BIGINT NOT NULL,
+            job_id TEXT,
+            operation TEXT,
+            PRIMARY KEY (event_id, lot_id)
+        )""",
+        "CREATE INDEX finance_entries_by_month ON finance_entries (month, currency, kind)",
+        "CREATE INDEX finance_entries_by_user ON finance_entries (user_id, month)",
+    )),
 )  # fmt: skip
 
 

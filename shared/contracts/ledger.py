@@ -70,6 +70,10 @@ class CreditsGranted(_Entry):
     expires_at: datetime | None = None
     # The lot this grant made (older events lack it).
     lot_id: ShortText | None = None
+    # What the lot's credits were sold for, all of them, in minor units of `currency`: its price per credit is
+    # value_cents / amount. 0 (and no currency) for credits given, not sold, and in events from before prices.
+    value_cents: int = Field(default=0, ge=0)
+    currency: ShortText | None = None
 
 
 class CreditsExpired(_Entry):

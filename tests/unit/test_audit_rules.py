@@ -8,11 +8,13 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from creditstream.audit import Account, apply, compare
+from creditstream.audit import Account, apply, compare, compare_finance
+from shared.finance import Book, Kind
 
 
 def message(event_id: str, kind: str, **data: Any) -> dict[str, Any]:
-    return {"id": event_id, "type": f"ledger.credits.{kind}", "data": {"user_id": "u", **data}}
+    return {"id": event_id, "type": f"ledger.credits.{kind}", "occurred_at": "2026-12-07T10:00:00+00:00",
+            "data": {"user_id": "u", **data}}  # fmt: skip
 
 
 HISTORY = [
@@ -28,7 +30,7 @@ def replayed(messages: list[dict[str, Any]]) -> Account:
     accounts: defaultdict[str, Account] = defaultdict(Account)
     seen: dict[str, tuple[int, int]] = {}
     for seq, msg in enumerate(messages, start=1):
-        apply(accounts, seen, json.dumps(msg).encode(), seq)
+        apply(accounts, seen, json.dumps(msg).encode(), seq, Book())
     return accounts["u"]
 
 
@@ -48,7 +50,9 @@ def test_a_message_repeated_byte_for_byte_is_skipped_and_counted() -> None:
     accounts: defaultdict[str, Account] = defaultdict(Account)
     seen: dict[str, tuple[int, int]] = {}
     raws = [json.dumps(m).encode() for m in [*HISTORY, HISTORY[0], HISTORY[2], HISTORY[1]]]
-    assert [apply(accounts, seen, raw, seq) for seq, raw in enumerate(raws, start=1)] == [False] * 4 + [True] * 3
+    assert [apply(accounts, seen, raw, seq, Book()) for seq, raw in enumerate(raws, start=1)] == [False] * 4 + [
+        True
+    ] * 3
     assert (accounts["u"].entries, accounts["u"].balance, accounts["u"].broken_chain) == (ENTRIES, 5, None)
 
 
@@ -67,3 +71,22 @@ def test_each_source_is_compared_to_its_first_difference() -> None:
     ]
     moved_on = {**ledger, "entries": [*ENTRIES, ("e9", "USAGE", -1, 4)], "balance": 4}
     assert compare("u", stream, moved_on, {**projected, "balance": 4, "last_seq": 9}, 4) == []  # audited to then
+
+
+def test_the_finance_read_model_is_recounted_from_the_stream_and_a_wrong_cent_is_named() -> None:
+    accounts: defaultdict[str, Account] = defaultdict(Account)
+    book = Book()
+    sold = message("p", "granted", entry_type="PURCHASE", amount=50, balance_after=50, lot_id="2", value_cents=999,
+                   currency="USD")  # fmt: skip
+    spent = message("s", "debited", entry_type="USAGE", amount=10, balance_after=40, lots={"2": 10})
+    for seq, msg in enumerate([sold, spent], start=1):
+        apply(accounts, {}, json.dumps(msg).encode(), seq, book)
+    right = {("2026-12", "USD", Kind.SOLD): 999, ("2026-12", "USD", Kind.RECOGNISED): 200}
+    assert compare_finance(book, right) == []
+    (wrong,) = compare_finance(book, {**right, ("2026-12", "USD", Kind.RECOGNISED): 199})
+    assert (wrong.user_id, wrong.what, wrong.expected, wrong.found) == (
+        "finance",
+        "2026-12 USD recognised cents",
+        200,
+        199,
+    )
