@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared import clock, metrics, problems, runtime, telemetry
 from shared.access import AccessList
 from shared.auth import TokenVerifier, privileged
+from shared.bus import deadletters
 from shared.guard import GuardedRoute, assert_guarded
 from shared.limits import RateLimiter, RateLimitHeaders, policies
 from shared.openapi import documented
@@ -118,19 +119,83 @@ def health(service: str) -> APIRouter:
     return router
 
 
-def alarms(service: str) -> APIRouter:
-    router = APIRouter(tags=["ops"], route_class=GuardedRoute)
+class DeadLetterView(BaseModel):
+    seq: int = Field(description="its sequence on DEADLETTER: what a re-drive names")
+    consumer: str = Field(description="the durable consumer that gave up on it")
+    subject: str = Field(description="where it was published first")
+    origin_stream: str
+    origin_seq: int
+    reason: str = Field(description="why the consumer gave up")
+    event_id: str | None
+    event_type: str | None
 
-    # In the route's dependencies: an annotation naming `service` could not be resolved (annotations are strings).
-    @router.get("/alarms", dependencies=[privileged(Scope(f"{service}:alarms"))])
+    @classmethod
+    def of(cls, letter: deadletters.DeadLetter) -> DeadLetterView:
+        event = letter.event
+        kept = {k: v for k, v in vars(letter).items() if k != "data"}
+        return cls(**kept, event_id=_text(event.get("id")), event_type=_text(event.get("type")))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)[:200]
+
+
+class DeadLetters(BaseModel):
+    service: str
+    letters: list[DeadLetterView] = Field(description="the oldest first, at most `limit`")
+
+
+class Redriven(BaseModel):
+    seq: int
+    consumer: str
+    status: Literal["applied"]
+
+
+def alarms(service: str) -> APIRouter:
+    """What an operator acts on, for admins and service tokens holding `<service>:alarms`: the alarms, and the
+    dead letters of this service's consumers with their re-drive (the same as `creditstream deadletters`)."""
+    # In the routes' dependencies: an annotation naming `service` could not be resolved (annotations are strings).
+    router = APIRouter(tags=["ops"], route_class=GuardedRoute, dependencies=[privileged(Scope(f"{service}:alarms"))])
+
+    @router.get("/alarms")
     async def raised(request: Request) -> Alarms:
         """What an operator must act on in this copy: dead-lettered messages, a stuck relay, background loops
-        failing, operations NATS refused. Empty when all is well. For admins and service tokens holding
-        `<service>:alarms`."""
+        failing, operations NATS refused. Empty when all is well."""
         runtime = getattr(request.app.state, "runtime", None)
         return Alarms(service=service, alarms=[] if runtime is None else await runtime.problems())
 
+    @router.get("/dead-letters", responses=problems.responses(503))
+    async def parked(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> DeadLetters:
+        """The messages this service's consumers gave up on, oldest first."""
+        rt = _started(request)
+        found: list[DeadLetterView] = []
+        for durable in rt.redrivers:
+            found += [DeadLetterView.of(letter) for letter in await deadletters.listing(rt.js, durable, limit)]
+        return DeadLetters(service=service, letters=sorted(found, key=lambda v: v.seq)[:limit])
+
+    @router.post("/dead-letters/{seq}/redrive", responses=problems.responses(404, 409, 503))
+    async def redrive(request: Request, seq: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> Redriven:
+        """Apply one dead letter through the consumer that parked it (whose inbox makes a second application
+        a no-op), then delete it. After the fix it waited for: a 409 says why it still fails."""
+        rt = _started(request)
+        for durable, redriver in rt.redrivers.items():
+            status, reason = await redriver.redrive(seq)
+            if status == "applied":
+                return Redriven(seq=seq, consumer=durable, status="applied")
+            if status == "failed":
+                raise problems.Problem(409, f"Dead letter {seq} failed again in {durable}: {reason}")
+            if status == "missing":
+                break
+        raise problems.Problem(404, f"No dead letter {seq} of {service}'s consumers (re-driven already?).")
+
     return router
+
+
+def _started(request: Request) -> runtime.Runtime:
+    rt: runtime.Runtime | None = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        raise problems.Problem(503, "Starting: try again in a moment.")
+    return rt
 
 
 def create_worker_app(name: str, schema: str, settings: Settings, start: Start) -> FastAPI:

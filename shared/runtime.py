@@ -46,7 +46,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
-    durables: list[str] = field(default_factory=list)
+    redrivers: dict[str, deadletters.Redriver] = field(default_factory=dict)  # per durable consumer run here
     # A loop's failures since it started: how many, the last one's kind and when (time.monotonic()).
     failures: dict[str, tuple[int, str, float]] = field(default_factory=dict)
     samplers: list[Sampler] = field(default_factory=list)
@@ -91,9 +91,9 @@ class Runtime:
         self.spawn(subscription.durable, consumer.run)
         redriver = deadletters.Redriver(self.js, subscription)
         self.spawn(f"{subscription.durable}-redrive", lambda: redriver.run(self.nc))
-        if not self.durables:
-            self.alarms.append(lambda: deadletters.parked_problem(self.js, self.durables))
-        self.durables.append(subscription.durable)
+        if not self.redrivers:
+            self.alarms.append(lambda: deadletters.parked_problem(self.js, self.redrivers))
+        self.redrivers[subscription.durable] = redriver
         self.consumers.append((subscription.stream, subscription.durable))
 
     def start_relay(self, name: str, relay: Relay) -> None:

@@ -23,6 +23,7 @@ class Scope(StrEnum):
     IDENTITY_ERASE = "identity:erase"  # forget a user (GDPR Art. 17): every service drops their personal data
     PROJECTIONS_STATUS = "projections:status"  # read models' positions and a replay's progress
     PROJECTIONS_REPLAY = "projections:replay"  # start a replay
+    PROJECTIONS_READ = "projections:read"  # any user's read models (the admin console's user panel)
     PROJECTIONS_FINANCE = "projections:finance"  # the revenue report: what was sold, recognised and is owed
     # A service's alarms (GET /alarms): what an operator must act on
     IDENTITY_ALARMS = "identity:alarms"

@@ -79,13 +79,13 @@ async def deactivate(
 
 @router.post("/{user_id}/erase", response_model=UserPublic, responses=responses(404))
 async def erase(
-    user_id: uuid.UUID, _: Eraser, identity: IdentityDep, correlation_id: CorrelationId = None
+    user_id: uuid.UUID, principal: Eraser, identity: IdentityDep, correlation_id: CorrelationId = None
 ) -> UserPublic:
     """Forget the user (GDPR Art. 17), as Clerk's user.deleted does: the profile is blanked here at once, and
     every service drops what it holds of them within seconds (identity.user.erased); their credits and
     payments stay under the pseudonymous id. Repeating it changes nothing."""
     try:
-        return UserPublic.of(await identity.execute(Erase(str(user_id), correlation_id)))
+        return UserPublic.of(await identity.execute(Erase(str(user_id), correlation_id, by=principal.user_id)))
     except UserNotFoundError as exc:
         raise Problem(404, f"No user {user_id}.") from exc
 

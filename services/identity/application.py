@@ -76,6 +76,7 @@ class Erase:
 
     user_id: str
     correlation_id: str | None = None
+    by: str | None = None  # the admin or service that asked; None: Clerk's user.deleted
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class Identity:
             elif event.type == "user.deleted" and event.clerk_id:
                 user = await store.by_clerk_id(conn, event.clerk_id)
                 if user is not None:
-                    await self._erase(conn, user, correlation_id)
+                    await self._erase(conn, user, None, correlation_id)
             elif event.type == "organization.deleted" and event.org:
                 await self._delete_org(conn, event.org, correlation_id)
             elif event.org and event.membership is None:
@@ -167,7 +168,7 @@ class Identity:
             user = await store.by_id(conn, command.user_id)
             if user is None:
                 raise UserNotFoundError(command.user_id)
-            erased = await self._erase(conn, user, command.correlation_id)
+            erased = await self._erase(conn, user, command.by, command.correlation_id)
         if erased is not None:
             self._relay.wake()
             self.erasures_due.set()
@@ -184,7 +185,7 @@ class Identity:
         if not active and command.actor_user_id == user_id:
             raise SelfDeactivationError(user_id)
         async with self._pool.connection() as conn, conn.transaction():
-            changed = await self._set_active(conn, user_id, active, reason, correlation_id)
+            changed = await self._set_active(conn, user_id, active, reason, command.actor_user_id, correlation_id)
             user = changed or await store.by_id(conn, user_id)
         if user is None:
             raise UserNotFoundError(user_id)
@@ -241,28 +242,37 @@ class Identity:
         if user is not None:
             await _emit(conn, user, user.updated(), correlation_id)
 
-    async def _erase(self, conn: AsyncConnection, user: User, correlation_id: str | None) -> User | None:
+    async def _erase(
+        self, conn: AsyncConnection, user: User, by: str | None, correlation_id: str | None
+    ) -> User | None:
         # The relay's lock: a batch it is publishing now is recorded (with where it sits) before we look.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':' || 'outbox'))")
         erased = await store.erase(conn, user.id)
         if erased is None:
             return None  # forgotten before
         if user.is_active:
-            await _emit(conn, erased, erased.deactivated("erased"), correlation_id)
+            await _emit(conn, erased, erased.deactivated("erased", by), correlation_id)
         for member in await store.memberships_of(conn, user.id):
             word = MembershipInfo(member.org_id, member.clerk_user_id, member.role, member.changed_at)
             await self._membership_word(conn, word, True, correlation_id)
         seqs, unknown = await store.drop_profile_events(conn, user.id)
         await store.record_stream_erasure(conn, user.id, seqs, unknown)
-        await _emit(conn, erased, erased.erased(), correlation_id)
+        await _emit(conn, erased, erased.erased(by), correlation_id)
         return erased
 
     async def _set_active(
-        self, conn: AsyncConnection, user_id: str, active: bool, reason: str | None, correlation_id: str | None
+        self,
+        conn: AsyncConnection,
+        user_id: str,
+        active: bool,
+        reason: str | None,
+        by: str | None,
+        correlation_id: str | None,
     ) -> User | None:
         user = await store.set_active(conn, user_id, active)
         if user is not None:
-            await _emit(conn, user, user.reactivated() if active else user.deactivated(reason), correlation_id)
+            word = user.reactivated(by) if active else user.deactivated(reason, by)
+            await _emit(conn, user, word, correlation_id)
         return user
 
     # -- organizations ------------------------------------------------------------------------------

@@ -65,14 +65,14 @@ class User:
             "last_name": self.last_name, "avatar": self.avatar,
         }  # fmt: skip
 
-    def deactivated(self, reason: str | None) -> UserDeactivated:
-        return UserDeactivated(user_id=self.id, reason=reason)
+    def deactivated(self, reason: str | None, by: str | None) -> UserDeactivated:
+        return UserDeactivated(user_id=self.id, reason=reason, by=by)
 
-    def reactivated(self) -> UserReactivated:
-        return UserReactivated(user_id=self.id)
+    def reactivated(self, by: str | None) -> UserReactivated:
+        return UserReactivated(user_id=self.id, by=by)
 
-    def erased(self) -> UserErased:
-        return UserErased(user_id=self.id)
+    def erased(self, by: str | None) -> UserErased:
+        return UserErased(user_id=self.id, by=by)
 
 
 @dataclass(frozen=True)

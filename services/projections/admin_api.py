@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 
-from services.projections import store
+from services.projections import queries, store
+from services.projections.api import job_view
 from services.projections.deps import JetStreamDep, PoolDep, ReplayerDep
 from services.projections.projection import CONSUMERS
+from services.projections.schemas import ExportedJob
 from shared.auth import Principal, privileged
 from shared.bus import deadletters
 from shared.contracts import Envelope
@@ -72,6 +75,24 @@ async def _age_between(js: JetStreamContext, stream: str, first: int, last: int)
 
     start, end = await moment(first), await moment(last)
     return round((end - start).total_seconds(), 3) if start and end else 0.0
+
+
+class UserJobs(BaseModel):
+    user_id: str
+    jobs: list[ExportedJob] = Field(description="newest first")
+
+
+@router.get("/api/admin/users/{user_id}/jobs", response_model=UserJobs, tags=["admin"], responses=responses(403))
+async def user_jobs(
+    user_id: uuid.UUID,
+    principal: Annotated[Principal, privileged(Scope.PROJECTIONS_READ)],
+    pool: PoolDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> UserJobs:
+    """A user's media jobs, newest first (admin or service): what the admin console's user panel shows."""
+    async with pool.connection() as conn:
+        rows = await queries.recent_jobs_of(conn, str(user_id), limit)
+    return UserJobs(user_id=str(user_id), jobs=[job_view(row) for row in rows])
 
 
 class ReplayStatus(BaseModel):

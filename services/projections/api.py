@@ -148,7 +148,7 @@ EXPORT_FORMAT = "creditstream-export/1"
 MEDIA_RECORDS = {"image": "images", "video": "videos"}
 
 
-def _job(row: dict[str, Any]) -> ExportedJob:
+def job_view(row: dict[str, Any]) -> ExportedJob:
     records = MEDIA_RECORDS.get(row["resource_type"] or "")
     made = records is not None and row["resource_id"] is not None and row["status"] == "COMPLETED"
     record = f"/api/{records}/{row['resource_id']}"
@@ -177,7 +177,7 @@ async def export(principal: SignedInUser, pool: PoolDep) -> StreamingResponse:
                 subscriptions=[SubscriptionView(**r) for r in await queries.all_subscriptions_of(conn, user_id)],
                 transactions=[Transaction(**t) for t in await queries.transactions_of(conn, user_id, None)],
                 lots=[ExportedLot(**lot) for lot in await queries.all_lots_of(conn, user_id)],
-                media_jobs=[_job(j) for j in await queries.all_jobs_of(conn, user_id)],
+                media_jobs=[job_view(j) for j in await queries.all_jobs_of(conn, user_id)],
                 activity=[Activity(**a) for a in await queries.activity_of(conn, user_id, None)],
                 credit_history=[],
             ).model_dump_json()

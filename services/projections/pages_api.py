@@ -19,7 +19,7 @@ from shared.settings import SERVICES, Settings
 
 router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
 HERE = Path(__file__).with_name("pages")
-ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+ASSETS = {"app.js": "text/javascript", "admin.js": "text/javascript", "app.css": "text/css"}
 TITLES = {"dashboard": "Dashboard", "credits": "Credits"}
 
 
@@ -38,8 +38,12 @@ def page_config(settings: Settings) -> dict[str, object]:
     }
 
 
+def _config(request: Request) -> str:
+    return json.dumps(page_config(request.app.state.settings)).replace("</", "<\\/")
+
+
 def _render(request: Request, name: Literal["dashboard", "credits"]) -> HTMLResponse:
-    config = json.dumps(page_config(request.app.state.settings)).replace("</", "<\\/")
+    config = _config(request)
     body = (
         _file("app.html")
         .replace("__TITLE__", html.escape(TITLES[name]))
@@ -59,6 +63,14 @@ async def dashboard_page(request: Request) -> HTMLResponse:
 @router.get("/credits", response_class=HTMLResponse)
 async def credits_page(request: Request) -> HTMLResponse:
     return _render(request, "credits")
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin_page(request: Request) -> HTMLResponse:
+    """The operators' console. The page holds nothing secret: what it shows and does, the services' admin
+    APIs answer only to an admin's token (a user's gets 403, and the page says so)."""
+    body = _file("admin.html").replace("__CONFIG__", _config(request))
+    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/pages/{asset}")

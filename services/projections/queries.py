@@ -242,6 +242,15 @@ async def all_jobs_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any
     )
 
 
+async def recent_jobs_of(conn: AsyncConnection, user_id: str, limit: int) -> list[dict[str, Any]]:
+    return await fetch_all(
+        conn,
+        "SELECT job_id, operation, status, cost, resource_type, resource_id, requested_at, ended_at FROM media_jobs"
+        " WHERE user_id = %s ORDER BY requested_at DESC NULLS LAST, job_id DESC LIMIT %s",
+        (user_id, limit),
+    )
+
+
 async def all_entries_of(conn: AsyncConnection, user_id: str, batch: int = 1_000) -> AsyncIterator[dict[str, Any]]:
     """The whole credit log, newest first, through a server-side cursor (inside the caller's transaction),
     so a long history is never held at once."""

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from shared.contracts.envelope import EventData, derive_id
 from shared.inputs import LongText, MediumText, ShortText
+
+# Who did it, for the audit trail: the admin's (or service's) user id; None when Clerk or identity itself did.
+BY = "the admin's or service's user id that asked for it; null when Clerk's webhook or identity did"
 
 
 class _Profile(EventData):
@@ -29,11 +34,13 @@ class UserDeactivated(EventData):
     type = "identity.user.deactivated"
     user_id: ShortText
     reason: MediumText | None = None
+    by: ShortText | None = Field(default=None, description=BY)
 
 
 class UserReactivated(EventData):
     type = "identity.user.reactivated"
     user_id: ShortText
+    by: ShortText | None = Field(default=None, description=BY)
 
 
 class UserErased(EventData):
@@ -42,6 +49,7 @@ class UserErased(EventData):
 
     type = "identity.user.erased"
     user_id: ShortText
+    by: ShortText | None = Field(default=None, description=BY)
 
 
 # -- organizations (Clerk's), each with a credit account of its own --------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from shared.auth import user_id_for
 from shared.testing.waiting import wait_until
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer, outbox_events, signed_in, stream_events
@@ -92,7 +93,8 @@ def test_a_deactivated_user_is_refused_everywhere_and_a_reactivated_one_is_let_b
         what="the welcome bonus",
     )
     assert debit(system, token, user_id).status_code == 201
-    root = admin_token(system)
+    root_clerk = f"admin_{uuid.uuid4().hex[:8]}"
+    root, root_id = system.token(root_clerk, role="admin"), user_id_for(root_clerk)
 
     off = admin(system, "POST", f"/{user_id}/deactivate", root, json={"reason": "chargeback fraud"})
     assert off.status_code == 200, off.text
@@ -122,8 +124,11 @@ def test_a_deactivated_user_is_refused_everywhere_and_a_reactivated_one_is_let_b
     )
     assert debit(system, token, user_id).status_code == 201
     assert httpx.get(ledger, headers=bearer(root), timeout=30).json()["balance"] == 8
+    # The audit trail names the admin who did it.
     events = stream_events(system, "IDENTITY", "identity.user.deactivated", user_id)
-    assert [e["data"]["reason"] for e in events] == ["chargeback fraud"]
+    assert [(e["data"]["reason"], e["data"]["by"]) for e in events] == [("chargeback fraud", root_id)]
+    back = stream_events(system, "IDENTITY", "identity.user.reactivated", user_id)
+    assert [e["data"]["by"] for e in back] == [root_id]
 
 
 def test_an_admin_cannot_deactivate_themselves(system: System) -> None:

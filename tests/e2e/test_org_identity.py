@@ -4,6 +4,8 @@ issued before it."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 
 from shared.auth import user_id_for
@@ -20,6 +22,7 @@ from tests.e2e.auth_support import (
     new_org_id,
     org_outbox,
     org_rows,
+    stream_events,
 )
 
 
@@ -155,8 +158,17 @@ def test_a_deleted_organization_is_gone_for_its_members(system: System) -> None:
 def test_an_erased_user_leaves_every_organization(system: System) -> None:
     org_id, clerk_id = new_org_id(), new_clerk_id()
     sync(system, system.token(clerk_id, org_id=org_id, org_slug="forgetful"))
+    root_clerk = f"admin_{uuid.uuid4().hex[:8]}"
     erased = httpx.post(f"{system.url('identity')}/api/admin/users/{user_id_for(clerk_id)}/erase",
-                        headers=bearer(admin_token(system)), timeout=30)  # fmt: skip
+                        headers=bearer(system.token(root_clerk, role="admin")), timeout=30)  # fmt: skip
     assert erased.status_code == 200, erased.text
+
+    # The audit trail names the admin who asked for it.
+    def said() -> list[str | None]:
+        events = stream_events(system, "IDENTITY", "identity.user.erased", user_id_for(clerk_id))
+        return [e["data"]["by"] for e in events]
+
+    wait_until(lambda: bool(said()), timeout=30, what="identity.user.erased on the stream")
+    assert said() == [user_id_for(root_clerk)]
     assert org_rows(system, org_id)[1] == [(user_id_for(clerk_id), clerk_id, "org:member", True)]
     assert org_outbox(system, org_id)[-1] == "identity.org.member.removed"

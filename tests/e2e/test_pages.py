@@ -4,33 +4,15 @@ developer, see the 10 welcome credits, buy the Basic pack with a test card, and 
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from shared.contracts.identity import org_account_id_for
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer, clerk_delivery, clerk_membership, clerk_org, new_org_id
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS") or Path(__file__).parents[2] / "test-artifacts")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
-        pytest.skip(f"no {CHROMIUM} here: `apt-get install chromium` (.ci/run installs it; in CI this fails)")
-    with sync_playwright() as playwright:
-        # Playwright's own browser download cannot work here; Debian's chromium can. No sandbox: CI runs as root.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+from tests.e2e.browsing import ARTIFACTS
 
 
 def signed_in(browser: Browser, system: System, path: str, clerk_id: str | None = None) -> Page:

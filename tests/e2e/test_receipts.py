@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
 import httpx
-import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.conftest import System
 from tests.e2e.auth_support import admin_token, bearer
+from tests.e2e.browsing import ARTIFACTS
 from tests.e2e.convergence import welcomed
 from tests.e2e.stripe_support import paid_pack, settled
-from tests.e2e.test_pages import ARTIFACTS, CHROMIUM
 from tests.e2e.test_payment_commands import refund
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no {CHROMIUM} here: `apt-get install chromium` (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def receipt(system: System, token: str, tx_id: str) -> httpx.Response:

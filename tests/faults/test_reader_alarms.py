@@ -46,11 +46,16 @@ def readiness(url: str) -> tuple[int, str]:
     return response.status_code, response.json().get("detail", "")
 
 
-def alarms(url: str, service: str, data_dir: Path) -> str:
-    """The service's alarms, joined, as the operator CLI reads them (a service token of the dev key)."""
+def ops(url: str, service: str, data_dir: Path, path: str, method: str = "GET") -> httpx.Response:
+    """A call to the service's ops routes as the operator CLI makes it (a service token of the dev key)."""
     key = ServiceKey.of_private(keys.load_or_create(data_dir / DEV_KEY_FILE))
     token = key.sign("test", audience=service, scopes=[Scope(f"{service}:alarms")])
-    response = httpx.get(f"{url}/alarms", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return httpx.request(method, f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def alarms(url: str, service: str, data_dir: Path) -> str:
+    """The service's alarms, joined."""
+    response = ops(url, service, data_dir, "/alarms")
     assert response.status_code == 200, response.text
     return "; ".join(response.json()["alarms"])
 
@@ -122,11 +127,26 @@ def test_a_dead_lettered_event_alarms_until_it_is_re_driven_after_the_fix(
     refused = cli(system, "deadletters", "redrive")
     assert refused.returncode == 1 and "failed" in refused.stdout and "0 of 1" in refused.stdout
 
+    # The same over HTTP, as the admin console does it: the service that parked it lists it and re-drives it.
+    [letter] = ops(projections, "projections", data_dir, "/dead-letters").json()["letters"]
+    assert (letter["consumer"], letter["subject"], letter["event_type"]) == (
+        "projections-ledger", "ledger.credits.debited", "ledger.credits.debited",
+    )  # fmt: skip
+    assert "the disk is full" in letter["reason"] and letter["origin_stream"] == "LEDGER"
+    assert ops(system.url("ledger"), "ledger", data_dir, "/dead-letters").json()["letters"] == []
+    redrive = f"/dead-letters/{letter['seq']}/redrive"
+    assert ops(system.url("ledger"), "ledger", data_dir, redrive, "POST").status_code == 404, "not the ledger's"
+    failing = ops(projections, "projections", data_dir, redrive, "POST")
+    assert failing.status_code == 409 and "the disk is full" in failing.json()["detail"], failing.text
+    as_user = httpx.get(f"{projections}/dead-letters", headers=bearer(token), timeout=10)
+    assert as_user.status_code == 403
+
     with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("DROP TRIGGER broken ON projections.credit_entries")  # the fix
-    redriven = cli(system, "deadletters", "redrive")
-    assert redriven.returncode == 0, redriven.stdout + redriven.stderr
-    assert "1 of 1 re-driven and applied" in redriven.stdout
+    redriven = ops(projections, "projections", data_dir, redrive, "POST")
+    assert redriven.status_code == 200, redriven.text
+    assert redriven.json() == {"seq": letter["seq"], "consumer": "projections-ledger", "status": "applied"}
+    assert ops(projections, "projections", data_dir, redrive, "POST").status_code == 404, "applied once, then gone"
     assert alarms(projections, "projections", data_dir) == ""
     wait_until(lambda: not prometheus.firing("CreditstreamDeadLetters"), timeout=30, what="the alert cleared")
     assert scalar(prometheus, parked) == 0
