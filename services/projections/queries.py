@@ -233,21 +233,16 @@ async def all_lots_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any
     )
 
 
+JOBS = "SELECT job_id, operation, status, cost, resource_type, resource_id, requested_at, ended_at FROM media_jobs"
+
+
 async def all_jobs_of(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
-    return await fetch_all(
-        conn,
-        "SELECT job_id, operation, status, cost, resource_type, resource_id, requested_at, ended_at FROM media_jobs"
-        " WHERE user_id = %s ORDER BY requested_at NULLS LAST, job_id",
-        (user_id,),
-    )
+    return await fetch_all(conn, f"{JOBS} WHERE user_id = %s ORDER BY requested_at NULLS LAST, job_id", (user_id,))
 
 
 async def recent_jobs_of(conn: AsyncConnection, user_id: str, limit: int) -> list[dict[str, Any]]:
     return await fetch_all(
-        conn,
-        "SELECT job_id, operation, status, cost, resource_type, resource_id, requested_at, ended_at FROM media_jobs"
-        " WHERE user_id = %s ORDER BY requested_at DESC NULLS LAST, job_id DESC LIMIT %s",
-        (user_id, limit),
+        conn, f"{JOBS} WHERE user_id = %s ORDER BY requested_at DESC NULLS LAST, job_id DESC LIMIT %s", (user_id, limit)
     )
 
 
